@@ -1,0 +1,195 @@
+/**
+ * Loads the configuration: schema defaults, then the config file, then `config.local.yaml` beside it (deep merge),
+ * then environment variables, then command-line overrides; validates the result and reports every problem
+ * with the file (or variable) and key it came from.
+ * @module
+ */
+import { dirname, isAbsolute, join, resolve } from "node:path";
+import { parse as parseYaml, YAMLParseError } from "yaml";
+import { type Config, configSchema } from "./schema.ts";
+
+/** Environment variables that override single keys (the ones people set in containers). */
+export const ENV_OVERRIDES: Record<string, string> = {
+  MIPSERVER_HOST: "server.host",
+  MIPSERVER_PORT: "server.port",
+  MIPSERVER_PUBLIC_URL: "server.public_url",
+  MIPSERVER_CACHE_DIR: "cache.dir",
+  MIPSERVER_OFFLINE: "cache.offline",
+  MIPSERVER_LOG_LEVEL: "log.level",
+  MIPSERVER_LOG_FORMAT: "log.format",
+  MIPSERVER_INDEX: "upstreams.index",
+  GITHUB_TOKEN: "upstreams.github_token",
+  MIPSERVER_GITHUB_TOKEN: "upstreams.github_token",
+};
+
+/** The configuration could not be loaded; `problems` holds one readable line each. */
+export class ConfigError extends Error {
+  /** One line per problem, e.g. `config.yaml: server.port: expected a port number 1-65535, got "abc"`. */
+  readonly problems: string[];
+  constructor(problems: string[]) {
+    super(`Invalid configuration:\n${problems.map((p) => `  ${p}`).join("\n")}`);
+    this.name = "ConfigError";
+    this.problems = problems;
+  }
+}
+
+/** What to load. Everything is optional; tests pass their own env and paths. */
+export interface LoadOptions {
+  /** `--config FILE`; wins over `MIPSERVER_CONFIG`. */
+  configPath?: string;
+  /** The environment to read overrides from (default: none). */
+  env?: Record<string, string | undefined>;
+  /** Command-line overrides as key path → value, e.g. `{"server.port": "9000"}`. */
+  overrides?: Record<string, unknown>;
+  /** Directory in which `config.yaml` is looked for when no path is named (default: the working directory). */
+  cwd?: string;
+}
+
+/** A loaded configuration and where it came from. */
+export interface LoadedConfig {
+  config: Config;
+  /** The files read, in merge order. */
+  files: string[];
+  /** Things worth telling the user that are not errors. */
+  warnings: string[];
+}
+
+type Tree = Record<string, unknown>;
+const isTree = (v: unknown): v is Tree => typeof v === "object" && v !== null && !Array.isArray(v);
+
+function readYaml(path: string): Tree {
+  let textContent: string;
+  try {
+    textContent = Deno.readTextFileSync(path);
+  } catch (e) {
+    throw new ConfigError([`${path}: cannot read the file: ${(e as Error).message}`]);
+  }
+  let data: unknown;
+  try {
+    data = parseYaml(textContent, { prettyErrors: true, uniqueKeys: true });
+  } catch (e) {
+    if (e instanceof YAMLParseError) {
+      const pos = e.linePos?.[0];
+      const where = pos ? `${path}:${pos.line}:${pos.col}` : path;
+      throw new ConfigError([
+        `${where}: broken YAML: ${e.message.split("\n")[0].replace(/ at line \d+, column \d+:?$/, "")}`,
+      ]);
+    }
+    throw e;
+  }
+  if (data === null || data === undefined) return {};
+  if (!isTree(data)) throw new ConfigError([`${path}: expected a mapping of keys at the top level`]);
+  return data;
+}
+
+/** Deep-merges `layer` into `into` (objects merge, everything else replaces) and records each key's origin. */
+export function deepMerge(into: Tree, layer: Tree, origin: string, sources: Map<string, string>, prefix = ""): Tree {
+  for (const [key, value] of Object.entries(layer)) {
+    const path = prefix ? `${prefix}.${key}` : key;
+    sources.set(path, origin);
+    if (isTree(value) && isTree(into[key])) {
+      deepMerge(into[key] as Tree, value, origin, sources, path);
+    } else {
+      into[key] = isTree(value) ? deepMerge({}, value, origin, sources, path) : value;
+    }
+  }
+  return into;
+}
+
+function setPath(tree: Tree, path: string, value: unknown): void {
+  const keys = path.split(".");
+  let node = tree;
+  for (const key of keys.slice(0, -1)) {
+    if (!isTree(node[key])) node[key] = {};
+    node = node[key] as Tree;
+  }
+  node[keys[keys.length - 1]] = value;
+}
+
+function originOf(path: string, sources: Map<string, string>): string {
+  const keys = path.split(".");
+  for (let i = keys.length; i > 0; i--) {
+    const found = sources.get(keys.slice(0, i).join("."));
+    if (found) return found;
+  }
+  return "defaults";
+}
+
+const exists = (path: string): boolean => {
+  try {
+    return Deno.statSync(path).isFile;
+  } catch {
+    return false;
+  }
+};
+
+/** Loads, merges and validates the configuration, or throws a {@linkcode ConfigError}. */
+export function loadConfig(options: LoadOptions = {}): LoadedConfig {
+  const env = options.env ?? {};
+  const cwd = options.cwd ?? Deno.cwd();
+  const files: string[] = [];
+  const warnings: string[] = [];
+  const sources = new Map<string, string>();
+  const merged: Tree = {};
+
+  const named = options.configPath ?? env.MIPSERVER_CONFIG;
+  let main: string | undefined;
+  if (named) {
+    main = resolve(cwd, named);
+    if (!exists(main)) {
+      const via = options.configPath ? "--config" : "MIPSERVER_CONFIG";
+      throw new ConfigError([`${named}: config file not found (named by ${via})`]);
+    }
+  } else if (exists(join(cwd, "config.yaml"))) {
+    main = join(cwd, "config.yaml");
+  } else {
+    warnings.push(`no config.yaml in ${cwd}: using built-in defaults`);
+  }
+
+  const baseDir = main ? dirname(main) : cwd;
+  for (const file of main ? [main, join(baseDir, "config.local.yaml")] : []) {
+    if (file !== main && !exists(file)) continue;
+    deepMerge(merged, readYaml(file), file, sources);
+    files.push(file);
+  }
+
+  for (const [variable, path] of Object.entries(ENV_OVERRIDES)) {
+    const value = env[variable];
+    if (value === undefined || value === "") continue;
+    setPath(merged, path, path === "upstreams.index" ? value.split(/[\s,]+/).filter(Boolean) : value);
+    sources.set(path, `environment ${variable}`);
+  }
+  for (const [path, value] of Object.entries(options.overrides ?? {})) {
+    setPath(merged, path, value);
+    sources.set(path, `command line`);
+  }
+
+  const result = configSchema.safeParse(merged, { reportInput: true });
+  if (!result.success) {
+    const problems: string[] = [];
+    for (const issue of result.error.issues) {
+      const path = issue.path.map(String).join(".");
+      if (issue.code === "unrecognized_keys") {
+        for (const key of issue.keys) {
+          const full = path ? `${path}.${key}` : key;
+          problems.push(`${originOf(full, sources)}: ${full}: unknown key`);
+        }
+        continue;
+      }
+      let message = issue.message;
+      if (issue.code === "invalid_type") {
+        message = `expected ${issue.expected === "object" ? "a mapping of keys" : issue.expected}, got ${
+          issue.input === undefined ? "nothing" : JSON.stringify(issue.input)
+        }`;
+      } else if (issue.code === "invalid_union") {
+        message = (issue.errors.flat().find((e) => e.code === "custom")?.message) ?? message;
+      }
+      problems.push(`${originOf(path, sources)}: ${path || "(top level)"}: ${message}`);
+    }
+    throw new ConfigError(problems);
+  }
+
+  const config = result.data;
+  if (!isAbsolute(config.cache.dir)) config.cache.dir = resolve(baseDir, config.cache.dir);
+  return { config, files, warnings };
+}

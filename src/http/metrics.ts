@@ -1,0 +1,51 @@
+/**
+ * Prometheus metrics (prom-client), one registry per server instance.
+ * @module
+ */
+import client from "prom-client";
+
+/** The metrics a server exposes at `GET /metrics`. Later modules add their own series to `registry`. */
+export class Metrics {
+  /** The registry behind `/metrics`. */
+  readonly registry: client.Registry = new client.Registry();
+  /** Requests by route, method and status. */
+  readonly requests: client.Counter<"route" | "method" | "status">;
+  /** Request durations by route. */
+  readonly duration: client.Histogram<"route">;
+  /** Response body bytes by route. */
+  readonly bytes: client.Counter<"route">;
+
+  constructor() {
+    this.requests = new client.Counter({
+      name: "mipserver_http_requests_total",
+      help: "HTTP requests served, by route pattern, method and status.",
+      labelNames: ["route", "method", "status"],
+      registers: [this.registry],
+    });
+    this.duration = new client.Histogram({
+      name: "mipserver_http_request_duration_seconds",
+      help: "Time from request to response headers, by route pattern.",
+      labelNames: ["route"],
+      buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+      registers: [this.registry],
+    });
+    this.bytes = new client.Counter({
+      name: "mipserver_http_response_bytes_total",
+      help: "Response body bytes sent, by route pattern.",
+      labelNames: ["route"],
+      registers: [this.registry],
+    });
+  }
+
+  /** Records one served request. */
+  observe(route: string, method: string, status: number, seconds: number, bytes: number): void {
+    this.requests.inc({ route, method, status: String(status) });
+    this.duration.observe({ route }, seconds);
+    this.bytes.inc({ route }, bytes);
+  }
+
+  /** The exposition text and its content type. */
+  async render(): Promise<{ text: string; contentType: string }> {
+    return { text: await this.registry.metrics(), contentType: this.registry.contentType };
+  }
+}

@@ -1,0 +1,61 @@
+/**
+ * Device-safe responses: every body is sent whole with a Content-Length, never chunked, because the mip client
+ * speaks HTTP/1.0 and reads until the connection closes.
+ * @module
+ */
+
+const encoder = new TextEncoder();
+
+/** An error with an HTTP status; its message is sent to the client as plain text. */
+export class HttpError extends Error {
+  /** The status code to answer with. */
+  readonly status: number;
+  /** Extra response headers (e.g. `Allow`). */
+  readonly headers: Record<string, string>;
+  constructor(status: number, message: string, headers: Record<string, string> = {}) {
+    super(message);
+    this.name = "HttpError";
+    this.status = status;
+    this.headers = headers;
+  }
+}
+
+/** Builds a response from bytes with an exact Content-Length. */
+export function bytesResponse(
+  body: Uint8Array,
+  init: { status?: number; headers?: HeadersInit; contentType?: string } = {},
+): Response {
+  const headers = new Headers(init.headers);
+  if (init.contentType) headers.set("content-type", init.contentType);
+  headers.set("content-length", String(body.byteLength));
+  return new Response(body as Uint8Array<ArrayBuffer>, { status: init.status ?? 200, headers });
+}
+
+/** A plain-text response (a trailing newline is added). */
+export function textResponse(status: number, text: string, headers?: HeadersInit): Response {
+  return bytesResponse(encoder.encode(`${text}\n`), {
+    status,
+    headers,
+    contentType: "text/plain; charset=utf-8",
+  });
+}
+
+/** A JSON response. */
+export function jsonResponse(value: unknown, init: { status?: number; headers?: HeadersInit; pretty?: boolean } = {}) {
+  const body = JSON.stringify(value, null, init.pretty ? 2 : undefined);
+  return bytesResponse(encoder.encode(body), {
+    status: init.status,
+    headers: init.headers,
+    contentType: "application/json",
+  });
+}
+
+/** Returns `response` with a Content-Length, buffering a streamed body if it has none. */
+export async function withContentLength(response: Response): Promise<Response> {
+  if (response.headers.has("content-length") || response.body === null) return response;
+  const body = new Uint8Array(await response.arrayBuffer());
+  const headers = new Headers(response.headers);
+  headers.delete("transfer-encoding");
+  headers.set("content-length", String(body.byteLength));
+  return new Response(body, { status: response.status, statusText: response.statusText, headers });
+}

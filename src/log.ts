@@ -1,0 +1,70 @@
+/**
+ * A small structured logger: one line per event, as readable text or as JSON.
+ * @module
+ */
+
+/** Log levels, least to most severe. */
+export type LogLevel = "debug" | "info" | "warn" | "error";
+/** Extra fields of one event. */
+export type LogFields = Record<string, unknown>;
+
+/** The logger every module receives. */
+export interface Logger {
+  debug(message: string, fields?: LogFields): void;
+  info(message: string, fields?: LogFields): void;
+  warn(message: string, fields?: LogFields): void;
+  error(message: string, fields?: LogFields): void;
+}
+
+const RANK: Record<LogLevel, number> = { debug: 10, info: 20, warn: 30, error: 40 };
+
+/** How to build a logger. */
+export interface LoggerOptions {
+  level?: LogLevel;
+  format?: "text" | "json";
+  /** Where lines go (default: stdout). */
+  write?: (line: string) => void;
+  /** The clock (default: `Date.now`). */
+  now?: () => number;
+}
+
+function textValue(value: unknown): string {
+  if (value instanceof Error) value = value.message;
+  const s = typeof value === "string" ? value : JSON.stringify(value) ?? String(value);
+  return /^[^\s"=]+$/.test(s) ? s : JSON.stringify(s);
+}
+
+/** Formats one event as text: `<time> <LEVEL> <message> key=value ...`. */
+export function formatText(time: number, level: LogLevel, message: string, fields: LogFields = {}): string {
+  const parts = [new Date(time).toISOString(), level.toUpperCase().padEnd(5), message];
+  for (const [key, value] of Object.entries(fields)) {
+    if (value !== undefined) parts.push(`${key}=${textValue(value)}`);
+  }
+  return parts.join(" ");
+}
+
+/** Creates a logger that drops events below `level`. */
+export function createLogger(options: LoggerOptions = {}): Logger {
+  const min = RANK[options.level ?? "info"];
+  const json = options.format === "json";
+  const write = options.write ?? ((line: string) => console.log(line));
+  const now = options.now ?? Date.now;
+  const emit = (level: LogLevel) => (message: string, fields?: LogFields) => {
+    if (RANK[level] < min) return;
+    const time = now();
+    if (json) {
+      const clean: LogFields = {};
+      for (const [k, v] of Object.entries(fields ?? {})) clean[k] = v instanceof Error ? v.message : v;
+      write(JSON.stringify({ time: new Date(time).toISOString(), level, msg: message, ...clean }));
+    } else {
+      write(formatText(time, level, message, fields));
+    }
+  };
+  return { debug: emit("debug"), info: emit("info"), warn: emit("warn"), error: emit("error") };
+}
+
+/** A logger that keeps its lines in memory, for tests. */
+export function memoryLogger(level: LogLevel = "debug"): Logger & { lines: string[] } {
+  const lines: string[] = [];
+  return Object.assign(createLogger({ level, format: "json", write: (l) => lines.push(l) }), { lines });
+}

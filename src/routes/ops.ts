@@ -1,0 +1,110 @@
+/**
+ * Operational routes: `/healthz`, `/echo`, `/_/requests` and `/metrics`.
+ * @module
+ */
+import { join } from "node:path";
+import type { Metrics } from "../http/metrics.ts";
+import type { RequestLog, RequestQuery } from "../http/request_log.ts";
+import { bytesResponse, HttpError, jsonResponse } from "../http/responses.ts";
+import type { Router } from "../http/router.ts";
+
+/** What the operational routes read. */
+export interface OpsDeps {
+  version: string;
+  cacheDir: string;
+  requestLog: RequestLog;
+  metrics: Metrics;
+  /** Milliseconds since the server started. */
+  uptime: () => number;
+  /** Extra facts for /healthz from other modules (upstreams, compiler). */
+  health?: () => Record<string, unknown>;
+}
+
+/** Headers whose values /echo never shows. */
+export const REDACTED_HEADERS = new Set(["authorization", "proxy-authorization", "cookie", "set-cookie"]);
+
+/** Tells whether a file can be created in `dir` (creating `dir` if needed). */
+export async function isWritable(dir: string): Promise<boolean> {
+  const probe = join(dir, `.healthz-${crypto.randomUUID()}`);
+  try {
+    await Deno.mkdir(dir, { recursive: true });
+    await Deno.writeTextFile(probe, "ok");
+    await Deno.remove(probe);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+function parseRequestQuery(params: URLSearchParams, capacity: number): RequestQuery {
+  const query: RequestQuery = { limit: 100 };
+  for (const [key, value] of params) {
+    switch (key) {
+      case "ip":
+        query.ip = value;
+        break;
+      case "path":
+        query.path = value;
+        break;
+      case "status": {
+        const m = /^([1-5])(?:xx|\d\d)$/i.exec(value);
+        if (!m) {
+          throw new HttpError(400, `Invalid status ${JSON.stringify(value)}: expected a status such as 404 or 4xx`);
+        }
+        query.status = /xx$/i.test(value) ? Number(m[1]) : Number(value);
+        break;
+      }
+      case "limit": {
+        const n = /^\d{1,9}$/.test(value) ? Number(value) : NaN;
+        if (!(n >= 1)) throw new HttpError(400, `Invalid limit ${JSON.stringify(value)}: expected a whole number >= 1`);
+        query.limit = Math.min(n, Math.max(capacity, 1));
+        break;
+      }
+      default:
+        throw new HttpError(400, `Unknown filter ${JSON.stringify(key)}: use ip, path, status or limit`);
+    }
+  }
+  return query;
+}
+
+/** Adds the operational routes to `router`. */
+export function addOpsRoutes(router: Router, deps: OpsDeps): void {
+  router.get("/healthz", async () =>
+    jsonResponse({
+      status: "ok",
+      version: deps.version,
+      uptime_seconds: Math.floor(deps.uptime() / 1000),
+      cache: { dir: deps.cacheDir, writable: await isWritable(deps.cacheDir) },
+      ...deps.health?.(),
+    }, { headers: { "cache-control": "no-store" } }));
+
+  router.get("/echo", ({ request, url, client }) => {
+    const headers: Record<string, string> = {};
+    for (const [name, value] of request.headers) {
+      headers[name] = REDACTED_HEADERS.has(name) ? "[redacted]" : value;
+    }
+    const query: Record<string, string[]> = {};
+    for (const [key, value] of url.searchParams) (query[key] ??= []).push(value);
+    return jsonResponse({ client, method: request.method, url: request.url, path: url.pathname, headers, query }, {
+      pretty: true,
+      headers: { "cache-control": "no-store" },
+    });
+  });
+
+  router.get("/_/requests", ({ url }) => {
+    const query = parseRequestQuery(url.searchParams, deps.requestLog.capacity);
+    const entries = deps.requestLog.query(query);
+    return jsonResponse({ count: entries.length, requests: entries }, {
+      pretty: true,
+      headers: { "cache-control": "no-store" },
+    });
+  });
+
+  router.get("/metrics", async () => {
+    const { text, contentType } = await deps.metrics.render();
+    return bytesResponse(new TextEncoder().encode(text), {
+      contentType,
+      headers: { "cache-control": "no-store" },
+    });
+  });
+}
