@@ -1,0 +1,274 @@
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { parse as parseYaml } from "yaml";
+import { ConfigError, deepMerge, loadConfig } from "../../src/config/load.ts";
+import { configSchema, displayConfig } from "../../src/config/schema.ts";
+import { tempDir } from "../helpers.ts";
+
+const ROOT = new URL("../../", import.meta.url).pathname;
+
+/** A folder with a config.yaml (and optionally a config.local.yaml). */
+function folder(main: string, local?: string): string {
+  const dir = tempDir();
+  Deno.writeTextFileSync(join(dir, "config.yaml"), main);
+  if (local !== undefined) Deno.writeTextFileSync(join(dir, "config.local.yaml"), local);
+  return dir;
+}
+
+function problemsOf(fn: () => unknown): string[] {
+  try {
+    fn();
+  } catch (e) {
+    assert.ok(e instanceof ConfigError, `expected a ConfigError, got ${e}`);
+    return e.problems;
+  }
+  assert.fail("expected the configuration to be rejected");
+}
+
+Deno.test("config.yaml holds exactly the schema defaults", () => {
+  const fromFile = configSchema.parse(parseYaml(Deno.readTextFileSync(join(ROOT, "config.yaml"))));
+  const fromSchema = configSchema.parse({});
+  assert.deepEqual(fromFile, fromSchema);
+});
+
+Deno.test("every key in config.yaml carries a comment", () => {
+  const lines = Deno.readTextFileSync(join(ROOT, "config.yaml")).split("\n");
+  lines.forEach((line, i) => {
+    if (/^\s+[a-z_]+:/.test(line)) {
+      const before = lines[i - 1] ?? "";
+      assert.ok(/^\s*#/.test(before), `key on line ${i + 1} has no comment above it: ${line.trim()}`);
+    }
+  });
+});
+
+Deno.test("defaults match the public contract", () => {
+  const c = configSchema.parse({});
+  assert.equal(c.server.host, "0.0.0.0");
+  assert.equal(c.server.port, 18891);
+  assert.equal(c.server.public_url, null);
+  assert.equal(c.cache.dir, "./.cache");
+  assert.equal(c.cache.ttl, 600_000);
+  assert.equal(c.cache.offline, false);
+  assert.deepEqual(c.upstreams.index, ["https://micropython.org/pi/v2"]);
+  assert.equal(c.upstreams.github, "https://raw.githubusercontent.com");
+  assert.equal(c.upstreams.gitlab, "https://gitlab.com");
+  assert.equal(c.upstreams.pypi, null);
+  assert.equal(c.policy.unlisted, "allow");
+  assert.equal(c.mpy_cross.path, null);
+  assert.equal(c.log.level, "info");
+  assert.equal(c.log.format, "text");
+});
+
+Deno.test("config.local.yaml deep-merges over config.yaml and keeps every other key", () => {
+  const dir = folder(
+    "server:\n  host: 127.0.0.1\n  port: 8000\ncache:\n  ttl: 5m\n",
+    "server: {port: 9000}\n",
+  );
+  const { config, files } = loadConfig({ cwd: dir });
+  assert.equal(config.server.port, 9000);
+  assert.equal(config.server.host, "127.0.0.1");
+  assert.equal(config.cache.ttl, 300_000);
+  assert.equal(config.cache.negative_ttl, 60_000);
+  assert.deepEqual(files, [join(dir, "config.yaml"), join(dir, "config.local.yaml")]);
+});
+
+Deno.test("deepMerge replaces lists and scalars, merges mappings", () => {
+  const sources = new Map<string, string>();
+  const out = deepMerge({ a: { b: 1, c: [1, 2] }, d: 1 }, { a: { c: [3] }, d: { e: 2 } }, "x", sources);
+  assert.deepEqual(out, { a: { b: 1, c: [3] }, d: { e: 2 } });
+  assert.equal(sources.get("a.c"), "x");
+  assert.equal(sources.get("d.e"), "x");
+});
+
+Deno.test("--config names the file; config.local.yaml is read beside it", () => {
+  const dir = folder("server: {port: 1111}\n", "log: {level: debug}\n");
+  const elsewhere = tempDir();
+  const { config } = loadConfig({ cwd: elsewhere, configPath: join(dir, "config.yaml") });
+  assert.equal(config.server.port, 1111);
+  assert.equal(config.log.level, "debug");
+});
+
+Deno.test("MIPSERVER_CONFIG names the file; --config wins over it", () => {
+  const a = folder("server: {port: 2222}\n");
+  const b = folder("server: {port: 3333}\n");
+  const env = { MIPSERVER_CONFIG: join(a, "config.yaml") };
+  assert.equal(loadConfig({ cwd: tempDir(), env }).config.server.port, 2222);
+  assert.equal(loadConfig({ cwd: tempDir(), env, configPath: join(b, "config.yaml") }).config.server.port, 3333);
+});
+
+Deno.test("a named config file that does not exist is an error naming it", () => {
+  const problems = problemsOf(() => loadConfig({ cwd: tempDir(), configPath: "nope.yaml" }));
+  assert.deepEqual(problems, ["nope.yaml: config file not found (named by --config)"]);
+  const viaEnv = problemsOf(() => loadConfig({ cwd: tempDir(), env: { MIPSERVER_CONFIG: "gone.yaml" } }));
+  assert.deepEqual(viaEnv, ["gone.yaml: config file not found (named by MIPSERVER_CONFIG)"]);
+});
+
+Deno.test("without any config file the built-in defaults apply, with a warning", () => {
+  const dir = tempDir();
+  const { config, files, warnings } = loadConfig({ cwd: dir });
+  assert.equal(config.server.port, 18891);
+  assert.deepEqual(files, []);
+  assert.match(warnings[0], /no config\.yaml/);
+});
+
+Deno.test("environment overrides beat the files; command line beats the environment", () => {
+  const dir = folder("server: {port: 1000}\n");
+  const env = {
+    MIPSERVER_PORT: "2000",
+    MIPSERVER_CACHE_DIR: "/var/cache/mip",
+    MIPSERVER_OFFLINE: "true",
+    MIPSERVER_LOG_LEVEL: "warn",
+    MIPSERVER_LOG_FORMAT: "json",
+    MIPSERVER_HOST: "127.0.0.1",
+    MIPSERVER_INDEX: "http://a.example/pi, http://b.example/pi",
+    GITHUB_TOKEN: "ghp_secret",
+  };
+  const { config } = loadConfig({ cwd: dir, env });
+  assert.equal(config.server.port, 2000);
+  assert.equal(config.cache.dir, "/var/cache/mip");
+  assert.equal(config.cache.offline, true);
+  assert.equal(config.log.level, "warn");
+  assert.equal(config.log.format, "json");
+  assert.equal(config.server.host, "127.0.0.1");
+  assert.deepEqual(config.upstreams.index, ["http://a.example/pi", "http://b.example/pi"]);
+  assert.equal(config.upstreams.github_token, "ghp_secret");
+  const cli = loadConfig({ cwd: dir, env, overrides: { "server.port": "3000" } });
+  assert.equal(cli.config.server.port, 3000);
+});
+
+Deno.test("a relative cache.dir is relative to the config file's folder", () => {
+  const dir = folder("cache: {dir: ./store}\n");
+  assert.equal(
+    loadConfig({ cwd: tempDir(), configPath: join(dir, "config.yaml") }).config.cache.dir,
+    join(dir, "store"),
+  );
+});
+
+Deno.test("upstreams.index takes one URL or a list, trailing slashes dropped", () => {
+  const one = loadConfig({ cwd: folder("upstreams: {index: 'http://127.0.0.1:9/pi/v2/'}\n") }).config;
+  assert.deepEqual(one.upstreams.index, ["http://127.0.0.1:9/pi/v2"]);
+  const two = loadConfig({ cwd: folder("upstreams:\n  index: [http://a.test/x, https://b.test/y]\n") }).config;
+  assert.deepEqual(two.upstreams.index, ["http://a.test/x", "https://b.test/y"]);
+});
+
+Deno.test("packages, pins, targets and policy are validated", () => {
+  const dir = folder(`
+packages:
+  sensorkit: {source: "github:acme/sensorkit", ref: v1.0}
+  local-tools: {source: "local:/srv/tools"}
+pins: {aioble: "0.5.2"}
+policy: {unlisted: deny, allow_hosts: [Files.Example.com]}
+targets:
+  esp32: {march: xtensawin, opt: 2}
+  pico: {march: armv6m, small_int_bits: 31}
+`);
+  const { config } = loadConfig({ cwd: dir });
+  assert.deepEqual(config.packages.sensorkit, { source: "github:acme/sensorkit", ref: "v1.0" });
+  assert.equal(config.packages["local-tools"].ref, null);
+  assert.equal(config.pins.aioble, "0.5.2");
+  assert.equal(config.policy.unlisted, "deny");
+  assert.deepEqual(config.policy.allow_hosts, ["files.example.com"]);
+  assert.deepEqual(config.targets.esp32, { march: "xtensawin", opt: 2, small_int_bits: null, mpy_cross: null });
+});
+
+Deno.test("each validation problem is one line naming the file and the key path", () => {
+  const dir = folder(
+    "server:\n  port: 80\n",
+    `
+server:
+  port: abc
+  prot: 1
+cache:
+  ttl: soon
+  memory: lots
+  offline: maybe
+upstreams:
+  index: [ftp://x]
+  github: not a url
+  retries: 99
+policy: {unlisted: sometimes}
+packages:
+  "bad name!": {source: "github:a/b"}
+  good: {source: "svn:a/b"}
+  noref: {ref: main}
+targets:
+  esp32: {march: z80, opt: 9}
+log: {format: xml}
+mystery: 1
+`,
+  );
+  const local = join(dir, "config.local.yaml");
+  const problems = problemsOf(() => loadConfig({ cwd: dir }));
+  const expected = [
+    `${local}: server.port: expected a port number 1-65535, got "abc"`,
+    `${local}: server.prot: unknown key`,
+    `${local}: cache.ttl: expected a duration such as 30s, 10m or 1h, got "soon"`,
+    `${local}: cache.memory: expected a size such as 512KiB, 16MiB or 2GiB, got "lots"`,
+    `${local}: cache.offline: expected true or false, got "maybe"`,
+    `${local}: upstreams.index: expected an http(s) URL or a list of them, got ["ftp://x"]`,
+    `${local}: upstreams.github: expected an http(s) URL, got "not a url"`,
+    `${local}: upstreams.retries: expected a whole number 0-10, got 99`,
+    `${local}: policy.unlisted: expected allow or deny, got "sometimes"`,
+    `${local}: targets.esp32.march: expected x86 or x64 or armv6 or armv6m or armv7m or armv7em or armv7emsp or armv7emdp or xtensa or xtensawin or rv32imc or rv64imc or host, got "z80"`,
+    `${local}: targets.esp32.opt: expected an optimisation level 0-3, got 9`,
+    `${local}: log.format: expected text or json, got "xml"`,
+    `${local}: mystery: unknown key`,
+  ];
+  for (const line of expected) {
+    assert.ok(problems.includes(line), `missing problem:\n  ${line}\nin:\n  ${problems.join("\n  ")}`);
+  }
+  assert.ok(problems.some((p) => p.startsWith(`${local}: packages.bad name!`)), problems.join("\n"));
+  assert.ok(
+    problems.some((p) => p.startsWith(`${local}: packages.good.source: expected a source`)),
+    problems.join("\n"),
+  );
+  assert.ok(
+    problems.includes(
+      `${local}: packages.noref.source: expected a source such as github:owner/repo, gitlab:owner/repo, url:https://..., pypi:name or local:/dir, got nothing`,
+    ),
+    problems.join("\n"),
+  );
+  for (const p of problems) assert.ok(!p.includes("\n") && !/at .*\.ts:\d+/.test(p), `not one clean line: ${p}`);
+});
+
+Deno.test("a wrong type for a whole section is reported in words", () => {
+  const problems = problemsOf(() => loadConfig({ cwd: folder("server: 8080\n") }));
+  assert.equal(problems.length, 1);
+  assert.match(problems[0], /config\.yaml: server: expected a mapping of keys, got 8080$/);
+});
+
+Deno.test("a problem from an environment variable names the variable", () => {
+  const problems = problemsOf(() => loadConfig({ cwd: folder(""), env: { MIPSERVER_PORT: "70000" } }));
+  assert.deepEqual(problems, [`environment MIPSERVER_PORT: server.port: expected a port number 1-65535, got "70000"`]);
+});
+
+Deno.test("broken YAML names the file, line and column", () => {
+  const dir = folder("server:\n  port: 1\n", "server:\n  port: [1, 2\ncache: {}\n");
+  const problems = problemsOf(() => loadConfig({ cwd: dir }));
+  assert.equal(problems.length, 1);
+  assert.match(
+    problems[0],
+    new RegExp(`^${join(dir, "config.local.yaml").replaceAll(".", "\\.")}:\\d+:\\d+: broken YAML: `),
+  );
+});
+
+Deno.test("duplicate keys and a non-mapping top level are refused", () => {
+  const dup = problemsOf(() => loadConfig({ cwd: folder("server: {}\nserver: {}\n") }));
+  assert.match(dup[0], /config\.yaml:2:1: broken YAML: .*[Uu]nique/);
+  const list = problemsOf(() => loadConfig({ cwd: folder("- a\n- b\n") }));
+  assert.match(list[0], /config\.yaml: expected a mapping of keys at the top level$/);
+});
+
+Deno.test("an empty config file means all defaults", () => {
+  assert.equal(loadConfig({ cwd: folder("# nothing here\n") }).config.server.port, 18891);
+});
+
+Deno.test("displayConfig shows units as text and redacts secrets", () => {
+  const shown = displayConfig(configSchema.parse({ upstreams: { github_token: "ghp_abc" }, cache: { ttl: "90s" } }));
+  const upstreams = shown.upstreams as Record<string, unknown>;
+  const cache = shown.cache as Record<string, unknown>;
+  assert.equal(upstreams.github_token, "[redacted]");
+  assert.equal(upstreams.max_size, "16MiB");
+  assert.equal(cache.ttl, "90s");
+  assert.ok(!JSON.stringify(shown).includes("ghp_abc"));
+});

@@ -1,0 +1,40 @@
+import assert from "node:assert/strict";
+import { type RequestEntry, RequestLog } from "../../src/http/request_log.ts";
+
+function entry(i: number, extra: Partial<RequestEntry> = {}): RequestEntry {
+  return {
+    time: new Date(i * 1000).toISOString(),
+    client: i % 2 ? "10.0.0.1" : "10.0.0.2",
+    method: "GET",
+    path: `/file/${i}`,
+    route: "/file",
+    status: i % 3 === 0 ? 404 : 200,
+    bytes: i,
+    duration_ms: 1,
+    ...extra,
+  };
+}
+
+Deno.test("the ring buffer keeps the newest entries, newest first", () => {
+  const log = new RequestLog(3);
+  for (let i = 1; i <= 5; i++) log.add(entry(i));
+  assert.deepEqual(log.query().map((e) => e.bytes), [5, 4, 3]);
+});
+
+Deno.test("filters combine: ip, path substring, exact status, status class, limit", () => {
+  const log = new RequestLog(100);
+  for (let i = 1; i <= 12; i++) log.add(entry(i));
+  log.add(entry(13, { status: 502, path: "/package/6/x/latest.json" }));
+  assert.deepEqual(log.query({ ip: "10.0.0.2" }).map((e) => e.bytes), [12, 10, 8, 6, 4, 2]);
+  assert.deepEqual(log.query({ path: "/file/1" }).map((e) => e.bytes), [12, 11, 10, 1]);
+  assert.deepEqual(log.query({ status: 404 }).map((e) => e.bytes), [12, 9, 6, 3]);
+  assert.deepEqual(log.query({ status: 5 }).map((e) => e.bytes), [13]);
+  assert.deepEqual(log.query({ status: 2, ip: "10.0.0.1", limit: 2 }).map((e) => e.bytes), [11, 7]);
+  assert.deepEqual(log.query({ path: "latest" }).map((e) => e.status), [502]);
+});
+
+Deno.test("a zero-capacity log keeps nothing", () => {
+  const log = new RequestLog(0);
+  log.add(entry(1));
+  assert.deepEqual(log.query(), []);
+});
