@@ -8,7 +8,11 @@ import { RequestLog } from "./http/request_log.ts";
 import { Router } from "./http/router.ts";
 import { createHandler, type ServeHandler } from "./http/server.ts";
 import type { Logger } from "./log.ts";
+import { DiskStore } from "./cache/store.ts";
+import { IndexService } from "./packages/index_service.ts";
+import { addIndexRoutes } from "./routes/index_api.ts";
 import { addOpsRoutes } from "./routes/ops.ts";
+import { Fetcher } from "./upstream/fetcher.ts";
 import { VERSION } from "./version.ts";
 
 /** What an app is built from. */
@@ -25,16 +29,48 @@ export interface App {
   router: Router;
   metrics: Metrics;
   requestLog: RequestLog;
+  store: DiskStore;
+  index: IndexService;
+  /** Waits for background refreshes and prefetches to finish. */
+  idle(): Promise<void>;
 }
 
-/** Builds the router, request log and metrics for `config`. */
-export function createApp(options: AppOptions): App {
+/** Builds the router, cache, upstream client, request log and metrics for `config`, and opens the cache. */
+export async function createApp(options: AppOptions): Promise<App> {
   const now = options.now ?? Date.now;
   const started = now();
   const { config, logger } = options;
   const router = new Router();
   const metrics = new Metrics();
   const requestLog = new RequestLog(config.log.requests_kept);
+  const store = new DiskStore(config.cache.dir, { now, memoryBytes: config.cache.memory });
+  const leftovers = await store.open();
+  if (leftovers > 0) logger.warn("Removed unfinished cache writes left by an earlier crash", { files: leftovers });
+  const fetcher = new Fetcher({
+    connectTimeout: config.upstreams.connect_timeout,
+    timeout: config.upstreams.timeout,
+    retries: config.upstreams.retries,
+    maxSize: config.upstreams.max_size,
+    logger,
+    onAttempt: (url, status, seconds) => {
+      metrics.upstream.inc({ host: url.host, status: String(status) });
+      metrics.upstreamDuration.observe({ host: url.host }, seconds);
+    },
+  });
+  const index = new IndexService({
+    indexes: config.upstreams.index,
+    store,
+    fetcher,
+    logger,
+    metrics,
+    now,
+    ttl: config.cache.ttl,
+    negativeTtl: config.cache.negative_ttl,
+    offline: config.cache.offline,
+    prefetch: config.cache.prefetch,
+  });
+  await index.init();
+  addIndexRoutes(router, index);
   addOpsRoutes(router, {
     version: VERSION,
     cacheDir: config.cache.dir,
@@ -43,5 +79,5 @@ export function createApp(options: AppOptions): App {
     uptime: () => now() - started,
   });
   const handler = createHandler(router, { logger, requestLog, metrics, now });
-  return { handler, router, metrics, requestLog };
+  return { handler, router, metrics, requestLog, store, index, idle: () => index.idle() };
 }

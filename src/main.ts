@@ -49,7 +49,13 @@ export async function main(args: string[]): Promise<number> {
   const logger = createLogger({ level: config.log.level, format: config.log.format });
   for (const w of warnings) logger.warn(w);
   logger.info("Starting mipserver", { version: VERSION, config: files.join(",") || "defaults" });
-  const app = createApp({ config, logger });
+  let app;
+  try {
+    app = await createApp({ config, logger });
+  } catch (e) {
+    logger.error("Cannot open the cache", { dir: config.cache.dir, error: (e as Error).message });
+    return 1;
+  }
 
   let server: Deno.HttpServer<Deno.NetAddr>;
   try {

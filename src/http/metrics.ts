@@ -14,6 +14,14 @@ export class Metrics {
   readonly duration: client.Histogram<"route">;
   /** Response body bytes by route. */
   readonly bytes: client.Counter<"route">;
+  /** Cache lookups by kind of object and outcome (hit, miss, stale, error, offline, negative). */
+  readonly cache: client.Counter<"kind" | "outcome">;
+  /** Bytes served from the cache and fetched from upstream. */
+  readonly cacheBytes: client.Counter<"from">;
+  /** Upstream attempts by host and status (or `error`). */
+  readonly upstream: client.Counter<"host" | "status">;
+  /** Upstream attempt durations by host. */
+  readonly upstreamDuration: client.Histogram<"host">;
 
   constructor() {
     this.requests = new client.Counter({
@@ -33,6 +41,31 @@ export class Metrics {
       name: "mipserver_http_response_bytes_total",
       help: "Response body bytes sent, by route pattern.",
       labelNames: ["route"],
+      registers: [this.registry],
+    });
+    this.cache = new client.Counter({
+      name: "mipserver_cache_requests_total",
+      help: "Cache lookups by kind (index, manifest, file) and outcome (hit, miss, stale, error, offline, negative).",
+      labelNames: ["kind", "outcome"],
+      registers: [this.registry],
+    });
+    this.cacheBytes = new client.Counter({
+      name: "mipserver_cache_bytes_total",
+      help: "Bytes of objects served from the cache (from=cache) and fetched from upstream (from=upstream).",
+      labelNames: ["from"],
+      registers: [this.registry],
+    });
+    this.upstream = new client.Counter({
+      name: "mipserver_upstream_requests_total",
+      help: "Upstream HTTP attempts by host and status (error: no answer).",
+      labelNames: ["host", "status"],
+      registers: [this.registry],
+    });
+    this.upstreamDuration = new client.Histogram({
+      name: "mipserver_upstream_request_duration_seconds",
+      help: "Upstream attempt durations to response headers, by host.",
+      labelNames: ["host"],
+      buckets: [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60],
       registers: [this.registry],
     });
   }

@@ -1,0 +1,298 @@
+/**
+ * The micropython-lib index proxy: `index.json`, package manifests and content-addressed files from one or more
+ * upstream indexes (pi/v2 layout), through the cache. Immutable objects (`{version}.json`, files) are fetched once;
+ * `latest.json` and `index.json` are fresh for `ttl`, then served stale while a background refresh runs, and kept
+ * serving for as long as upstream fails. Upstream "not found" is remembered for `negativeTtl`. Every file's bytes are
+ * checked against the sha256 prefix they are named by before they are stored or served.
+ * @module
+ */
+import { sha256Hex } from "../cache/hash.ts";
+import { SingleFlight } from "../cache/single_flight.ts";
+import type { DiskStore, StoredObject } from "../cache/store.ts";
+import type { Metrics } from "../http/metrics.ts";
+import { HttpError } from "../http/responses.ts";
+import type { Logger } from "../log.ts";
+import { type Fetcher, UpstreamError } from "../upstream/fetcher.ts";
+
+/** How a request was answered from the cache. */
+export type CacheOutcome = "hit" | "miss" | "stale";
+
+/** An object ready to serve. */
+export interface Served {
+  body: Uint8Array;
+  etag: string;
+  outcome: CacheOutcome;
+  /** Upstream time spent for this answer, in ms (misses only). */
+  upstreamMs?: number;
+}
+
+/** What the index service is built from. */
+export interface IndexServiceOptions {
+  /** Upstream index base URLs, most preferred first. */
+  indexes: string[];
+  store: DiskStore;
+  fetcher: Fetcher;
+  logger: Logger;
+  metrics?: Metrics;
+  now?: () => number;
+  /** Freshness of mutable objects, in ms. */
+  ttl: number;
+  /** How long an upstream 404 is remembered, in ms. */
+  negativeTtl: number;
+  /** Never contact upstream. */
+  offline: boolean;
+  /** Fetch a manifest's files as soon as the manifest is fetched. */
+  prefetch: boolean;
+}
+
+type Kind = "index" | "manifest" | "file";
+
+interface Load {
+  body: Uint8Array;
+  ms: number;
+}
+
+const PREFETCH_CONCURRENCY = 4;
+const HEX = /^[0-9a-f]{4,64}$/;
+
+function toHttpError(e: unknown): HttpError {
+  if (e instanceof HttpError) return e;
+  if (e instanceof UpstreamError) {
+    if (e.kind === "not_found") return new HttpError(404, e.message);
+    return new HttpError(e.kind === "timeout" ? 504 : 502, e.message);
+  }
+  throw e;
+}
+
+/** Serves the index API from the cache and the upstream indexes. */
+export class IndexService {
+  #o: IndexServiceOptions;
+  #now: () => number;
+  #flights = new SingleFlight<StoredObject>();
+  #negative = new Map<string, { until: number; message: string }>();
+  #background = new Set<Promise<unknown>>();
+  #prefetchQueue: string[] = [];
+  #prefetchActive = 0;
+  #ids: string[];
+
+  constructor(options: IndexServiceOptions) {
+    this.#o = options;
+    this.#now = options.now ?? Date.now;
+    this.#ids = [];
+  }
+
+  /** Computes the per-index cache folder names. Call once before serving. */
+  async init(): Promise<void> {
+    this.#ids = await Promise.all(
+      this.#o.indexes.map(async (url) => (await sha256Hex(new TextEncoder().encode(url))).slice(0, 16)),
+    );
+  }
+
+  /** Resolves once every background refresh and prefetch has finished (for tests and shutdown). */
+  async idle(): Promise<void> {
+    while (this.#background.size > 0 || this.#prefetchQueue.length > 0 || this.#prefetchActive > 0) {
+      await Promise.allSettled([...this.#background]);
+      if (this.#background.size === 0) await new Promise((r) => setTimeout(r, 1));
+    }
+  }
+
+  /** `index.json`: each upstream's, merged (the first index listing a name wins). */
+  async indexJson(): Promise<Served> {
+    const results: { served: Served; url: string }[] = [];
+    const failures: HttpError[] = [];
+    for (const [i, base] of this.#o.indexes.entries()) {
+      try {
+        const served = await this.#cached(
+          "index",
+          `index/${this.#ids[i]}/index.json`,
+          true,
+          () => this.#fetchJson(`${base}/index.json`),
+        );
+        results.push({ served, url: base });
+      } catch (e) {
+        const err = toHttpError(e);
+        this.#o.logger.warn("Index unavailable, leaving it out of index.json", { index: base, error: err.message });
+        failures.push(err);
+      }
+    }
+    if (results.length === 0) throw failures.find((f) => f.status !== 404) ?? failures[0];
+    if (results.length === 1 && this.#o.indexes.length === 1) return results[0].served;
+    const seen = new Set<string>();
+    const packages: unknown[] = [];
+    let updated = 0;
+    for (const { served } of results) {
+      const doc = JSON.parse(new TextDecoder().decode(served.body));
+      updated = Math.max(updated, Number(doc.updated) || 0);
+      for (const pkg of Array.isArray(doc.packages) ? doc.packages : []) {
+        if (pkg && typeof pkg.name === "string" && !seen.has(pkg.name)) {
+          seen.add(pkg.name);
+          packages.push(pkg);
+        }
+      }
+    }
+    const body = new TextEncoder().encode(JSON.stringify({ v: 2, updated, packages }));
+    const outcome = results.some((r) => r.served.outcome === "miss")
+      ? "miss"
+      : results.some((r) => r.served.outcome === "stale")
+      ? "stale"
+      : "hit";
+    return { body, etag: `"${(await sha256Hex(body)).slice(0, 32)}"`, outcome };
+  }
+
+  /** `package/{mpy}/{name}/{version}.json` from the first index that has it. */
+  async manifest(mpy: string, name: string, version: string): Promise<Served> {
+    const mutable = version === "latest";
+    const rel = `package/${mpy}/${name}/${version}.json`;
+    let upstreamFailure: HttpError | undefined;
+    for (const [i, base] of this.#o.indexes.entries()) {
+      try {
+        return await this.#cached("manifest", `index/${this.#ids[i]}/${rel}`, mutable, async () => {
+          const loaded = await this.#fetchJson(`${base}/${rel}`);
+          if (this.#o.prefetch) this.#prefetch(loaded.body);
+          return loaded;
+        });
+      } catch (e) {
+        const err = toHttpError(e);
+        if (err.status !== 404) {
+          upstreamFailure ??= err;
+          this.#o.logger.warn("Index failed for a manifest, trying the next", { index: base, error: err.message });
+        }
+      }
+    }
+    if (upstreamFailure) throw upstreamFailure;
+    if (this.#o.offline) throw new HttpError(404, `Offline and not cached: ${name} ${version} (${mpy})`);
+    throw new HttpError(404, `Package ${name} version ${version} (${mpy}) not found in ${this.#o.indexes.join(", ")}`);
+  }
+
+  /** `file/{h2}/{hash}`: content whose sha256 starts with `hash`, from the first index that has it. */
+  file(hash: string): Promise<Served> {
+    if (!HEX.test(hash)) throw new HttpError(400, `Invalid hash ${JSON.stringify(hash)}`);
+    return this.#cached("file", `files/${hash.slice(0, 2)}/${hash}`, false, async () => {
+      let failure: UpstreamError | HttpError | undefined;
+      for (const base of this.#o.indexes) {
+        const url = `${base}/file/${hash.slice(0, 2)}/${hash}`;
+        try {
+          const loaded = await this.#o.fetcher.get(url);
+          const actual = await sha256Hex(loaded.body);
+          if (!actual.startsWith(hash)) {
+            this.#o.logger.error("HASH MISMATCH: upstream file does not match its hash; not stored, not served", {
+              url,
+              expected: hash,
+              actual,
+              bytes: loaded.body.byteLength,
+            });
+            failure = new HttpError(502, `Hash mismatch for ${url}: content sha256 is ${actual.slice(0, 16)}...`);
+            continue;
+          }
+          return loaded;
+        } catch (e) {
+          if (!(e instanceof UpstreamError)) throw e;
+          if (e.kind !== "not_found" || !failure) failure = e;
+        }
+      }
+      throw failure!;
+    });
+  }
+
+  async #fetchJson(url: string): Promise<Load> {
+    const loaded = await this.#o.fetcher.get(url);
+    try {
+      JSON.parse(new TextDecoder().decode(loaded.body));
+    } catch (e) {
+      throw new HttpError(502, `Upstream sent invalid JSON at ${url}: ${(e as Error).message}`);
+    }
+    return loaded;
+  }
+
+  async #cached(kind: Kind, key: string, mutable: boolean, load: () => Promise<Load>): Promise<Served> {
+    const metrics = this.#o.metrics;
+    const entry = await this.#o.store.get(key);
+    if (entry) {
+      const fresh = !mutable || this.#now() - entry.storedAt < this.#o.ttl;
+      if (!fresh && !this.#o.offline) this.#refresh(kind, key, load);
+      const outcome = fresh || this.#o.offline ? "hit" : "stale";
+      metrics?.cache.inc({ kind, outcome });
+      metrics?.cacheBytes.inc({ from: "cache" }, entry.body.byteLength);
+      return { body: entry.body, etag: entry.etag, outcome };
+    }
+    if (this.#o.offline) {
+      metrics?.cache.inc({ kind, outcome: "offline" });
+      throw new HttpError(404, `Offline and not cached: ${key.replace(/^index\/[0-9a-f]+\//, "")}`);
+    }
+    const negative = this.#negative.get(key);
+    if (negative && negative.until > this.#now()) {
+      metrics?.cache.inc({ kind, outcome: "negative" });
+      throw new HttpError(404, negative.message);
+    }
+    let upstreamMs = 0;
+    try {
+      const stored = await this.#flights.run(key, async () => {
+        const loaded = await load();
+        upstreamMs = loaded.ms;
+        metrics?.cacheBytes.inc({ from: "upstream" }, loaded.body.byteLength);
+        return await this.#o.store.put(key, loaded.body);
+      });
+      this.#negative.delete(key);
+      metrics?.cache.inc({ kind, outcome: "miss" });
+      return { body: stored.body, etag: stored.etag, outcome: "miss", upstreamMs: Math.round(upstreamMs) };
+    } catch (e) {
+      const err = toHttpError(e);
+      if (err.status === 404) {
+        this.#negative.set(key, { until: this.#now() + this.#o.negativeTtl, message: err.message });
+      }
+      metrics?.cache.inc({ kind, outcome: "error" });
+      throw err;
+    }
+  }
+
+  #refresh(kind: Kind, key: string, load: () => Promise<Load>): void {
+    if (this.#flights.has(key)) return;
+    const task = this.#flights.run(key, async () => {
+      const loaded = await load();
+      this.#o.metrics?.cacheBytes.inc({ from: "upstream" }, loaded.body.byteLength);
+      return await this.#o.store.put(key, loaded.body);
+    }).then(
+      () => this.#o.logger.debug("Refreshed a stale object", { kind, key }),
+      (e) => {
+        const message = e instanceof Error ? e.message : String(e);
+        this.#o.logger.warn("Refresh failed; serving the stale copy", { kind, key, error: message });
+      },
+    );
+    this.#track(task);
+  }
+
+  #track(task: Promise<unknown>): void {
+    this.#background.add(task);
+    task.finally(() => this.#background.delete(task));
+  }
+
+  #prefetch(manifest: Uint8Array): void {
+    let hashes: unknown;
+    try {
+      hashes = JSON.parse(new TextDecoder().decode(manifest)).hashes;
+    } catch {
+      return;
+    }
+    if (!Array.isArray(hashes)) return;
+    for (const entry of hashes) {
+      const hash = Array.isArray(entry) ? entry[1] : undefined;
+      if (typeof hash === "string" && HEX.test(hash)) this.#prefetchQueue.push(hash);
+    }
+    this.#pumpPrefetch();
+  }
+
+  #pumpPrefetch(): void {
+    while (this.#prefetchActive < PREFETCH_CONCURRENCY && this.#prefetchQueue.length > 0) {
+      const hash = this.#prefetchQueue.shift()!;
+      this.#prefetchActive++;
+      const task = this.file(hash).then(
+        () => {},
+        (e) => this.#o.logger.warn("Prefetch failed", { hash, error: (e as Error).message }),
+      ).finally(() => {
+        this.#prefetchActive--;
+        this.#pumpPrefetch();
+      });
+      this.#track(task);
+    }
+  }
+}

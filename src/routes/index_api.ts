@@ -1,0 +1,54 @@
+/**
+ * The index API devices use, in the layout of https://micropython.org/pi/v2: `/index.json`,
+ * `/package/{mpy}/{name}/{version}.json` and `/file/{h2}/{hash}`.
+ * @module
+ */
+import { NAME_PATTERN } from "../config/schema.ts";
+import { bytesResponse, HttpError } from "../http/responses.ts";
+import type { RouteContext, Router } from "../http/router.ts";
+import type { IndexService, Served } from "../packages/index_service.ts";
+
+/** Cache-Control for content-addressed files: they never change. */
+export const IMMUTABLE = "public, max-age=31536000, immutable";
+/** Cache-Control for manifests and the index: short, they may change. */
+export const SHORT = "public, max-age=60";
+
+/** Parameter rules shared by every device route. */
+export const PARAMS = {
+  mpy: { pattern: /^(py|\d{1,3})$/, expected: `"py" or an .mpy version number such as 6` },
+  name: { pattern: NAME_PATTERN, expected: "a package name of letters, digits, '.', '_' or '-'" },
+  version: { pattern: /^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$/, expected: `"latest" or a version such as 1.2.3` },
+  h2: { pattern: /^[0-9a-f]{2}$/, expected: "the first two characters of the hash" },
+  hash: { pattern: /^[0-9a-f]{4,64}$/, expected: "4 to 64 lowercase hex characters" },
+};
+
+/** Answers with a served object: ETag, Cache-Control, and 304 when the client already has it. */
+export function serveObject(ctx: RouteContext, served: Served, contentType: string, cacheControl: string): Response {
+  ctx.meta.cache = served.outcome;
+  if (served.upstreamMs !== undefined) ctx.meta.upstream_ms = served.upstreamMs;
+  const headers = { etag: served.etag, "cache-control": cacheControl };
+  const inm = ctx.request.headers.get("if-none-match");
+  if (inm && inm.split(",").some((t) => t.trim().replace(/^W\//, "") === served.etag)) {
+    return new Response(null, { status: 304, headers });
+  }
+  return bytesResponse(served.body, { contentType, headers });
+}
+
+/** Adds the index API routes, answering from `service`. */
+export function addIndexRoutes(router: Router, service: IndexService): void {
+  router.get("/index.json", async (ctx) => serveObject(ctx, await service.indexJson(), "application/json", SHORT));
+
+  router.get("/package/:mpy/:name/:version.json", async (ctx) => {
+    const { mpy, name, version } = ctx.params;
+    const served = await service.manifest(mpy, name, version);
+    return serveObject(ctx, served, "application/json", SHORT);
+  }, { mpy: PARAMS.mpy, name: PARAMS.name, version: PARAMS.version });
+
+  router.get("/file/:h2/:hash", async (ctx) => {
+    const { h2, hash } = ctx.params;
+    if (!hash.startsWith(h2)) {
+      throw new HttpError(400, `Invalid h2 ${JSON.stringify(h2)}: must be the first two characters of ${hash}`);
+    }
+    return serveObject(ctx, await service.file(hash), "application/octet-stream", IMMUTABLE);
+  }, { h2: PARAMS.h2, hash: PARAMS.hash });
+}

@@ -1,0 +1,185 @@
+/**
+ * The one upstream HTTP client: connect and total timeouts, bounded retries with backoff on network errors, 429 and
+ * 5xx, redirects followed here (devices cannot follow ours), a response size cap, and a host allowlist.
+ * Deno's fetch honours HTTP_PROXY, HTTPS_PROXY and NO_PROXY from the environment.
+ * @module
+ */
+import type { Logger } from "../log.ts";
+
+/** Why an upstream request failed. */
+export type UpstreamErrorKind = "not_found" | "status" | "timeout" | "network" | "too_large" | "redirects" | "host";
+
+/** An upstream request that did not produce a usable body. */
+export class UpstreamError extends Error {
+  readonly kind: UpstreamErrorKind;
+  /** The URL that failed (after redirects). */
+  readonly url: string;
+  /** The upstream status, when there was one. */
+  readonly status?: number;
+  constructor(kind: UpstreamErrorKind, url: string, message: string, status?: number) {
+    super(message);
+    this.name = "UpstreamError";
+    this.kind = kind;
+    this.url = url;
+    this.status = status;
+  }
+}
+
+/** Limits and hooks for a {@linkcode Fetcher}. */
+export interface FetcherOptions {
+  /** Time until the upstream's response headers arrive, in ms. */
+  connectTimeout: number;
+  /** Time for the whole request, body included, in ms. */
+  timeout: number;
+  /** Retries after the first attempt, on network errors, timeouts, 429 and 5xx. */
+  retries: number;
+  /** Largest body accepted, in bytes. */
+  maxSize: number;
+  logger: Logger;
+  /** First backoff delay in ms; doubles per retry (default 250). */
+  backoff?: number;
+  /** Which hosts a request may start at (default: all). Redirects chosen by an allowed upstream are followed. */
+  allowHost?: (url: URL) => boolean;
+  /** Extra headers per URL (e.g. a token for one host only). */
+  headersFor?: (url: URL) => Record<string, string>;
+  /** Called after each upstream attempt, for metrics. */
+  onAttempt?: (url: URL, status: number | "error", seconds: number) => void;
+}
+
+/** A fetched body. */
+export interface Fetched {
+  body: Uint8Array;
+  /** The URL the body came from, after redirects. */
+  url: string;
+  /** Time spent, all attempts included, in ms. */
+  ms: number;
+}
+
+const MAX_REDIRECTS = 5;
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Fetches upstream URLs with the configured limits. */
+export class Fetcher {
+  #o: FetcherOptions;
+  constructor(options: FetcherOptions) {
+    this.#o = options;
+  }
+
+  /** GETs `url`, following redirects, retrying transient failures. Throws {@linkcode UpstreamError}. */
+  async get(url: string): Promise<Fetched> {
+    const started = performance.now();
+    let lastError: UpstreamError | undefined;
+    for (let attempt = 0; attempt <= this.#o.retries; attempt++) {
+      if (attempt > 0) await sleep((this.#o.backoff ?? 250) * 2 ** (attempt - 1));
+      try {
+        const { body, url: finalUrl } = await this.#once(url);
+        return { body, url: finalUrl, ms: performance.now() - started };
+      } catch (e) {
+        if (!(e instanceof UpstreamError)) throw e;
+        lastError = e;
+        const transient = e.kind === "network" || e.kind === "timeout" ||
+          (e.kind === "status" && (e.status === 429 || (e.status ?? 0) >= 500));
+        if (!transient) throw e;
+        if (attempt < this.#o.retries) {
+          this.#o.logger.warn("Upstream request failed, retrying", {
+            url: e.url,
+            error: e.message,
+            attempt: attempt + 1,
+          });
+        }
+      }
+    }
+    throw lastError!;
+  }
+
+  async #once(start: string): Promise<{ body: Uint8Array; url: string }> {
+    const total = AbortSignal.timeout(this.#o.timeout);
+    let url = new URL(start);
+    for (let hop = 0; hop <= MAX_REDIRECTS; hop++) {
+      if (hop === 0 && this.#o.allowHost && !this.#o.allowHost(url)) {
+        throw new UpstreamError("host", url.href, `Host ${url.host} is not an allowed upstream`);
+      }
+      const connect = new AbortController();
+      const timer = setTimeout(() => connect.abort(), this.#o.connectTimeout);
+      const t0 = performance.now();
+      let res: Response;
+      try {
+        res = await fetch(url, {
+          redirect: "manual",
+          headers: { "user-agent": "mipserver", ...this.#o.headersFor?.(url) },
+          signal: AbortSignal.any([total, connect.signal]),
+        });
+      } catch (e) {
+        this.#o.onAttempt?.(url, "error", (performance.now() - t0) / 1000);
+        if (total.aborted) {
+          throw new UpstreamError("timeout", url.href, `Upstream timed out after ${this.#o.timeout}ms: ${url.href}`);
+        }
+        if (connect.signal.aborted) {
+          throw new UpstreamError(
+            "timeout",
+            url.href,
+            `Upstream did not answer within ${this.#o.connectTimeout}ms: ${url.href}`,
+          );
+        }
+        throw new UpstreamError("network", url.href, `Cannot reach upstream ${url.href}: ${(e as Error).message}`);
+      } finally {
+        clearTimeout(timer);
+      }
+      this.#o.onAttempt?.(url, res.status, (performance.now() - t0) / 1000);
+      if ([301, 302, 303, 307, 308].includes(res.status)) {
+        await res.body?.cancel();
+        const location = res.headers.get("location");
+        if (!location) {
+          throw new UpstreamError("status", url.href, `Upstream redirect without Location: ${url.href}`, res.status);
+        }
+        url = new URL(location, url);
+        continue;
+      }
+      if (res.status === 404 || res.status === 410) {
+        await res.body?.cancel();
+        throw new UpstreamError("not_found", url.href, `Not found upstream: ${url.href}`, res.status);
+      }
+      if (res.status !== 200) {
+        await res.body?.cancel();
+        throw new UpstreamError("status", url.href, `Upstream answered ${res.status}: ${url.href}`, res.status);
+      }
+      try {
+        return { body: await this.#read(res, url.href), url: url.href };
+      } catch (e) {
+        if (e instanceof UpstreamError) throw e;
+        if (total.aborted) {
+          throw new UpstreamError("timeout", url.href, `Upstream timed out after ${this.#o.timeout}ms: ${url.href}`);
+        }
+        throw new UpstreamError("network", url.href, `Upstream body broke off: ${url.href}: ${(e as Error).message}`);
+      }
+    }
+    throw new UpstreamError("redirects", start, `More than ${MAX_REDIRECTS} redirects from ${start}`);
+  }
+
+  async #read(res: Response, url: string): Promise<Uint8Array> {
+    const max = this.#o.maxSize;
+    const tooLarge = () => new UpstreamError("too_large", url, `Upstream response larger than ${max} bytes: ${url}`);
+    const declared = Number(res.headers.get("content-length") ?? NaN);
+    if (declared > max) {
+      await res.body?.cancel();
+      throw tooLarge();
+    }
+    const chunks: Uint8Array[] = [];
+    let size = 0;
+    for await (const chunk of res.body ?? []) {
+      size += chunk.byteLength;
+      if (size > max) throw tooLarge();
+      chunks.push(chunk);
+    }
+    if (Number.isFinite(declared) && size !== declared) {
+      throw new UpstreamError("network", url, `Upstream body was ${size} bytes, expected ${declared}: ${url}`);
+    }
+    const out = new Uint8Array(size);
+    let off = 0;
+    for (const c of chunks) {
+      out.set(c, off);
+      off += c.byteLength;
+    }
+    return out;
+  }
+}
