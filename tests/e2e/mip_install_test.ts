@@ -1,0 +1,99 @@
+/**
+ * End-to-end: the real MicroPython unix port runs the real `mip` against mipserver, which proxies a fake upstream
+ * index built with the real mpy-cross. Then the upstream goes down and the same installs work from the cache.
+ */
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { createApp } from "../../src/app.ts";
+import { memoryLogger } from "../../src/log.ts";
+import { FakeUpstream } from "../fixtures/fake_upstream.ts";
+import { standardIndex } from "../fixtures/index_fixture.ts";
+import { tempDir, testConfig } from "../helpers.ts";
+import { micropythonPath, runTool } from "./tools.ts";
+
+/** Runs `micropython -m mip install` into `target`. */
+async function mipInstall(index: string, target: string, spec: string, extra: string[] = []) {
+  const r = await runTool(micropythonPath(), [
+    "-m",
+    "mip",
+    "install",
+    "--target",
+    target,
+    "--index",
+    index,
+    ...extra,
+    spec,
+  ], {
+    cwd: target,
+    env: { HOME: target },
+  });
+  assert.equal(r.code, 0, `mip install ${spec} failed:\n${r.stdout}\n${r.stderr}`);
+  assert.match(r.stdout, /Done/, r.stdout);
+  assert.doesNotMatch(r.stdout, /Package not found|Error \d+ requesting/, r.stdout);
+  return r.stdout;
+}
+
+/** Imports from `target` and prints what `code` prints. */
+async function runIn(target: string, code: string): Promise<string> {
+  const r = await runTool(micropythonPath(), [
+    "-c",
+    `import sys\nsys.path.insert(0, ${JSON.stringify(target)})\n${code}`,
+  ], {
+    cwd: target,
+    env: { HOME: target },
+  });
+  assert.equal(r.code, 0, `${code} failed:\n${r.stdout}\n${r.stderr}`);
+  return r.stdout.trim();
+}
+
+Deno.test("real mip installs through mipserver, then again from the cache with the upstream down", async () => {
+  const idx = await standardIndex();
+  const up = new FakeUpstream(idx.root).start();
+  const app = await createApp({
+    config: testConfig({ cache: { dir: tempDir() }, upstreams: { index: up.url, retries: 0 } }),
+    logger: memoryLogger(),
+  });
+  const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, (r, i) => app.handler(r, i));
+  const index = `http://127.0.0.1:${server.addr.port}`;
+  try {
+    const installAll = async () => {
+      const mpy = tempDir("mip-target-");
+      await mipInstall(index, mpy, "hello");
+      await mipInstall(index, mpy, "bigmod");
+      await mipInstall(index, mpy, "mathx");
+      const src = tempDir("mip-target-");
+      await mipInstall(index, src, "mathx", ["--no-mpy"]);
+      const pinned = tempDir("mip-target-");
+      await mipInstall(index, pinned, "hello@1.0");
+      return { mpy, src, pinned };
+    };
+    const check = async ({ mpy, src, pinned }: { mpy: string; src: string; pinned: string }) => {
+      assert.ok(Deno.statSync(join(mpy, "hello.mpy")).isFile);
+      assert.ok(Deno.statSync(join(mpy, "mathx", "ops.mpy")).isFile);
+      assert.ok(Deno.statSync(join(mpy, "bigmod.mpy")).size >= 30_000, "bigmod.mpy should be 30 KB or more");
+      assert.equal(await runIn(mpy, "import hello; print(hello.hi())"), "hello 1.1");
+      assert.equal(await runIn(mpy, "import mathx; print(mathx.add(2, 3), mathx.mul(4, 5))"), "5 20");
+      const big = await runIn(mpy, "import bigmod; print(bigmod.count(), bigmod.checksum())");
+      assert.match(big, /^\d{3,} \d{5,}$/);
+      assert.ok(Deno.statSync(join(src, "mathx", "ops.py")).isFile);
+      assert.equal(await runIn(src, "import mathx; print(mathx.add(1, 1))"), "2");
+      assert.equal(await runIn(pinned, "import hello; print(hello.hi())"), "hello 1.0");
+    };
+
+    await check(await installAll());
+    const upstreamRequests = up.log.length;
+    assert.ok(upstreamRequests > 0);
+
+    await app.idle();
+    await up.stop();
+    await check(await installAll());
+
+    const devices = app.requestLog.query({ limit: 1000 });
+    assert.ok(devices.every((e) => e.status === 200), JSON.stringify(devices.filter((e) => e.status !== 200)));
+    assert.ok(devices.some((e) => e.cache === "stale" || e.cache === "hit"));
+  } finally {
+    await server.shutdown();
+    await app.idle();
+    await up.stop();
+  }
+});
