@@ -42,7 +42,7 @@ fmt-check: $(DENO)
 	$(DENO) fmt --check
 
 tcheck: $(DENO) ## type check (deno check) and lint (deno lint)
-	$(DENO) check --frozen src/ tests/
+	$(DENO) check --frozen src/ tests/ bench/
 	$(DENO) lint
 
 $(NPM_DIR)/node_modules/.bin/deno:

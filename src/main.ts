@@ -8,7 +8,7 @@ import { createApp } from "./app.ts";
 import { parseArgs, USAGE } from "./cli.ts";
 import { ConfigError, loadConfig } from "./config/load.ts";
 import { displayConfig } from "./config/schema.ts";
-import { createLogger } from "./log.ts";
+import { batchedStdout, createLogger } from "./log.ts";
 import { VERSION } from "./version.ts";
 
 /** Runs mipserver with `args`; resolves to the process exit code once the server has stopped. */
@@ -46,7 +46,8 @@ export async function main(args: string[]): Promise<number> {
     return 0;
   }
 
-  const logger = createLogger({ level: config.log.level, format: config.log.format });
+  const out = batchedStdout();
+  const logger = createLogger({ level: config.log.level, format: config.log.format, write: out.write });
   for (const w of warnings) logger.warn(w);
   logger.info("Starting mipserver", { version: VERSION, config: files.join(",") || "defaults" });
   let app;
@@ -54,6 +55,7 @@ export async function main(args: string[]): Promise<number> {
     app = await createApp({ config, logger });
   } catch (e) {
     logger.error("Cannot open the cache", { dir: config.cache.dir, error: (e as Error).message });
+    out.flush();
     return 1;
   }
 
@@ -66,6 +68,7 @@ export async function main(args: string[]): Promise<number> {
     }, (request, info) => app.handler(request, info));
   } catch (e) {
     logger.error(`Cannot listen on ${config.server.host}:${config.server.port}`, { error: (e as Error).message });
+    out.flush();
     return 1;
   }
 
@@ -78,7 +81,9 @@ export async function main(args: string[]): Promise<number> {
   for (const [signal, listener] of listeners) Deno.addSignalListener(signal, listener);
   await server.finished;
   for (const [signal, listener] of listeners) Deno.removeSignalListener(signal, listener);
+  await app.idle();
   logger.info("Stopped");
+  out.flush();
   return 0;
 }
 

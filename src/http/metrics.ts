@@ -23,12 +23,22 @@ export class Metrics {
   /** Upstream attempt durations by host. */
   readonly upstreamDuration: client.Histogram<"host">;
 
+  // Per-request counts are kept in plain maps on the hot path and handed to prom-client when it is scraped.
+  #requestCounts = new Map<string, { labels: { route: string; method: string; status: string }; n: number }>();
+  #byteCounts = new Map<string, number>();
+
   constructor() {
+    const requestCounts = this.#requestCounts;
+    const byteCounts = this.#byteCounts;
     this.requests = new client.Counter({
       name: "mipserver_http_requests_total",
       help: "HTTP requests served, by route pattern, method and status.",
       labelNames: ["route", "method", "status"],
       registers: [this.registry],
+      collect() {
+        this.reset();
+        for (const { labels, n } of requestCounts.values()) this.inc(labels, n);
+      },
     });
     this.duration = new client.Histogram({
       name: "mipserver_http_request_duration_seconds",
@@ -42,6 +52,10 @@ export class Metrics {
       help: "Response body bytes sent, by route pattern.",
       labelNames: ["route"],
       registers: [this.registry],
+      collect() {
+        this.reset();
+        for (const [route, n] of byteCounts) this.inc({ route }, n);
+      },
     });
     this.cache = new client.Counter({
       name: "mipserver_cache_requests_total",
@@ -72,9 +86,12 @@ export class Metrics {
 
   /** Records one served request. */
   observe(route: string, method: string, status: number, seconds: number, bytes: number): void {
-    this.requests.inc({ route, method, status: String(status) });
+    const key = `${route} ${method} ${status}`;
+    const count = this.#requestCounts.get(key);
+    if (count) count.n++;
+    else this.#requestCounts.set(key, { labels: { route, method, status: String(status) }, n: 1 });
+    this.#byteCounts.set(route, (this.#byteCounts.get(route) ?? 0) + bytes);
     this.duration.observe({ route }, seconds);
-    this.bytes.inc({ route }, bytes);
   }
 
   /** The exposition text and its content type. */

@@ -5,8 +5,8 @@
 
 /** One served request. */
 export interface RequestEntry {
-  /** ISO time the request arrived. */
-  time: string;
+  /** When the request arrived: ms since the epoch here, an ISO time in query results. */
+  time: number | string;
   client: string;
   method: string;
   path: string;
@@ -68,7 +68,7 @@ export class RequestLog {
       if (q.status !== undefined) {
         if (q.status < 10 ? Math.floor(e.status / 100) !== q.status : e.status !== q.status) continue;
       }
-      out.push(e);
+      out.push(typeof e.time === "number" ? { ...e, time: new Date(e.time).toISOString() } : e);
     }
     return out;
   }
