@@ -34,13 +34,26 @@ export function serveObject(ctx: RouteContext, served: Served, contentType: stri
   return bytesResponse(served.body, { contentType, headers });
 }
 
+/** Awaits a cache lookup, marking the request's log line `cache=error` when it fails. */
+async function lookup(ctx: RouteContext, served: () => Promise<Served>): Promise<Served> {
+  try {
+    return await served();
+  } catch (e) {
+    ctx.meta.cache = "error";
+    throw e;
+  }
+}
+
 /** Adds the index API routes, answering from `service`. */
 export function addIndexRoutes(router: Router, service: IndexService): void {
-  router.get("/index.json", async (ctx) => serveObject(ctx, await service.indexJson(), "application/json", SHORT));
+  router.get(
+    "/index.json",
+    async (ctx) => serveObject(ctx, await lookup(ctx, () => service.indexJson()), "application/json", SHORT),
+  );
 
   router.get("/package/:mpy/:name/:version.json", async (ctx) => {
     const { mpy, name, version } = ctx.params;
-    const served = await service.manifest(mpy, name, version);
+    const served = await lookup(ctx, () => service.manifest(mpy, name, version));
     return serveObject(ctx, served, "application/json", SHORT);
   }, { mpy: PARAMS.mpy, name: PARAMS.name, version: PARAMS.version });
 
@@ -49,6 +62,6 @@ export function addIndexRoutes(router: Router, service: IndexService): void {
     if (!hash.startsWith(h2)) {
       throw new HttpError(400, `Invalid h2 ${JSON.stringify(h2)}: must be the first two characters of ${hash}`);
     }
-    return serveObject(ctx, await service.file(hash), "application/octet-stream", IMMUTABLE);
+    return serveObject(ctx, await lookup(ctx, () => service.file(hash)), "application/octet-stream", IMMUTABLE);
   }, { h2: PARAMS.h2, hash: PARAMS.hash });
 }

@@ -310,6 +310,7 @@ Deno.test("5xx answers are retried with backoff; a down upstream is a 502 naming
     const down = await env.get("/package/6/bigmod/latest.json");
     assert.equal(down.status, 502);
     assert.match(await text(down), /Cannot reach upstream http:\/\/127\.0\.0\.1:\d+\/pi\/v2\/package/);
+    assert.equal(env.app.requestLog.query({ path: "bigmod" })[0].cache, "error");
     env.up.start();
   });
 });
