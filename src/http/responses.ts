@@ -20,19 +20,18 @@ export class HttpError extends Error {
   }
 }
 
-/** Builds a response from bytes with an exact Content-Length. */
+/** Builds a response from bytes with an exact Content-Length. Headers are passed as a plain object (hot path). */
 export function bytesResponse(
   body: Uint8Array,
-  init: { status?: number; headers?: HeadersInit; contentType?: string } = {},
+  init: { status?: number; headers?: Record<string, string>; contentType?: string } = {},
 ): Response {
-  const headers = new Headers(init.headers);
-  if (init.contentType) headers.set("content-type", init.contentType);
-  headers.set("content-length", String(body.byteLength));
+  const headers: Record<string, string> = { ...init.headers, "content-length": String(body.byteLength) };
+  if (init.contentType) headers["content-type"] = init.contentType;
   return new Response(body as Uint8Array<ArrayBuffer>, { status: init.status ?? 200, headers });
 }
 
 /** A plain-text response (a trailing newline is added). */
-export function textResponse(status: number, text: string, headers?: HeadersInit): Response {
+export function textResponse(status: number, text: string, headers?: Record<string, string>): Response {
   return bytesResponse(encoder.encode(`${text}\n`), {
     status,
     headers,
@@ -41,7 +40,10 @@ export function textResponse(status: number, text: string, headers?: HeadersInit
 }
 
 /** A JSON response. */
-export function jsonResponse(value: unknown, init: { status?: number; headers?: HeadersInit; pretty?: boolean } = {}) {
+export function jsonResponse(
+  value: unknown,
+  init: { status?: number; headers?: Record<string, string>; pretty?: boolean } = {},
+): Response {
   const body = JSON.stringify(value, null, init.pretty ? 2 : undefined);
   return bytesResponse(encoder.encode(body), {
     status: init.status,

@@ -55,12 +55,15 @@ const MAX_SEGMENT = 1024;
 export function decodeSegments(pathname: string): string[] {
   if (!pathname.startsWith("/")) throw new HttpError(400, "Path must start with /");
   const raw = pathname.slice(1).split("/");
+  const encoded = pathname.includes("%");
   return raw.map((part) => {
-    let seg: string;
-    try {
-      seg = decodeURIComponent(part);
-    } catch {
-      throw new HttpError(400, "Malformed percent-encoding in path");
+    let seg = part;
+    if (encoded) {
+      try {
+        seg = decodeURIComponent(part);
+      } catch {
+        throw new HttpError(400, "Malformed percent-encoding in path");
+      }
     }
     if (seg.length > MAX_SEGMENT) throw new HttpError(414, "Path segment too long");
     if (seg === "." || seg === ".." || /[\/\\\0]/.test(seg)) {
