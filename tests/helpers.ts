@@ -45,3 +45,23 @@ export function parseRaw(raw: string): { statusLine: string; headers: Map<string
   }
   return { statusLine, headers, body: raw.slice(end + 4) };
 }
+
+/** A TCP port on 127.0.0.1 that was free a moment ago. */
+export function freePort(): number {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (listener.addr as Deno.NetAddr).port;
+  listener.close();
+  return port;
+}
+
+/** Fetches `url` until the server behind it answers (up to 15 s), and returns that first response. */
+export async function fetchWhenUp(url: string): Promise<Response> {
+  for (let i = 0; i < 150; i++) {
+    try {
+      return await fetch(url);
+    } catch {
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+  throw new Error(`no server answered at ${url}`);
+}

@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { parseArgs } from "../src/cli.ts";
 import { VERSION } from "../src/version.ts";
-import { tempDir } from "./helpers.ts";
+import { fetchWhenUp, freePort, tempDir } from "./helpers.ts";
 
 const MAIN = new URL("../src/main.ts", import.meta.url).pathname;
 const FLAGS = ["--allow-net", "--allow-read", "--allow-write", "--allow-env", "--allow-run"];
@@ -21,13 +21,6 @@ async function run(args: string[], opts: { cwd?: string; env?: Record<string, st
   const out = await mipserver(args, opts).output();
   const dec = new TextDecoder();
   return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
-}
-
-function freePort(): number {
-  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (l.addr as Deno.NetAddr).port;
-  l.close();
-  return port;
 }
 
 Deno.test("parseArgs reads commands and options", () => {
@@ -94,15 +87,7 @@ Deno.test("the server starts, answers, and shuts down gracefully on SIGTERM", as
   Deno.writeTextFileSync(join(dir, "config.yaml"), `server: {host: 127.0.0.1}\ncache: {dir: ./cache}\n`);
   const child = mipserver(["--port", String(port)], { cwd: dir }).spawn();
   try {
-    let res: Response | undefined;
-    for (let i = 0; i < 100 && !res; i++) {
-      try {
-        res = await fetch(`http://127.0.0.1:${port}/healthz`);
-      } catch {
-        await new Promise((r) => setTimeout(r, 100));
-      }
-    }
-    assert.ok(res, "server did not come up");
+    const res = await fetchWhenUp(`http://127.0.0.1:${port}/healthz`);
     assert.equal(res.status, 200);
     assert.equal((await res.json()).cache.writable, true);
     child.kill("SIGTERM");

@@ -53,6 +53,8 @@ interface Load {
 }
 
 const PREFETCH_CONCURRENCY = 4;
+/** Most upstream 404s remembered at once; the oldest is forgotten first (bounds memory under junk requests). */
+const NEGATIVE_LIMIT = 10_000;
 const HEX = /^[0-9a-f]{4,64}$/;
 
 function toHttpError(e: unknown): HttpError {
@@ -238,7 +240,9 @@ export class IndexService {
     } catch (e) {
       const err = toHttpError(e);
       if (err.status === 404) {
+        this.#negative.delete(key);
         this.#negative.set(key, { until: this.#now() + this.#o.negativeTtl, message: err.message });
+        if (this.#negative.size > NEGATIVE_LIMIT) this.#negative.delete(this.#negative.keys().next().value!);
       }
       metrics?.cache.inc({ kind, outcome: "error" });
       throw err;

@@ -7,16 +7,9 @@ import { join } from "node:path";
 import { sha256Hex } from "../../src/cache/hash.ts";
 import { FakeUpstream } from "../fixtures/fake_upstream.ts";
 import { bigModule, buildIndex, type FixturePackage } from "../fixtures/index_fixture.ts";
-import { tempDir } from "../helpers.ts";
+import { fetchWhenUp, freePort, tempDir } from "../helpers.ts";
 
 const MAIN = new URL("../../src/main.ts", import.meta.url).pathname;
-
-function freePort(): number {
-  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (l.addr as Deno.NetAddr).port;
-  l.close();
-  return port;
-}
 
 function startServer(configPath: string) {
   return new Deno.Command(Deno.execPath(), {
@@ -28,16 +21,7 @@ function startServer(configPath: string) {
 }
 
 async function waitUp(port: number): Promise<void> {
-  for (let i = 0; i < 150; i++) {
-    try {
-      const res = await fetch(`http://127.0.0.1:${port}/healthz`);
-      await res.body?.cancel();
-      return;
-    } catch {
-      await new Promise((r) => setTimeout(r, 100));
-    }
-  }
-  throw new Error("server did not come up");
+  await (await fetchWhenUp(`http://127.0.0.1:${port}/healthz`)).body?.cancel();
 }
 
 Deno.test("objects stay whole across SIGKILL during writes; leftovers are cleaned at start", async () => {

@@ -6,7 +6,7 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { FakeUpstream } from "../fixtures/fake_upstream.ts";
 import { standardIndex } from "../fixtures/index_fixture.ts";
-import { tempDir } from "../helpers.ts";
+import { fetchWhenUp, freePort, tempDir } from "../helpers.ts";
 
 const MAIN = new URL("../../src/main.ts", import.meta.url).pathname;
 
@@ -23,9 +23,7 @@ Deno.test("upstream requests go through HTTP_PROXY", async () => {
     const res = await fetch(`${upstreamOrigin}${target.pathname}`);
     return new Response(await res.arrayBuffer(), { status: res.status });
   });
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (listener.addr as Deno.NetAddr).port;
-  listener.close();
+  const port = freePort();
   const dir = tempDir();
   Deno.writeTextFileSync(
     join(dir, "config.yaml"),
@@ -39,15 +37,7 @@ Deno.test("upstream requests go through HTTP_PROXY", async () => {
     stderr: "null",
   }).spawn();
   try {
-    let res: Response | undefined;
-    for (let i = 0; i < 100 && !res; i++) {
-      try {
-        res = await fetch(`http://127.0.0.1:${port}/package/6/hello/latest.json`);
-      } catch {
-        await new Promise((r) => setTimeout(r, 100));
-      }
-    }
-    assert.ok(res, "server did not come up");
+    const res = await fetchWhenUp(`http://127.0.0.1:${port}/package/6/hello/latest.json`);
     assert.equal(res.status, 200, await res.clone().text());
     assert.equal((await res.json()).version, "1.1");
     assert.ok(proxied.includes("http://index.invalid/pi/v2/package/6/hello/latest.json"), proxied.join("\n"));
