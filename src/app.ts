@@ -8,6 +8,7 @@ import { RequestLog } from "./http/request_log.ts";
 import { Router } from "./http/router.ts";
 import { createHandler, type ServeHandler } from "./http/server.ts";
 import type { Logger } from "./log.ts";
+import { FreshCache } from "./cache/fresh_cache.ts";
 import { DiskStore } from "./cache/store.ts";
 import { IndexService } from "./packages/index_service.ts";
 import { addIndexRoutes } from "./routes/index_api.ts";
@@ -57,16 +58,20 @@ export async function createApp(options: AppOptions): Promise<App> {
       metrics.upstreamDuration.observe({ host: url.host }, seconds);
     },
   });
-  const index = new IndexService({
-    indexes: config.upstreams.index,
+  const cache = new FreshCache({
     store,
-    fetcher,
     logger,
     metrics,
     now,
     ttl: config.cache.ttl,
     negativeTtl: config.cache.negative_ttl,
     offline: config.cache.offline,
+  });
+  const index = new IndexService({
+    indexes: config.upstreams.index,
+    cache,
+    fetcher,
+    logger,
     prefetch: config.cache.prefetch,
   });
   await index.init();

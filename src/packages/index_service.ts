@@ -7,79 +7,36 @@
  * @module
  */
 import { sha256Hex } from "../cache/hash.ts";
-import { SingleFlight } from "../cache/single_flight.ts";
-import type { DiskStore, StoredObject } from "../cache/store.ts";
-import type { Metrics } from "../http/metrics.ts";
+import { type FreshCache, type Load, type Served, toHttpError } from "../cache/fresh_cache.ts";
 import { HttpError } from "../http/responses.ts";
 import type { Logger } from "../log.ts";
 import { type Fetcher, UpstreamError } from "../upstream/fetcher.ts";
 
-/** How a request was answered from the cache. */
-export type CacheOutcome = "hit" | "miss" | "stale";
-
-/** An object ready to serve. */
-export interface Served {
-  body: Uint8Array;
-  etag: string;
-  outcome: CacheOutcome;
-  /** Upstream time spent for this answer, in ms (misses only). */
-  upstreamMs?: number;
-}
+export type { Served };
 
 /** What the index service is built from. */
 export interface IndexServiceOptions {
   /** Upstream index base URLs, most preferred first. */
   indexes: string[];
-  store: DiskStore;
+  cache: FreshCache;
   fetcher: Fetcher;
   logger: Logger;
-  metrics?: Metrics;
-  now?: () => number;
-  /** Freshness of mutable objects, in ms. */
-  ttl: number;
-  /** How long an upstream 404 is remembered, in ms. */
-  negativeTtl: number;
-  /** Never contact upstream. */
-  offline: boolean;
   /** Fetch a manifest's files as soon as the manifest is fetched. */
   prefetch: boolean;
 }
 
-type Kind = "index" | "manifest" | "file";
-
-interface Load {
-  body: Uint8Array;
-  ms: number;
-}
-
 const PREFETCH_CONCURRENCY = 4;
-/** Most upstream 404s remembered at once; the oldest is forgotten first (bounds memory under junk requests). */
-const NEGATIVE_LIMIT = 10_000;
 const HEX = /^[0-9a-f]{4,64}$/;
-
-function toHttpError(e: unknown): HttpError {
-  if (e instanceof HttpError) return e;
-  if (e instanceof UpstreamError) {
-    if (e.kind === "not_found") return new HttpError(404, e.message);
-    return new HttpError(e.kind === "timeout" ? 504 : 502, e.message);
-  }
-  throw e;
-}
 
 /** Serves the index API from the cache and the upstream indexes. */
 export class IndexService {
   #o: IndexServiceOptions;
-  #now: () => number;
-  #flights = new SingleFlight<StoredObject>();
-  #negative = new Map<string, { until: number; message: string }>();
-  #background = new Set<Promise<unknown>>();
   #prefetchQueue: string[] = [];
   #prefetchActive = 0;
   #ids: string[];
 
   constructor(options: IndexServiceOptions) {
     this.#o = options;
-    this.#now = options.now ?? Date.now;
     this.#ids = [];
   }
 
@@ -92,9 +49,9 @@ export class IndexService {
 
   /** Resolves once every background refresh and prefetch has finished (for tests and shutdown). */
   async idle(): Promise<void> {
-    while (this.#background.size > 0 || this.#prefetchQueue.length > 0 || this.#prefetchActive > 0) {
-      await Promise.allSettled([...this.#background]);
-      if (this.#background.size === 0) await new Promise((r) => setTimeout(r, 1));
+    while (this.#o.cache.busy || this.#prefetchQueue.length > 0 || this.#prefetchActive > 0) {
+      await this.#o.cache.settle();
+      if (!this.#o.cache.busy) await new Promise((r) => setTimeout(r, 1));
     }
   }
 
@@ -104,7 +61,7 @@ export class IndexService {
     const failures: HttpError[] = [];
     for (const [i, base] of this.#o.indexes.entries()) {
       try {
-        const served = await this.#cached(
+        const served = await this.#o.cache.get(
           "index",
           `index/${this.#ids[i]}/index.json`,
           true,
@@ -148,7 +105,7 @@ export class IndexService {
     let upstreamFailure: HttpError | undefined;
     for (const [i, base] of this.#o.indexes.entries()) {
       try {
-        return await this.#cached("manifest", `index/${this.#ids[i]}/${rel}`, mutable, async () => {
+        return await this.#o.cache.get("manifest", `index/${this.#ids[i]}/${rel}`, mutable, async () => {
           const loaded = await this.#fetchJson(`${base}/${rel}`);
           if (this.#o.prefetch) this.#prefetch(loaded.body);
           return loaded;
@@ -162,14 +119,14 @@ export class IndexService {
       }
     }
     if (upstreamFailure) throw upstreamFailure;
-    if (this.#o.offline) throw new HttpError(404, `Offline and not cached: ${name} ${version} (${mpy})`);
+    if (this.#o.cache.offline) throw new HttpError(404, `Offline and not cached: ${name} ${version} (${mpy})`);
     throw new HttpError(404, `Package ${name} version ${version} (${mpy}) not found in ${this.#o.indexes.join(", ")}`);
   }
 
   /** `file/{h2}/{hash}`: content whose sha256 starts with `hash`, from the first index that has it. */
   file(hash: string): Promise<Served> {
     if (!HEX.test(hash)) throw new HttpError(400, `Invalid hash ${JSON.stringify(hash)}`);
-    return this.#cached("file", `files/${hash.slice(0, 2)}/${hash}`, false, async () => {
+    return this.#o.cache.get("file", `files/${hash.slice(0, 2)}/${hash}`, false, async () => {
       let failure: UpstreamError | HttpError | undefined;
       for (const base of this.#o.indexes) {
         const url = `${base}/file/${hash.slice(0, 2)}/${hash}`;
@@ -206,70 +163,6 @@ export class IndexService {
     return loaded;
   }
 
-  async #cached(kind: Kind, key: string, mutable: boolean, load: () => Promise<Load>): Promise<Served> {
-    const metrics = this.#o.metrics;
-    const entry = await this.#o.store.get(key);
-    if (entry) {
-      const fresh = !mutable || this.#now() - entry.storedAt < this.#o.ttl;
-      if (!fresh && !this.#o.offline) this.#refresh(kind, key, load);
-      const outcome = fresh || this.#o.offline ? "hit" : "stale";
-      metrics?.cache.inc({ kind, outcome });
-      metrics?.cacheBytes.inc({ from: "cache" }, entry.body.byteLength);
-      return { body: entry.body, etag: entry.etag, outcome };
-    }
-    if (this.#o.offline) {
-      metrics?.cache.inc({ kind, outcome: "offline" });
-      throw new HttpError(404, `Offline and not cached: ${key.replace(/^index\/[0-9a-f]+\//, "")}`);
-    }
-    const negative = this.#negative.get(key);
-    if (negative && negative.until > this.#now()) {
-      metrics?.cache.inc({ kind, outcome: "negative" });
-      throw new HttpError(404, negative.message);
-    }
-    let upstreamMs = 0;
-    try {
-      const stored = await this.#flights.run(key, async () => {
-        const loaded = await load();
-        upstreamMs = loaded.ms;
-        metrics?.cacheBytes.inc({ from: "upstream" }, loaded.body.byteLength);
-        return await this.#o.store.put(key, loaded.body);
-      });
-      this.#negative.delete(key);
-      metrics?.cache.inc({ kind, outcome: "miss" });
-      return { body: stored.body, etag: stored.etag, outcome: "miss", upstreamMs: Math.round(upstreamMs) };
-    } catch (e) {
-      const err = toHttpError(e);
-      if (err.status === 404) {
-        this.#negative.delete(key);
-        this.#negative.set(key, { until: this.#now() + this.#o.negativeTtl, message: err.message });
-        if (this.#negative.size > NEGATIVE_LIMIT) this.#negative.delete(this.#negative.keys().next().value!);
-      }
-      metrics?.cache.inc({ kind, outcome: "error" });
-      throw err;
-    }
-  }
-
-  #refresh(kind: Kind, key: string, load: () => Promise<Load>): void {
-    if (this.#flights.has(key)) return;
-    const task = this.#flights.run(key, async () => {
-      const loaded = await load();
-      this.#o.metrics?.cacheBytes.inc({ from: "upstream" }, loaded.body.byteLength);
-      return await this.#o.store.put(key, loaded.body);
-    }).then(
-      () => this.#o.logger.debug("Refreshed a stale object", { kind, key }),
-      (e) => {
-        const message = e instanceof Error ? e.message : String(e);
-        this.#o.logger.warn("Refresh failed; serving the stale copy", { kind, key, error: message });
-      },
-    );
-    this.#track(task);
-  }
-
-  #track(task: Promise<unknown>): void {
-    this.#background.add(task);
-    task.finally(() => this.#background.delete(task));
-  }
-
   #prefetch(manifest: Uint8Array): void {
     let hashes: unknown;
     try {
@@ -296,7 +189,7 @@ export class IndexService {
         this.#prefetchActive--;
         this.#pumpPrefetch();
       });
-      this.#track(task);
+      this.#o.cache.track(task);
     }
   }
 }

@@ -1,0 +1,156 @@
+/**
+ * Cached fetching with freshness rules, shared by every source: immutable objects are fetched once; mutable ones are
+ * fresh for `ttl`, then served stale while one background refresh runs (stale-while-revalidate) and kept serving
+ * for as long as upstream fails (stale-if-error). Upstream 404s are remembered for `negativeTtl`. Concurrent misses
+ * for one key share one fetch (single-flight). Offline, upstream is never contacted.
+ * @module
+ */
+import type { Metrics } from "../http/metrics.ts";
+import { HttpError } from "../http/responses.ts";
+import type { Logger } from "../log.ts";
+import { UpstreamError } from "../upstream/fetcher.ts";
+import { SingleFlight } from "./single_flight.ts";
+import type { DiskStore, StoredObject } from "./store.ts";
+
+/** How a request was answered from the cache. */
+export type CacheOutcome = "hit" | "miss" | "stale";
+
+/** An object ready to serve. */
+export interface Served {
+  body: Uint8Array;
+  etag: string;
+  outcome: CacheOutcome;
+  /** Upstream time spent for this answer, in ms (misses only). */
+  upstreamMs?: number;
+}
+
+/** What a loader returns: the fetched bytes and the upstream time. */
+export interface Load {
+  body: Uint8Array;
+  ms: number;
+}
+
+/** What a {@linkcode FreshCache} is built from. */
+export interface FreshCacheOptions {
+  store: DiskStore;
+  logger: Logger;
+  metrics?: Metrics;
+  now?: () => number;
+  /** Freshness of mutable objects, in ms. */
+  ttl: number;
+  /** How long an upstream 404 is remembered, in ms. */
+  negativeTtl: number;
+  /** Never contact upstream. */
+  offline: boolean;
+}
+
+/** Most upstream 404s remembered at once; the oldest is forgotten first (bounds memory under junk requests). */
+const NEGATIVE_LIMIT = 10_000;
+
+/** Maps an upstream failure to the status a client gets: 404, 504 for timeouts, else 502. */
+export function toHttpError(e: unknown): HttpError {
+  if (e instanceof HttpError) return e;
+  if (e instanceof UpstreamError) {
+    if (e.kind === "not_found") return new HttpError(404, e.message);
+    return new HttpError(e.kind === "timeout" ? 504 : 502, e.message);
+  }
+  throw e;
+}
+
+/** The cache every source reads through. */
+export class FreshCache {
+  #o: FreshCacheOptions;
+  #now: () => number;
+  #flights = new SingleFlight<StoredObject>();
+  #negative = new Map<string, { until: number; message: string }>();
+  #background = new Set<Promise<unknown>>();
+
+  constructor(options: FreshCacheOptions) {
+    this.#o = options;
+    this.#now = options.now ?? Date.now;
+  }
+
+  /** Whether upstream is never contacted. */
+  get offline(): boolean {
+    return this.#o.offline;
+  }
+
+  /** Whether background work (refreshes, tracked tasks) is under way. */
+  get busy(): boolean {
+    return this.#background.size > 0;
+  }
+
+  /** Resolves once the background work under way now has settled. */
+  async settle(): Promise<void> {
+    await Promise.allSettled([...this.#background]);
+  }
+
+  /** Keeps `task` in the background set until it settles. */
+  track(task: Promise<unknown>): void {
+    this.#background.add(task);
+    task.finally(() => this.#background.delete(task));
+  }
+
+  /**
+   * Answers `key` from the cache, or from `load` on a miss. `kind` labels metrics (index, manifest, file, ...);
+   * `mutable` objects follow the TTL rules, the others are kept for good.
+   */
+  async get(kind: string, key: string, mutable: boolean, load: () => Promise<Load>): Promise<Served> {
+    const metrics = this.#o.metrics;
+    const entry = await this.#o.store.get(key);
+    if (entry) {
+      const fresh = !mutable || this.#now() - entry.storedAt < this.#o.ttl;
+      if (!fresh && !this.#o.offline) this.#refresh(kind, key, load);
+      const outcome = fresh || this.#o.offline ? "hit" : "stale";
+      metrics?.cache.inc({ kind, outcome });
+      metrics?.cacheBytes.inc({ from: "cache" }, entry.body.byteLength);
+      return { body: entry.body, etag: entry.etag, outcome };
+    }
+    if (this.#o.offline) {
+      metrics?.cache.inc({ kind, outcome: "offline" });
+      throw new HttpError(404, `Offline and not cached: ${key.replace(/^index\/[0-9a-f]+\//, "")}`);
+    }
+    const negative = this.#negative.get(key);
+    if (negative && negative.until > this.#now()) {
+      metrics?.cache.inc({ kind, outcome: "negative" });
+      throw new HttpError(404, negative.message);
+    }
+    let upstreamMs = 0;
+    try {
+      const stored = await this.#flights.run(key, async () => {
+        const loaded = await load();
+        upstreamMs = loaded.ms;
+        metrics?.cacheBytes.inc({ from: "upstream" }, loaded.body.byteLength);
+        return await this.#o.store.put(key, loaded.body);
+      });
+      this.#negative.delete(key);
+      metrics?.cache.inc({ kind, outcome: "miss" });
+      return { body: stored.body, etag: stored.etag, outcome: "miss", upstreamMs: Math.round(upstreamMs) };
+    } catch (e) {
+      const err = toHttpError(e);
+      if (err.status === 404) {
+        this.#negative.delete(key);
+        this.#negative.set(key, { until: this.#now() + this.#o.negativeTtl, message: err.message });
+        if (this.#negative.size > NEGATIVE_LIMIT) this.#negative.delete(this.#negative.keys().next().value!);
+      }
+      metrics?.cache.inc({ kind, outcome: "error" });
+      throw err;
+    }
+  }
+
+  #refresh(kind: string, key: string, load: () => Promise<Load>): void {
+    if (this.#flights.has(key)) return;
+    const task = this.#flights.run(key, async () => {
+      const loaded = await load();
+      this.#o.metrics?.cacheBytes.inc({ from: "upstream" }, loaded.body.byteLength);
+      return await this.#o.store.put(key, loaded.body);
+    }).then(
+      () => this.#o.logger.debug("Refreshed a stale object", { kind, key }),
+      (e) => {
+        const message = e instanceof Error ? e.message : String(e);
+        this.#o.logger.warn("Refresh failed; serving the stale copy", { kind, key, error: message });
+      },
+    );
+    this.track(task);
+  }
+}
