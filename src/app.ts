@@ -11,7 +11,9 @@ import type { Logger } from "./log.ts";
 import { FreshCache } from "./cache/fresh_cache.ts";
 import { DiskStore } from "./cache/store.ts";
 import { IndexService } from "./packages/index_service.ts";
+import { RepoService } from "./packages/repo_service.ts";
 import { addIndexRoutes } from "./routes/index_api.ts";
+import { addRepoRoutes } from "./routes/repo_api.ts";
 import { addOpsRoutes } from "./routes/ops.ts";
 import { Fetcher } from "./upstream/fetcher.ts";
 import { VERSION } from "./version.ts";
@@ -76,6 +78,8 @@ export async function createApp(options: AppOptions): Promise<App> {
   });
   await index.init();
   addIndexRoutes(router, index);
+  const repos = new RepoService({ cache, fetcher, github: config.upstreams.github, gitlab: config.upstreams.gitlab });
+  addRepoRoutes(router, repos, { publicUrl: config.server.public_url, port: config.server.port });
   addOpsRoutes(router, {
     version: VERSION,
     cacheDir: config.cache.dir,

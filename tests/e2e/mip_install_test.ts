@@ -8,7 +8,8 @@ import { createApp } from "../../src/app.ts";
 import { memoryLogger } from "../../src/log.ts";
 import { FakeUpstream } from "../fixtures/fake_upstream.ts";
 import { standardIndex } from "../fixtures/index_fixture.ts";
-import { tempDir, testConfig } from "../helpers.ts";
+import { buildGithub, buildGitlab } from "../fixtures/repo_fixture.ts";
+import { freePort, tempDir, testConfig } from "../helpers.ts";
 import { micropythonPath, runTool } from "./tools.ts";
 
 /** Runs `micropython -m mip install` into `target`. */
@@ -95,5 +96,47 @@ Deno.test("real mip installs through mipserver, then again from the cache with t
     await server.shutdown();
     await app.idle();
     await up.stop();
+  }
+});
+
+Deno.test("real mip installs an ad-hoc GitHub URL and a GitLab URL through mipserver, deps included, then from cache", async () => {
+  const idx = await standardIndex();
+  const up = new FakeUpstream(idx.root).start();
+  const github = new FakeUpstream(buildGithub(), "").start();
+  const gitlab = new FakeUpstream(buildGitlab(), "").start();
+  const port = freePort();
+  const app = await createApp({
+    config: testConfig({
+      server: { port },
+      cache: { dir: tempDir() },
+      upstreams: { index: up.url, github: github.url, gitlab: gitlab.url, retries: 0 },
+    }),
+    logger: memoryLogger(),
+  });
+  const server = Deno.serve({ hostname: "127.0.0.1", port, onListen() {} }, (r, i) => app.handler(r, i));
+  const base = `http://127.0.0.1:${port}`;
+  try {
+    const installAndRun = async () => {
+      const target = tempDir("mip-target-");
+      await mipInstall(base, target, `${base}/github/acme/sensorkit/main`);
+      await mipInstall(base, target, `${base}/gitlab/grp/glpkg/main`);
+      assert.equal(
+        await runIn(target, "import sensorkit, glpkg; print(sensorkit.VERSION, sensorkit.read(), glpkg.where())"),
+        "1.1-dev (42, 'hello 1.1') from gitlab",
+      );
+      const pinned = tempDir("mip-target-");
+      await mipInstall(base, pinned, `${base}/github/acme/sensorkit/v1.0`);
+      assert.equal(await runIn(pinned, "import sensorkit; print(sensorkit.VERSION)"), "1.0");
+    };
+    await installAndRun();
+    await app.idle();
+    await Promise.all([up.stop(), github.stop(), gitlab.stop()]);
+    await installAndRun();
+    const failures = app.requestLog.query({ limit: 1000 }).filter((e) => e.status !== 200);
+    assert.deepEqual(failures, []);
+  } finally {
+    await server.shutdown();
+    await app.idle();
+    await Promise.all([up.stop(), github.stop(), gitlab.stop()]);
   }
 });
