@@ -55,16 +55,16 @@ measure() { # url connections -> "rps p50 p99"
 }
 
 echo "mipserver $(git rev-parse --short HEAD 2>/dev/null || echo '?') vs $(nginx -v 2>&1 | sed 's/.*: //'), $(nproc) cores, wrk -t$THREADS -d$DURATION; body ${FILE_BYTES} B (.mpy file)"
-printf '| %-27s | %5s | %13s | %13s | %7s | %17s | %17s |\n' route conns "mipserver rps" "nginx rps" ratio "p50 mip / nginx" "p99 mip / nginx"
-printf '|%s|\n' "-----------------------------|-------|---------------|---------------|---------|-------------------|-------------------"
+printf '| %-29s | %5s | %13s | %13s | %7s | %17s | %17s |\n' route conns "mipserver rps" "nginx rps" ratio "p50 mip / nginx" "p99 mip / nginx"
+printf '|%s|\n' "-------------------------------|-------|---------------|---------------|---------|-------------------|-------------------"
 for route in file manifest; do
   path=$FILE_PATH; [ "$route" = manifest ] && path=$MANIFEST_PATH
   for c in $CONNECTIONS; do
     read -r m_rps m_p50 m_p99 < <(measure "http://127.0.0.1:$MIP_PORT$path" "$c")
     read -r n_rps n_p50 n_p99 < <(measure "http://127.0.0.1:$NGINX_PORT$path" "$c")
     ratio=$(awk -v a="$m_rps" -v b="$n_rps" 'BEGIN {printf "%.2fx", a / b}')
-    label="/file/…"; [ "$route" = manifest ] && label="/package/6/…/latest.json"
-    printf '| %-27s | %5s | %13s | %13s | %7s | %17s | %17s |\n' "$label" "$c" "$m_rps" "$n_rps" "$ratio" \
+    label="/file/{h2}/{hash}"; [ "$route" = manifest ] && label="/package/6/{name}/latest.json"
+    printf '| %-29s | %5s | %13s | %13s | %7s | %17s | %17s |\n' "$label" "$c" "$m_rps" "$n_rps" "$ratio" \
       "$m_p50 / $n_p50" "$m_p99 / $n_p99"
   done
 done
