@@ -35,7 +35,7 @@ export function serveObject(ctx: RouteContext, served: Served, contentType: stri
 }
 
 /** Awaits a cache lookup, marking the request's log line `cache=error` when it fails. */
-async function lookup(ctx: RouteContext, served: () => Promise<Served>): Promise<Served> {
+export async function lookup(ctx: RouteContext, served: () => Promise<Served>): Promise<Served> {
   try {
     return await served();
   } catch (e) {

@@ -7,7 +7,7 @@
 import { HttpError } from "../http/responses.ts";
 import type { RouteContext, Router } from "../http/router.ts";
 import type { RepoHost, RepoService } from "../packages/repo_service.ts";
-import { serveObject, SHORT } from "./index_api.ts";
+import { lookup, serveObject, SHORT } from "./index_api.ts";
 
 const SEGMENT = /^[A-Za-z0-9_][A-Za-z0-9._+-]{0,199}$/;
 const PARAMS = {
@@ -39,16 +39,11 @@ export function addRepoRoutes(
         throw new HttpError(400, `Invalid path ${JSON.stringify(path)}`);
       }
       const file = { host, owner, repo, ref, path };
-      try {
-        if (path === "package.json" || path.endsWith("/package.json")) {
-          const base = publicBase(ctx, options.publicUrl, options.port);
-          return serveObject(ctx, await service.packageJson(file, base), "application/json", SHORT);
-        }
-        return serveObject(ctx, await service.raw(file), "application/octet-stream", SHORT);
-      } catch (e) {
-        ctx.meta.cache ??= "error";
-        throw e;
+      if (path === "package.json" || path.endsWith("/package.json")) {
+        const base = publicBase(ctx, options.publicUrl, options.port);
+        return serveObject(ctx, await lookup(ctx, () => service.packageJson(file, base)), "application/json", SHORT);
       }
+      return serveObject(ctx, await lookup(ctx, () => service.raw(file)), "application/octet-stream", SHORT);
     }, PARAMS);
   }
 }
