@@ -117,12 +117,7 @@ export class FreshCache {
     }
     let upstreamMs = 0;
     try {
-      const stored = await this.#flights.run(key, async () => {
-        const loaded = await load();
-        upstreamMs = loaded.ms;
-        metrics?.cacheBytes.inc({ from: "upstream" }, loaded.body.byteLength);
-        return await this.#o.store.put(key, loaded.body);
-      });
+      const stored = await this.#fetchAndStore(key, load, (ms) => (upstreamMs = ms));
       this.#negative.delete(key);
       metrics?.cache.inc({ kind, outcome: "miss" });
       return { body: stored.body, etag: stored.etag, outcome: "miss", upstreamMs: Math.round(upstreamMs) };
@@ -140,11 +135,7 @@ export class FreshCache {
 
   #refresh(kind: string, key: string, load: () => Promise<Load>): void {
     if (this.#flights.has(key)) return;
-    const task = this.#flights.run(key, async () => {
-      const loaded = await load();
-      this.#o.metrics?.cacheBytes.inc({ from: "upstream" }, loaded.body.byteLength);
-      return await this.#o.store.put(key, loaded.body);
-    }).then(
+    const task = this.#fetchAndStore(key, load).then(
       () => this.#o.logger.debug("Refreshed a stale object", { kind, key }),
       (e) => {
         const message = e instanceof Error ? e.message : String(e);
@@ -152,5 +143,15 @@ export class FreshCache {
       },
     );
     this.track(task);
+  }
+
+  /** Loads and stores `key`, one run per key at a time; `onUpstream` hears the upstream time of a run it started. */
+  #fetchAndStore(key: string, load: () => Promise<Load>, onUpstream?: (ms: number) => void): Promise<StoredObject> {
+    return this.#flights.run(key, async () => {
+      const loaded = await load();
+      onUpstream?.(loaded.ms);
+      this.#o.metrics?.cacheBytes.inc({ from: "upstream" }, loaded.body.byteLength);
+      return await this.#o.store.put(key, loaded.body);
+    });
   }
 }

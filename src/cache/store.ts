@@ -6,7 +6,7 @@
  * @module
  */
 import { dirname, join, resolve, sep } from "node:path";
-import { sha256Hex } from "./hash.ts";
+import { etagOf } from "./hash.ts";
 
 /** A stored object. */
 export interface StoredObject {
@@ -99,7 +99,7 @@ export class DiskStore {
       if (e instanceof Deno.errors.NotFound) return undefined;
       throw e;
     }
-    const object = { body, storedAt, etag: `"${(await sha256Hex(body)).slice(0, 32)}"` };
+    const object = { body, storedAt, etag: await etagOf(body) };
     this.#remember(key, object);
     return object;
   }
@@ -138,7 +138,7 @@ export class DiskStore {
       await Deno.remove(tmp).catch(() => {});
       throw e;
     }
-    const object = { body, storedAt, etag: `"${(await sha256Hex(body)).slice(0, 32)}"` };
+    const object = { body, storedAt, etag: await etagOf(body) };
     this.#forget(key);
     this.#remember(key, object);
     return object;

@@ -1,12 +1,11 @@
 /**
  * The micropython-lib index proxy: `index.json`, package manifests and content-addressed files from one or more
- * upstream indexes (pi/v2 layout), through the cache. Immutable objects (`{version}.json`, files) are fetched once;
- * `latest.json` and `index.json` are fresh for `ttl`, then served stale while a background refresh runs, and kept
- * serving for as long as upstream fails. Upstream "not found" is remembered for `negativeTtl`. Every file's bytes are
- * checked against the sha256 prefix they are named by before they are stored or served.
+ * upstream indexes (pi/v2 layout), through the {@linkcode FreshCache}: `{version}.json` and files are immutable,
+ * `latest.json` and `index.json` follow the TTL rules. Every file's bytes are checked against the sha256 prefix they
+ * are named by before they are stored or served.
  * @module
  */
-import { sha256Hex } from "../cache/hash.ts";
+import { etagOf, sha256Hex } from "../cache/hash.ts";
 import { type FreshCache, type Load, type Served, toHttpError } from "../cache/fresh_cache.ts";
 import { HttpError } from "../http/responses.ts";
 import type { Logger } from "../log.ts";
@@ -95,7 +94,7 @@ export class IndexService {
       : results.some((r) => r.served.outcome === "stale")
       ? "stale"
       : "hit";
-    return { body, etag: `"${(await sha256Hex(body)).slice(0, 32)}"`, outcome };
+    return { body, etag: await etagOf(body), outcome };
   }
 
   /** `package/{mpy}/{name}/{version}.json` from the first index that has it. */

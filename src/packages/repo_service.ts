@@ -6,8 +6,8 @@
  * @module
  */
 import { posix } from "node:path";
-import type { FreshCache, Load, Served } from "../cache/fresh_cache.ts";
-import { sha256Hex } from "../cache/hash.ts";
+import type { FreshCache, Served } from "../cache/fresh_cache.ts";
+import { etagOf } from "../cache/hash.ts";
 import { HttpError } from "../http/responses.ts";
 import type { Fetcher } from "../upstream/fetcher.ts";
 
@@ -61,10 +61,7 @@ export class RepoService {
   raw(f: RepoFile): Promise<Served> {
     const key = `repos/${f.host}/${f.owner}/${f.repo}/${f.ref}/${f.path}`;
     const url = rawUrl(this.#o, f);
-    return this.#o.cache.get("repo", key, !COMMIT.test(f.ref), async (): Promise<Load> => {
-      const loaded = await this.#o.fetcher.get(url);
-      return { body: loaded.body, ms: loaded.ms };
-    });
+    return this.#o.cache.get("repo", key, !COMMIT.test(f.ref), () => this.#o.fetcher.get(url));
   }
 
   /**
@@ -126,7 +123,7 @@ export class RepoService {
     const body = enc.encode(JSON.stringify(doc));
     return {
       body,
-      etag: `"${(await sha256Hex(body)).slice(0, 32)}"`,
+      etag: await etagOf(body),
       outcome: served.outcome,
       upstreamMs: served.upstreamMs,
     };
