@@ -123,6 +123,72 @@ const exists = (path: string): boolean => {
   }
 };
 
+/** Top-level keys of the seed (the Python mipserver) that mipserver no longer reads. */
+const SEED_IGNORED = ["TIMEZONE", "MQTT", "GOTIFY", "UVICORN", "REDIS", "TELEGRAM"];
+
+/** Normalises the seed's `githubrepo` (`owner/repo`, a github.com URL or an ssh remote) to `owner/repo`. */
+function seedRepo(value: unknown): string | undefined {
+  if (typeof value !== "string") return undefined;
+  const m = /^(?:(?:https?:\/\/|git@)github\.com[:/])?([A-Za-z0-9_.-]+)\/([A-Za-z0-9_.-]+?)(?:\.git)?\/?$/.exec(value.trim());
+  return m ? `${m[1]}/${m[2]}` : undefined;
+}
+
+/**
+ * Reads the seed's `PACKAGENAME_TO_GITHUB_REPO` list (`[{packagename, githubrepo}]`) as `packages` entries with a
+ * `github:` source, and drops the seed's other top-level sections, with a deprecation warning for each.
+ */
+function migrateSeed(merged: Tree, warnings: string[], sources: Map<string, string>): void {
+  const list = merged.PACKAGENAME_TO_GITHUB_REPO;
+  if (list !== undefined) {
+    const origin = originOf("PACKAGENAME_TO_GITHUB_REPO", sources);
+    delete merged.PACKAGENAME_TO_GITHUB_REPO;
+    if (!Array.isArray(list)) {
+      throw new ConfigError([`${origin}: PACKAGENAME_TO_GITHUB_REPO: expected a list of {packagename, githubrepo}`]);
+    }
+    const packages = (merged.packages ??= {}) as Tree;
+    const problems: string[] = [];
+    for (const [i, item] of list.entries()) {
+      const entry = (item ?? {}) as Tree;
+      const name = entry.packagename;
+      const repo = seedRepo(entry.githubrepo);
+      if (typeof name !== "string" || !repo) {
+        problems.push(
+          `${origin}: PACKAGENAME_TO_GITHUB_REPO.${i}: expected {packagename: name, githubrepo: owner/repo}, got ${
+            JSON.stringify(item)
+          }`,
+        );
+        continue;
+      }
+      if (packages[name] === undefined) {
+        packages[name] = { source: `github:${repo}` };
+        sources.set(`packages.${name}`, origin);
+      }
+    }
+    if (problems.length > 0) throw new ConfigError(problems);
+    warnings.push(
+      `${origin}: PACKAGENAME_TO_GITHUB_REPO is deprecated; read as packages.<name>.source: github:owner/repo ` +
+        `(${list.length} entries). Move them to packages: to silence this warning.`,
+    );
+  }
+  const uvicorn = merged.UVICORN;
+  if (isTree(uvicorn)) {
+    const server = (merged.server ??= {}) as Tree;
+    for (const key of ["host", "port"]) {
+      if (uvicorn[key] !== undefined && server[key] === undefined) {
+        server[key] = uvicorn[key];
+        sources.set(`server.${key}`, originOf("UVICORN", sources));
+        warnings.push(`${originOf("UVICORN", sources)}: UVICORN.${key} is deprecated; read as server.${key}`);
+      }
+    }
+    delete merged.UVICORN;
+  }
+  for (const key of SEED_IGNORED) {
+    if (merged[key] === undefined) continue;
+    warnings.push(`${originOf(key, sources)}: ${key} is a setting of the old Python mipserver and is ignored`);
+    delete merged[key];
+  }
+}
+
 /** Loads, merges and validates the configuration, or throws a {@linkcode ConfigError}. */
 export function loadConfig(options: LoadOptions = {}): LoadedConfig {
   const env = options.env ?? {};
@@ -152,6 +218,8 @@ export function loadConfig(options: LoadOptions = {}): LoadedConfig {
     deepMerge(merged, readYaml(file), file, sources);
     files.push(file);
   }
+
+  migrateSeed(merged, warnings, sources);
 
   for (const [variable, path] of Object.entries(ENV_OVERRIDES)) {
     const value = env[variable];
@@ -191,5 +259,9 @@ export function loadConfig(options: LoadOptions = {}): LoadedConfig {
 
   const config = result.data;
   if (!isAbsolute(config.cache.dir)) config.cache.dir = resolve(baseDir, config.cache.dir);
+  for (const pkg of Object.values(config.packages)) {
+    const local = /^local:(.+)$/.exec(pkg.source);
+    if (local && !isAbsolute(local[1])) pkg.source = `local:${resolve(baseDir, local[1])}`;
+  }
   return { config, files, warnings };
 }

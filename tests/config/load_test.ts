@@ -52,7 +52,7 @@ Deno.test("defaults match the public contract", () => {
   assert.deepEqual(c.upstreams.index, ["https://micropython.org/pi/v2"]);
   assert.equal(c.upstreams.github, "https://raw.githubusercontent.com");
   assert.equal(c.upstreams.gitlab, "https://gitlab.com");
-  assert.equal(c.upstreams.pypi, null);
+  assert.equal(c.upstreams.pypi, "https://pypi.org/pypi");
   assert.equal(c.policy.unlisted, "allow");
   assert.equal(c.mpy_cross.path, null);
   assert.equal(c.log.level, "info");
@@ -271,4 +271,34 @@ Deno.test("displayConfig shows units as text and redacts secrets", () => {
   assert.equal(upstreams.max_size, "16MiB");
   assert.equal(cache.ttl, "90s");
   assert.ok(!JSON.stringify(shown).includes("ghp_abc"));
+});
+
+Deno.test("the seed's PACKAGENAME_TO_GITHUB_REPO list is read as packages, with a deprecation warning", () => {
+  const dir = folder(
+    [
+      "PACKAGENAME_TO_GITHUB_REPO:",
+      "  - {packagename: micropysensorbase, githubrepo: vroomfondel/micropysensorbase}",
+      "  - {packagename: other, githubrepo: 'https://github.com/acme/other.git'}",
+      "  - {packagename: kept, githubrepo: acme/ignored}",
+      "packages:",
+      "  kept: {source: 'gitlab:grp/kept'}",
+      "TIMEZONE: Europe/Berlin",
+      "UVICORN: {port: 18999, reload: true}",
+    ].join("\n"),
+  );
+  const { config, warnings } = loadConfig({ cwd: dir });
+  assert.equal(config.packages.micropysensorbase.source, "github:vroomfondel/micropysensorbase");
+  assert.equal(config.packages.other.source, "github:acme/other");
+  assert.equal(config.packages.kept.source, "gitlab:grp/kept", "an explicit packages entry wins");
+  assert.equal(config.server.port, 18999);
+  assert.ok(warnings.some((w) => /PACKAGENAME_TO_GITHUB_REPO is deprecated/.test(w)), warnings.join("\n"));
+  assert.ok(warnings.some((w) => /TIMEZONE .*ignored/.test(w)), warnings.join("\n"));
+
+  const bad = folder("PACKAGENAME_TO_GITHUB_REPO:\n  - {packagename: x}\n");
+  assert.match(problemsOf(() => loadConfig({ cwd: bad }))[0], /PACKAGENAME_TO_GITHUB_REPO\.0: expected/);
+});
+
+Deno.test("a relative local: source is relative to the config file's folder", () => {
+  const dir = folder("packages:\n  mine: {source: 'local:./pkgs/mine'}\n");
+  assert.equal(loadConfig({ cwd: dir }).config.packages.mine.source, `local:${join(dir, "pkgs/mine")}`);
 });
