@@ -11,7 +11,13 @@ import type { Logger } from "./log.ts";
 import { FreshCache } from "./cache/fresh_cache.ts";
 import { DiskStore } from "./cache/store.ts";
 import { IndexService } from "./packages/index_service.ts";
+import { BASE_PLACEHOLDER, rawUrl } from "./packages/locations.ts";
+import { NamedService, type Transform } from "./packages/named_service.ts";
+import { Policy } from "./packages/policy.ts";
+import { parsePackageJson } from "./packages/package_json.ts";
 import { RepoService } from "./packages/repo_service.ts";
+import { dependenciesOf, Resolver } from "./packages/resolver.ts";
+import { allowedHosts, hostAllowlist, tokenHeaders } from "./upstream/hosts.ts";
 import { addIndexRoutes } from "./routes/index_api.ts";
 import { addRepoRoutes } from "./routes/repo_api.ts";
 import { addOpsRoutes } from "./routes/ops.ts";
@@ -24,6 +30,8 @@ export interface AppOptions {
   logger: Logger;
   /** Wall clock in milliseconds (default: `Date.now`). */
   now?: () => number;
+  /** The per-target step for named packages' files (compilation). */
+  transform?: Transform;
 }
 
 /** A built app. */
@@ -34,6 +42,7 @@ export interface App {
   requestLog: RequestLog;
   store: DiskStore;
   index: IndexService;
+  resolver: Resolver;
   /** Waits for background refreshes and prefetches to finish. */
   idle(): Promise<void>;
 }
@@ -55,6 +64,8 @@ export async function createApp(options: AppOptions): Promise<App> {
     retries: config.upstreams.retries,
     maxSize: config.upstreams.max_size,
     logger,
+    allowHost: hostAllowlist(allowedHosts(config)),
+    headersFor: tokenHeaders(config),
     onAttempt: (url, status, seconds) => {
       metrics.upstream.inc({ host: url.host, status: String(status) });
       metrics.upstreamDuration.observe({ host: url.host }, seconds);
@@ -77,9 +88,46 @@ export async function createApp(options: AppOptions): Promise<App> {
     prefetch: config.cache.prefetch,
   });
   await index.init();
-  addIndexRoutes(router, index);
-  const repos = new RepoService({ cache, fetcher, github: config.upstreams.github, gitlab: config.upstreams.gitlab });
-  addRepoRoutes(router, repos, { publicUrl: config.server.public_url, port: config.server.port });
+  const bases = { github: config.upstreams.github, gitlab: config.upstreams.gitlab };
+  const repos = new RepoService({ cache, fetcher, ...bases });
+  const named = new NamedService({
+    packages: config.packages,
+    pins: config.pins,
+    cache,
+    store,
+    sources: { fetcher, bases, pypi: config.upstreams.pypi, logger },
+    logger,
+    transform: options.transform,
+  });
+  const policy = new Policy({
+    mode: config.policy.unlisted,
+    roots: [...Object.keys(config.packages), ...Object.keys(config.pins)],
+    depsOfName: (name) => dependenciesOf(index, named, config.pins, name),
+    depsOfMirror: async (path) => {
+      const m = /^\/(github|gitlab)\/([^/]+)\/([^/]+)\/([^/]+)\/(.+)$/.exec(path) ??
+        /^\/(url)\/(https?)\/([^/]+)\/()(.+)$/.exec(path);
+      if (!m) return { deps: [], files: [] };
+      const url = m[1] === "url"
+        ? `${m[2]}://${m[3]}/${m[5]}`
+        : rawUrl(bases, m[1] as "github", m[2], m[3], m[4], m[5]);
+      const served = await repos.packageJson(url, m[4] || "HEAD", true, BASE_PLACEHOLDER);
+      const doc = parsePackageJson(served.body);
+      const strip = (u: string) => u.startsWith(BASE_PLACEHOLDER) ? u.slice(BASE_PLACEHOLDER.length) : u;
+      return { deps: doc.deps, files: doc.urls.map(([, u]) => strip(u)) };
+    },
+    ttl: config.cache.ttl,
+    now,
+    logger,
+  });
+  const resolver = new Resolver({ index, named, policy, pins: config.pins, store });
+  const publicUrl = config.server.public_url;
+  addIndexRoutes(router, resolver, { publicUrl, port: config.server.port });
+  addRepoRoutes(router, repos, {
+    publicUrl,
+    port: config.server.port,
+    bases,
+    check: (path) => policy.checkMirror(path),
+  });
   addOpsRoutes(router, {
     version: VERSION,
     cacheDir: config.cache.dir,
@@ -88,5 +136,5 @@ export async function createApp(options: AppOptions): Promise<App> {
     uptime: () => now() - started,
   });
   const handler = createHandler(router, { logger, requestLog, metrics, now });
-  return { handler, router, metrics, requestLog, store, index, idle: () => index.idle() };
+  return { handler, router, metrics, requestLog, store, index, resolver, idle: () => index.idle() };
 }

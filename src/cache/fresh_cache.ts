@@ -47,11 +47,12 @@ export interface FreshCacheOptions {
 /** Most upstream 404s remembered at once; the oldest is forgotten first (bounds memory under junk requests). */
 const NEGATIVE_LIMIT = 10_000;
 
-/** Maps an upstream failure to the status a client gets: 404, 504 for timeouts, else 502. */
+/** Maps an upstream failure to the status a client gets: 404, 403 for a refused host, 504 for timeouts, else 502. */
 export function toHttpError(e: unknown): HttpError {
   if (e instanceof HttpError) return e;
   if (e instanceof UpstreamError) {
     if (e.kind === "not_found") return new HttpError(404, e.message);
+    if (e.kind === "host") return new HttpError(403, e.message);
     return new HttpError(e.kind === "timeout" ? 504 : 502, e.message);
   }
   throw e;

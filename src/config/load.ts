@@ -129,7 +129,9 @@ const SEED_IGNORED = ["TIMEZONE", "MQTT", "GOTIFY", "UVICORN", "REDIS", "TELEGRA
 /** Normalises the seed's `githubrepo` (`owner/repo`, a github.com URL or an ssh remote) to `owner/repo`. */
 function seedRepo(value: unknown): string | undefined {
   if (typeof value !== "string") return undefined;
-  const m = /^(?:(?:https?:\/\/|git@)github\.com[:/])?([A-Za-z0-9_.-]+)\/([A-Za-z0-9_.-]+?)(?:\.git)?\/?$/.exec(value.trim());
+  const m = /^(?:(?:https?:\/\/|git@)github\.com[:/])?([A-Za-z0-9_.-]+)\/([A-Za-z0-9_.-]+?)(?:\.git)?\/?$/.exec(
+    value.trim(),
+  );
   return m ? `${m[1]}/${m[2]}` : undefined;
 }
 

@@ -6,7 +6,8 @@
 import { NAME_PATTERN } from "../config/schema.ts";
 import { bytesResponse, HttpError } from "../http/responses.ts";
 import type { RouteContext, Router } from "../http/router.ts";
-import type { IndexService, Served } from "../packages/index_service.ts";
+import type { Served } from "../cache/fresh_cache.ts";
+import type { Resolver } from "../packages/resolver.ts";
 
 /** Cache-Control for content-addressed files: they never change. */
 export const IMMUTABLE = "public, max-age=31536000, immutable";
@@ -44,16 +45,33 @@ export async function lookup(ctx: RouteContext, served: () => Promise<Served>): 
   }
 }
 
-/** Adds the index API routes, answering from `service`. */
-export function addIndexRoutes(router: Router, service: IndexService): void {
+/** This server's base URL as the device sees it: `server.public_url`, else the Host header plus our port. */
+export function publicBase(ctx: RouteContext, publicUrl: string | null, port: number): string {
+  if (publicUrl) return publicUrl;
+  const host = ctx.request.headers.get("host") ?? ctx.url.host;
+  if (!host || !/^[A-Za-z0-9.\-\[\]:]+$/.test(host)) {
+    throw new HttpError(400, "Missing or invalid Host header; set server.public_url");
+  }
+  return /:\d+$/.test(host) ? `http://${host}` : `http://${host}:${port}`;
+}
+
+/** Where the index routes are mounted and how absolute URLs are made. */
+export interface IndexRouteOptions {
+  publicUrl: string | null;
+  port: number;
+}
+
+/** Adds the index API routes, answering from `resolver`. */
+export function addIndexRoutes(router: Router, resolver: Resolver, options: IndexRouteOptions): void {
   router.get(
     "/index.json",
-    async (ctx) => serveObject(ctx, await lookup(ctx, () => service.indexJson()), "application/json", SHORT),
+    async (ctx) => serveObject(ctx, await lookup(ctx, () => resolver.indexJson()), "application/json", SHORT),
   );
 
   router.get("/package/:mpy/:name/:version.json", async (ctx) => {
     const { mpy, name, version } = ctx.params;
-    const served = await lookup(ctx, () => service.manifest(mpy, name, version));
+    const base = publicBase(ctx, options.publicUrl, options.port);
+    const served = await lookup(ctx, () => resolver.manifest(mpy, name, version, null, base));
     return serveObject(ctx, served, "application/json", SHORT);
   }, { mpy: PARAMS.mpy, name: PARAMS.name, version: PARAMS.version });
 
@@ -62,6 +80,6 @@ export function addIndexRoutes(router: Router, service: IndexService): void {
     if (!hash.startsWith(h2)) {
       throw new HttpError(400, `Invalid h2 ${JSON.stringify(h2)}: must be the first two characters of ${hash}`);
     }
-    return serveObject(ctx, await lookup(ctx, () => service.file(hash)), "application/octet-stream", IMMUTABLE);
+    return serveObject(ctx, await lookup(ctx, () => resolver.file(hash)), "application/octet-stream", IMMUTABLE);
   }, { h2: PARAMS.h2, hash: PARAMS.hash });
 }

@@ -39,7 +39,10 @@ Deno.test("package.json is rewritten so every url and github: dep points back he
       ["sensorkit/__init__.py", "http://gw:18891/github/acme/sensorkit/main/sensorkit/__init__.py"],
       ["sensorkit/util.py", "http://gw:18891/github/acme/sensorkit/main/sensorkit/util.py"],
     ]);
-    assert.deepEqual(doc.deps, [["hello", "latest"], ["http://gw:18891/github/acme/helpers/main", "main"]]);
+    assert.deepEqual(doc.deps, [["hello", "latest"], [
+      "http://gw:18891/github/acme/helpers/main/package.json",
+      "main",
+    ]]);
     assert.equal(doc.version, "1.1-dev");
     const withPort = await (await env.get("/github/acme/helpers/main/package.json", "gw.lan:8080")).json();
     assert.deepEqual(withPort.urls, [["helpers.py", "http://gw.lan:8080/github/acme/helpers/main/helpers.py"]]);

@@ -1,0 +1,164 @@
+/**
+ * Named packages (`packages.<name>`) served as index manifests: every file the source lists is fetched by the server,
+ * checked, stored content-addressed (so devices fetch `/file/...` from us), and listed under `hashes`. URL
+ * dependencies are rewritten to this server. Manifests for branches follow `cache.ttl`; tags, commits and PyPI
+ * releases are kept for good.
+ * @module
+ */
+import { etagOf, sha256Hex } from "../cache/hash.ts";
+import type { FreshCache, Load, Served } from "../cache/fresh_cache.ts";
+import type { DiskStore } from "../cache/store.ts";
+import { HttpError } from "../http/responses.ts";
+import type { Logger } from "../log.ts";
+import { UpstreamError } from "../upstream/fetcher.ts";
+import { BASE_PLACEHOLDER } from "./locations.ts";
+import { rewriteDep } from "./repo_service.ts";
+import {
+  defaultRef,
+  isImmutable,
+  parseSource,
+  type Resolved,
+  resolveSourceAt,
+  type Source,
+  type SourceContext,
+} from "./sources.ts";
+
+/** A file after the per-target step (compilation); `dest` may change (`x.py` → `x.mpy`). */
+export interface Transformed {
+  dest: string;
+  bytes: Uint8Array;
+}
+
+/** Turns a source file into what a device asking for `mpy` with `profile` gets. */
+export type Transform = (file: Transformed, mpy: string, profile: string | null) => Promise<Transformed>;
+
+/** What the named-package service is built from. */
+export interface NamedServiceOptions {
+  packages: Record<string, { source: string; ref: string | null }>;
+  pins: Record<string, string>;
+  cache: FreshCache;
+  store: DiskStore;
+  sources: SourceContext;
+  logger: Logger;
+  /** The per-target step; without one, files are served as they are. */
+  transform?: Transform;
+}
+
+const READ_CONCURRENCY = 4;
+const enc = new TextEncoder();
+const dec = new TextDecoder();
+
+/** Runs `fn` over `items`, at most `limit` at once, keeping order. */
+async function mapLimit<T, R>(items: T[], limit: number, fn: (item: T) => Promise<R>): Promise<R[]> {
+  const out = new Array<R>(items.length);
+  let next = 0;
+  const worker = async () => {
+    while (next < items.length) {
+      const i = next++;
+      out[i] = await fn(items[i]);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+  return out;
+}
+
+/** Serves `packages.<name>` as index manifests. */
+export class NamedService {
+  #o: NamedServiceOptions;
+  #sources = new Map<string, Source>();
+
+  constructor(options: NamedServiceOptions) {
+    this.#o = options;
+    for (const [name, pkg] of Object.entries(options.packages)) {
+      this.#sources.set(name, parseSource(pkg.source));
+    }
+  }
+
+  /** Whether `name` is a named package. */
+  has(name: string): boolean {
+    return this.#sources.has(name);
+  }
+
+  /** The named packages' names. */
+  names(): string[] {
+    return [...this.#sources.keys()];
+  }
+
+  /** The ref `version` means for `name`: `latest` is the pin, else the configured ref, else the default. */
+  refFor(name: string, version: string): string {
+    if (version !== "latest") return version;
+    return this.#o.pins[name] ?? this.#o.packages[name].ref ?? defaultRef(this.#sources.get(name)!);
+  }
+
+  /** Entries for `/index.json`, in the index's package layout. */
+  indexEntries(): Record<string, unknown>[] {
+    return this.names().map((name) => ({
+      name,
+      version: this.refFor(name, "latest"),
+      description: `${this.#o.packages[name].source} (served by mipserver)`,
+      author: "",
+      license: "",
+      versions: {},
+    }));
+  }
+
+  /**
+   * The manifest of `name` at `version` for a device asking for `mpy` (`py` or a number) with `profile`, with
+   * dependency URLs made absolute on `base`.
+   */
+  async manifest(name: string, version: string, mpy: string, profile: string | null, base: string): Promise<Served> {
+    const served = await this.#cached(name, version, mpy, profile);
+    const text = dec.decode(served.body);
+    if (!text.includes(`"${BASE_PLACEHOLDER}`)) return served;
+    const body = enc.encode(text.replaceAll(`"${BASE_PLACEHOLDER}`, `"${base}`));
+    return { ...served, body, etag: await etagOf(body) };
+  }
+
+  /** The dependencies `name` at `version` states, as `[name or URL, version]` (URLs on this server's mirrors). */
+  async deps(name: string, version: string): Promise<[string, string][]> {
+    const served = await this.#cached(name, version, "py", null);
+    return JSON.parse(dec.decode(served.body)).deps ?? [];
+  }
+
+  #cached(name: string, version: string, mpy: string, profile: string | null): Promise<Served> {
+    const source = this.#sources.get(name);
+    if (!source) throw new HttpError(404, `${name} is not a named package`);
+    const ref = this.refFor(name, version);
+    const key = `named/${name}/${mpy}/${profile ?? "_"}/${ref}.json`;
+    return this.#o.cache.get(
+      "named",
+      key,
+      !isImmutable(source, ref),
+      () => this.#build(name, source, ref, mpy, profile),
+    );
+  }
+
+  async #build(name: string, source: Source, ref: string, mpy: string, profile: string | null): Promise<Load> {
+    const t0 = performance.now();
+    const resolved: Resolved = await resolveSourceAt(this.#o.sources, source, ref);
+    const seen = new Set<string>();
+    const hashes = await mapLimit(resolved.files, READ_CONCURRENCY, async (file) => {
+      let bytes: Uint8Array;
+      try {
+        bytes = await file.read();
+      } catch (e) {
+        if (e instanceof HttpError && e.status !== 404) throw e;
+        const why = e instanceof Error ? e.message : String(e);
+        const status = e instanceof UpstreamError && e.kind === "timeout" ? 504 : 502;
+        throw new HttpError(status, `${name}: url entry ${JSON.stringify(file.dest)} (${file.from}) failed: ${why}`);
+      }
+      let out: Transformed = { dest: file.dest, bytes };
+      if (this.#o.transform) out = await this.#o.transform(out, mpy, profile);
+      if (seen.has(out.dest)) throw new HttpError(502, `${name}: two url entries install to ${out.dest}`);
+      seen.add(out.dest);
+      const hash = await sha256Hex(out.bytes);
+      const key = `files/${hash.slice(0, 2)}/${hash}`;
+      if (!(await this.#o.store.has(key))) await this.#o.store.put(key, out.bytes);
+      return [out.dest, hash];
+    });
+    const deps = resolved.deps.map((dep) => rewriteDep(this.#o.sources.bases, BASE_PLACEHOLDER, dep));
+    const manifest = { name, version: resolved.version, hashes, deps };
+    this.#o.logger.info("Built a named package manifest", { name, ref, mpy, profile, files: hashes.length });
+    return { body: enc.encode(JSON.stringify(manifest)), ms: performance.now() - t0 };
+  }
+}

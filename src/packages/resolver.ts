@@ -1,0 +1,101 @@
+/**
+ * The one place device requests are answered from: (name, version, mpy, profile) → manifest, with the policy and
+ * pins applied; named packages first, then the upstream indexes.
+ * @module
+ */
+import { etagOf } from "../cache/hash.ts";
+import type { Served } from "../cache/fresh_cache.ts";
+import type { DiskStore } from "../cache/store.ts";
+import { HttpError } from "../http/responses.ts";
+import type { IndexService } from "./index_service.ts";
+import type { NamedService } from "./named_service.ts";
+import type { Policy } from "./policy.ts";
+
+/** What the resolver is built from. */
+export interface ResolverOptions {
+  index: IndexService;
+  named: NamedService;
+  policy: Policy;
+  pins: Record<string, string>;
+  store: DiskStore;
+}
+
+const enc = new TextEncoder();
+const dec = new TextDecoder();
+
+/** The dependencies of `name` at its latest (or pinned) version, for the policy's closure. */
+export async function dependenciesOf(
+  index: IndexService,
+  named: NamedService,
+  pins: Record<string, string>,
+  name: string,
+): Promise<[string, string][]> {
+  if (named.has(name)) return await named.deps(name, "latest");
+  const served = await index.manifest("py", name, pins[name] ?? "latest");
+  const deps = JSON.parse(dec.decode(served.body)).deps ?? [];
+  return deps.map((
+    d: unknown,
+  ) => (Array.isArray(d) ? [String(d[0]), String(d[1] ?? "latest")] : [String(d), "latest"]));
+}
+
+/** Answers the index API. */
+export class Resolver {
+  #o: ResolverOptions;
+  constructor(options: ResolverOptions) {
+    this.#o = options;
+  }
+
+  /** The policy in force. */
+  get policy(): Policy {
+    return this.#o.policy;
+  }
+
+  /** `index.json`: the upstream indexes merged, named packages added (they win), filtered by the policy. */
+  async indexJson(): Promise<Served> {
+    const { named, policy } = this.#o;
+    let served: Served | undefined;
+    let failure: unknown;
+    try {
+      served = await this.#o.index.indexJson();
+    } catch (e) {
+      if (named.names().length === 0) throw e;
+      failure = e;
+    }
+    if (named.names().length === 0 && !policy.denying) return served!;
+    const doc = served ? JSON.parse(dec.decode(served.body)) : { v: 2, updated: 0, packages: [] };
+    const mine = new Set(named.names());
+    let packages: Record<string, unknown>[] = [
+      ...named.indexEntries(),
+      ...(doc.packages ?? []).filter((p: { name?: string }) => !mine.has(p.name ?? "")),
+    ];
+    if (policy.denying) {
+      const allowed = await policy.allowed();
+      packages = packages.filter((p) => allowed.names.has(p.name as string));
+    }
+    const body = enc.encode(JSON.stringify({ ...doc, packages }));
+    return {
+      body,
+      etag: await etagOf(body),
+      outcome: served?.outcome ?? (failure ? "stale" : "hit"),
+      upstreamMs: served?.upstreamMs,
+    };
+  }
+
+  /** `package/{mpy}/{name}/{version}.json`; `base` is this server's URL as the device sees it. */
+  async manifest(mpy: string, name: string, version: string, profile: string | null, base: string): Promise<Served> {
+    await this.#o.policy.checkName(name);
+    const served = this.#o.named.has(name)
+      ? await this.#o.named.manifest(name, version, mpy, profile, base)
+      : await this.#o.index.manifest(mpy, name, version === "latest" ? this.#o.pins[name] ?? version : version);
+    this.#o.policy.noteManifest(served.body);
+    return served;
+  }
+
+  /** `file/{h2}/{hash}`; with `policy.unlisted: deny`, only files of allowed manifests or already cached. */
+  async file(hash: string): Promise<Served> {
+    if (!this.#o.policy.fileAllowed(hash) && !(await this.#o.store.has(`files/${hash.slice(0, 2)}/${hash}`))) {
+      throw new HttpError(403, `File ${hash} is not allowed: policy.unlisted is deny and no allowed manifest lists it`);
+    }
+    return await this.#o.index.file(hash);
+  }
+}
