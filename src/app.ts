@@ -23,6 +23,8 @@ import { addRepoRoutes } from "./routes/repo_api.ts";
 import { addOpsRoutes } from "./routes/ops.ts";
 import { Fetcher } from "./upstream/fetcher.ts";
 import { VERSION } from "./version.ts";
+import { CompileService } from "./compile/compile_service.ts";
+import { findMpyCross } from "./compile/find.ts";
 
 /** What an app is built from. */
 export interface AppOptions {
@@ -30,8 +32,10 @@ export interface AppOptions {
   logger: Logger;
   /** Wall clock in milliseconds (default: `Date.now`). */
   now?: () => number;
-  /** The per-target step for named packages' files (compilation). */
+  /** Replaces the compile step for named packages' files (default: mpy-cross as configured). */
   transform?: Transform;
+  /** Environment for finding mpy-cross on PATH (default: none, so the configured or pinned one is used). */
+  env?: { PATH?: string };
 }
 
 /** A built app. */
@@ -43,6 +47,7 @@ export interface App {
   store: DiskStore;
   index: IndexService;
   resolver: Resolver;
+  compiler: CompileService;
   /** Waits for background refreshes and prefetches to finish. */
   idle(): Promise<void>;
 }
@@ -88,6 +93,17 @@ export async function createApp(options: AppOptions): Promise<App> {
     prefetch: config.cache.prefetch,
   });
   await index.init();
+  const compiler = new CompileService({
+    path: findMpyCross(config.mpy_cross.path, options.env),
+    timeout: config.mpy_cross.timeout,
+    concurrency: config.mpy_cross.concurrency || navigator.hardwareConcurrency || 1,
+    onError: config.mpy_cross.on_error,
+    targets: config.targets,
+    store,
+    logger,
+    metrics,
+  });
+  await compiler.init();
   const bases = { github: config.upstreams.github, gitlab: config.upstreams.gitlab };
   const repos = new RepoService({ cache, fetcher, ...bases });
   const named = new NamedService({
@@ -97,7 +113,7 @@ export async function createApp(options: AppOptions): Promise<App> {
     store,
     sources: { fetcher, bases, pypi: config.upstreams.pypi, logger },
     logger,
-    transform: options.transform,
+    transform: options.transform ?? compiler.transform,
   });
   const policy = new Policy({
     mode: config.policy.unlisted,
@@ -121,7 +137,11 @@ export async function createApp(options: AppOptions): Promise<App> {
   });
   const resolver = new Resolver({ index, named, policy, pins: config.pins, store });
   const publicUrl = config.server.public_url;
-  addIndexRoutes(router, resolver, { publicUrl, port: config.server.port });
+  addIndexRoutes(router, resolver, {
+    publicUrl,
+    port: config.server.port,
+    checkProfile: (p) => compiler.checkProfile(p),
+  });
   addRepoRoutes(router, repos, {
     publicUrl,
     port: config.server.port,
@@ -134,7 +154,17 @@ export async function createApp(options: AppOptions): Promise<App> {
     requestLog,
     metrics,
     uptime: () => now() - started,
+    health: () => ({
+      mpy_cross: compiler.version
+        ? {
+          path: compiler.path,
+          version: compiler.version.text,
+          mpy: `${compiler.version.major}.${compiler.version.minor}`,
+        }
+        : { path: compiler.path, error: "not available: .py sources are served uncompiled" },
+      profiles: compiler.profiles(),
+    }),
   });
   const handler = createHandler(router, { logger, requestLog, metrics, now });
-  return { handler, router, metrics, requestLog, store, index, resolver, idle: () => index.idle() };
+  return { handler, router, metrics, requestLog, store, index, resolver, compiler, idle: () => index.idle() };
 }

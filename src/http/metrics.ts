@@ -22,6 +22,10 @@ export class Metrics {
   readonly upstream: client.Counter<"host" | "status">;
   /** Upstream attempt durations by host. */
   readonly upstreamDuration: client.Histogram<"host">;
+  /** The mpy-cross in use: 1 with its version labels, 0 when it is missing. */
+  readonly compiler: client.Gauge<"path" | "version" | "mpy">;
+  /** Per-file compile outcomes: compiled, cached, fallback (served as source), failed (422). */
+  readonly compiles: client.Counter<"result">;
 
   // Per-request counts are kept in plain maps on the hot path and handed to prom-client when it is scraped.
   #requestCounts = new Map<string, { labels: { route: string; method: string; status: string }; n: number }>();
@@ -80,6 +84,19 @@ export class Metrics {
       help: "Upstream attempt durations to response headers, by host.",
       labelNames: ["host"],
       buckets: [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60],
+      registers: [this.registry],
+    });
+    this.compiler = new client.Gauge({
+      name: "mipserver_mpy_cross_info",
+      help:
+        "The mpy-cross compilers found at start: 1 when it runs (labels: path, version line, .mpy version), else 0.",
+      labelNames: ["path", "version", "mpy"],
+      registers: [this.registry],
+    });
+    this.compiles = new client.Counter({
+      name: "mipserver_compiles_total",
+      help: "Per-file compile outcomes: compiled, cached, fallback (served as .py), failed (answered 422).",
+      labelNames: ["result"],
       registers: [this.registry],
     });
   }

@@ -157,7 +157,7 @@ export class NamedService {
       return [out.dest, hash];
     });
     const deps = resolved.deps.map((dep) => rewriteDep(this.#o.sources.bases, BASE_PLACEHOLDER, dep));
-    const manifest = { name, version: resolved.version, hashes, deps };
+    const manifest = { v: 1, name, version: resolved.version, hashes, deps };
     this.#o.logger.info("Built a named package manifest", { name, ref, mpy, profile, files: hashes.length });
     return { body: enc.encode(JSON.stringify(manifest)), ms: performance.now() - t0 };
   }

@@ -59,27 +59,40 @@ export function publicBase(ctx: RouteContext, publicUrl: string | null, port: nu
 export interface IndexRouteOptions {
   publicUrl: string | null;
   port: number;
+  /** Throws 404 (listing the known ones) for an unknown target profile. */
+  checkProfile(name: string): void;
 }
 
 /** Adds the index API routes, answering from `resolver`. */
 export function addIndexRoutes(router: Router, resolver: Resolver, options: IndexRouteOptions): void {
-  router.get(
-    "/index.json",
-    async (ctx) => serveObject(ctx, await lookup(ctx, () => resolver.indexJson()), "application/json", SHORT),
-  );
+  const profileOf = (ctx: RouteContext): string | null => {
+    const profile = ctx.params.profile;
+    if (profile === undefined) return null;
+    options.checkProfile(profile);
+    return profile;
+  };
+  const profileParam = { profile: { pattern: NAME_PATTERN, expected: "a target profile name" } };
+  for (const prefix of ["", "/t/:profile"]) {
+    router.get(`${prefix}/index.json`, async (ctx) => {
+      profileOf(ctx);
+      return serveObject(ctx, await lookup(ctx, () => resolver.indexJson()), "application/json", SHORT);
+    }, profileParam);
 
-  router.get("/package/:mpy/:name/:version.json", async (ctx) => {
-    const { mpy, name, version } = ctx.params;
-    const base = publicBase(ctx, options.publicUrl, options.port);
-    const served = await lookup(ctx, () => resolver.manifest(mpy, name, version, null, base));
-    return serveObject(ctx, served, "application/json", SHORT);
-  }, { mpy: PARAMS.mpy, name: PARAMS.name, version: PARAMS.version });
+    router.get(`${prefix}/package/:mpy/:name/:version.json`, async (ctx) => {
+      const { mpy, name, version } = ctx.params;
+      const profile = profileOf(ctx);
+      const base = publicBase(ctx, options.publicUrl, options.port);
+      const served = await lookup(ctx, () => resolver.manifest(mpy, name, version, profile, base));
+      return serveObject(ctx, served, "application/json", SHORT);
+    }, { ...profileParam, mpy: PARAMS.mpy, name: PARAMS.name, version: PARAMS.version });
 
-  router.get("/file/:h2/:hash", async (ctx) => {
-    const { h2, hash } = ctx.params;
-    if (!hash.startsWith(h2)) {
-      throw new HttpError(400, `Invalid h2 ${JSON.stringify(h2)}: must be the first two characters of ${hash}`);
-    }
-    return serveObject(ctx, await lookup(ctx, () => resolver.file(hash)), "application/octet-stream", IMMUTABLE);
-  }, { h2: PARAMS.h2, hash: PARAMS.hash });
+    router.get(`${prefix}/file/:h2/:hash`, async (ctx) => {
+      const { h2, hash } = ctx.params;
+      profileOf(ctx);
+      if (!hash.startsWith(h2)) {
+        throw new HttpError(400, `Invalid h2 ${JSON.stringify(h2)}: must be the first two characters of ${hash}`);
+      }
+      return serveObject(ctx, await lookup(ctx, () => resolver.file(hash)), "application/octet-stream", IMMUTABLE);
+    }, { ...profileParam, h2: PARAMS.h2, hash: PARAMS.hash });
+  }
 }

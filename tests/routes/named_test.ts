@@ -99,7 +99,7 @@ async function filesOf(env: Env, manifest: Record<string, unknown>): Promise<Rec
 Deno.test("a named GitHub package is an index manifest: files stored by hash, deps rewritten, listed in index.json", async () => {
   const env = await setup(() => ({ packages: { sensorkit: { source: "github:acme/sensorkit" } } }));
   try {
-    const m = await env.json("/package/6/sensorkit/latest.json");
+    const m = await env.json("/package/py/sensorkit/latest.json");
     assert.equal(m.version, "1.1-dev");
     assert.deepEqual(
       (m.hashes as string[][]).map(([d]) => d),
@@ -158,7 +158,7 @@ Deno.test("pins make latest resolve to the pinned version, for index and named p
   try {
     assert.equal((await env.json("/package/6/hello/latest.json")).version, "1.0");
     assert.equal((await env.json("/package/6/hello/1.1.json")).version, "1.1", "an explicit version still works");
-    assert.equal((await env.json("/package/6/sensorkit/latest.json")).version, "1.0");
+    assert.equal((await env.json("/package/py/sensorkit/latest.json")).version, "1.0");
   } finally {
     await env.close();
   }
@@ -187,13 +187,13 @@ Deno.test("GitLab, url: and local: sources; local edits show after cache.ttl", a
     },
   }));
   try {
-    const gl = await env.json("/package/6/glpkg/latest.json");
+    const gl = await env.json("/package/py/glpkg/latest.json");
     assert.equal((await filesOf(env, gl))["glpkg.py"].includes("from gitlab"), true);
-    const viaurl = await env.json("/package/6/viaurl/latest.json");
+    const viaurl = await env.json("/package/py/viaurl/latest.json");
     assert.match((await filesOf(env, viaurl))["helpers.py"], /def twice/);
-    assert.equal((await env.get("/package/6/viaurl/2.0.json")).status, 404, "url: sources have one version");
+    assert.equal((await env.get("/package/py/viaurl/2.0.json")).status, 404, "url: sources have one version");
 
-    const plain = await env.json("/package/6/plain/latest.json");
+    const plain = await env.json("/package/py/plain/latest.json");
     assert.deepEqual(Object.keys(await filesOf(env, plain)), ["deep/inner.py", "mod.py"]);
     const wj = await env.json("/package/py/withjson/latest.json");
     assert.equal(wj.version, "3.0");
@@ -201,11 +201,11 @@ Deno.test("GitLab, url: and local: sources; local edits show after cache.ttl", a
     assert.deepEqual(await filesOf(env, wj), { "wj/__init__.py": "W = 3\n" });
 
     Deno.writeTextFileSync(join(local, "plain/mod.py"), "V = 2\n");
-    assert.equal((await filesOf(env, await env.json("/package/6/plain/latest.json")))["mod.py"], "V = 1\n");
+    assert.equal((await filesOf(env, await env.json("/package/py/plain/latest.json")))["mod.py"], "V = 1\n");
     env.clock.now += 11 * 60_000;
-    await (await env.get("/package/6/plain/latest.json")).arrayBuffer();
+    await (await env.get("/package/py/plain/latest.json")).arrayBuffer();
     await env.app.idle();
-    assert.equal((await filesOf(env, await env.json("/package/6/plain/latest.json")))["mod.py"], "V = 2\n");
+    assert.equal((await filesOf(env, await env.json("/package/py/plain/latest.json")))["mod.py"], "V = 2\n");
   } finally {
     await env.close();
   }
@@ -284,7 +284,7 @@ Deno.test("only configured upstream hosts are contacted; policy.allow_hosts adds
   );
   Deno.writeTextFileSync(join(env.filesRoot, "far.py"), "FAR = 1\n");
   try {
-    const refused = await env.get("/package/6/offsite/latest.json");
+    const refused = await env.get("/package/py/offsite/latest.json");
     assert.equal(refused.status, 502);
     assert.match(await refused.text(), /not an allowed upstream/);
     const adhoc = await env.get(`/url/http/${filesHost}/far.py`);
@@ -306,7 +306,7 @@ Deno.test("only configured upstream hosts are contacted; policy.allow_hosts adds
   );
   Deno.writeTextFileSync(join(allowed.filesRoot, "far.py"), "FAR = 1\n");
   try {
-    assert.deepEqual(await filesOf(allowed, await allowed.json("/package/6/offsite/latest.json")), {
+    assert.deepEqual(await filesOf(allowed, await allowed.json("/package/py/offsite/latest.json")), {
       "far.py": "FAR = 1\n",
     });
     const adhoc = await allowed.get(`/url/http/${new URL(allowed.files.url).host}/far.py`);
@@ -323,8 +323,8 @@ Deno.test("upstreams.github_token goes to GitHub hosts only and is never logged"
     upstreams: { github_token: token },
   }));
   try {
-    await env.json("/package/6/sensorkit/latest.json");
-    await env.json("/package/6/glpkg/latest.json");
+    await env.json("/package/py/sensorkit/latest.json");
+    await env.json("/package/py/glpkg/latest.json");
     await env.json("/package/6/hello/latest.json");
     assert.ok(env.github.auth.length > 0);
     assert.ok(env.github.auth.every((a) => a === `token ${token}`), JSON.stringify(env.github.auth));
@@ -343,7 +343,7 @@ Deno.test("policy.unlisted deny: packages, pins and their dependency closure onl
     policy: { unlisted: "deny" },
   }));
   try {
-    await env.json("/package/6/sensorkit/latest.json");
+    await env.json("/package/py/sensorkit/latest.json");
     const hello = await env.json("/package/6/hello/latest.json");
     await filesOf(env, hello);
     await env.json("/package/6/mathx/latest.json");

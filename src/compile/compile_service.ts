@@ -1,0 +1,181 @@
+/**
+ * Compiles named packages' `.py` files for the device's target: under a numbered manifest `x.py` becomes `x.mpy`,
+ * compiled once per (source sha256, compiler version, profile flags), also under concurrent requests, and checked
+ * (`M`, the major version the device asked for, the profile's arch) before it is served. Failures fall back to the
+ * source (`mpy_cross.on_error: source`) or answer 422 (`fail`).
+ * @module
+ */
+import type { Config } from "../config/schema.ts";
+import { sha256Hex } from "../cache/hash.ts";
+import { SingleFlight } from "../cache/single_flight.ts";
+import type { DiskStore } from "../cache/store.ts";
+import { HttpError } from "../http/responses.ts";
+import type { Metrics } from "../http/metrics.ts";
+import type { Logger } from "../log.ts";
+import type { Transformed } from "../packages/named_service.ts";
+import { CompileError, type CompilerVersion, MpyCross } from "./mpy_cross.ts";
+import { ARCH_CODES, parseMpyHeader } from "./mpy_header.ts";
+
+/** A target profile (`targets.<name>`). */
+export type Profile = Config["targets"][string];
+
+/** A compiler that answered `--version`, or why there is none. */
+interface Compiler {
+  tool: MpyCross;
+  version?: CompilerVersion;
+  problem?: string;
+}
+
+/** What the compile service is built from. */
+export interface CompileServiceOptions {
+  /** The default compiler's path. */
+  path: string;
+  timeout: number;
+  concurrency: number;
+  onError: "source" | "fail";
+  targets: Record<string, Profile>;
+  store: DiskStore;
+  logger: Logger;
+  metrics?: Metrics;
+}
+
+/** The mpy-cross flags of a profile. */
+export function profileFlags(profile: Profile | undefined): string[] {
+  if (!profile) return [];
+  const flags: string[] = [];
+  if (profile.march) flags.push(`-march=${profile.march}`);
+  if (profile.opt !== null) flags.push(`-O${profile.opt}`);
+  if (profile.small_int_bits !== null) flags.push(`-msmall-int-bits=${profile.small_int_bits}`);
+  return flags;
+}
+
+/** Compiles sources for devices. */
+export class CompileService {
+  #o: CompileServiceOptions;
+  #compilers = new Map<string, Compiler>();
+  #flights = new SingleFlight<Uint8Array | CompileError>();
+  /** Compiles that fell back to the source, by reason (for metrics). */
+  fallbacks = 0;
+
+  constructor(options: CompileServiceOptions) {
+    this.#o = options;
+  }
+
+  /** Asks every configured compiler for its version; logs what it finds. Missing compilers are warnings, not errors. */
+  async init(): Promise<void> {
+    const paths = new Set([this.#o.path, ...Object.values(this.#o.targets).flatMap((t) => t.mpy_cross ?? [])]);
+    for (const path of paths) {
+      const tool = new MpyCross({ path, timeout: this.#o.timeout, concurrency: this.#o.concurrency });
+      try {
+        const version = await tool.version();
+        this.#compilers.set(path, { tool, version });
+        this.#o.metrics?.compiler.set({ path, version: version.text, mpy: `${version.major}.${version.minor}` }, 1);
+        this.#o.logger.info("mpy-cross ready", {
+          path,
+          version: version.text,
+          mpy: `${version.major}.${version.minor}`,
+        });
+      } catch (e) {
+        const problem = (e as Error).message;
+        this.#compilers.set(path, { tool, problem });
+        this.#o.metrics?.compiler.set({ path, version: "", mpy: "" }, 0);
+        this.#o.logger.warn("mpy-cross unavailable: .py sources will be served uncompiled", { path, error: problem });
+      }
+    }
+  }
+
+  /** The default compiler's version, or undefined when it is missing. */
+  get version(): CompilerVersion | undefined {
+    return this.#compilers.get(this.#o.path)?.version;
+  }
+
+  /** The default compiler's path. */
+  get path(): string {
+    return this.#o.path;
+  }
+
+  /** Compiler processes started so far, over all compilers. */
+  get runs(): number {
+    let n = 0;
+    for (const c of this.#compilers.values()) n += c.tool.runs;
+    return n;
+  }
+
+  /** The known profile names. */
+  profiles(): string[] {
+    return Object.keys(this.#o.targets).sort();
+  }
+
+  /** Throws 404 listing the known profiles unless `name` is one. */
+  checkProfile(name: string): void {
+    if (!Object.hasOwn(this.#o.targets, name)) {
+      const known = this.profiles();
+      throw new HttpError(
+        404,
+        `Unknown target profile ${JSON.stringify(name)}; known: ${known.length ? known.join(", ") : "none configured"}`,
+      );
+    }
+  }
+
+  /** The per-target step for named packages: `.py` → `.mpy` under numbered manifests; everything else as it is. */
+  transform = async (file: Transformed, mpy: string, profileName: string | null): Promise<Transformed> => {
+    if (mpy === "py" || !file.dest.endsWith(".py")) return file;
+    const profile = profileName === null ? undefined : this.#o.targets[profileName];
+    const compiler = this.#compilers.get(profile?.mpy_cross ?? this.#o.path);
+    const fallback = (why: string) => {
+      this.fallbacks++;
+      this.#o.metrics?.compiles.inc({ result: "fallback" });
+      this.#o.logger.warn("Serving the .py source instead of .mpy", { file: file.dest, profile: profileName, why });
+      return file;
+    };
+    if (!compiler?.version) return fallback(compiler?.problem ?? "no compiler");
+    if (String(compiler.version.major) !== mpy) {
+      return fallback(
+        `the device asked for .mpy v${mpy} but ${compiler.tool.path} emits v${compiler.version.major}.${compiler.version.minor}`,
+      );
+    }
+    const flags = profileFlags(profile);
+    const sourceHash = await sha256Hex(file.bytes);
+    const recipe = (await sha256Hex(new TextEncoder().encode(`${compiler.version.text}\n${flags.join(" ")}`))).slice(
+      0,
+      16,
+    );
+    const key = `compiled/${sourceHash.slice(0, 2)}/${sourceHash}-${recipe}`;
+    const result = await this.#flights.run(key, async () => {
+      const cached = await this.#o.store.get(key);
+      if (cached) {
+        this.#o.metrics?.compiles.inc({ result: "cached" });
+        return cached.body;
+      }
+      try {
+        const out = await compiler.tool.compile(file.bytes, file.dest, flags);
+        const problem = this.#checkHeader(out, compiler.version!, profile);
+        if (problem) return new CompileError("failed", `mpy-cross output for ${file.dest} is unusable: ${problem}`);
+        await this.#o.store.put(key, out);
+        this.#o.metrics?.compiles.inc({ result: "compiled" });
+        return out;
+      } catch (e) {
+        if (e instanceof CompileError) return e;
+        throw e;
+      }
+    });
+    if (result instanceof CompileError) {
+      if (this.#o.onError === "fail") {
+        this.#o.metrics?.compiles.inc({ result: "failed" });
+        throw new HttpError(422, result.message);
+      }
+      return fallback(result.message);
+    }
+    return { dest: `${file.dest.slice(0, -3)}.mpy`, bytes: result };
+  };
+
+  #checkHeader(out: Uint8Array, version: CompilerVersion, profile: Profile | undefined): string | undefined {
+    const header = parseMpyHeader(out);
+    if (!header) return "no .mpy header";
+    if (header.major !== version.major) return `header says v${header.major}, compiler says v${version.major}`;
+    if (header.arch !== 0 && header.arch !== ARCH_CODES[profile?.march ?? ""]) {
+      return `native code for arch ${header.arch}, profile asks for ${profile?.march ?? "none"}`;
+    }
+    return undefined;
+  }
+}
