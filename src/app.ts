@@ -60,7 +60,8 @@ export async function createApp(options: AppOptions): Promise<App> {
   const router = new Router();
   const metrics = new Metrics();
   const requestLog = new RequestLog(config.log.requests_kept);
-  const store = new DiskStore(config.cache.dir, { now, memoryBytes: config.cache.memory });
+  const cacheDir = config.cache.dir ?? ".cache"; // loadConfig always resolves it; tests may leave it to this
+  const store = new DiskStore(cacheDir, { now, memoryBytes: config.cache.memory });
   const leftovers = await store.open();
   if (leftovers > 0) logger.warn("Removed unfinished cache writes left by an earlier crash", { files: leftovers });
   const fetcher = new Fetcher({
@@ -150,7 +151,7 @@ export async function createApp(options: AppOptions): Promise<App> {
   });
   addOpsRoutes(router, {
     version: VERSION,
-    cacheDir: config.cache.dir,
+    cacheDir,
     requestLog,
     metrics,
     uptime: () => now() - started,

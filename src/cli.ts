@@ -9,11 +9,12 @@ export const USAGE = `mipserver: a caching, compiling package server for MicroPy
 Usage:
   mipserver [--config FILE] [--port N] [--host ADDR]   start the server
   mipserver check-config [--config FILE]               print the effective configuration and exit
+  mipserver healthcheck [--config FILE] [--port N]     exit 0 when the local server's /healthz answers ok
   mipserver --help | --version
 
 Options:
-  --config FILE   configuration file (default: $MIPSERVER_CONFIG, else ./config.yaml);
-                  config.local.yaml beside it is merged over it
+  --config FILE   configuration file (default: $MIPSERVER_CONFIG, else $CONFIGURATION_DIRECTORY/config.yaml,
+                  else ./config.yaml, else the built-in defaults); config.local.yaml beside it is merged over it
   --port N        listen on port N (overrides server.port)
   --host ADDR     listen on address ADDR (overrides server.host)
 
@@ -23,12 +24,12 @@ From a checkout: deno task start [options], or make run ARGS="[options]".`;
 export type Command =
   | { kind: "help" }
   | { kind: "version" }
-  | { kind: "serve" | "check-config"; configPath?: string; overrides: Record<string, string> }
+  | { kind: "serve" | "check-config" | "healthcheck"; configPath?: string; overrides: Record<string, string> }
   | { kind: "error"; message: string };
 
 /** Parses the arguments after the program name. */
 export function parseArgs(args: string[]): Command {
-  let kind: "serve" | "check-config" = "serve";
+  let kind: "serve" | "check-config" | "healthcheck" = "serve";
   let configPath: string | undefined;
   const overrides: Record<string, string> = {};
   for (let i = 0; i < args.length; i++) {
@@ -50,7 +51,8 @@ export function parseArgs(args: string[]): Command {
         case "--version":
           return { kind: "version" };
         case "check-config":
-          kind = "check-config";
+        case "healthcheck":
+          kind = flag;
           break;
         case "--config":
           configPath = value();

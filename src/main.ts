@@ -6,10 +6,39 @@
 import { stringify as toYaml } from "yaml";
 import { createApp } from "./app.ts";
 import { parseArgs, USAGE } from "./cli.ts";
-import { ConfigError, loadConfig } from "./config/load.ts";
+import { ConfigError, ENV_OVERRIDES, loadConfig } from "./config/load.ts";
 import { displayConfig } from "./config/schema.ts";
 import { batchedStdout, createLogger } from "./log.ts";
 import { VERSION } from "./version.ts";
+
+/**
+ * The environment variables mipserver reads, one by one, so that a binary compiled with `--allow-env=<these>` works
+ * (reading the whole environment would need `--allow-env` without a list).
+ */
+export const ENV_READ = [
+  ...Object.keys(ENV_OVERRIDES),
+  "MIPSERVER_CONFIG",
+  "CONFIGURATION_DIRECTORY",
+  "CACHE_DIRECTORY",
+  "PATH",
+];
+
+function readEnv(): Record<string, string | undefined> {
+  return Object.fromEntries(ENV_READ.map((name) => [name, Deno.env.get(name)]));
+}
+
+/** Asks the local server's /healthz; 0 when it answers 200 with status ok. */
+async function healthcheck(port: number): Promise<number> {
+  try {
+    const res = await fetch(`http://127.0.0.1:${port}/healthz`, { signal: AbortSignal.timeout(5000) });
+    const body = await res.json();
+    if (res.status === 200 && body.status === "ok") return 0;
+    console.error(`mipserver: /healthz answered ${res.status}: ${JSON.stringify(body)}`);
+  } catch (e) {
+    console.error(`mipserver: no answer from http://127.0.0.1:${port}/healthz: ${(e as Error).message}`);
+  }
+  return 1;
+}
 
 /** Runs mipserver with `args`; resolves to the process exit code once the server has stopped. */
 export async function main(args: string[]): Promise<number> {
@@ -26,9 +55,10 @@ export async function main(args: string[]): Promise<number> {
       return 2;
   }
 
+  const env = readEnv();
   let loaded;
   try {
-    loaded = loadConfig({ configPath: command.configPath, env: Deno.env.toObject(), overrides: command.overrides });
+    loaded = loadConfig({ configPath: command.configPath, env, overrides: command.overrides });
   } catch (e) {
     if (!(e instanceof ConfigError)) throw e;
     console.error(
@@ -46,15 +76,17 @@ export async function main(args: string[]): Promise<number> {
     return 0;
   }
 
+  if (command.kind === "healthcheck") return await healthcheck(config.server.port);
+
   const out = batchedStdout();
   const logger = createLogger({ level: config.log.level, format: config.log.format, write: out.write });
   for (const w of warnings) logger.warn(w);
   logger.info("Starting mipserver", { version: VERSION, config: files.join(",") || "defaults" });
   let app;
   try {
-    app = await createApp({ config, logger });
+    app = await createApp({ config, logger, env });
   } catch (e) {
-    logger.error("Cannot open the cache", { dir: config.cache.dir, error: (e as Error).message });
+    logger.error("Cannot start", { cache: config.cache.dir, error: (e as Error).message });
     out.flush();
     return 1;
   }

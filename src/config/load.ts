@@ -123,6 +123,31 @@ const exists = (path: string): boolean => {
   }
 };
 
+/** The working directory, or `.` when the process may not read it (a binary compiled with a narrow --allow-read). */
+function workingDir(): string {
+  try {
+    return Deno.cwd();
+  } catch {
+    return ".";
+  }
+}
+
+/** The first folder of a systemd directory variable (`CONFIGURATION_DIRECTORY`, `CACHE_DIRECTORY`: `:`-separated). */
+function firstDir(value: string | undefined): string | undefined {
+  const first = value?.split(":")[0];
+  return first ? first : undefined;
+}
+
+/** The default `config.yaml` shipped with (and, in compiled binaries, embedded in) mipserver, if it can be read. */
+function readEmbedded(): Tree | undefined {
+  try {
+    const data = parseYaml(Deno.readTextFileSync(new URL("../../config.yaml", import.meta.url)));
+    return isTree(data) ? data : undefined;
+  } catch {
+    return undefined; // Its values are the schema defaults, which apply anyway.
+  }
+}
+
 /** Top-level keys of the seed (the Python mipserver) that mipserver no longer reads. */
 const SEED_IGNORED = ["TIMEZONE", "MQTT", "GOTIFY", "UVICORN", "REDIS", "TELEGRAM"];
 
@@ -194,13 +219,14 @@ function migrateSeed(merged: Tree, warnings: string[], sources: Map<string, stri
 /** Loads, merges and validates the configuration, or throws a {@linkcode ConfigError}. */
 export function loadConfig(options: LoadOptions = {}): LoadedConfig {
   const env = options.env ?? {};
-  const cwd = options.cwd ?? Deno.cwd();
+  const cwd = options.cwd ?? workingDir();
   const files: string[] = [];
   const warnings: string[] = [];
   const sources = new Map<string, string>();
   const merged: Tree = {};
 
   const named = options.configPath ?? env.MIPSERVER_CONFIG;
+  const systemdConfig = firstDir(env.CONFIGURATION_DIRECTORY);
   let main: string | undefined;
   if (named) {
     main = resolve(cwd, named);
@@ -208,17 +234,27 @@ export function loadConfig(options: LoadOptions = {}): LoadedConfig {
       const via = options.configPath ? "--config" : "MIPSERVER_CONFIG";
       throw new ConfigError([`${named}: config file not found (named by ${via})`]);
     }
+  } else if (systemdConfig && exists(join(systemdConfig, "config.yaml"))) {
+    main = join(systemdConfig, "config.yaml");
   } else if (exists(join(cwd, "config.yaml"))) {
     main = join(cwd, "config.yaml");
-  } else {
-    warnings.push(`no config.yaml in ${cwd}: using built-in defaults`);
   }
 
   const baseDir = main ? dirname(main) : cwd;
-  for (const file of main ? [main, join(baseDir, "config.local.yaml")] : []) {
-    if (file !== main && !exists(file)) continue;
-    deepMerge(merged, readYaml(file), file, sources);
-    files.push(file);
+  if (main) {
+    for (const file of [main, join(baseDir, "config.local.yaml")]) {
+      if (file !== main && !exists(file)) continue;
+      deepMerge(merged, readYaml(file), file, sources);
+      files.push(file);
+    }
+  } else {
+    const embedded = readEmbedded();
+    if (embedded) deepMerge(merged, embedded, "embedded config.yaml", sources);
+    warnings.push(
+      `no config file found (--config, MIPSERVER_CONFIG, ${
+        systemdConfig ? `${systemdConfig}/config.yaml, ` : ""
+      }${cwd}/config.yaml): using the built-in defaults`,
+    );
   }
 
   migrateSeed(merged, warnings, sources);
@@ -260,7 +296,9 @@ export function loadConfig(options: LoadOptions = {}): LoadedConfig {
   }
 
   const config = result.data;
-  if (!isAbsolute(config.cache.dir)) config.cache.dir = resolve(baseDir, config.cache.dir);
+  const systemdCache = firstDir(env.CACHE_DIRECTORY);
+  if (config.cache.dir === null) config.cache.dir = systemdCache ?? join(baseDir, ".cache");
+  else if (!isAbsolute(config.cache.dir)) config.cache.dir = resolve(baseDir, config.cache.dir);
   for (const pkg of Object.values(config.packages)) {
     const local = /^local:(.+)$/.exec(pkg.source);
     if (local && !isAbsolute(local[1])) pkg.source = `local:${resolve(baseDir, local[1])}`;

@@ -121,7 +121,7 @@ export const configSchema = z.strictObject({
     public_url: nullable(httpUrl()).prefault(null),
   }).prefault({}),
   cache: z.strictObject({
-    dir: text("a directory path").prefault("./.cache"),
+    dir: nullable(text("a directory path")).prefault(null),
     ttl: duration().prefault("10m"),
     negative_ttl: duration().prefault("1m"),
     offline: boolean().prefault(false),

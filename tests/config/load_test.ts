@@ -46,7 +46,7 @@ Deno.test("defaults match the public contract", () => {
   assert.equal(c.server.host, "0.0.0.0");
   assert.equal(c.server.port, 18891);
   assert.equal(c.server.public_url, null);
-  assert.equal(c.cache.dir, "./.cache");
+  assert.equal(c.cache.dir, null, "null: $CACHE_DIRECTORY, else .cache beside the config file");
   assert.equal(c.cache.ttl, 600_000);
   assert.equal(c.cache.offline, false);
   assert.deepEqual(c.upstreams.index, ["https://micropython.org/pi/v2"]);
@@ -108,7 +108,35 @@ Deno.test("without any config file the built-in defaults apply, with a warning",
   const { config, files, warnings } = loadConfig({ cwd: dir });
   assert.equal(config.server.port, 18891);
   assert.deepEqual(files, []);
-  assert.match(warnings[0], /no config\.yaml/);
+  assert.match(warnings[0], /no config file found .*using the built-in defaults/);
+  assert.equal(config.cache.dir, join(dir, ".cache"));
+});
+
+Deno.test("lookup order: --config, MIPSERVER_CONFIG, $CONFIGURATION_DIRECTORY, ./config.yaml, built-in", () => {
+  const cwd = folder("server: {port: 4004}\n");
+  const systemd = folder("server: {port: 3003}\n", "log: {level: debug}\n");
+  const named = folder("server: {port: 2002}\n");
+  const flag = folder("server: {port: 1001}\n");
+  const env = { MIPSERVER_CONFIG: join(named, "config.yaml"), CONFIGURATION_DIRECTORY: systemd };
+  const port = (o: Parameters<typeof loadConfig>[0]) => loadConfig(o).config.server.port;
+  assert.equal(port({ cwd, env, configPath: join(flag, "config.yaml") }), 1001);
+  assert.equal(port({ cwd, env }), 2002);
+  const viaSystemd = loadConfig({ cwd, env: { CONFIGURATION_DIRECTORY: `${systemd}:/other` } });
+  assert.equal(viaSystemd.config.server.port, 3003);
+  assert.equal(viaSystemd.config.log.level, "debug", "config.local.yaml beside the systemd config is merged");
+  assert.equal(port({ cwd, env: { CONFIGURATION_DIRECTORY: tempDir() } }), 4004, "an empty config dir is skipped");
+  assert.equal(port({ cwd: tempDir() }), 18891);
+});
+
+Deno.test("the cache defaults to $CACHE_DIRECTORY under systemd; an explicit cache.dir wins", () => {
+  const dir = folder("server: {port: 1}\n");
+  assert.equal(
+    loadConfig({ cwd: dir, env: { CACHE_DIRECTORY: "/var/cache/mipserver" } }).config.cache.dir,
+    "/var/cache/mipserver",
+  );
+  assert.equal(loadConfig({ cwd: dir }).config.cache.dir, join(dir, ".cache"));
+  const explicit = folder("cache: {dir: /srv/mip}\n");
+  assert.equal(loadConfig({ cwd: explicit, env: { CACHE_DIRECTORY: "/var/cache/x" } }).config.cache.dir, "/srv/mip");
 });
 
 Deno.test("environment overrides beat the files; command line beats the environment", () => {

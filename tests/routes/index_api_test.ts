@@ -137,7 +137,7 @@ Deno.test("malformed parameters get 400 with a reason; unknown packages 404", as
 
 Deno.test("hostile paths get 4xx and never read a file outside the cache", async () => {
   await withEnv({}, async (env) => {
-    const secret = join(env.config.cache.dir, "..", "secret-outside");
+    const secret = join(env.config.cache.dir!, "..", "secret-outside");
     Deno.writeTextFileSync(secret, "TOP SECRET");
     const hostile = [
       "/file/../../secret-outside",

@@ -24,7 +24,7 @@ Deno.test("/healthz reports version, uptime and a writable cache dir", async () 
   assert.equal(body.version, VERSION);
   assert.equal(body.uptime_seconds, 42);
   assert.deepEqual(body.cache, { dir: a.config.cache.dir, writable: true });
-  const left = [...Deno.readDirSync(a.config.cache.dir)].filter((e) => e.name.startsWith(".healthz"));
+  const left = [...Deno.readDirSync(a.config.cache.dir!)].filter((e) => e.name.startsWith(".healthz"));
   assert.deepEqual(left, [], "the probe file was left behind");
 });
 

@@ -1,0 +1,115 @@
+/**
+ * The compiled binary's permission set, exercised through `deno run` with exactly the flags in deploy/permissions
+ * (these machines cannot download the `denort` runtime that `deno compile` needs), in a systemd-like environment:
+ * config from $CONFIGURATION_DIRECTORY, cache in $CACHE_DIRECTORY, mpy-cross found on PATH, nothing else in the
+ * environment.
+ */
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { ENV_READ } from "../../src/main.ts";
+import { fetchWhenUp, freePort, tempDir } from "../helpers.ts";
+import { mpyCrossPath } from "../e2e/tools.ts";
+
+const ROOT = new URL("../../", import.meta.url).pathname;
+const DENO = Deno.execPath();
+
+/** The flags of deploy/permissions, as `make compile` passes them. */
+function permissions(): string[] {
+  return Deno.readTextFileSync(join(ROOT, "deploy/permissions")).split("\n").map((l) => l.trim())
+    .filter((l) => l && !l.startsWith("#"));
+}
+
+Deno.test("deploy/permissions allows every environment variable mipserver reads", () => {
+  const env = permissions().find((f) => f.startsWith("--allow-env="))!.slice("--allow-env=".length).split(",");
+  for (const name of ENV_READ) assert.ok(env.includes(name), `${name} is read but not in --allow-env`);
+});
+
+Deno.test("under the binary's permissions: systemd config and cache dirs, compiles, healthcheck; nothing more", async () => {
+  const base = tempDir("mipserver-perm-");
+  const etc = join(base, "etc");
+  const cache = join(base, "cache");
+  const pkg = join(base, "pkg");
+  Deno.mkdirSync(etc);
+  Deno.mkdirSync(pkg);
+  Deno.writeTextFileSync(join(pkg, "permmod.py"), "def hi():\n    return 'hi'\n");
+  const port = freePort();
+  Deno.writeTextFileSync(
+    join(etc, "config.yaml"),
+    [
+      `server: {host: 127.0.0.1, port: ${port}}`,
+      `upstreams: {index: "http://127.0.0.1:9/none", retries: 0}`,
+      "packages:",
+      `  permmod: {source: "local:${pkg}"}`,
+      `  outside: {source: "local:${join(ROOT, "tests/fixtures")}"}`,
+    ].join("\n"),
+  );
+  Deno.writeTextFileSync(join(etc, "config.local.yaml"), "log: {format: json}\n");
+  const env = {
+    CONFIGURATION_DIRECTORY: etc,
+    CACHE_DIRECTORY: cache,
+    PATH: `${join(mpyCrossPath(), "..")}:/usr/bin:/bin`,
+  };
+  const args = ["run", "--quiet", "--frozen", "--config", join(ROOT, "deno.json"), ...permissions()];
+  const main = join(ROOT, "src/main.ts");
+
+  const check = await new Deno.Command(DENO, {
+    args: [...args, main, "check-config"],
+    cwd: base,
+    env,
+    clearEnv: true,
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const shown = new TextDecoder().decode(check.stdout);
+  assert.equal(check.code, 0, new TextDecoder().decode(check.stderr));
+  assert.match(shown, new RegExp(`# files: ${etc}/config.yaml, ${etc}/config.local.yaml`));
+  assert.match(shown, new RegExp(`dir: ${cache}`));
+
+  const server = new Deno.Command(DENO, {
+    args: [...args, main],
+    cwd: base,
+    env,
+    clearEnv: true,
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const output = Promise.all([new Response(server.stdout).text(), new Response(server.stderr).text()]);
+  try {
+    const health = await (await fetchWhenUp(`http://127.0.0.1:${port}/healthz`)).json();
+    assert.equal(health.status, "ok");
+    assert.equal(health.cache.dir, cache);
+    assert.equal(health.cache.writable, true);
+    assert.match(health.mpy_cross.version ?? "", /emitting mpy v6/, JSON.stringify(health.mpy_cross));
+
+    const res = await fetch(`http://127.0.0.1:${port}/package/6/permmod/latest.json`);
+    const manifest = await res.json();
+    assert.equal(res.status, 200, JSON.stringify(manifest));
+    assert.deepEqual(manifest.hashes.map(([d]: string[]) => d), ["permmod.mpy"], "compiled under --allow-run");
+    assert.ok([...Deno.readDirSync(join(cache, "files"))].length > 0, "objects written to $CACHE_DIRECTORY");
+
+    const outside = await fetch(`http://127.0.0.1:${port}/package/6/outside/latest.json`);
+    const why = await outside.text();
+    assert.notEqual(outside.status, 200, "a folder outside the allowed paths cannot be read");
+    assert.match(why, /read access|NotCapable|permission/i);
+
+    const probe = await new Deno.Command(DENO, {
+      args: [...args, main, "healthcheck"],
+      cwd: base,
+      env,
+      clearEnv: true,
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    assert.equal(probe.code, 0, new TextDecoder().decode(probe.stderr));
+  } finally {
+    try {
+      server.kill("SIGTERM");
+    } catch {
+      // It already stopped; its output below says why.
+    }
+    const status = await server.status;
+    const [stdout, stderr] = await output;
+    assert.equal(status.code, 0, `${stdout}\n${stderr}`);
+    assert.doesNotMatch(stdout + stderr, /NotCapable.*(env|run|write)|PermissionDenied/, stdout + stderr);
+  }
+});
