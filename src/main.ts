@@ -15,7 +15,7 @@ import { VERSION } from "./version.ts";
  * The environment variables mipserver reads, one by one, so that a binary compiled with `--allow-env=<these>` works
  * (reading the whole environment would need `--allow-env` without a list).
  */
-export const ENV_READ = [
+export const ENV_READ: string[] = [
   ...Object.keys(ENV_OVERRIDES),
   "MIPSERVER_CONFIG",
   "CONFIGURATION_DIRECTORY",

