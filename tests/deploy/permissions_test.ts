@@ -32,6 +32,9 @@ Deno.test("under the binary's permissions: systemd config and cache dirs, compil
   Deno.mkdirSync(etc);
   Deno.mkdirSync(pkg);
   Deno.writeTextFileSync(join(pkg, "permmod.py"), "def hi():\n    return 'hi'\n");
+  // A package folder outside the allowed paths (/var/tmp is not among them, wherever the checkout is).
+  const outsideDir = Deno.makeTempDirSync({ dir: "/var/tmp", prefix: "mipserver-outside-" });
+  Deno.writeTextFileSync(join(outsideDir, "outside.py"), "X = 1\n");
   const port = freePort();
   Deno.writeTextFileSync(
     join(etc, "config.yaml"),
@@ -40,7 +43,7 @@ Deno.test("under the binary's permissions: systemd config and cache dirs, compil
       `upstreams: {index: "http://127.0.0.1:9/none", retries: 0}`,
       "packages:",
       `  permmod: {source: "local:${pkg}"}`,
-      `  outside: {source: "local:${join(ROOT, "tests/fixtures")}"}`,
+      `  outside: {source: "local:${outsideDir}"}`,
     ].join("\n"),
   );
   Deno.writeTextFileSync(join(etc, "config.local.yaml"), "log: {format: json}\n");
@@ -108,6 +111,7 @@ Deno.test("under the binary's permissions: systemd config and cache dirs, compil
       // It already stopped; its output below says why.
     }
     const status = await server.status;
+    Deno.removeSync(outsideDir, { recursive: true });
     const [stdout, stderr] = await output;
     assert.equal(status.code, 0, `${stdout}\n${stderr}`);
     assert.doesNotMatch(stdout + stderr, /NotCapable.*(env|run|write)|PermissionDenied/, stdout + stderr);
