@@ -85,14 +85,32 @@ export const MARCH_VALUES = [
 /** Prefixes a `packages.<name>.source` may start with. */
 export const SOURCE_KINDS = ["github", "gitlab", "url", "pypi", "local"] as const;
 
+/** What each source kind needs after its prefix. */
+const SOURCE_RULES: Record<string, RegExp> = {
+  github: /^[A-Za-z0-9_.-]+\/[A-Za-z0-9_.-]+(\/[A-Za-z0-9_.+\/-]+)?$/,
+  gitlab: /^[A-Za-z0-9_.-]+\/[A-Za-z0-9_.-]+(\/[A-Za-z0-9_.+\/-]+)?$/,
+  url: /^https?:\/\/[^\s/]+(\/\S*)?$/,
+  pypi: /^[A-Za-z0-9][A-Za-z0-9._-]*$/,
+  local: /^\S.*$/,
+};
+
 const source = field(
-  `a source such as github:owner/repo, gitlab:owner/repo, url:https://..., pypi:name or local:/dir`,
+  `a source such as github:owner/repo[/path], gitlab:owner/repo[/path], url:https://.../package.json, pypi:name or local:/dir`,
   (v) => {
     if (typeof v !== "string") return undefined;
     const m = /^([a-z]+):(.+)$/.exec(v.trim());
-    return m && (SOURCE_KINDS as readonly string[]).includes(m[1]) ? v.trim() : undefined;
+    if (!m || !(SOURCE_KINDS as readonly string[]).includes(m[1]) || !SOURCE_RULES[m[1]].test(m[2])) return undefined;
+    if (m[2].split("/").includes("..") && m[1] !== "local") return undefined;
+    return v.trim();
   },
 );
+
+/** Refs and versions end up in upstream URLs and cache keys: letters, digits and `._+-`, no `..`. */
+const refLike = (what: string) =>
+  field(what, (v) => {
+    const t = typeof v === "number" ? String(v) : typeof v === "string" ? v.trim() : undefined;
+    return t && /^[A-Za-z0-9_][A-Za-z0-9._+-]{0,99}$/.test(t) && !t.includes("..") ? t : undefined;
+  });
 
 const indexList = field("an http(s) URL or a list of them", (v) => {
   const list = Array.isArray(v) ? v : [v];
@@ -144,10 +162,10 @@ export const configSchema = z.strictObject({
     name,
     z.strictObject({
       source,
-      ref: nullable(text("a branch, tag or commit")).prefault(null),
+      ref: nullable(refLike("a branch, tag or commit (letters, digits, '.', '_', '+', '-')")).prefault(null),
     }),
   ).prefault({}),
-  pins: z.record(name, text("a version")).prefault({}),
+  pins: z.record(name, refLike("a version such as 1.2.3")).prefault({}),
   policy: z.strictObject({
     unlisted: oneOf(["allow", "deny"] as const).prefault("allow"),
     allow_hosts: hostList.prefault([]),

@@ -252,7 +252,7 @@ mystery: 1
   );
   assert.ok(
     problems.includes(
-      `${local}: packages.noref.source: expected a source such as github:owner/repo, gitlab:owner/repo, url:https://..., pypi:name or local:/dir, got nothing`,
+      `${local}: packages.noref.source: expected a source such as github:owner/repo[/path], gitlab:owner/repo[/path], url:https://.../package.json, pypi:name or local:/dir, got nothing`,
     ),
     problems.join("\n"),
   );
@@ -329,4 +329,38 @@ Deno.test("the seed's PACKAGENAME_TO_GITHUB_REPO list is read as packages, with 
 Deno.test("a relative local: source is relative to the config file's folder", () => {
   const dir = folder("packages:\n  mine: {source: 'local:./pkgs/mine'}\n");
   assert.equal(loadConfig({ cwd: dir }).config.packages.mine.source, `local:${join(dir, "pkgs/mine")}`);
+});
+
+Deno.test("sources, refs and pins are checked per kind, so check-config catches them before devices do", () => {
+  const ok = folder(
+    [
+      "packages:",
+      "  a: {source: 'github:acme/kit', ref: v1.2}",
+      "  b: {source: 'gitlab:grp/proj/sub/dir'}",
+      "  c: {source: 'url:https://files.example.com/x/package.json'}",
+      "  d: {source: 'pypi:micropython-umqtt.simple'}",
+      "  e: {source: 'local:/srv/pkgs/e', ref: main}",
+      "pins: {hello: 1.0, other: '2.0-rc1'}",
+    ].join("\n"),
+  );
+  const { config } = loadConfig({ cwd: ok });
+  assert.equal(config.packages.a.ref, "v1.2");
+  assert.equal(config.pins.hello, "1", "a YAML number is read as written by YAML");
+  const bad = folder(
+    [
+      "packages:",
+      "  a: {source: 'github:acme'}",
+      "  b: {source: 'url:ftp://x/y'}",
+      "  c: {source: 'pypi:no spaces'}",
+      "  d: {source: 'github:acme/kit/../../x'}",
+      "  e: {source: 'github:acme/kit', ref: '../main'}",
+      "pins: {hello: 'a b'}",
+    ].join("\n"),
+  );
+  const problems = problemsOf(() => loadConfig({ cwd: bad }));
+  for (const key of ["packages.a.source", "packages.b.source", "packages.c.source", "packages.d.source"]) {
+    assert.ok(problems.some((p) => p.includes(`${key}: expected a source`)), `${key}: ${problems.join("\n")}`);
+  }
+  assert.ok(problems.some((p) => p.includes("packages.e.ref: expected a branch, tag or commit")), problems.join("\n"));
+  assert.ok(problems.some((p) => p.includes("pins.hello: expected a version")), problems.join("\n"));
 });
