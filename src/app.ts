@@ -11,10 +11,8 @@ import type { Logger } from "./log.ts";
 import { FreshCache } from "./cache/fresh_cache.ts";
 import { DiskStore } from "./cache/store.ts";
 import { IndexService } from "./packages/index_service.ts";
-import { BASE_PLACEHOLDER, rawUrl } from "./packages/locations.ts";
 import { NamedService, type Transform } from "./packages/named_service.ts";
 import { Policy } from "./packages/policy.ts";
-import { parsePackageJson } from "./packages/package_json.ts";
 import { RepoService } from "./packages/repo_service.ts";
 import { dependenciesOf, Resolver } from "./packages/resolver.ts";
 import { allowedHosts, hostAllowlist, tokenHeaders } from "./upstream/hosts.ts";
@@ -120,18 +118,7 @@ export async function createApp(options: AppOptions): Promise<App> {
     mode: config.policy.unlisted,
     roots: [...Object.keys(config.packages), ...Object.keys(config.pins)],
     depsOfName: (name) => dependenciesOf(index, named, config.pins, name),
-    depsOfMirror: async (path) => {
-      const m = /^\/(github|gitlab)\/([^/]+)\/([^/]+)\/([^/]+)\/(.+)$/.exec(path) ??
-        /^\/(url)\/(https?)\/([^/]+)\/()(.+)$/.exec(path);
-      if (!m) return { deps: [], files: [] };
-      const url = m[1] === "url"
-        ? `${m[2]}://${m[3]}/${m[5]}`
-        : rawUrl(bases, m[1] as "github", m[2], m[3], m[4], m[5]);
-      const served = await repos.packageJson(url, m[4] || "HEAD", true, BASE_PLACEHOLDER);
-      const doc = parsePackageJson(served.body);
-      const strip = (u: string) => u.startsWith(BASE_PLACEHOLDER) ? u.slice(BASE_PLACEHOLDER.length) : u;
-      return { deps: doc.deps, files: doc.urls.map(([, u]) => strip(u)) };
-    },
+    depsOfMirror: (path) => repos.mirrorDeps(path),
     ttl: config.cache.ttl,
     now,
     logger,

@@ -117,3 +117,15 @@ Deno.test("a port already in use is reported, not a stack trace", async () => {
     listener.close();
   }
 });
+
+Deno.test("healthcheck exits 1 with a reason when no server answers on the configured port", async () => {
+  const port = freePort();
+  const r = await run(["healthcheck", "--port", String(port)]);
+  assert.equal(r.code, 1);
+  assert.match(r.stderr, new RegExp(`no answer from http://127\\.0\\.0\\.1:${port}/healthz`));
+  assert.deepEqual(parseArgs(["healthcheck", "--port", "9"]), {
+    kind: "healthcheck",
+    configPath: undefined,
+    overrides: { "server.port": "9" },
+  });
+});

@@ -9,7 +9,15 @@ import type { FreshCache, Served } from "../cache/fresh_cache.ts";
 import { etagOf } from "../cache/hash.ts";
 import { HttpError } from "../http/responses.ts";
 import type { Fetcher } from "../upstream/fetcher.ts";
-import { type HostBases, mirrorPath, parseSpec, resolveSource, specUrl } from "./locations.ts";
+import {
+  BASE_PLACEHOLDER,
+  type HostBases,
+  mirrorPath,
+  parseSpec,
+  rawUrl,
+  resolveSource,
+  specUrl,
+} from "./locations.ts";
 import { PackageJsonError, parsePackageJson } from "./package_json.ts";
 
 /** What the mirror service is built from. */
@@ -79,5 +87,25 @@ export class RepoService {
     if (out.deps !== undefined) out.deps = doc.deps.map((dep) => rewriteDep(this.#o, base, dep));
     const body = enc.encode(JSON.stringify(out));
     return { body, etag: await etagOf(body), outcome: served.outcome, upstreamMs: served.upstreamMs };
+  }
+
+  /**
+   * The dependencies and file locations of the package.json behind a mirror path (`/github/o/r/ref/...`,
+   * `/gitlab/...`, `/url/{scheme}/{host}/...`), with URLs as mirror paths; for the policy's dependency closure.
+   */
+  async mirrorDeps(path: string): Promise<{ deps: [string, string][]; files: string[] }> {
+    const m = /^\/(github|gitlab)\/([^/]+)\/([^/]+)\/([^/]+)\/(.+)$/.exec(path) ??
+      /^\/(url)\/(https?)\/([^/]+)\/()(.+)$/.exec(path);
+    if (!m) return { deps: [], files: [] };
+    const url = m[1] === "url"
+      ? `${m[2]}://${m[3]}/${m[5]}`
+      : rawUrl(this.#o, m[1] as "github" | "gitlab", m[2], m[3], m[4], m[5]);
+    const served = await this.packageJson(url, m[4] || "HEAD", true, BASE_PLACEHOLDER);
+    const doc = JSON.parse(new TextDecoder().decode(served.body));
+    const strip = (u: string) => (u.startsWith(BASE_PLACEHOLDER) ? u.slice(BASE_PLACEHOLDER.length) : u);
+    return {
+      deps: (doc.deps ?? []) as [string, string][],
+      files: ((doc.urls ?? []) as [string, string][]).map(([, u]) => strip(u)),
+    };
   }
 }
