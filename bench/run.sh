@@ -69,3 +69,12 @@ for route in file manifest; do
   done
 done
 grep -c " 200 " "$OUT/mipserver.log" >/dev/null || echo "warning: mipserver served no 200s?" >&2
+
+# Resident memory after the runs (mipserver: the deno process; nginx: master plus workers), in MiB.
+rss_kib() { awk '/^VmRSS:/ {s += $2} END {print s + 0}' "$@" 2>/dev/null; }
+nginx_master=$(cat "$OUT/nginx.pid")
+nginx_procs=$(for p in "$nginx_master" $(pgrep -P "$nginx_master"); do echo "/proc/$p/status"; done)
+# shellcheck disable=SC2086
+printf 'memory (RSS): mipserver %.1f MiB, nginx %.1f MiB\n' \
+  "$(awk -v k="$(rss_kib "/proc/$MIP_PID/status")" 'BEGIN {print k / 1024}')" \
+  "$(awk -v k="$(rss_kib $nginx_procs)" 'BEGIN {print k / 1024}')"
