@@ -11,7 +11,7 @@ import type { DiskStore } from "../cache/store.ts";
 import { HttpError } from "../http/responses.ts";
 import type { Logger } from "../log.ts";
 import { UpstreamError } from "../upstream/fetcher.ts";
-import { BASE_PLACEHOLDER } from "./locations.ts";
+import { BASE_PLACEHOLDER, parseSpec } from "./locations.ts";
 import { rewriteDep } from "./repo_service.ts";
 import {
   defaultRef,
@@ -107,17 +107,42 @@ export class NamedService {
    * dependency URLs made absolute on `base`.
    */
   async manifest(name: string, version: string, mpy: string, profile: string | null, base: string): Promise<Served> {
-    const served = await this.#cached(name, version, mpy, profile);
-    const text = dec.decode(served.body);
-    if (!text.includes(`"${BASE_PLACEHOLDER}`)) return served;
-    const body = enc.encode(text.replaceAll(`"${BASE_PLACEHOLDER}`, `"${base}`));
-    return { ...served, body, etag: await etagOf(body) };
+    return await this.#withBase(await this.#cached(name, version, mpy, profile), base);
   }
 
   /** The dependencies `name` at `version` states, as `[name or URL, version]` (URLs on this server's mirrors). */
   async deps(name: string, version: string): Promise<[string, string][]> {
     const served = await this.#cached(name, version, "py", null);
     return JSON.parse(dec.decode(served.body)).deps ?? [];
+  }
+
+  /**
+   * A repository package that is no named package (a `github:`/`gitlab:` dependency of one), built into a manifest
+   * the same way: `path` is the package.json (or `.py` module) in the repository at `ref`.
+   */
+  async repoManifest(
+    spec: { host: "github" | "gitlab"; owner: string; repo: string; ref: string; path: string },
+    mpy: string,
+    profile: string | null,
+    base: string,
+  ): Promise<Served> {
+    const source: Source = { kind: spec.host, spec: `${spec.host}:${spec.owner}/${spec.repo}/${spec.path}` };
+    const key = `repo/${spec.host}/${spec.owner}/${spec.repo}/${spec.ref}/${spec.path}/${mpy}/${profile ?? "_"}.json`;
+    const label = `${spec.host}:${spec.owner}/${spec.repo}`;
+    const served = await this.#o.cache.get(
+      "repo-manifest",
+      key,
+      !isImmutable(source, spec.ref),
+      () => this.#build(label, source, spec.ref, mpy, profile),
+    );
+    return await this.#withBase(served, base);
+  }
+
+  async #withBase(served: Served, base: string): Promise<Served> {
+    const text = dec.decode(served.body);
+    if (!text.includes(`"${BASE_PLACEHOLDER}`)) return served;
+    const body = enc.encode(text.replaceAll(`"${BASE_PLACEHOLDER}`, `"${base}`));
+    return { ...served, body, etag: await etagOf(body) };
   }
 
   #cached(name: string, version: string, mpy: string, profile: string | null): Promise<Served> {
@@ -131,6 +156,25 @@ export class NamedService {
       !isImmutable(source, ref),
       () => this.#build(name, source, ref, mpy, profile),
     );
+  }
+
+  /**
+   * A dependency as a device given this manifest should ask for it: `github:`/`gitlab:` packages become manifests
+   * built here for the same `mpy` and profile (so they are compiled and hash-checked too); single-module and
+   * http(s) dependencies become mirror URLs; index names stay.
+   */
+  #dep(dep: [string, string], mpy: string, profile: string | null): [string, string] {
+    const spec = parseSpec(dep[0]);
+    if (spec && !/\.(py|mpy)$/.test(spec.path)) {
+      const ref = dep[1] && dep[1] !== "latest" ? dep[1] : "HEAD";
+      const path = spec.path ? `${spec.path}/package.json` : "package.json";
+      const prefix = profile ? `/t/${profile}` : "";
+      return [
+        `${BASE_PLACEHOLDER}${prefix}/repo/${mpy}/${spec.host}/${spec.owner}/${spec.repo}/${ref}/${path}`,
+        dep[1],
+      ];
+    }
+    return rewriteDep(this.#o.sources.bases, BASE_PLACEHOLDER, dep);
   }
 
   async #build(name: string, source: Source, ref: string, mpy: string, profile: string | null): Promise<Load> {
@@ -156,7 +200,7 @@ export class NamedService {
       if (!(await this.#o.store.has(key))) await this.#o.store.put(key, out.bytes);
       return [out.dest, hash];
     });
-    const deps = resolved.deps.map((dep) => rewriteDep(this.#o.sources.bases, BASE_PLACEHOLDER, dep));
+    const deps = resolved.deps.map((dep) => this.#dep(dep, mpy, profile));
     const manifest = { v: 1, name, version: resolved.version, hashes, deps };
     this.#o.logger.info("Built a named package manifest", { name, ref, mpy, profile, files: hashes.length });
     return { body: enc.encode(JSON.stringify(manifest)), ms: performance.now() - t0 };

@@ -35,6 +35,14 @@ export interface Allowed {
   prefixes: Set<string>;
 }
 
+/**
+ * A device path that names repository content (`/github/...`, `/gitlab/...`, `/url/...`, or a dependency manifest
+ * `/repo/{mpy}/github/...`, optionally under `/t/{profile}`) as its plain mirror path.
+ */
+export function mirrorPathOf(path: string): string {
+  return path.replace(/^\/t\/[^/]+(?=\/)/, "").replace(/^\/repo\/[^/]+(?=\/(github|gitlab)\/)/, "");
+}
+
 /** The mirror prefix a path belongs to: its repository, or for plain URLs its host. */
 export function prefixOf(path: string): string | undefined {
   const m = /^\/(github|gitlab)\/([^/]+)\/([^/]+)\//.exec(path) ?? /^\/(url)\/([^/]+)\/([^/]+)\//.exec(path);
@@ -79,7 +87,7 @@ export class Policy {
   /** Throws 403 unless the mirror path (`/github/...`, `/gitlab/...`, `/url/...`) may be served. */
   async checkMirror(path: string): Promise<void> {
     if (!this.denying) return;
-    const prefix = prefixOf(path);
+    const prefix = prefixOf(mirrorPathOf(path));
     if (prefix && (await this.allowed()).prefixes.has(prefix)) return;
     throw new HttpError(
       403,
@@ -132,7 +140,7 @@ export class Policy {
           deps = await this.#o.depsOfName(node);
         }
         for (const [dep] of deps) {
-          await visit(dep.startsWith(BASE_PLACEHOLDER) ? dep.slice(BASE_PLACEHOLDER.length) : dep);
+          await visit(dep.startsWith(BASE_PLACEHOLDER) ? mirrorPathOf(dep.slice(BASE_PLACEHOLDER.length)) : dep);
         }
       } catch (e) {
         this.#o.logger.warn("Cannot read a dependency while computing the allowed set", {

@@ -91,6 +91,19 @@ export class Resolver {
     return served;
   }
 
+  /** `repo/{mpy}/{github|gitlab}/{owner}/{repo}/{ref}/{path}`: a repository dependency built into a manifest. */
+  async repoManifest(
+    mpy: string,
+    spec: { host: "github" | "gitlab"; owner: string; repo: string; ref: string; path: string },
+    profile: string | null,
+    base: string,
+  ): Promise<Served> {
+    await this.#o.policy.checkMirror(`/${spec.host}/${spec.owner}/${spec.repo}/${spec.ref}/${spec.path}`);
+    const served = await this.#o.named.repoManifest(spec, mpy, profile, base);
+    this.#o.policy.noteManifest(served.body);
+    return served;
+  }
+
   /** `file/{h2}/{hash}`; with `policy.unlisted: deny`, only files of allowed manifests or already cached. */
   async file(hash: string): Promise<Served> {
     if (!this.#o.policy.fileAllowed(hash) && !(await this.#o.store.has(`files/${hash.slice(0, 2)}/${hash}`))) {

@@ -23,6 +23,16 @@ export const PARAMS = {
   hash: { pattern: /^[0-9a-f]{4,64}$/, expected: "4 to 64 lowercase hex characters" },
 };
 
+/** Path segments inside a repository. */
+export const REPO_SEGMENT = /^[A-Za-z0-9_][A-Za-z0-9._+-]{0,199}$/;
+
+/** Parameter rules of repository routes. */
+export const REPO_PARAMS = {
+  owner: { pattern: /^[A-Za-z0-9_.-]{1,100}$/, expected: "a user or group name" },
+  repo: { pattern: /^[A-Za-z0-9_.-]{1,100}$/, expected: "a repository name" },
+  ref: { pattern: /^[A-Za-z0-9_][A-Za-z0-9_.+-]{0,99}$/, expected: "a branch, tag or commit (without '/')" },
+};
+
 /** Answers with a served object: ETag, Cache-Control, and 304 when the client already has it. */
 export function serveObject(ctx: RouteContext, served: Served, contentType: string, cacheControl: string): Response {
   ctx.meta.cache = served.outcome;
@@ -85,6 +95,20 @@ export function addIndexRoutes(router: Router, resolver: Resolver, options: Inde
       const served = await lookup(ctx, () => resolver.manifest(mpy, name, version, profile, base));
       return serveObject(ctx, served, "application/json", SHORT);
     }, { ...profileParam, mpy: PARAMS.mpy, name: PARAMS.name, version: PARAMS.version });
+
+    for (const host of ["github", "gitlab"] as const) {
+      router.get(`${prefix}/repo/:mpy/${host}/:owner/:repo/:ref/*path`, async (ctx) => {
+        const { mpy, owner, repo, ref, path } = ctx.params;
+        const profile = profileOf(ctx);
+        if (!/(^|\/)package\.json$/.test(path) || !path.split("/").every((s) => REPO_SEGMENT.test(s))) {
+          throw new HttpError(400, `Invalid path ${JSON.stringify(path)}: expected [folder/]package.json`);
+        }
+        const base = publicBase(ctx, options.publicUrl, options.port);
+        const spec = { host, owner, repo, ref, path };
+        const served = await lookup(ctx, () => resolver.repoManifest(mpy, spec, profile, base));
+        return serveObject(ctx, served, "application/json", SHORT);
+      }, { ...profileParam, mpy: PARAMS.mpy, ...REPO_PARAMS });
+    }
 
     router.get(`${prefix}/file/:h2/:hash`, async (ctx) => {
       const { h2, hash } = ctx.params;

@@ -9,14 +9,7 @@ import { HttpError } from "../http/responses.ts";
 import type { RouteContext, Router } from "../http/router.ts";
 import { type HostBases, isImmutableRef, plainUrl, rawUrl } from "../packages/locations.ts";
 import type { RepoService } from "../packages/repo_service.ts";
-import { lookup, publicBase, serveObject, SHORT } from "./index_api.ts";
-
-const SEGMENT = /^[A-Za-z0-9_][A-Za-z0-9._+-]{0,199}$/;
-const PARAMS = {
-  owner: { pattern: /^[A-Za-z0-9_.-]{1,100}$/, expected: "a user or group name" },
-  repo: { pattern: /^[A-Za-z0-9_.-]{1,100}$/, expected: "a repository name" },
-  ref: { pattern: /^[A-Za-z0-9_][A-Za-z0-9_.+-]{0,99}$/, expected: "a branch, tag or commit (without '/')" },
-};
+import { lookup, publicBase, REPO_PARAMS, REPO_SEGMENT, serveObject, SHORT } from "./index_api.ts";
 
 /** What the mirror routes need besides the service. */
 export interface RepoRouteOptions {
@@ -39,7 +32,7 @@ export function addRepoRoutes(router: Router, service: RepoService, options: Rep
     return serveObject(ctx, await lookup(ctx, () => service.raw(url, mutable)), "application/octet-stream", SHORT);
   };
   const checkPath = (path: string) => {
-    if (!path.split("/").every((s) => SEGMENT.test(s))) {
+    if (!path.split("/").every((s) => REPO_SEGMENT.test(s))) {
       throw new HttpError(400, `Invalid path ${JSON.stringify(path)}`);
     }
   };
@@ -48,7 +41,7 @@ export function addRepoRoutes(router: Router, service: RepoService, options: Rep
       const { owner, repo, ref, path } = ctx.params;
       checkPath(path);
       return serve(ctx, rawUrl(options.bases, host, owner, repo, ref, path), ref, !isImmutableRef(ref));
-    }, PARAMS);
+    }, REPO_PARAMS);
   }
   router.get("/url/:scheme/:host/*path", (ctx) => {
     const { scheme, host, path } = ctx.params;

@@ -79,7 +79,7 @@ Deno.test("real mip installs named GitHub, GitLab, PyPI and local packages by na
         "4 tiny from a wheel",
       );
       assert.equal(await runIn(t, "import localmod; print(localmod.where())"), "from a local folder");
-      assert.ok(Deno.statSync(join(t, "helpers.py")).isFile, "the github: dependency was installed");
+      assert.ok(Deno.statSync(join(t, "helpers.mpy")).isFile, "the github: dependency was installed, compiled");
       const tagged = tempDir("mip-target-");
       await mipInstall(base, tagged, "sensorkit@v1.0");
       await mipInstall(base, tagged, "sensorlib@0.2.0");

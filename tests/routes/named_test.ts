@@ -105,11 +105,24 @@ Deno.test("a named GitHub package is an index manifest: files stored by hash, de
       (m.hashes as string[][]).map(([d]) => d),
       ["sensorkit/__init__.py", "sensorkit/util.py"],
     );
-    assert.deepEqual(m.deps, [["hello", "latest"], ["http://gw:18891/github/acme/helpers/main/package.json", "main"]]);
+    assert.deepEqual(m.deps, [["hello", "latest"], [
+      "http://gw:18891/repo/py/github/acme/helpers/main/package.json",
+      "main",
+    ]]);
+    assert.equal(env.github.count("/acme/sensorkit/HEAD/package.json"), 1);
+    const dep = await env.json("/repo/py/github/acme/helpers/main/package.json");
+    assert.deepEqual(Object.keys(await filesOf(env, dep)), ["helpers.py"], "a github: dep is a manifest built here");
+    const compiled = await env.json("/package/6/sensorkit/latest.json");
+    assert.deepEqual(compiled.deps, [["hello", "latest"], [
+      "http://gw:18891/repo/6/github/acme/helpers/main/package.json",
+      "main",
+    ]]);
+    const depMpy = await env.json("/repo/6/github/acme/helpers/main/package.json");
+    assert.deepEqual((depMpy.hashes as string[][]).map(([d]) => d), ["helpers.mpy"], "and compiled like its parent");
+    assert.equal((await env.get("/repo/6/github/acme/helpers/main/helpers.py")).status, 400);
     assert.equal(m.urls, undefined, "devices fetch files by hash from us, not by URL");
     const files = await filesOf(env, m);
     assert.match(files["sensorkit/util.py"], /def scale/);
-    assert.equal(env.github.count("/acme/sensorkit/HEAD/package.json"), 1);
 
     const index = await env.json("/index.json");
     const names = (index.packages as { name: string }[]).map((p) => p.name);
