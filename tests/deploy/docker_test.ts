@@ -166,3 +166,17 @@ Deno.test("the nginx snippet passes nginx -t and fronts mipserver: devices on HT
     await app.idle();
   }
 });
+
+Deno.test("the release workflow tests, then on a tag compiles both binaries and pushes the multi-arch image", () => {
+  const wf = parseYaml(read(".github/workflows/release.yml"));
+  const steps = (job: string) =>
+    wf.jobs[job].steps as { run?: string; uses?: string; with?: Record<string, unknown> }[];
+  assert.ok(steps("test").some((s) => s.run?.includes("bash .ci/run")));
+  assert.deepEqual(wf.jobs.binaries.needs, "test");
+  assert.ok(steps("binaries").some((s) => s.run === "make compile"));
+  assert.ok(steps("binaries").some((s) => s.run?.includes("gh release upload")));
+  const build = steps("image").find((s) => s.uses?.startsWith("docker/build-push-action"));
+  assert.equal(build?.with?.platforms, makeVar("PLATFORMS"));
+  assert.equal(build?.with?.push, true);
+  for (const job of ["binaries", "image"]) assert.match(wf.jobs[job].if, /refs\/tags\/v/);
+});
