@@ -163,6 +163,14 @@ export const configSchema = z.strictObject({
     z.strictObject({
       source,
       ref: nullable(refLike("a branch, tag or commit (letters, digits, '.', '_', '+', '-')")).prefault(null),
+    }).superRefine((pkg, ctx) => {
+      if (pkg.ref !== null && /^(url|local):/.test(pkg.source)) {
+        ctx.addIssue({
+          code: "custom",
+          path: ["ref"],
+          message: "url: and local: sources have no versions; ref applies to github:, gitlab: and pypi: sources",
+        });
+      }
     }),
   ).prefault({}),
   pins: z.record(name, refLike("a version such as 1.2.3")).prefault({}),
@@ -190,6 +198,17 @@ export const configSchema = z.strictObject({
     format: oneOf(["text", "json"] as const).prefault("text"),
     requests_kept: field("a whole number 0-1000000", intIn(0, 1_000_000)).prefault(1000),
   }).prefault({}),
+}).superRefine((config, ctx) => {
+  for (const name of Object.keys(config.pins)) {
+    const source = config.packages[name]?.source;
+    if (source && /^(url|local):/.test(source)) {
+      ctx.addIssue({
+        code: "custom",
+        path: ["pins", name],
+        message: `${name} is a ${source.split(":")[0]}: package, which has no versions to pin`,
+      });
+    }
+  }
 });
 
 /** The validated configuration. Durations are in milliseconds, sizes in bytes. */

@@ -339,7 +339,7 @@ Deno.test("sources, refs and pins are checked per kind, so check-config catches 
       "  b: {source: 'gitlab:grp/proj/sub/dir'}",
       "  c: {source: 'url:https://files.example.com/x/package.json'}",
       "  d: {source: 'pypi:micropython-umqtt.simple'}",
-      "  e: {source: 'local:/srv/pkgs/e', ref: main}",
+      "  e: {source: 'local:/srv/pkgs/e'}",
       "pins: {hello: 1.0, other: '2.0-rc1'}",
     ].join("\n"),
   );
@@ -354,7 +354,8 @@ Deno.test("sources, refs and pins are checked per kind, so check-config catches 
       "  c: {source: 'pypi:no spaces'}",
       "  d: {source: 'github:acme/kit/../../x'}",
       "  e: {source: 'github:acme/kit', ref: '../main'}",
-      "pins: {hello: 'a b'}",
+      "  f: {source: 'local:/srv/f', ref: main}",
+      "pins: {hello: 'a b', f: '1.0'}",
     ].join("\n"),
   );
   const problems = problemsOf(() => loadConfig({ cwd: bad }));
@@ -363,4 +364,8 @@ Deno.test("sources, refs and pins are checked per kind, so check-config catches 
   }
   assert.ok(problems.some((p) => p.includes("packages.e.ref: expected a branch, tag or commit")), problems.join("\n"));
   assert.ok(problems.some((p) => p.includes("pins.hello: expected a version")), problems.join("\n"));
+  assert.ok(
+    problems.some((p) => p.includes("packages.f.ref: url: and local: sources have no versions")),
+    problems.join("\n"),
+  );
 });
