@@ -148,7 +148,15 @@ export class CompileService {
         return cached.body;
       }
       try {
+        const t0 = performance.now();
         const out = await compiler.tool.compile(file.bytes, file.dest, flags);
+        this.#o.logger.debug("Compiled", {
+          file: file.dest,
+          profile: profileName,
+          bytes: file.bytes.byteLength,
+          mpy_bytes: out.byteLength,
+          ms: Math.round(performance.now() - t0),
+        });
         const problem = this.#checkHeader(out, compiler.version!, profile);
         if (problem) return new CompileError("failed", `mpy-cross output for ${file.dest} is unusable: ${problem}`);
         await this.#o.store.put(key, out);
