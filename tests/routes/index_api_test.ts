@@ -150,6 +150,17 @@ Deno.test("hostile paths get 4xx and never read a file outside the cache", async
       `/package/6/${"x".repeat(5000)}/latest.json`,
       `/file/ab/${"a".repeat(5000)}`,
       "/file/zz/zz000000",
+      "/t/x64/../../secret-outside",
+      "/t/a%2fb/index.json",
+      "/t/nosuch/index.json",
+      "/t/x64/package/6/%2e%2e/latest.json",
+      "/repo/6/github/acme/kit/main/..%2f..%2fsecret-outside",
+      "/repo/6/github/acme/kit/main/x.py",
+      "/url/file/etc/passwd",
+      "/url/http/127.0.0.1:1/%2e%2e/secret-outside",
+      "/url/http/evil.example/x.py",
+      "/github/acme/kit/..%2f..%2f/package.json",
+      `/github/acme/kit/main/${"a".repeat(5000)}.py`,
     ];
     for (const path of hostile) {
       const res = await env.get(path);
