@@ -2,6 +2,8 @@
  * Reads a mip `package.json` (`urls`, `deps`, `version`, as micropython's docs describe it) into checked parts.
  * @module
  */
+import { HttpError } from "../http/responses.ts";
+import { type HostBases, resolveSource } from "./locations.ts";
 
 /** A package.json's useful parts. */
 export interface PackageDoc {
@@ -12,6 +14,8 @@ export interface PackageDoc {
   version?: string;
   /** Index-style `[destination, hash]` pairs, when the document is already a manifest. */
   hashes: [string, string][];
+  /** The whole document, as parsed. */
+  raw: Record<string, unknown>;
 }
 
 /** A package.json that cannot be used; the message says what is wrong. */
@@ -62,5 +66,29 @@ export function parsePackageJson(bytes: Uint8Array): PackageDoc {
   const hashes = pairs(d, "hashes", dest);
   const deps = pairs(d, "deps", () => {});
   if (d.version !== undefined && typeof d.version !== "string") throw new PackageJsonError("version is not a string");
-  return { urls, deps, hashes, version: d.version as string | undefined };
+  return { urls, deps, hashes, version: d.version as string | undefined, raw: d };
+}
+
+/** Parses the package.json found `where` (`at <url>`, `in <dir>`); a bad document is a 502 saying what is wrong. */
+export function readPackageJson(bytes: Uint8Array, where: string): PackageDoc {
+  try {
+    return parsePackageJson(bytes);
+  } catch (e) {
+    if (e instanceof PackageJsonError) throw new HttpError(502, `Malformed package.json ${where}: ${e.message}`);
+    throw e;
+  }
+}
+
+/**
+ * Each `urls` entry of the package.json at `url` as `[destination, upstream URL]` (see `resolveSource`); an entry
+ * that cannot be resolved is a 502 naming it.
+ */
+export function upstreamUrls(bases: HostBases, doc: PackageDoc, url: string, ref: string): [string, string][] {
+  return doc.urls.map(([dest, src]) => {
+    try {
+      return [dest, resolveSource(bases, src, url, ref)];
+    } catch (e) {
+      throw new HttpError(502, `package.json at ${url}: url entry ${JSON.stringify(dest)}: ${(e as Error).message}`);
+    }
+  });
 }

@@ -9,16 +9,8 @@ import type { FreshCache, Served } from "../cache/fresh_cache.ts";
 import { etagOf } from "../cache/hash.ts";
 import { HttpError } from "../http/responses.ts";
 import type { Fetcher } from "../upstream/fetcher.ts";
-import {
-  BASE_PLACEHOLDER,
-  type HostBases,
-  mirrorPath,
-  parseSpec,
-  rawUrl,
-  resolveSource,
-  specUrl,
-} from "./locations.ts";
-import { PackageJsonError, parsePackageJson } from "./package_json.ts";
+import { BASE_PLACEHOLDER, type HostBases, mirrorPath, parseSpec, rawUrl, specUrl } from "./locations.ts";
+import { readPackageJson, upstreamUrls } from "./package_json.ts";
 
 /** What the mirror service is built from. */
 export interface RepoServiceOptions extends HostBases {
@@ -65,24 +57,13 @@ export class RepoService {
    */
   async packageJson(url: string, ref: string, mutable: boolean, base: string): Promise<Served> {
     const served = await this.raw(url, mutable);
-    let doc;
-    try {
-      doc = parsePackageJson(served.body);
-    } catch (e) {
-      if (e instanceof PackageJsonError) throw new HttpError(502, `Malformed package.json at ${url}: ${e.message}`);
-      throw e;
-    }
-    const out: Record<string, unknown> = JSON.parse(new TextDecoder().decode(served.body));
+    const doc = readPackageJson(served.body, `at ${url}`);
+    const out = { ...doc.raw };
     if (doc.urls.length > 0 || out.urls !== undefined) {
-      out.urls = doc.urls.map(([dest, src]) => {
-        let upstream: string;
-        try {
-          upstream = resolveSource(this.#o, src, url, ref);
-        } catch (e) {
-          throw new HttpError(502, `package.json at ${url}: url ${(e as Error).message}`);
-        }
-        return [dest, `${base}${mirrorPath(this.#o, upstream)}`];
-      });
+      out.urls = upstreamUrls(this.#o, doc, url, ref).map(([dest, upstream]) => [
+        dest,
+        `${base}${mirrorPath(this.#o, upstream)}`,
+      ]);
     }
     if (out.deps !== undefined) out.deps = doc.deps.map((dep) => rewriteDep(this.#o, base, dep));
     const body = enc.encode(JSON.stringify(out));

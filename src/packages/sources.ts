@@ -10,8 +10,8 @@ import { HttpError } from "../http/responses.ts";
 import type { Logger } from "../log.ts";
 import { type Fetcher, UpstreamError } from "../upstream/fetcher.ts";
 import { isModule, pythonModules } from "./archive.ts";
-import { type HostBases, isImmutableRef, parseSpec, resolveSource, specUrl } from "./locations.ts";
-import { PackageJsonError, parsePackageJson, safeDest } from "./package_json.ts";
+import { type HostBases, isImmutableRef, parseSpec, specUrl } from "./locations.ts";
+import { readPackageJson, safeDest, upstreamUrls } from "./package_json.ts";
 
 /** One file of a package: where it installs and how to get its bytes. */
 export interface SourceFile {
@@ -107,22 +107,12 @@ async function fromPackageUrl(ctx: SourceContext, url: string, ref: string): Pro
     return { version: ref, files: [{ dest: url.split("/").pop()!, from: url, read: fetchFile(ctx, url) }], deps: [] };
   }
   const { body } = await ctx.fetcher.get(url);
-  let doc;
-  try {
-    doc = parsePackageJson(body);
-  } catch (e) {
-    if (e instanceof PackageJsonError) throw new HttpError(502, `Malformed package.json at ${url}: ${e.message}`);
-    throw e;
-  }
-  const files = doc.urls.map(([dest, src]): SourceFile => {
-    let upstream: string;
-    try {
-      upstream = resolveSource(ctx.bases, src, url, ref);
-    } catch (e) {
-      throw new HttpError(502, `package.json at ${url}: url entry ${JSON.stringify(dest)}: ${(e as Error).message}`);
-    }
-    return { dest, from: upstream, read: fetchFile(ctx, upstream) };
-  });
+  const doc = readPackageJson(body, `at ${url}`);
+  const files = upstreamUrls(ctx.bases, doc, url, ref).map(([dest, upstream]): SourceFile => ({
+    dest,
+    from: upstream,
+    read: fetchFile(ctx, upstream),
+  }));
   if (doc.hashes.length > 0) {
     throw new HttpError(502, `package.json at ${url} lists hashes; only urls can be mirrored from a repository`);
   }
@@ -216,12 +206,7 @@ async function fromLocal(dir: string): Promise<Resolved> {
     if (!(e instanceof Deno.errors.NotFound)) throw new HttpError(502, `Cannot read ${dir}: ${(e as Error).message}`);
   }
   if (manifest) {
-    let doc;
-    try {
-      doc = parsePackageJson(manifest);
-    } catch (e) {
-      throw new HttpError(502, `Malformed package.json in ${dir}: ${(e as Error).message}`);
-    }
+    const doc = readPackageJson(manifest, `in ${dir}`);
     const files = doc.urls.map(([dest, src]): SourceFile => {
       const path = join(dir, src);
       if (/^[a-z][a-z0-9+.-]*:/i.test(src) || relative(dir, path).startsWith("..")) {
