@@ -54,6 +54,7 @@ export class CompileService {
   #o: CompileServiceOptions;
   #compilers = new Map<string, Compiler>();
   #flights = new SingleFlight<Uint8Array | CompileError>();
+  #recipes = new Map<string, string>();
   /** Compiles that fell back to the source, by reason (for metrics). */
   fallbacks = 0;
 
@@ -136,10 +137,7 @@ export class CompileService {
     }
     const flags = profileFlags(profile);
     const sourceHash = await sha256Hex(file.bytes);
-    const recipe = (await sha256Hex(new TextEncoder().encode(`${compiler.version.text}\n${flags.join(" ")}`))).slice(
-      0,
-      16,
-    );
+    const recipe = await this.#recipe(profileName, compiler.version, flags);
     const key = `compiled/${sourceHash.slice(0, 2)}/${sourceHash}-${recipe}`;
     const result = await this.#flights.run(key, async () => {
       const cached = await this.#o.store.get(key);
@@ -176,6 +174,17 @@ export class CompileService {
     }
     return { dest: `${file.dest.slice(0, -3)}.mpy`, bytes: result };
   };
+
+  /** A short digest of what, besides the source, decides the output: compiler version and flags; once per profile. */
+  async #recipe(profileName: string | null, version: CompilerVersion, flags: string[]): Promise<string> {
+    const key = profileName ?? "";
+    let recipe = this.#recipes.get(key);
+    if (recipe === undefined) {
+      recipe = (await sha256Hex(new TextEncoder().encode(`${version.text}\n${flags.join(" ")}`))).slice(0, 16);
+      this.#recipes.set(key, recipe);
+    }
+    return recipe;
+  }
 
   #checkHeader(out: Uint8Array, version: CompilerVersion, profile: Profile | undefined): string | undefined {
     const header = parseMpyHeader(out);
