@@ -7,7 +7,6 @@
  */
 import type { FreshCache, Served } from "../cache/fresh_cache.ts";
 import { etagOf } from "../cache/hash.ts";
-import { HttpError } from "../http/responses.ts";
 import type { Fetcher } from "../upstream/fetcher.ts";
 import { BASE_PLACEHOLDER, type HostBases, mirrorPath, parseSpec, rawUrl, specUrl } from "./locations.ts";
 import { readPackageJson, upstreamUrls } from "./package_json.ts";
