@@ -53,29 +53,24 @@ Deno.test("under the binary's permissions: systemd config and cache dirs, compil
     PATH: `${join(mpyCrossPath(), "..")}:/usr/bin:/bin`,
   };
   const args = ["run", "--quiet", "--frozen", "--config", join(ROOT, "deno.json"), ...permissions()];
-  const main = join(ROOT, "src/main.ts");
+  /** `mipserver <command>` under the binary's flags, in the systemd-like environment and nothing else. */
+  const mipserver = (...command: string[]) =>
+    new Deno.Command(DENO, {
+      args: [...args, join(ROOT, "src/main.ts"), ...command],
+      cwd: base,
+      env,
+      clearEnv: true,
+      stdout: "piped",
+      stderr: "piped",
+    });
 
-  const check = await new Deno.Command(DENO, {
-    args: [...args, main, "check-config"],
-    cwd: base,
-    env,
-    clearEnv: true,
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
+  const check = await mipserver("check-config").output();
   const shown = new TextDecoder().decode(check.stdout);
   assert.equal(check.code, 0, new TextDecoder().decode(check.stderr));
   assert.match(shown, new RegExp(`# files: ${etc}/config.yaml, ${etc}/config.local.yaml`));
   assert.match(shown, new RegExp(`dir: ${cache}`));
 
-  const server = new Deno.Command(DENO, {
-    args: [...args, main],
-    cwd: base,
-    env,
-    clearEnv: true,
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
+  const server = mipserver().spawn();
   const output = Promise.all([new Response(server.stdout).text(), new Response(server.stderr).text()]);
   try {
     const health = await (await fetchWhenUp(`http://127.0.0.1:${port}/healthz`)).json();
@@ -95,14 +90,7 @@ Deno.test("under the binary's permissions: systemd config and cache dirs, compil
     assert.notEqual(outside.status, 200, "a folder outside the allowed paths cannot be read");
     assert.match(why, /read access|NotCapable|permission/i);
 
-    const probe = await new Deno.Command(DENO, {
-      args: [...args, main, "healthcheck"],
-      cwd: base,
-      env,
-      clearEnv: true,
-      stdout: "piped",
-      stderr: "piped",
-    }).output();
+    const probe = await mipserver("healthcheck").output();
     assert.equal(probe.code, 0, new TextDecoder().decode(probe.stderr));
   } finally {
     try {

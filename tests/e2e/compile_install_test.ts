@@ -5,33 +5,24 @@
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { createApp } from "../../src/app.ts";
 import { parseMpyHeader } from "../../src/compile/mpy_header.ts";
-import { memoryLogger } from "../../src/log.ts";
 import { FakeUpstream } from "../fixtures/fake_upstream.ts";
 import { standardIndex } from "../fixtures/index_fixture.ts";
 import { buildGithub } from "../fixtures/repo_fixture.ts";
-import { freePort, tempDir, testConfig } from "../helpers.ts";
-import { mipInstall, mpyCrossPath, runIn } from "./tools.ts";
+import { tempDir } from "../helpers.ts";
+import { mipInstall, mpyCrossPath, runIn, serveApp } from "./tools.ts";
 
 Deno.test("real mip installs compiled .mpy packages; native code runs through the x64 profile", async () => {
   const idx = await standardIndex();
   const index = new FakeUpstream(idx.root).start();
   const github = new FakeUpstream(buildGithub(), "").start();
-  const port = freePort();
-  const app = await createApp({
-    config: testConfig({
-      server: { port },
-      cache: { dir: tempDir() },
-      upstreams: { index: index.url, github: github.url, retries: 0 },
-      packages: { sensorkit: { source: "github:acme/sensorkit" }, fastmath: { source: "github:acme/fastmath" } },
-      targets: { x64: { march: "x64" } },
-      mpy_cross: { path: mpyCrossPath() },
-    }),
-    logger: memoryLogger(),
+  const { base, stop } = await serveApp({
+    cache: { dir: tempDir() },
+    upstreams: { index: index.url, github: github.url, retries: 0 },
+    packages: { sensorkit: { source: "github:acme/sensorkit" }, fastmath: { source: "github:acme/fastmath" } },
+    targets: { x64: { march: "x64" } },
+    mpy_cross: { path: mpyCrossPath() },
   });
-  const server = Deno.serve({ hostname: "127.0.0.1", port, onListen() {} }, (r, i) => app.handler(r, i));
-  const base = `http://127.0.0.1:${port}`;
   try {
     const t = tempDir("mip-target-");
     await mipInstall(base, t, "sensorkit");
@@ -52,8 +43,7 @@ Deno.test("real mip installs compiled .mpy packages; native code runs through th
     assert.ok(Deno.statSync(join(portable, "fastmath.py")).isFile, "no profile: the source");
     assert.equal(await runIn(portable, "import fastmath; print(fastmath.nsum(10), fastmath.vdouble(21))"), "45 42");
   } finally {
-    await server.shutdown();
-    await app.idle();
+    await stop();
     await Promise.all([index.stop(), github.stop()]);
   }
 });

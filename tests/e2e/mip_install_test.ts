@@ -4,23 +4,19 @@
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { createApp } from "../../src/app.ts";
-import { memoryLogger } from "../../src/log.ts";
 import { FakeUpstream } from "../fixtures/fake_upstream.ts";
 import { standardIndex } from "../fixtures/index_fixture.ts";
 import { buildGithub, buildGitlab } from "../fixtures/repo_fixture.ts";
-import { freePort, tempDir, testConfig } from "../helpers.ts";
-import { mipInstall, runIn } from "./tools.ts";
+import { tempDir } from "../helpers.ts";
+import { mipInstall, runIn, serveApp } from "./tools.ts";
 
 Deno.test("real mip installs through mipserver, then again from the cache with the upstream down", async () => {
   const idx = await standardIndex();
   const up = new FakeUpstream(idx.root).start();
-  const app = await createApp({
-    config: testConfig({ cache: { dir: tempDir() }, upstreams: { index: up.url, retries: 0 } }),
-    logger: memoryLogger(),
+  const { app, base: index, stop } = await serveApp({
+    cache: { dir: tempDir() },
+    upstreams: { index: up.url, retries: 0 },
   });
-  const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, (r, i) => app.handler(r, i));
-  const index = `http://127.0.0.1:${server.addr.port}`;
   try {
     const installAll = async () => {
       const mpy = tempDir("mip-target-");
@@ -58,8 +54,7 @@ Deno.test("real mip installs through mipserver, then again from the cache with t
     assert.ok(devices.every((e) => e.status === 200), JSON.stringify(devices.filter((e) => e.status !== 200)));
     assert.ok(devices.some((e) => e.cache === "stale" || e.cache === "hit"));
   } finally {
-    await server.shutdown();
-    await app.idle();
+    await stop();
     await up.stop();
   }
 });
@@ -69,17 +64,10 @@ Deno.test("real mip installs an ad-hoc GitHub URL and a GitLab URL through mipse
   const up = new FakeUpstream(idx.root).start();
   const github = new FakeUpstream(buildGithub(), "").start();
   const gitlab = new FakeUpstream(buildGitlab(), "").start();
-  const port = freePort();
-  const app = await createApp({
-    config: testConfig({
-      server: { port },
-      cache: { dir: tempDir() },
-      upstreams: { index: up.url, github: github.url, gitlab: gitlab.url, retries: 0 },
-    }),
-    logger: memoryLogger(),
+  const { app, base, stop } = await serveApp({
+    cache: { dir: tempDir() },
+    upstreams: { index: up.url, github: github.url, gitlab: gitlab.url, retries: 0 },
   });
-  const server = Deno.serve({ hostname: "127.0.0.1", port, onListen() {} }, (r, i) => app.handler(r, i));
-  const base = `http://127.0.0.1:${port}`;
   try {
     const installAndRun = async () => {
       const target = tempDir("mip-target-");
@@ -100,8 +88,7 @@ Deno.test("real mip installs an ad-hoc GitHub URL and a GitLab URL through mipse
     const failures = app.requestLog.query({ limit: 1000 }).filter((e) => e.status !== 200);
     assert.deepEqual(failures, []);
   } finally {
-    await server.shutdown();
-    await app.idle();
+    await stop();
     await Promise.all([up.stop(), github.stop(), gitlab.stop()]);
   }
 });

@@ -5,14 +5,12 @@
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { createApp } from "../../src/app.ts";
-import { memoryLogger } from "../../src/log.ts";
 import { FakeUpstream } from "../fixtures/fake_upstream.ts";
 import { standardIndex } from "../fixtures/index_fixture.ts";
 import { buildPypi } from "../fixtures/pypi_fixture.ts";
 import { buildGithub, buildGitlab } from "../fixtures/repo_fixture.ts";
-import { freePort, tempDir, testConfig } from "../helpers.ts";
-import { micropythonPath, mipInstall, runIn, runTool } from "./tools.ts";
+import { tempDir } from "../helpers.ts";
+import { micropythonPath, mipInstall, runIn, runTool, serveApp } from "./tools.ts";
 
 async function upstreams() {
   const idx = await standardIndex();
@@ -44,24 +42,17 @@ Deno.test("real mip installs named GitHub, GitLab, PyPI and local packages by na
   const up = await upstreams();
   const local = tempDir("mipserver-local-");
   Deno.writeTextFileSync(join(local, "localmod.py"), "def where():\n    return 'from a local folder'\n");
-  const port = freePort();
-  const app = await createApp({
-    config: testConfig({
-      server: { port },
-      cache: { dir: tempDir() },
-      upstreams: up.upstreams,
-      packages: {
-        sensorkit: { source: "github:acme/sensorkit" },
-        glpkg: { source: "gitlab:grp/glpkg" },
-        sensorlib: { source: "pypi:sensorlib" },
-        tinywheel: { source: "pypi:tinywheel" },
-        localmod: { source: `local:${local}` },
-      },
-    }),
-    logger: memoryLogger(),
+  const { app, base, stop } = await serveApp({
+    cache: { dir: tempDir() },
+    upstreams: up.upstreams,
+    packages: {
+      sensorkit: { source: "github:acme/sensorkit" },
+      glpkg: { source: "gitlab:grp/glpkg" },
+      sensorlib: { source: "pypi:sensorlib" },
+      tinywheel: { source: "pypi:tinywheel" },
+      localmod: { source: `local:${local}` },
+    },
   });
-  const server = Deno.serve({ hostname: "127.0.0.1", port, onListen() {} }, (r, i) => app.handler(r, i));
-  const base = `http://127.0.0.1:${port}`;
   try {
     const installAll = async () => {
       const t = tempDir("mip-target-");
@@ -95,28 +86,20 @@ Deno.test("real mip installs named GitHub, GitLab, PyPI and local packages by na
     const failures = app.requestLog.query({ limit: 1000 }).filter((e) => e.status !== 200);
     assert.deepEqual(failures, []);
   } finally {
-    await server.shutdown();
-    await app.idle();
+    await stop();
     await up.stop();
   }
 });
 
 Deno.test("real mip with pins and policy.unlisted deny: pinned latest, closure allowed, the rest refused", async () => {
   const up = await upstreams();
-  const port = freePort();
-  const app = await createApp({
-    config: testConfig({
-      server: { port },
-      cache: { dir: tempDir() },
-      upstreams: up.upstreams,
-      packages: { sensorkit: { source: "github:acme/sensorkit" } },
-      pins: { hello: "1.0" },
-      policy: { unlisted: "deny" },
-    }),
-    logger: memoryLogger(),
+  const { app, base, stop } = await serveApp({
+    cache: { dir: tempDir() },
+    upstreams: up.upstreams,
+    packages: { sensorkit: { source: "github:acme/sensorkit" } },
+    pins: { hello: "1.0" },
+    policy: { unlisted: "deny" },
   });
-  const server = Deno.serve({ hostname: "127.0.0.1", port, onListen() {} }, (r, i) => app.handler(r, i));
-  const base = `http://127.0.0.1:${port}`;
   try {
     const t = tempDir("mip-target-");
     await mipInstall(base, t, "sensorkit");
@@ -133,8 +116,7 @@ Deno.test("real mip with pins and policy.unlisted deny: pinned latest, closure a
     assert.throws(() => Deno.statSync(join(t, "bigmod.mpy")));
     assert.ok(app.requestLog.query({ status: 403 }).length > 0);
   } finally {
-    await server.shutdown();
-    await app.idle();
+    await stop();
     await up.stop();
   }
 });

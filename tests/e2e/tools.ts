@@ -3,6 +3,9 @@
  * `make install` into .tools/venv. A missing tool fails the test; it never skips it.
  */
 import assert from "node:assert/strict";
+import { type App, createApp } from "../../src/app.ts";
+import { memoryLogger } from "../../src/log.ts";
+import { freePort, testConfig } from "../helpers.ts";
 import { existsSync } from "node:fs";
 
 const ROOT = new URL("../../", import.meta.url).pathname;
@@ -65,4 +68,24 @@ export async function runIn(target: string, code: string): Promise<string> {
   });
   assert.equal(r.code, 0, `${code} failed:\n${r.stdout}\n${r.stderr}`);
   return r.stdout.trim();
+}
+
+/**
+ * Builds an app from `config` (test defaults, `server.port` set) and serves it on 127.0.0.1 at that port, as a
+ * device would reach it. `stop` shuts the server down and waits for background work.
+ */
+export async function serveApp(
+  config: Record<string, unknown>,
+): Promise<{ app: App; base: string; stop(): Promise<void> }> {
+  const port = freePort();
+  const app = await createApp({ config: testConfig({ ...config, server: { port } }), logger: memoryLogger() });
+  const server = Deno.serve({ hostname: "127.0.0.1", port, onListen() {} }, (r, i) => app.handler(r, i));
+  return {
+    app,
+    base: `http://127.0.0.1:${port}`,
+    async stop() {
+      await server.shutdown();
+      await app.idle();
+    },
+  };
 }
