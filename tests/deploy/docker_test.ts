@@ -11,6 +11,7 @@ import { createApp } from "../../src/app.ts";
 import { configSchema } from "../../src/config/schema.ts";
 import { memoryLogger } from "../../src/log.ts";
 import { freePort, tempDir, testConfig } from "../helpers.ts";
+import { runTool as run } from "../e2e/tools.ts";
 
 const ROOT = new URL("../../", import.meta.url).pathname;
 const read = (path: string) => Deno.readTextFileSync(join(ROOT, path));
@@ -74,23 +75,6 @@ Deno.test("compose and make dstart use the image's layout: port, cache and confi
   assert.equal(makeVar("PLATFORMS"), "linux/amd64,linux/arm64");
 });
 
-async function run(cmd: string, args: string[], opts: { stdin?: string } = {}) {
-  const child = new Deno.Command(cmd, {
-    args,
-    stdin: opts.stdin ? "piped" : "null",
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  if (opts.stdin) {
-    const w = child.stdin.getWriter();
-    await w.write(new TextEncoder().encode(opts.stdin));
-    await w.close();
-  }
-  const out = await child.output();
-  const dec = new TextDecoder();
-  return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
-}
-
 const NGINX = existsSync("/usr/sbin/nginx") ? "/usr/sbin/nginx" : "nginx";
 
 Deno.test("the nginx snippet passes nginx -t and fronts mipserver: devices on HTTP, people with TLS and a password", async () => {
@@ -112,7 +96,7 @@ Deno.test("the nginx snippet passes nginx -t and fronts mipserver: devices on HT
     join(dir, "cert.pem"),
   ]);
   assert.equal(cert.code, 0, cert.stderr);
-  const hash = await run("openssl", ["passwd", "-apr1", "-stdin"], { stdin: "s3cret\n" });
+  const hash = await run("openssl", ["passwd", "-apr1", "s3cret"]);
   Deno.writeTextFileSync(join(dir, "htpasswd"), `admin:${hash.stdout.trim()}\n`, { mode: 0o644 });
 
   const mipPort = freePort();

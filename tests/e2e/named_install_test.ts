@@ -5,41 +5,12 @@
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { FakeUpstream } from "../fixtures/fake_upstream.ts";
-import { standardIndex } from "../fixtures/index_fixture.ts";
-import { buildPypi } from "../fixtures/pypi_fixture.ts";
-import { buildGithub, buildGitlab } from "../fixtures/repo_fixture.ts";
+import { startUpstreams } from "../fixtures/upstreams.ts";
 import { tempDir } from "../helpers.ts";
 import { micropythonPath, mipInstall, runIn, runTool, serveApp } from "./tools.ts";
 
-async function upstreams() {
-  const idx = await standardIndex();
-  const index = new FakeUpstream(idx.root).start();
-  const github = new FakeUpstream(buildGithub(), "").start();
-  const gitlab = new FakeUpstream(buildGitlab(), "").start();
-  const pypiFixture = await buildPypi();
-  const pypi = new FakeUpstream(pypiFixture.root, "").start();
-  await pypiFixture.publish(pypi.url);
-  const all = [index, github, gitlab, pypi];
-  return {
-    index,
-    github,
-    gitlab,
-    pypi,
-    upstreams: {
-      index: index.url,
-      github: github.url,
-      gitlab: gitlab.url,
-      pypi: `${pypi.url}/pypi`,
-      pypi_files: pypi.url,
-      retries: 0,
-    },
-    stop: () => Promise.all(all.map((u) => u.stop())),
-  };
-}
-
 Deno.test("real mip installs named GitHub, GitLab, PyPI and local packages by name, then from the cache", async () => {
-  const up = await upstreams();
+  const up = await startUpstreams();
   const local = tempDir("mipserver-local-");
   Deno.writeTextFileSync(join(local, "localmod.py"), "def where():\n    return 'from a local folder'\n");
   const { app, base, stop } = await serveApp({
@@ -92,7 +63,7 @@ Deno.test("real mip installs named GitHub, GitLab, PyPI and local packages by na
 });
 
 Deno.test("real mip with pins and policy.unlisted deny: pinned latest, closure allowed, the rest refused", async () => {
-  const up = await upstreams();
+  const up = await startUpstreams();
   const { app, base, stop } = await serveApp({
     cache: { dir: tempDir() },
     upstreams: up.upstreams,

@@ -4,9 +4,7 @@ import { createApp } from "../../src/app.ts";
 import { sha256Hex } from "../../src/cache/hash.ts";
 import { memoryLogger } from "../../src/log.ts";
 import { FakeUpstream } from "../fixtures/fake_upstream.ts";
-import { standardIndex } from "../fixtures/index_fixture.ts";
-import { buildPypi } from "../fixtures/pypi_fixture.ts";
-import { buildGithub, buildGitlab } from "../fixtures/repo_fixture.ts";
+import { startUpstreams } from "../fixtures/upstreams.ts";
 import { tempDir, testConfig } from "../helpers.ts";
 
 interface Env {
@@ -27,14 +25,8 @@ interface Env {
 
 /** Fake index, GitHub, GitLab, PyPI and a plain file host; `config` is merged over the upstreams. */
 async function setup(config: (u: Record<string, string>) => Record<string, unknown>): Promise<Env> {
-  const idx = await standardIndex();
-  const index = new FakeUpstream(idx.root).start();
-  const githubRoot = buildGithub();
-  const github = new FakeUpstream(githubRoot, "").start();
-  const gitlab = new FakeUpstream(buildGitlab(), "").start();
-  const pypiFixture = await buildPypi();
-  const pypi = new FakeUpstream(pypiFixture.root, "").start();
-  await pypiFixture.publish(pypi.url);
+  const up = await startUpstreams();
+  const { index, github, githubRoot, gitlab, pypi } = up;
   const filesRoot = tempDir("mipserver-files-");
   const files = new FakeUpstream(filesRoot, "").start();
   const logger = memoryLogger("debug");
@@ -45,12 +37,7 @@ async function setup(config: (u: Record<string, string>) => Record<string, unkno
       ...extra,
       cache: { dir: tempDir(), ttl: "10m", ...(extra.cache as object) },
       upstreams: {
-        index: index.url,
-        github: github.url,
-        gitlab: gitlab.url,
-        pypi: `${pypi.url}/pypi`,
-        pypi_files: pypi.url,
-        retries: 0,
+        ...up.upstreams,
         ...(extra.upstreams as object),
       },
     }),
@@ -78,7 +65,7 @@ async function setup(config: (u: Record<string, string>) => Record<string, unkno
     },
     async close() {
       await app.idle();
-      await Promise.all([index.stop(), github.stop(), gitlab.stop(), pypi.stop(), files.stop()]);
+      await Promise.all([up.stop(), files.stop()]);
     },
   };
 }
@@ -286,16 +273,18 @@ Deno.test("clear errors: missing package.json 404, malformed 502, failing url en
   }
 });
 
-Deno.test("only configured upstream hosts are contacted; policy.allow_hosts adds more", async () => {
-  const env = await setup(() => ({ packages: { offsite: { source: "github:acme/offsite" } } }));
+/** Puts `acme/offsite` on the fake GitHub: a package whose one file lives on the plain file host. */
+function publishOffsite(env: Env): string {
   const dir = join(env.githubRoot, "acme/offsite/HEAD");
   Deno.mkdirSync(dir, { recursive: true });
-  const filesHost = new URL(env.files.url).host;
-  Deno.writeTextFileSync(
-    join(dir, "package.json"),
-    JSON.stringify({ urls: [["far.py", `http://${filesHost}/far.py`]] }),
-  );
+  Deno.writeTextFileSync(join(dir, "package.json"), JSON.stringify({ urls: [["far.py", `${env.files.url}/far.py`]] }));
   Deno.writeTextFileSync(join(env.filesRoot, "far.py"), "FAR = 1\n");
+  return new URL(env.files.url).host;
+}
+
+Deno.test("only configured upstream hosts are contacted; policy.allow_hosts adds more", async () => {
+  const env = await setup(() => ({ packages: { offsite: { source: "github:acme/offsite" } } }));
+  const filesHost = publishOffsite(env);
   try {
     const refused = await env.get("/package/py/offsite/latest.json");
     assert.equal(refused.status, 502);
@@ -311,18 +300,12 @@ Deno.test("only configured upstream hosts are contacted; policy.allow_hosts adds
     packages: { offsite: { source: "github:acme/offsite" } },
     policy: { allow_hosts: [new URL(u.files).host] },
   }));
-  const dir2 = join(allowed.githubRoot, "acme/offsite/HEAD");
-  Deno.mkdirSync(dir2, { recursive: true });
-  Deno.writeTextFileSync(
-    join(dir2, "package.json"),
-    JSON.stringify({ urls: [["far.py", `${allowed.files.url}/far.py`]] }),
-  );
-  Deno.writeTextFileSync(join(allowed.filesRoot, "far.py"), "FAR = 1\n");
+  const allowedHost = publishOffsite(allowed);
   try {
     assert.deepEqual(await filesOf(allowed, await allowed.json("/package/py/offsite/latest.json")), {
       "far.py": "FAR = 1\n",
     });
-    const adhoc = await allowed.get(`/url/http/${new URL(allowed.files.url).host}/far.py`);
+    const adhoc = await allowed.get(`/url/http/${allowedHost}/far.py`);
     assert.equal(await adhoc.text(), "FAR = 1\n");
   } finally {
     await allowed.close();
