@@ -28,19 +28,36 @@ export interface LoggerOptions {
   now?: () => number;
 }
 
+const SAFE_TEXT = /^[^\s"=]+$/;
+
 function textValue(value: unknown): string {
+  if (typeof value === "number" && Number.isFinite(value)) return String(value);
   if (value instanceof Error) value = value.message;
   const s = typeof value === "string" ? value : JSON.stringify(value) ?? String(value);
-  return /^[^\s"=]+$/.test(s) ? s : JSON.stringify(s);
+  return SAFE_TEXT.test(s) ? s : JSON.stringify(s);
+}
+
+const LEVEL_TEXT: Record<LogLevel, string> = { debug: "DEBUG", info: "INFO ", warn: "WARN ", error: "ERROR" };
+
+// A busy server logs many lines per millisecond; the time text is made once per millisecond.
+let isoTime = 0;
+let isoText = new Date(0).toISOString();
+function isoOf(time: number): string {
+  if (time !== isoTime) {
+    isoTime = time;
+    isoText = new Date(time).toISOString();
+  }
+  return isoText;
 }
 
 /** Formats one event as text: `<time> <LEVEL> <message> key=value ...`. */
 export function formatText(time: number, level: LogLevel, message: string, fields: LogFields = {}): string {
-  const parts = [new Date(time).toISOString(), level.toUpperCase().padEnd(5), message];
-  for (const [key, value] of Object.entries(fields)) {
-    if (value !== undefined) parts.push(`${key}=${textValue(value)}`);
+  let line = `${isoOf(time)} ${LEVEL_TEXT[level]} ${message}`;
+  for (const key in fields) {
+    const value = fields[key];
+    if (value !== undefined) line += ` ${key}=${textValue(value)}`;
   }
-  return parts.join(" ");
+  return line;
 }
 
 /**
@@ -82,7 +99,7 @@ export function createLogger(options: LoggerOptions = {}): Logger {
     if (json) {
       const clean: LogFields = {};
       for (const [k, v] of Object.entries(fields ?? {})) clean[k] = v instanceof Error ? v.message : v;
-      write(JSON.stringify({ time: new Date(time).toISOString(), level, msg: message, ...clean }));
+      write(JSON.stringify({ time: isoOf(time), level, msg: message, ...clean }));
     } else {
       write(formatText(time, level, message, fields));
     }

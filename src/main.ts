@@ -9,6 +9,8 @@ import { parseArgs, USAGE } from "./cli.ts";
 import { ConfigError, ENV_OVERRIDES, loadConfig } from "./config/load.ts";
 import { displayConfig } from "./config/schema.ts";
 import { batchedStdout, createLogger } from "./log.ts";
+import { EDGE_WINDOW_MS } from "./http/edge.ts";
+import { autoWorkers, listen, type Listener } from "./http/listen.ts";
 import { VERSION } from "./version.ts";
 
 /**
@@ -91,22 +93,35 @@ export async function main(args: string[]): Promise<number> {
     return 1;
   }
 
-  let server: Deno.HttpServer<Deno.NetAddr>;
+  const { host, port } = config.server;
+  const workers = config.server.workers === "auto" ? autoWorkers() : config.server.workers;
+  let server: Listener;
   try {
-    server = Deno.serve({
-      hostname: config.server.host,
-      port: config.server.port,
-      onListen: ({ hostname, port }) => logger.info("Listening", { address: `${hostname}:${port}` }),
-    }, (request, info) => app.handler(request, info));
+    server = await listen({
+      hostname: host,
+      port,
+      workers,
+      handler: app.handler,
+      logger,
+      requestLog: app.requestLog,
+      metrics: app.metrics,
+      write: out.write,
+      log: { level: config.log.level, format: config.log.format, requestsKept: config.log.requests_kept },
+      windowMs: Math.min(EDGE_WINDOW_MS, config.cache.ttl),
+      maxBytes: Math.min(16 * 1024 * 1024, Math.floor(config.cache.memory / 4)),
+    });
   } catch (e) {
-    logger.error(`Cannot listen on ${config.server.host}:${config.server.port}`, { error: (e as Error).message });
+    logger.error(`Cannot listen on ${host}:${port}`, { error: (e as Error).message });
     out.flush();
     return 1;
   }
+  logger.info("Listening", { address: `${host}:${port}`, workers: server.workers });
 
+  let stopping: Promise<void> | undefined;
   const stop = (signal: string) => {
+    if (stopping) return;
     logger.info("Shutting down", { signal });
-    server.shutdown();
+    stopping = server.shutdown();
   };
   const signals: Deno.Signal[] = ["SIGTERM", "SIGINT"];
   const listeners = signals.map((signal) => [signal, () => stop(signal)] as const);

@@ -20,6 +20,8 @@ export interface Served {
   body: Uint8Array;
   etag: string;
   outcome: CacheOutcome;
+  /** The kind of object (index, manifest, file, ...), as counted in the cache metrics. */
+  kind: string;
   /** Upstream time spent for this answer, in ms (misses only). */
   upstreamMs?: number;
 }
@@ -105,7 +107,7 @@ export class FreshCache {
       const outcome = fresh || this.#o.offline ? "hit" : "stale";
       metrics?.cache.inc({ kind, outcome });
       metrics?.cacheBytes.inc({ from: "cache" }, entry.body.byteLength);
-      return { body: entry.body, etag: entry.etag, outcome };
+      return { body: entry.body, etag: entry.etag, outcome, kind };
     }
     if (this.#o.offline) {
       metrics?.cache.inc({ kind, outcome: "offline" });
@@ -121,7 +123,7 @@ export class FreshCache {
       const stored = await this.#fetchAndStore(key, load, (ms) => (upstreamMs = ms));
       this.#negative.delete(key);
       metrics?.cache.inc({ kind, outcome: "miss" });
-      return { body: stored.body, etag: stored.etag, outcome: "miss", upstreamMs: Math.round(upstreamMs) };
+      return { body: stored.body, etag: stored.etag, outcome: "miss", kind, upstreamMs: Math.round(upstreamMs) };
     } catch (e) {
       const err = toHttpError(e);
       if (err.status === 404) {

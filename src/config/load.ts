@@ -13,6 +13,7 @@ export const ENV_OVERRIDES: Record<string, string> = {
   MIPSERVER_HOST: "server.host",
   MIPSERVER_PORT: "server.port",
   MIPSERVER_PUBLIC_URL: "server.public_url",
+  MIPSERVER_WORKERS: "server.workers",
   MIPSERVER_CACHE_DIR: "cache.dir",
   MIPSERVER_OFFLINE: "cache.offline",
   MIPSERVER_LOG_LEVEL: "log.level",

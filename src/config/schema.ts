@@ -137,6 +137,8 @@ export const configSchema = z.strictObject({
     host: text("a host name or address").prefault("0.0.0.0"),
     port: field("a port number 1-65535", intIn(1, 65535)).prefault(18891),
     public_url: nullable(httpUrl()).prefault(null),
+    workers: field(`"auto" or a whole number 0-64`, (v) => v === "auto" ? "auto" as const : intIn(0, 64)(v))
+      .prefault("auto"),
   }).prefault({}),
   cache: z.strictObject({
     dir: nullable(text("a directory path")).prefault(null),

@@ -1,8 +1,142 @@
 /**
- * Prometheus metrics (prom-client), one registry per server instance.
+ * Prometheus metrics (prom-client), one registry per server instance. Per-request figures are first gathered in a
+ * {@linkcode RequestTally}: plain maps that are cheap to add to on the hot path and to send between threads, read
+ * by prom-client only when `/metrics` is scraped.
  * @module
  */
 import client from "prom-client";
+
+/** Request duration buckets, in seconds. */
+export const DURATION_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30];
+
+/** A tally's figures as plain arrays, to send to another thread or add to another tally. */
+export interface TallySnapshot {
+  /** route, method, status, requests */
+  requests: [string, string, number, number][];
+  /** route, body bytes, requests per duration bucket (the last one is +Inf), sum of durations in seconds */
+  routes: [string, number, number[], number][];
+  /** kind of cached object, hits the edge answered, their body bytes */
+  edgeHits: [string, number, number][];
+}
+
+interface RouteFigures {
+  bytes: number;
+  buckets: number[];
+  sum: number;
+}
+
+/** Per-request figures: requests by route, method and status; bytes and durations by route; edge hits by kind. */
+export class RequestTally {
+  #requests = new Map<string, [string, string, number, number]>();
+  #routes = new Map<string, RouteFigures>();
+  #edge = new Map<string, [string, number, number]>();
+
+  /** Counts one served request. */
+  observe(route: string, method: string, status: number, seconds: number, bytes: number): void {
+    this.#count(route, method, status, 1);
+    const figures = this.#route(route);
+    figures.bytes += bytes;
+    figures.sum += seconds;
+    let i = 0;
+    while (i < DURATION_BUCKETS.length && seconds > DURATION_BUCKETS[i]) i++;
+    figures.buckets[i]++;
+  }
+
+  /** Counts one request the edge answered from a kept cache hit of `kind`. */
+  edgeHit(kind: string, bytes: number): void {
+    const hits = this.#edge.get(kind);
+    if (hits) {
+      hits[1]++;
+      hits[2] += bytes;
+    } else this.#edge.set(kind, [kind, 1, bytes]);
+  }
+
+  /** Adds another tally's figures. */
+  add(snapshot: TallySnapshot): void {
+    for (const [route, method, status, n] of snapshot.requests) this.#count(route, method, status, n);
+    for (const [route, bytes, buckets, sum] of snapshot.routes) {
+      const figures = this.#route(route);
+      figures.bytes += bytes;
+      figures.sum += sum;
+      for (let i = 0; i < buckets.length; i++) figures.buckets[i] += buckets[i];
+    }
+    for (const [kind, n, bytes] of snapshot.edgeHits) {
+      const hits = this.#edge.get(kind);
+      if (hits) {
+        hits[1] += n;
+        hits[2] += bytes;
+      } else this.#edge.set(kind, [kind, n, bytes]);
+    }
+  }
+
+  /** The figures so far. */
+  snapshot(): TallySnapshot {
+    return {
+      requests: [...this.#requests.values()].map((r) => [...r]),
+      routes: [...this.#routes].map(([route, f]) => [route, f.bytes, [...f.buckets], f.sum]),
+      edgeHits: [...this.#edge.values()].map((e) => [...e]),
+    };
+  }
+
+  /** The figures so far, starting afresh; undefined when nothing was counted. */
+  take(): TallySnapshot | undefined {
+    if (this.#requests.size === 0 && this.#edge.size === 0) return undefined;
+    const snapshot = this.snapshot();
+    this.#requests.clear();
+    this.#routes.clear();
+    this.#edge.clear();
+    return snapshot;
+  }
+
+  #count(route: string, method: string, status: number, n: number): void {
+    const key = `${route} ${method} ${status}`;
+    const count = this.#requests.get(key);
+    if (count) count[3] += n;
+    else this.#requests.set(key, [route, method, status, n]);
+  }
+
+  #route(route: string): RouteFigures {
+    let figures = this.#routes.get(route);
+    if (!figures) {
+      figures = { bytes: 0, buckets: new Array(DURATION_BUCKETS.length + 1).fill(0), sum: 0 };
+      this.#routes.set(route, figures);
+    }
+    return figures;
+  }
+}
+
+/**
+ * The request duration histogram, read from a tally at scrape time. prom-client's own Histogram can only observe
+ * one value at a time, so this implements the small interface its registry reads metrics through.
+ */
+class TallyHistogram {
+  readonly name = "mipserver_http_request_duration_seconds";
+  readonly help = "Time from request to response headers, by route pattern.";
+  readonly type = "histogram";
+  readonly aggregator = "sum";
+  #tally: RequestTally;
+
+  constructor(tally: RequestTally) {
+    this.#tally = tally;
+  }
+
+  get() {
+    const values: { labels: Record<string, string | number>; value: number; metricName: string }[] = [];
+    for (const [route, , buckets, sum] of this.#tally.snapshot().routes) {
+      let cumulative = 0;
+      buckets.forEach((n, i) => {
+        cumulative += n;
+        const le = i < DURATION_BUCKETS.length ? DURATION_BUCKETS[i] : "+Inf";
+        values.push({ labels: { le, route }, value: cumulative, metricName: `${this.name}_bucket` });
+      });
+      values.push({ labels: { route }, value: sum, metricName: `${this.name}_sum` });
+      values.push({ labels: { route }, value: cumulative, metricName: `${this.name}_count` });
+    }
+    return Promise.resolve({ name: this.name, help: this.help, type: this.type, values, aggregator: this.aggregator });
+  }
+
+  reset(): void {}
+}
 
 /** The metrics a server exposes at `GET /metrics`. Later modules add their own series to `registry`. */
 export class Metrics {
@@ -10,8 +144,6 @@ export class Metrics {
   readonly registry: client.Registry = new client.Registry();
   /** Requests by route, method and status. */
   readonly requests: client.Counter<"route" | "method" | "status">;
-  /** Request durations by route. */
-  readonly duration: client.Histogram<"route">;
   /** Response body bytes by route. */
   readonly bytes: client.Counter<"route">;
   /** Cache lookups by kind of object and outcome (hit, miss, stale, error, offline, negative). */
@@ -27,13 +159,11 @@ export class Metrics {
   /** Per-file compile outcomes: compiled, cached, fallback (served as source), failed (422). */
   readonly compiles: client.Counter<"result">;
 
-  // Per-request counts are kept in plain maps on the hot path and handed to prom-client when it is scraped.
-  #requestCounts = new Map<string, { labels: { route: string; method: string; status: string }; n: number }>();
-  #byteCounts = new Map<string, number>();
+  // Per-request figures, handed to prom-client when it is scraped.
+  #tally = new RequestTally();
 
   constructor() {
-    const requestCounts = this.#requestCounts;
-    const byteCounts = this.#byteCounts;
+    const tally = this.#tally;
     this.requests = new client.Counter({
       name: "mipserver_http_requests_total",
       help: "HTTP requests served, by route pattern, method and status.",
@@ -41,16 +171,12 @@ export class Metrics {
       registers: [this.registry],
       collect() {
         this.reset();
-        for (const { labels, n } of requestCounts.values()) this.inc(labels, n);
+        for (const [route, method, status, n] of tally.snapshot().requests) {
+          this.inc({ route, method, status: String(status) }, n);
+        }
       },
     });
-    this.duration = new client.Histogram({
-      name: "mipserver_http_request_duration_seconds",
-      help: "Time from request to response headers, by route pattern.",
-      labelNames: ["route"],
-      buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
-      registers: [this.registry],
-    });
+    this.registry.registerMetric(new TallyHistogram(tally) as unknown as client.Metric);
     this.bytes = new client.Counter({
       name: "mipserver_http_response_bytes_total",
       help: "Response body bytes sent, by route pattern.",
@@ -58,7 +184,7 @@ export class Metrics {
       registers: [this.registry],
       collect() {
         this.reset();
-        for (const [route, n] of byteCounts) this.inc({ route }, n);
+        for (const [route, bytes] of tally.snapshot().routes) this.inc({ route }, bytes);
       },
     });
     this.cache = new client.Counter({
@@ -103,12 +229,22 @@ export class Metrics {
 
   /** Records one served request. */
   observe(route: string, method: string, status: number, seconds: number, bytes: number): void {
-    const key = `${route} ${method} ${status}`;
-    const count = this.#requestCounts.get(key);
-    if (count) count.n++;
-    else this.#requestCounts.set(key, { labels: { route, method, status: String(status) }, n: 1 });
-    this.#byteCounts.set(route, (this.#byteCounts.get(route) ?? 0) + bytes);
-    this.duration.observe({ route }, seconds);
+    this.#tally.observe(route, method, status, seconds, bytes);
+  }
+
+  /** Records a request the edge answered from a kept cache hit of `kind`: a cache hit, served from the cache. */
+  edgeHit(kind: string, bytes: number): void {
+    this.cache.inc({ kind, outcome: "hit" });
+    if (bytes > 0) this.cacheBytes.inc({ from: "cache" }, bytes);
+  }
+
+  /** Adds figures tallied elsewhere (an edge worker thread). */
+  add(snapshot: TallySnapshot): void {
+    this.#tally.add({ ...snapshot, edgeHits: [] });
+    for (const [kind, n, bytes] of snapshot.edgeHits) {
+      this.cache.inc({ kind, outcome: "hit" }, n);
+      if (bytes > 0) this.cacheBytes.inc({ from: "cache" }, bytes);
+    }
   }
 
   /** The exposition text and its content type. */

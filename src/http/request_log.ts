@@ -57,6 +57,18 @@ export class RequestLog {
     this.#size = Math.min(this.#size + 1, this.#entries.length);
   }
 
+  /** The entries kept, oldest first, leaving the buffer empty (to hand them to another thread's buffer). */
+  take(): RequestEntry[] {
+    const out: RequestEntry[] = [];
+    for (let i = this.#size; i >= 1; i--) {
+      out.push(this.#entries[(this.#next - i + this.#entries.length) % this.#entries.length]!);
+    }
+    this.#entries.fill(undefined);
+    this.#size = 0;
+    this.#next = 0;
+    return out;
+  }
+
   /** Entries matching every given filter, newest first. */
   query(q: RequestQuery = {}): RequestEntry[] {
     const out: RequestEntry[] = [];

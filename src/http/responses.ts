@@ -52,6 +52,15 @@ export function jsonResponse(
   });
 }
 
+/** Whether an If-None-Match header value names `etag` (weak or strong, one of a list, or `*`). */
+export function etagMatches(ifNoneMatch: string | null, etag: string): boolean {
+  if (!ifNoneMatch) return false;
+  return ifNoneMatch.split(",").some((t) => {
+    const tag = t.trim();
+    return tag === "*" || tag === etag || tag === `W/${etag}`;
+  });
+}
+
 /** Returns `response` with a Content-Length, buffering a streamed body if it has none. */
 export async function withContentLength(response: Response): Promise<Response> {
   if (response.headers.has("content-length") || response.body === null) return response;

@@ -3,14 +3,15 @@
  * with an error id that is also logged, every response gets a Content-Length, and every request is logged,
  * kept in the request ring buffer and counted in the metrics. The cache-hit path is hot, so this avoids work
  * a hit does not need: the URL is parsed only when a handler asks for it, and a response that already has a
- * Content-Length is passed through without an extra await.
+ * Content-Length is passed through without an extra await. Answers the edge repeats (`edge.ts`) go through the
+ * same {@linkcode Recorder}, so the log and the metrics see every request.
  * @module
  */
 import type { Logger } from "../log.ts";
 import type { Metrics } from "./metrics.ts";
 import type { RequestEntry, RequestLog } from "./request_log.ts";
 import { HttpError, textResponse, withContentLength } from "./responses.ts";
-import type { RouteContext, Router } from "./router.ts";
+import type { RouteContext, Router, Shareable } from "./router.ts";
 
 /** The part of `Deno.ServeHandlerInfo` the handler uses; tests may omit it. */
 export interface ClientInfo {
@@ -26,8 +27,51 @@ export interface HandlerDeps {
   now?: () => number;
 }
 
-/** A request handler in the shape `Deno.serve` takes. */
-export type ServeHandler = (request: Request, info?: ClientInfo) => Promise<Response>;
+/**
+ * A request handler in the shape `Deno.serve` takes. `share`, when given, hears the reusable form of the answer
+ * when it is an unchanged cache hit (see `edge.ts`).
+ */
+export type ServeHandler = (
+  request: Request,
+  info?: ClientInfo,
+  share?: (shared: Shared) => void,
+) => Promise<Response>;
+
+/** A cache-hit answer that may be given again for the same Host, path and query, with its route. */
+export interface Shared extends Shareable {
+  route: string;
+}
+
+/**
+ * Records one served request: the request ring buffer, the metrics and one log line. `edgeKind` is set for
+ * answers the edge repeated without asking the cache, so they still count as cache hits of that kind.
+ */
+export type Recorder = (entry: RequestEntry, edgeKind?: string) => void;
+
+/** Where a {@linkcode Recorder} puts a request: a {@linkcode Metrics} or a worker thread's tally, and so on. */
+export interface RecorderSinks {
+  logger: Logger;
+  requestLog: Pick<RequestLog, "add">;
+  metrics: Pick<Metrics, "observe" | "edgeHit">;
+}
+
+/** Creates the {@linkcode Recorder} every served request goes through, whichever thread answered it. */
+export function createRecorder(sinks: RecorderSinks): Recorder {
+  return (entry, edgeKind) => {
+    sinks.requestLog.add(entry);
+    sinks.metrics.observe(entry.route, entry.method, entry.status, entry.duration_ms / 1000, entry.bytes);
+    if (edgeKind !== undefined) sinks.metrics.edgeHit(edgeKind, entry.bytes);
+    sinks.logger.info(`${entry.method} ${entry.path} ${entry.status}`, {
+      client: entry.client,
+      route: entry.route,
+      bytes: entry.bytes,
+      duration_ms: entry.duration_ms,
+      cache: entry.cache,
+      upstream_ms: entry.upstream_ms,
+      error_id: entry.error_id,
+    });
+  };
+}
 
 /** Splits an absolute request URL into its raw path and query without a full URL parse. */
 export function splitUrl(url: string): { pathname: string; search: string } {
@@ -41,9 +85,15 @@ export function splitUrl(url: string): { pathname: string; search: string } {
     : { pathname: url.slice(start, q), search: url.slice(q, end) };
 }
 
+/** Rounds a duration in ms to hundredths, as request entries carry it. */
+export function roundMs(ms: number): number {
+  return Math.round(ms * 100) / 100;
+}
+
 /** Creates the request handler. */
 export function createHandler(router: Router, deps: HandlerDeps): ServeHandler {
   const now = deps.now ?? Date.now;
+  const record = createRecorder(deps);
 
   const finish = (
     request: Request,
@@ -57,7 +107,6 @@ export function createHandler(router: Router, deps: HandlerDeps): ServeHandler {
     response: Response,
     errorId?: string,
   ): Response => {
-    const seconds = (performance.now() - started) / 1000;
     const bytes = request.method === "HEAD" ? 0 : Number(response.headers.get("content-length") ?? 0);
     const entry: RequestEntry = {
       time: arrived,
@@ -67,20 +116,11 @@ export function createHandler(router: Router, deps: HandlerDeps): ServeHandler {
       route,
       status: response.status,
       bytes,
-      duration_ms: Math.round(seconds * 100_000) / 100,
+      duration_ms: roundMs(performance.now() - started),
       ...meta,
     };
     if (errorId) entry.error_id = errorId;
-    deps.requestLog.add(entry);
-    deps.metrics.observe(route, request.method, response.status, seconds, bytes);
-    deps.logger.info(`${entry.method} ${entry.path} ${entry.status}`, {
-      client,
-      route,
-      bytes,
-      duration_ms: entry.duration_ms,
-      ...meta,
-      error_id: errorId,
-    });
+    record(entry);
     return response;
   };
 
@@ -96,7 +136,7 @@ export function createHandler(router: Router, deps: HandlerDeps): ServeHandler {
     return { response: textResponse(500, `Internal server error (error id ${errorId})`), errorId };
   };
 
-  return async (request, info) => {
+  return async (request, info, share) => {
     const arrived = now();
     const started = performance.now();
     const { pathname, search } = splitUrl(request.url);
@@ -121,6 +161,9 @@ export function createHandler(router: Router, deps: HandlerDeps): ServeHandler {
       let response = await match.handler(ctx);
       if (!response.headers.has("content-length") && response.body !== null) {
         response = await withContentLength(response);
+      }
+      if (share && ctx.shareable && (response.status === 200 || response.status === 304)) {
+        share({ ...ctx.shareable, route: match.route });
       }
       return finish(request, pathname, search, client, match.route, started, arrived, meta, response);
     } catch (e) {

@@ -94,7 +94,7 @@ export class IndexService {
       : results.some((r) => r.served.outcome === "stale")
       ? "stale"
       : "hit";
-    return { body, etag: await etagOf(body), outcome };
+    return { body, etag: await etagOf(body), outcome, kind: "index" };
   }
 
   /** `package/{mpy}/{name}/{version}.json` from the first index that has it. */

@@ -66,7 +66,13 @@ export class RepoService {
     }
     if (out.deps !== undefined) out.deps = doc.deps.map((dep) => rewriteDep(this.#o, base, dep));
     const body = enc.encode(JSON.stringify(out));
-    return { body, etag: await etagOf(body), outcome: served.outcome, upstreamMs: served.upstreamMs };
+    return {
+      body,
+      etag: await etagOf(body),
+      outcome: served.outcome,
+      kind: served.kind,
+      upstreamMs: served.upstreamMs,
+    };
   }
 
   /**

@@ -77,6 +77,7 @@ export class Resolver {
       body,
       etag: await etagOf(body),
       outcome: served?.outcome ?? (failure ? "stale" : "hit"),
+      kind: "index",
       upstreamMs: served?.upstreamMs,
     };
   }

@@ -4,7 +4,7 @@
  * @module
  */
 import { NAME_PATTERN } from "../config/schema.ts";
-import { bytesResponse, HttpError } from "../http/responses.ts";
+import { bytesResponse, etagMatches, HttpError } from "../http/responses.ts";
 import type { RouteContext, Router } from "../http/router.ts";
 import type { Served } from "../cache/fresh_cache.ts";
 import type { Resolver } from "../packages/resolver.ts";
@@ -33,13 +33,24 @@ export const REPO_PARAMS = {
   ref: { pattern: /^[A-Za-z0-9_][A-Za-z0-9_.+-]{0,99}$/, expected: "a branch, tag or commit (without '/')" },
 };
 
-/** Answers with a served object: ETag, Cache-Control, and 304 when the client already has it. */
+/**
+ * Answers with a served object: ETag, Cache-Control, and 304 when the client already has it. A cache hit is marked
+ * shareable, so the edge may repeat it for a moment without asking the cache again.
+ */
 export function serveObject(ctx: RouteContext, served: Served, contentType: string, cacheControl: string): Response {
   ctx.meta.cache = served.outcome;
   if (served.upstreamMs !== undefined) ctx.meta.upstream_ms = served.upstreamMs;
   const headers = { etag: served.etag, "cache-control": cacheControl };
-  const inm = ctx.request.headers.get("if-none-match");
-  if (inm && inm.split(",").some((t) => t.trim().replace(/^W\//, "") === served.etag)) {
+  if (served.outcome === "hit") {
+    ctx.shareable = {
+      kind: served.kind,
+      etag: served.etag,
+      body: served.body,
+      headers: { ...headers, "content-type": contentType, "content-length": String(served.body.byteLength) },
+      notModified: headers,
+    };
+  }
+  if (etagMatches(ctx.request.headers.get("if-none-match"), served.etag)) {
     return new Response(null, { status: 304, headers });
   }
   return bytesResponse(served.body, { contentType, headers });

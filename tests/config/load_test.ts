@@ -46,6 +46,7 @@ Deno.test("defaults match the public contract", () => {
   assert.equal(c.server.host, "0.0.0.0");
   assert.equal(c.server.port, 18891);
   assert.equal(c.server.public_url, null);
+  assert.equal(c.server.workers, "auto");
   assert.equal(c.cache.dir, null, "null: $CACHE_DIRECTORY, else .cache beside the config file");
   assert.equal(c.cache.ttl, 600_000);
   assert.equal(c.cache.offline, false);
@@ -268,6 +269,20 @@ Deno.test("a wrong type for a whole section is reported in words", () => {
 Deno.test("a problem from an environment variable names the variable", () => {
   const problems = problemsOf(() => loadConfig({ cwd: folder(""), env: { MIPSERVER_PORT: "70000" } }));
   assert.deepEqual(problems, [`environment MIPSERVER_PORT: server.port: expected a port number 1-65535, got "70000"`]);
+});
+
+Deno.test("server.workers takes auto or a whole number 0-64, also from MIPSERVER_WORKERS", () => {
+  const workers = (value: unknown) => configSchema.parse({ server: { workers: value } }).server.workers;
+  assert.equal(workers("auto"), "auto");
+  assert.equal(workers(0), 0);
+  assert.equal(workers("3"), 3);
+  for (const bad of [-1, 65, 1.5, "many", true]) assert.throws(() => workers(bad), `${bad} was taken`);
+  const { config } = loadConfig({ cwd: folder(""), env: { MIPSERVER_WORKERS: "0" } });
+  assert.equal(config.server.workers, 0);
+  const problems = problemsOf(() => loadConfig({ cwd: folder(""), env: { MIPSERVER_WORKERS: "lots" } }));
+  assert.deepEqual(problems, [
+    `environment MIPSERVER_WORKERS: server.workers: expected "auto" or a whole number 0-64, got "lots"`,
+  ]);
 });
 
 Deno.test("broken YAML names the file, line and column", () => {

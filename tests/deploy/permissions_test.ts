@@ -39,7 +39,7 @@ Deno.test("under the binary's permissions: systemd config and cache dirs, compil
   Deno.writeTextFileSync(
     join(etc, "config.yaml"),
     [
-      `server: {host: 127.0.0.1, port: ${port}}`,
+      `server: {host: 127.0.0.1, port: ${port}, workers: 2}`,
       `upstreams: {index: "http://127.0.0.1:9/none", retries: 0}`,
       "packages:",
       `  permmod: {source: "local:${pkg}"}`,
@@ -52,7 +52,11 @@ Deno.test("under the binary's permissions: systemd config and cache dirs, compil
     CACHE_DIRECTORY: cache,
     PATH: `${join(mpyCrossPath(), "..")}:/usr/bin:/bin`,
   };
-  const args = ["run", "--quiet", "--frozen", "--config", join(ROOT, "deno.json"), ...permissions()];
+  // The edge worker thread's module is read like a file (Deno checks --allow-read for worker scripts). Here it is
+  // read from the checkout; the binary reads it from its embedded folder under the temp dir (deno-compile-<name>),
+  // which the /tmp in --allow-read covers.
+  const flags = permissions().map((f) => f.startsWith("--allow-read=") ? `${f},${join(ROOT, "src")}` : f);
+  const args = ["run", "--quiet", "--frozen", "--config", join(ROOT, "deno.json"), ...flags];
   /** `mipserver <command>` under the binary's flags, in the systemd-like environment and nothing else. */
   const mipserver = (...command: string[]) =>
     new Deno.Command(DENO, {
@@ -103,5 +107,6 @@ Deno.test("under the binary's permissions: systemd config and cache dirs, compil
     const [stdout, stderr] = await output;
     assert.equal(status.code, 0, `${stdout}\n${stderr}`);
     assert.doesNotMatch(stdout + stderr, /NotCapable.*(env|run|write)|PermissionDenied/, stdout + stderr);
+    assert.match(stdout, /"msg":"Listening".*"workers":2/, `the edge worker threads did not listen:\n${stdout}`);
   }
 });

@@ -1,0 +1,138 @@
+/**
+ * The edge: the first thing a request meets. It repeats recent cache-hit answers without routing, awaiting or
+ * touching the cache, which is what makes a busy gateway fast; everything else goes on to the full handler.
+ *
+ * A handler marks an answer shareable only when it is an unchanged cache hit (`serveObject`). The edge keeps such
+ * an answer for a short window (one second by default, never longer than `cache.ttl`), keyed by Host, path and
+ * query (manifests embed the Host in absolute URLs). Whatever the edge answers in that window is what the full
+ * handler would have answered up to a second earlier: when a manifest goes stale, a refresh lands or the policy
+ * changes, devices see it at most a window later. Only GET and HEAD are repeated; If-None-Match gets its 304.
+ * @module
+ */
+import type { RequestEntry } from "./request_log.ts";
+import { etagMatches } from "./responses.ts";
+import type { ClientInfo, Recorder, ServeHandler, Shared } from "./server.ts";
+import { roundMs, splitUrl } from "./server.ts";
+
+/** How long an answer is repeated by default, in ms. */
+export const EDGE_WINDOW_MS = 1000;
+
+/** What an {@linkcode EdgeCache} is built from. */
+export interface EdgeCacheOptions {
+  /** How long an answer is repeated, in ms. 0 turns the edge off. */
+  windowMs: number;
+  /** Most body bytes kept at once; the oldest answers go first. One answer may use at most an eighth of it. */
+  maxBytes: number;
+  /** The clock, in ms (default: `Date.now`). */
+  now?: () => number;
+}
+
+interface Entry {
+  shared: Shared;
+  until: number;
+}
+
+/** The answers the edge may repeat, each for `windowMs`, within a byte budget. */
+export class EdgeCache {
+  #o: EdgeCacheOptions;
+  #now: () => number;
+  #entries = new Map<string, Entry>();
+  #bytes = 0;
+
+  constructor(options: EdgeCacheOptions) {
+    this.#o = options;
+    this.#now = options.now ?? Date.now;
+  }
+
+  /** How many answers are kept. */
+  get size(): number {
+    return this.#entries.size;
+  }
+
+  /** Body bytes kept. */
+  get bytes(): number {
+    return this.#bytes;
+  }
+
+  /** The answer kept for `key`, if its window is still open. */
+  get(key: string): Shared | undefined {
+    const entry = this.#entries.get(key);
+    if (entry === undefined) return undefined;
+    if (this.#now() < entry.until) return entry.shared;
+    this.#delete(key, entry);
+    return undefined;
+  }
+
+  /** Keeps `shared` for `key` for one window from now, unless the edge is off or the body is too large. */
+  put(key: string, shared: Shared): void {
+    if (this.#o.windowMs <= 0 || shared.body.byteLength > this.#o.maxBytes / 8) return;
+    const old = this.#entries.get(key);
+    if (old) this.#delete(key, old);
+    this.#entries.set(key, { shared, until: this.#now() + this.#o.windowMs });
+    this.#bytes += shared.body.byteLength;
+    for (const [k, e] of this.#entries) {
+      if (this.#bytes <= this.#o.maxBytes) break;
+      this.#delete(k, e);
+    }
+  }
+
+  #delete(key: string, entry: Entry): void {
+    this.#entries.delete(key);
+    this.#bytes -= entry.shared.body.byteLength;
+  }
+}
+
+/** The edge's key of a request: Host, then path and query. */
+export function edgeKey(request: Request, pathAndQuery: string): string {
+  return `${request.headers.get("host") ?? ""} ${pathAndQuery}`;
+}
+
+/** The answer to `request` from a kept answer: 304 when If-None-Match names its ETag, else the whole body. */
+export function edgeAnswer(request: Request, shared: Shared): Response {
+  if (etagMatches(request.headers.get("if-none-match"), shared.etag)) {
+    return new Response(null, { status: 304, headers: shared.notModified });
+  }
+  return new Response(shared.body as Uint8Array<ArrayBuffer>, { headers: shared.headers });
+}
+
+/** What {@linkcode createEdgeHandler} needs. */
+export interface EdgeOptions {
+  cache: EdgeCache;
+  /** Records the requests the edge answers itself (the handler records the others). */
+  record: Recorder;
+  /** The wall clock for log times (default: `Date.now`). */
+  now?: () => number;
+}
+
+/**
+ * Puts the edge in front of `handler`: a GET or HEAD whose answer is kept is answered at once and recorded as a
+ * cache hit; any other request goes to `handler`, which hands back a shareable answer for the edge to keep.
+ */
+export function createEdgeHandler(handler: ServeHandler, options: EdgeOptions): ServeHandler {
+  const { cache, record } = options;
+  const now = options.now ?? Date.now;
+  return (request, info) => {
+    const method = request.method;
+    if (method !== "GET" && method !== "HEAD") return handler(request, info);
+    const started = performance.now();
+    const { pathname, search } = splitUrl(request.url);
+    const path = pathname + search;
+    const key = edgeKey(request, path);
+    const shared = cache.get(key);
+    if (shared === undefined) return handler(request, info, (s) => cache.put(key, s));
+    const response = edgeAnswer(request, shared);
+    const entry: RequestEntry = {
+      time: now(),
+      client: (info as ClientInfo | undefined)?.remoteAddr.hostname ?? "unknown",
+      method,
+      path,
+      route: shared.route,
+      status: response.status,
+      bytes: method === "HEAD" || response.status === 304 ? 0 : shared.body.byteLength,
+      duration_ms: roundMs(performance.now() - started),
+      cache: "hit",
+    };
+    record(entry, shared.kind);
+    return Promise.resolve(response);
+  };
+}

@@ -1,0 +1,243 @@
+/**
+ * Puts the handler on the network, with the edge (`edge.ts`) in front of it. With `workers` > 0, that many edge
+ * worker threads (`edge_worker.ts`) share the port through SO_REUSEPORT and answer repeated cache hits in
+ * parallel, while this thread runs everything else; a worker that dies is replaced. If the threads cannot listen
+ * (no SO_REUSEPORT, or Deno run without `--unstable-net`), this thread serves alone and says why.
+ * @module
+ */
+import type { Logger, LogLevel } from "../log.ts";
+import { createEdgeHandler, EdgeCache } from "./edge.ts";
+import type { Metrics, TallySnapshot } from "./metrics.ts";
+import type { RequestEntry, RequestLog } from "./request_log.ts";
+import { createRecorder, type ServeHandler, type Shared } from "./server.ts";
+
+/** How edge workers write request log lines, as the main logger would. */
+export interface WorkerLog {
+  level: LogLevel;
+  format: "text" | "json";
+  /** Requests each worker keeps between batches for `/_/requests`. */
+  requestsKept: number;
+}
+
+/** What an edge worker sends about the requests it answered since its last batch. */
+export interface WorkerBatch {
+  /** Formatted log lines, newline-separated ("" for none). */
+  lines: string;
+  /** The newest requests, oldest first. */
+  recent: RequestEntry[];
+  tally?: TallySnapshot;
+}
+
+/** Messages from the main thread to an edge worker. */
+export type ToWorker =
+  | { type: "start"; hostname: string; port: number; windowMs: number; maxBytes: number; log: WorkerLog }
+  | {
+    type: "response";
+    id: number;
+    status: number;
+    headers: [string, string][];
+    body: ArrayBuffer | null;
+    shared?: Shared;
+  }
+  | { type: "stop" };
+
+/** Messages from an edge worker to the main thread. */
+export type ToMain =
+  | { type: "listening" }
+  | { type: "failed"; message: string }
+  | { type: "request"; id: number; method: string; url: string; headers: [string, string][]; client: string }
+  | { type: "served"; batch: WorkerBatch }
+  | { type: "stopped" };
+
+/** What {@linkcode listen} needs. */
+export interface ListenOptions {
+  hostname: string;
+  port: number;
+  /** Edge worker threads; 0 serves from this thread only. */
+  workers: number;
+  handler: ServeHandler;
+  logger: Logger;
+  /** Where the requests the edge answers are logged and counted, as the handler does for the others. */
+  requestLog: RequestLog;
+  metrics: Metrics;
+  /** Writes log lines the edge workers formatted (newline-separated, no trailing newline). */
+  write: (lines: string) => void;
+  log: WorkerLog;
+  /** How long the edge repeats a cache hit, in ms. */
+  windowMs: number;
+  /** The edge's byte budget per thread. */
+  maxBytes: number;
+  /** How long to wait for the worker threads to listen, in ms (default 10 s). */
+  startTimeout?: number;
+}
+
+/** A running server. */
+export interface Listener {
+  /** The threads accepting connections: 0 when this thread serves alone. */
+  workers: number;
+  /** Stops accepting, lets requests under way finish, and resolves when everything has stopped. */
+  shutdown(): Promise<void>;
+  /** Resolves when the server has stopped. */
+  finished: Promise<void>;
+}
+
+const WORKER_URL = new URL("./edge_worker.ts", import.meta.url);
+
+/** The worker count `auto` stands for: one per CPU, at most 4, none on a single CPU. */
+export function autoWorkers(cpus: number = navigator.hardwareConcurrency ?? 1): number {
+  return cpus < 2 ? 0 : Math.min(cpus, 4);
+}
+
+/**
+ * Listens on `hostname:port`. Throws when the address cannot be listened on (in use, not permitted) before any
+ * thread starts, so a second mipserver on the same port fails instead of sharing it.
+ */
+export async function listen(options: ListenOptions): Promise<Listener> {
+  if (options.workers > 0) {
+    // A plain bind first: it fails while anything else holds the port, SO_REUSEPORT or not.
+    Deno.listen({ hostname: options.hostname, port: options.port }).close();
+    try {
+      return await startWorkers(options);
+    } catch (e) {
+      options.logger.warn(
+        "Cannot serve from worker threads; the main thread serves alone (server.workers: 0 says so)",
+        {
+          error: e instanceof Error ? e.message : String(e),
+        },
+      );
+    }
+  }
+  const cache = new EdgeCache({ windowMs: options.windowMs, maxBytes: options.maxBytes });
+  const handler = createEdgeHandler(options.handler, { cache, record: createRecorder(options) });
+  const serve = () => Deno.serve({ hostname: options.hostname, port: options.port, onListen: () => {} }, handler);
+  let server: Deno.HttpServer;
+  // Worker threads that were just stopped may hold the port for a moment yet.
+  for (let attempt = 1;; attempt++) {
+    try {
+      server = serve();
+      break;
+    } catch (e) {
+      if (options.workers === 0 || !(e instanceof Deno.errors.AddrInUse) || attempt === 40) throw e;
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+  }
+  return {
+    workers: 0,
+    shutdown: () => server.shutdown(),
+    finished: server.finished,
+  };
+}
+
+async function startWorkers(options: ListenOptions): Promise<Listener> {
+  const { logger } = options;
+  const workers = new Set<Worker>();
+  const stopped = new Map<Worker, () => void>();
+  let stopping = false;
+
+  const answer = async (worker: Worker, message: Extract<ToMain, { type: "request" }>) => {
+    let shared: Shared | undefined;
+    const request = new Request(message.url, { method: message.method, headers: message.headers });
+    const response = await options.handler(request, { remoteAddr: { hostname: message.client } }, (s) => {
+      shared = s;
+    });
+    const body = response.body === null ? null : await response.arrayBuffer();
+    const reply: ToWorker = {
+      type: "response",
+      id: message.id,
+      status: response.status,
+      headers: [...response.headers],
+      body,
+      shared,
+    };
+    worker.postMessage(reply, body ? [body] : []);
+  };
+
+  const spawn = (index: number): Promise<void> =>
+    new Promise((resolve, reject) => {
+      const worker = new Worker(WORKER_URL, { type: "module", name: `edge-${index}` });
+      workers.add(worker);
+      let listening = false;
+      const timer = setTimeout(() => {
+        if (!listening) reject(new Error(`Worker thread edge-${index} did not start listening in time`));
+      }, options.startTimeout ?? 10_000);
+      worker.onmessage = (event: MessageEvent<ToMain>) => {
+        const message = event.data;
+        switch (message.type) {
+          case "listening":
+            listening = true;
+            clearTimeout(timer);
+            resolve();
+            break;
+          case "failed":
+            clearTimeout(timer);
+            reject(new Error(message.message));
+            break;
+          case "request":
+            answer(worker, message).catch((e) => {
+              logger.error("Cannot answer a request for a worker thread", { error: (e as Error).message });
+              worker.postMessage(
+                { type: "response", id: message.id, status: 500, headers: [], body: null } satisfies ToWorker,
+              );
+            });
+            break;
+          case "served": {
+            const { lines, recent, tally } = message.batch;
+            if (lines) options.write(lines);
+            for (const entry of recent) options.requestLog.add(entry);
+            if (tally) options.metrics.add(tally);
+            break;
+          }
+          case "stopped":
+            stopped.get(worker)?.();
+            break;
+        }
+      };
+      worker.onerror = (event) => {
+        event.preventDefault();
+        workers.delete(worker);
+        worker.terminate();
+        stopped.get(worker)?.();
+        clearTimeout(timer);
+        reject(new Error(event.message));
+        if (listening && !stopping) {
+          logger.error("A worker thread failed; starting another", { worker: `edge-${index}`, error: event.message });
+          spawn(index).catch((e) => logger.error("Cannot restart a worker thread", { error: (e as Error).message }));
+        }
+      };
+      worker.postMessage(
+        {
+          type: "start",
+          hostname: options.hostname,
+          port: options.port,
+          windowMs: options.windowMs,
+          maxBytes: options.maxBytes,
+          log: options.log,
+        } satisfies ToWorker,
+      );
+    });
+
+  try {
+    await Promise.all(Array.from({ length: options.workers }, (_, i) => spawn(i)));
+  } catch (e) {
+    for (const worker of workers) worker.terminate();
+    throw e;
+  }
+
+  let finish!: () => void;
+  const finished = new Promise<void>((resolve) => (finish = resolve));
+  return {
+    workers: options.workers,
+    finished,
+    async shutdown() {
+      stopping = true;
+      await Promise.all([...workers].map((worker) =>
+        new Promise<void>((resolve) => {
+          stopped.set(worker, resolve);
+          worker.postMessage({ type: "stop" } satisfies ToWorker);
+        })
+      ));
+      for (const worker of workers) worker.terminate();
+      finish();
+    },
+  };
+}

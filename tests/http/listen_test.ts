@@ -1,0 +1,182 @@
+import assert from "node:assert/strict";
+import { createApp } from "../../src/app.ts";
+import { autoWorkers, listen, type ListenOptions } from "../../src/http/listen.ts";
+import { Metrics } from "../../src/http/metrics.ts";
+import { RequestLog } from "../../src/http/request_log.ts";
+import { Router } from "../../src/http/router.ts";
+import { createHandler } from "../../src/http/server.ts";
+import { memoryLogger } from "../../src/log.ts";
+import { FakeUpstream } from "../fixtures/fake_upstream.ts";
+import { buildIndex } from "../fixtures/index_fixture.ts";
+import { freePort, parseRaw, rawRequest, tempDir, testConfig } from "../helpers.ts";
+
+/** A real app on a fake index, put on a free port by `listen` with `workers` edge threads. */
+async function serve(workers: number, extra: Partial<ListenOptions> = {}) {
+  const idx = await buildIndex();
+  const up = new FakeUpstream(idx.root).start();
+  const logger = memoryLogger();
+  const config = testConfig({ cache: { dir: tempDir() }, upstreams: { index: up.url, retries: 0 } });
+  const app = await createApp({ config, logger });
+  let handled = 0;
+  const written: string[] = [];
+  const port = freePort();
+  const listener = await listen({
+    hostname: "127.0.0.1",
+    port,
+    workers,
+    handler: (request, info, share) => {
+      handled++;
+      return app.handler(request, info, share);
+    },
+    logger,
+    requestLog: app.requestLog,
+    metrics: app.metrics,
+    write: (lines) => written.push(...lines.split("\n")),
+    log: { level: "info", format: "text", requestsKept: 100 },
+    windowMs: 60_000,
+    maxBytes: 1 << 20,
+    ...extra,
+  });
+  return {
+    app,
+    up,
+    port,
+    listener,
+    logger,
+    written,
+    get handled() {
+      return handled;
+    },
+    url: (path: string) => `http://127.0.0.1:${port}${path}`,
+    async close() {
+      await listener.shutdown();
+      await listener.finished;
+      await app.idle();
+      await up.stop();
+    },
+  };
+}
+
+Deno.test("edge worker threads answer repeated hits; every request is logged, kept and counted", async () => {
+  const env = await serve(2);
+  try {
+    assert.equal(env.listener.workers, 2);
+    const path = "/package/6/hello/latest.json";
+    const bodies = new Set<string>();
+    const n = 40;
+    for (let i = 0; i < n; i++) {
+      const res = await fetch(env.url(path));
+      assert.equal(res.status, 200);
+      assert.equal(res.headers.get("content-type"), "application/json");
+      bodies.add(await res.text());
+    }
+    assert.equal(bodies.size, 1);
+    assert.ok(env.handled < n / 2, `the main thread handled ${env.handled} of ${n} requests`);
+    assert.equal(env.up.count(path), 1);
+
+    // A device's request: HTTP/1.0, Host without the port, read until close.
+    const raw = parseRaw(await rawRequest(env.port, `GET ${path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n`));
+    assert.match(raw.statusLine, /^HTTP\/1\.[01] 200/);
+    assert.equal(raw.headers.get("content-length"), String(raw.body.length));
+    assert.equal(raw.headers.get("transfer-encoding"), undefined);
+    assert.equal(raw.body, [...bodies][0]);
+  } finally {
+    await env.close();
+  }
+  // Shut down: the workers' last batches have reached this thread.
+  const total = 40 + 1;
+  const kept = env.app.requestLog.query({ path: "/package/6/hello/latest.json" });
+  assert.equal(kept.length, total, "requests missing from the request buffer");
+  const logged = [...env.written, ...env.logger.lines].filter((l) =>
+    l.includes("GET /package/6/hello/latest.json 200")
+  );
+  assert.equal(logged.length, total, "requests missing from the log");
+  const metrics = (await env.app.metrics.render()).text;
+  assert.match(
+    metrics,
+    new RegExp(
+      `mipserver_http_requests_total\\{route="/package/:mpy/:name/:version.json",method="GET",status="200"\\} ${total}`,
+    ),
+  );
+  const hits = Number(/mipserver_cache_requests_total\{kind="manifest",outcome="hit"\} (\d+)/.exec(metrics)?.[1]);
+  assert.equal(hits, total - 1, "edge hits are not counted as cache hits");
+});
+
+Deno.test("a second server on the same port fails instead of sharing it", async () => {
+  const env = await serve(2);
+  try {
+    await assert.rejects(
+      () => listen({ ...optionsOf(env.port), workers: 2 }),
+      (e: Error) => e instanceof Deno.errors.AddrInUse,
+    );
+  } finally {
+    await env.close();
+  }
+});
+
+function optionsOf(port: number): ListenOptions {
+  const logger = memoryLogger();
+  return {
+    hostname: "127.0.0.1",
+    port,
+    workers: 0,
+    handler: createHandler(new Router(), { logger, requestLog: new RequestLog(1), metrics: new Metrics() }),
+    logger,
+    requestLog: new RequestLog(1),
+    metrics: new Metrics(),
+    write: () => {},
+    log: { level: "info", format: "text", requestsKept: 1 },
+    windowMs: 1000,
+    maxBytes: 1 << 20,
+  };
+}
+
+Deno.test("when the worker threads cannot start, the main thread serves alone and says why", async () => {
+  const env = await serve(2, { startTimeout: 0 });
+  try {
+    assert.equal(env.listener.workers, 0);
+    assert.ok(env.logger.lines.some((l) => /Cannot serve from worker threads/.test(l)), env.logger.lines.join("\n"));
+    const res = await fetch(env.url("/index.json"));
+    assert.equal(res.status, 200);
+    await res.body?.cancel();
+  } finally {
+    await env.close();
+  }
+});
+
+Deno.test("shutdown lets a request under way in a worker thread finish", async () => {
+  const logger = memoryLogger();
+  let release!: () => void;
+  const gate = new Promise<void>((resolve) => (release = resolve));
+  let started!: () => void;
+  const arrived = new Promise<void>((resolve) => (started = resolve));
+  const router = new Router().get("/slow", async () => {
+    started();
+    await gate;
+    return new Response("done");
+  });
+  const options = optionsOf(freePort());
+  const listener = await listen({
+    ...options,
+    workers: 2,
+    handler: createHandler(router, { logger, requestLog: options.requestLog, metrics: options.metrics }),
+  });
+  const pending = fetch(`http://127.0.0.1:${options.port}/slow`);
+  await arrived;
+  const stopped = listener.shutdown();
+  let stoppedYet = false;
+  stopped.then(() => (stoppedYet = true));
+  await new Promise((r) => setTimeout(r, 100));
+  assert.equal(stoppedYet, false, "shutdown did not wait for the request under way");
+  release();
+  const res = await pending;
+  assert.equal(res.status, 200);
+  assert.equal(await res.text(), "done");
+  await stopped;
+  await listener.finished;
+  await assert.rejects(() => fetch(`http://127.0.0.1:${options.port}/slow`), "still listening after shutdown");
+});
+
+Deno.test("auto means one worker thread per CPU, at most 4, and none on a single CPU", () => {
+  assert.deepEqual([1, 2, 3, 4, 16].map(autoWorkers), [0, 2, 3, 4, 4]);
+});
