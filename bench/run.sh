@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Cache-hit throughput and latency of mipserver side by side with nginx serving the same bytes from disk.
 # Needs wrk and nginx (Debian: apt-get install wrk nginx-light); run from the repository root:  bash bench/run.sh
-# Environment: DURATION (default 10s), CONNECTIONS (default "1 64 256"), THREADS (default 2).
+# Environment: DURATION (default 10s), CONNECTIONS (default "1 64 256"), THREADS (default 2), WARMUP (default 3s),
+# MIPSERVER_WORKERS (server.workers, default auto).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DENO=${DENO:-$(command -v deno || echo .tools/npm/node_modules/.bin/deno)}
 DURATION=${DURATION:-10s}
 CONNECTIONS=${CONNECTIONS:-"1 64 256"}
 THREADS=${THREADS:-2}
+WARMUP=${WARMUP:-3s}
 for tool in wrk nginx; do
   command -v "$tool" >/dev/null || { echo "bench: $tool not found (apt-get install wrk nginx-light)" >&2; exit 1; }
 done
@@ -26,7 +28,7 @@ for _ in $(seq 1 300); do grep -q READY=1 "$OUT/prepare.out" 2>/dev/null && brea
 # shellcheck disable=SC1090
 source <(grep = "$OUT/prepare.out")
 
-"$DENO" run --allow-net --allow-read --allow-write --allow-env --allow-run --frozen src/main.ts \
+MIPSERVER_WORKERS=${MIPSERVER_WORKERS:-auto} "$DENO" run --allow-net --allow-read --allow-write --allow-env --allow-run --frozen src/main.ts \
   --config "$OUT/config.yaml" > "$OUT/mipserver.log" 2>&1 &
 MIP_PID=$!
 cat > "$OUT/nginx.conf" <<NGINX
@@ -54,11 +56,17 @@ measure() { # url connections -> "rps p50 p99"
   awk '/Requests\/sec/ {rps=$2} /^ +50%/ {p50=$2} /^ +99%/ {p99=$2} END {print rps, p50, p99}' "$OUT/wrk.txt"
 }
 
-echo "mipserver $(git rev-parse --short HEAD 2>/dev/null || echo '?') vs $(nginx -v 2>&1 | sed 's/.*: //'), $(nproc) cores, wrk -t$THREADS -d$DURATION; body ${FILE_BYTES} B (.mpy file)"
+workers=$(sed -n 's/.*Listening.* workers=\([0-9]*\).*/\1/p' "$OUT/mipserver.log")
+echo "mipserver $(git rev-parse --short HEAD 2>/dev/null || echo '?') (${workers:-?} edge worker threads) vs" \
+  "$(nginx -v 2>&1 | sed 's/.*: //') (worker_processes auto), $(nproc) cores, wrk -t$THREADS -d$DURATION after" \
+  "$WARMUP of warm-up; body ${FILE_BYTES} B (.mpy file)"
 printf '| %-29s | %5s | %13s | %13s | %7s | %17s | %17s |\n' route conns "mipserver rps" "nginx rps" ratio "p50 mip / nginx" "p99 mip / nginx"
 printf '|%s|\n' "-------------------------------|-------|---------------|---------------|---------|-------------------|-------------------"
 for route in file manifest; do
   path=$FILE_PATH; [ "$route" = manifest ] && path=$MANIFEST_PATH
+  # Warm-up, not measured: both servers reach their steady state (mipserver's JIT, both page caches).
+  wrk -t"$THREADS" -c64 -d"$WARMUP" "http://127.0.0.1:$MIP_PORT$path" > /dev/null
+  wrk -t"$THREADS" -c64 -d"$WARMUP" "http://127.0.0.1:$NGINX_PORT$path" > /dev/null
   for c in $CONNECTIONS; do
     read -r m_rps m_p50 m_p99 < <(measure "http://127.0.0.1:$MIP_PORT$path" "$c")
     read -r n_rps n_p50 n_p99 < <(measure "http://127.0.0.1:$NGINX_PORT$path" "$c")
