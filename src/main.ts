@@ -9,8 +9,7 @@ import { parseArgs, USAGE } from "./cli.ts";
 import { ConfigError, ENV_OVERRIDES, loadConfig } from "./config/load.ts";
 import { displayConfig } from "./config/schema.ts";
 import { batchedStdout, createLogger } from "./log.ts";
-import { EDGE_WINDOW_MS } from "./http/edge.ts";
-import { autoWorkers, listen, type Listener } from "./http/listen.ts";
+import { autoWorkers, edgeSettings, listen, type Listener } from "./http/listen.ts";
 import { VERSION } from "./version.ts";
 
 /**
@@ -107,8 +106,7 @@ export async function main(args: string[]): Promise<number> {
       metrics: app.metrics,
       write: out.write,
       log: { level: config.log.level, format: config.log.format, requestsKept: config.log.requests_kept },
-      windowMs: Math.min(EDGE_WINDOW_MS, config.cache.ttl),
-      maxBytes: Math.min(16 * 1024 * 1024, Math.floor(config.cache.memory / 4)),
+      ...edgeSettings(config.cache),
     });
   } catch (e) {
     logger.error(`Cannot listen on ${host}:${port}`, { error: (e as Error).message });

@@ -6,7 +6,7 @@
  * @module
  */
 import type { Logger, LogLevel } from "../log.ts";
-import { createEdgeHandler, EdgeCache } from "./edge.ts";
+import { createEdgeHandler, EDGE_WINDOW_MS, EdgeCache } from "./edge.ts";
 import type { Metrics, TallySnapshot } from "./metrics.ts";
 import type { RequestEntry, RequestLog } from "./request_log.ts";
 import { createRecorder, type ServeHandler, type Shared } from "./server.ts";
@@ -82,6 +82,11 @@ export interface Listener {
 }
 
 const WORKER_URL = new URL("./edge_worker.ts", import.meta.url);
+
+/** The edge's window and per-thread byte budget for a cache configuration: a second at most, never past its TTL. */
+export function edgeSettings(cache: { ttl: number; memory: number }): { windowMs: number; maxBytes: number } {
+  return { windowMs: Math.min(EDGE_WINDOW_MS, cache.ttl), maxBytes: Math.min(16 * 1024 * 1024, cache.memory / 4) };
+}
 
 /** The worker count `auto` stands for: one per CPU, at most 4, none on a single CPU. */
 export function autoWorkers(cpus: number = navigator.hardwareConcurrency ?? 1): number {

@@ -4,6 +4,7 @@
  */
 import assert from "node:assert/strict";
 import { type App, createApp } from "../../src/app.ts";
+import { edgeSettings, listen } from "../../src/http/listen.ts";
 import { memoryLogger } from "../../src/log.ts";
 import { freePort, testConfig } from "../helpers.ts";
 import { existsSync } from "node:fs";
@@ -78,8 +79,23 @@ export async function serveApp(
   config: Record<string, unknown>,
 ): Promise<{ app: App; base: string; stop(): Promise<void> }> {
   const port = freePort();
-  const app = await createApp({ config: testConfig({ ...config, server: { port } }), logger: memoryLogger() });
-  const server = Deno.serve({ hostname: "127.0.0.1", port, onListen() {} }, (r, i) => app.handler(r, i));
+  const full = testConfig({ ...config, server: { port } });
+  const logger = memoryLogger();
+  const app = await createApp({ config: full, logger });
+  // The production listener: the edge in front, two edge worker threads sharing the port.
+  const server = await listen({
+    hostname: "127.0.0.1",
+    port,
+    workers: 2,
+    handler: app.handler,
+    logger,
+    requestLog: app.requestLog,
+    metrics: app.metrics,
+    write: () => {},
+    log: { level: "info", format: "text", requestsKept: full.log.requests_kept },
+    ...edgeSettings(full.cache),
+  });
+  assert.equal(server.workers, 2, logger.lines.join("\n"));
   return {
     app,
     base: `http://127.0.0.1:${port}`,
