@@ -69,6 +69,8 @@ export interface ListenOptions {
   maxBytes: number;
   /** How long to wait for the worker threads to listen, in ms (default 10 s). */
   startTimeout?: number;
+  /** How long shutdown waits for requests under way in the worker threads, in ms (default 30 s). */
+  stopTimeout?: number;
 }
 
 /** A running server. */
@@ -135,6 +137,7 @@ export async function listen(options: ListenOptions): Promise<Listener> {
 
 async function startWorkers(options: ListenOptions): Promise<Listener> {
   const { logger } = options;
+  const stopTimeout = options.stopTimeout ?? 30_000;
   const workers = new Set<Worker>();
   const stopped = new Map<Worker, () => void>();
   let stopping = false;
@@ -235,12 +238,18 @@ async function startWorkers(options: ListenOptions): Promise<Listener> {
     finished,
     async shutdown() {
       stopping = true;
-      await Promise.all([...workers].map((worker) =>
+      const all = Promise.all([...workers].map((worker) =>
         new Promise<void>((resolve) => {
           stopped.set(worker, resolve);
           worker.postMessage({ type: "stop" } satisfies ToWorker);
         })
       ));
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const late = new Promise<"late">((resolve) => (timer = setTimeout(() => resolve("late"), stopTimeout)));
+      if (await Promise.race([all, late]) === "late") {
+        logger.warn("Worker threads still busy at shutdown; stopping them", { waited_ms: stopTimeout });
+      }
+      clearTimeout(timer);
       for (const worker of workers) worker.terminate();
       finish();
     },

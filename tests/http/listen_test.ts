@@ -180,3 +180,31 @@ Deno.test("shutdown lets a request under way in a worker thread finish", async (
 Deno.test("auto means one worker thread per CPU, at most 4, and none on a single CPU", () => {
   assert.deepEqual([1, 2, 3, 4, 16].map(autoWorkers), [0, 2, 3, 4, 4]);
 });
+
+Deno.test("shutdown stops worker threads whose requests do not finish in time, and says so", async () => {
+  const logger = memoryLogger();
+  let started!: () => void;
+  const arrived = new Promise<void>((resolve) => (started = resolve));
+  let release!: () => void;
+  const never = new Promise<void>((resolve) => (release = resolve));
+  const router = new Router().get("/stuck", async () => {
+    started();
+    await never;
+    return new Response("late");
+  });
+  const options = optionsOf(freePort());
+  const listener = await listen({
+    ...options,
+    workers: 1,
+    logger,
+    stopTimeout: 200,
+    handler: createHandler(router, { logger, requestLog: options.requestLog, metrics: options.metrics }),
+  });
+  const pending = fetch(`http://127.0.0.1:${options.port}/stuck`).then((r) => r.text(), (e: Error) => e);
+  await arrived;
+  await listener.shutdown();
+  await listener.finished;
+  assert.ok(logger.lines.some((l) => /Worker threads still busy at shutdown/.test(l)), logger.lines.join("\n"));
+  assert.ok(await pending instanceof Error, "the stuck request was answered after its thread was stopped");
+  release();
+});
