@@ -71,6 +71,8 @@ export interface ListenOptions {
   startTimeout?: number;
   /** How long shutdown waits for requests under way in the worker threads, in ms (default 30 s). */
   stopTimeout?: number;
+  /** The worker threads' module (default: `edge_worker.ts`; tests pass one that fails on purpose). */
+  workerModule?: URL;
 }
 
 /** A running server. */
@@ -84,6 +86,8 @@ export interface Listener {
 }
 
 const WORKER_URL = new URL("./edge_worker.ts", import.meta.url);
+/** A worker thread that fails is replaced after this pause (ms), so one that fails at once cannot spin. */
+const RESTART_DELAY_MS = 250;
 
 /** The edge's window and per-thread byte budget for a cache configuration: a second at most, never past its TTL. */
 export function edgeSettings(cache: { ttl: number; memory: number }): { windowMs: number; maxBytes: number } {
@@ -162,7 +166,7 @@ async function startWorkers(options: ListenOptions): Promise<Listener> {
 
   const spawn = (index: number): Promise<void> =>
     new Promise((resolve, reject) => {
-      const worker = new Worker(WORKER_URL, { type: "module", name: `edge-${index}` });
+      const worker = new Worker(options.workerModule ?? WORKER_URL, { type: "module", name: `edge-${index}` });
       workers.add(worker);
       let listening = false;
       const timer = setTimeout(() => {
@@ -209,7 +213,10 @@ async function startWorkers(options: ListenOptions): Promise<Listener> {
         reject(new Error(event.message));
         if (listening && !stopping) {
           logger.error("A worker thread failed; starting another", { worker: `edge-${index}`, error: event.message });
-          spawn(index).catch((e) => logger.error("Cannot restart a worker thread", { error: (e as Error).message }));
+          setTimeout(() => {
+            if (stopping) return;
+            spawn(index).catch((e) => logger.error("Cannot restart a worker thread", { error: (e as Error).message }));
+          }, RESTART_DELAY_MS);
         }
       };
       worker.postMessage(

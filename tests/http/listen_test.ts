@@ -208,3 +208,29 @@ Deno.test("shutdown stops worker threads whose requests do not finish in time, a
   assert.ok(await pending instanceof Error, "the stuck request was answered after its thread was stopped");
   release();
 });
+
+Deno.test("a worker thread that fails is replaced, and serving goes on", async () => {
+  const marker = `${tempDir()}/failed`;
+  const module = new URL(`../fixtures/failing_edge_worker.ts?marker=${encodeURIComponent(marker)}`, import.meta.url);
+  const env = await serve(1, { workerModule: module });
+  try {
+    assert.equal(env.listener.workers, 1);
+    const failed = () => env.logger.lines.some((l) => /A worker thread failed; starting another/.test(l));
+    for (let i = 0; i < 100 && !failed(); i++) await new Promise((r) => setTimeout(r, 50));
+    assert.ok(failed(), `no failure logged:\n${env.logger.lines.join("\n")}`);
+    assert.match(env.logger.lines.find((l) => /A worker thread failed/.test(l))!, /Deliberate failure/);
+    let res: Response | undefined;
+    for (let i = 0; i < 100 && !res; i++) {
+      try {
+        res = await fetch(env.url("/index.json"));
+      } catch {
+        await new Promise((r) => setTimeout(r, 50));
+      }
+    }
+    assert.equal(res?.status, 200, "nothing served after the replacement");
+    await res?.body?.cancel();
+    assert.ok(env.handled >= 1, "the replacement did not hand the request to the main thread");
+  } finally {
+    await env.close();
+  }
+});
