@@ -5,7 +5,7 @@
  * @module
  */
 import { dirname, isAbsolute, join, resolve } from "node:path";
-import { parse as parseYaml, YAMLParseError } from "yaml";
+import { isPair, isScalar, parse as parseYaml, parseDocument, visit, YAMLParseError } from "yaml";
 import { type Config, configSchema } from "./schema.ts";
 
 /** Environment variables that override single keys (the ones people set in containers). */
@@ -58,6 +58,24 @@ export interface LoadedConfig {
 type Tree = Record<string, unknown>;
 const isTree = (v: unknown): v is Tree => typeof v === "object" && v !== null && !Array.isArray(v);
 
+/**
+ * YAML reads `aioble: 1.0` as the number 1, and a version is text: where a version or ref is expected (`pins.<name>`,
+ * `packages.<name>.ref`), an unquoted number keeps the text it was written as (`1.0`, `2.10`).
+ */
+function keepVersionText(doc: ReturnType<typeof parseDocument>): void {
+  visit(doc, {
+    Scalar(_key, node, path) {
+      if (typeof node.value !== "number" || node.type !== "PLAIN" || typeof node.source !== "string") return;
+      const last = path.at(-1);
+      if (isPair(last) && last.key === node) return; // a key, not a value
+      const keys = path.filter(isPair).map((pair) => (isScalar(pair.key) ? pair.key.value : undefined));
+      const isPin = keys.length === 2 && keys[0] === "pins";
+      const isRef = keys.length === 3 && keys[0] === "packages" && keys[2] === "ref";
+      if (isPin || isRef) node.value = node.source;
+    },
+  });
+}
+
 function readYaml(path: string): Tree {
   let textContent: string;
   try {
@@ -67,7 +85,10 @@ function readYaml(path: string): Tree {
   }
   let data: unknown;
   try {
-    data = parseYaml(textContent, { prettyErrors: true, uniqueKeys: true });
+    const doc = parseDocument(textContent, { prettyErrors: true, uniqueKeys: true });
+    if (doc.errors.length > 0) throw doc.errors[0];
+    keepVersionText(doc);
+    data = doc.toJS();
   } catch (e) {
     if (e instanceof YAMLParseError) {
       const pos = e.linePos?.[0];

@@ -285,6 +285,17 @@ Deno.test("server.workers takes auto or a whole number 0-64, also from MIPSERVER
   ]);
 });
 
+Deno.test("unquoted versions keep their text in pins and refs; other numbers stay numbers", () => {
+  const dir = folder(
+    "server: {port: 9000}\npins:\n  aioble: 1.0\n  ntptime: 2.10\n" +
+      "packages:\n  kit: {source: 'github:acme/kit', ref: 1.20}\n",
+  );
+  const { config } = loadConfig({ cwd: dir });
+  assert.deepEqual(config.pins, { aioble: "1.0", ntptime: "2.10" });
+  assert.equal(config.packages.kit.ref, "1.20");
+  assert.equal(config.server.port, 9000);
+});
+
 Deno.test("broken YAML names the file, line and column", () => {
   const dir = folder("server:\n  port: 1\n", "server:\n  port: [1, 2\ncache: {}\n");
   const problems = problemsOf(() => loadConfig({ cwd: dir }));
@@ -360,7 +371,7 @@ Deno.test("sources, refs and pins are checked per kind, so check-config catches 
   );
   const { config } = loadConfig({ cwd: ok });
   assert.equal(config.packages.a.ref, "v1.2");
-  assert.equal(config.pins.hello, "1", "a YAML number is read as written by YAML");
+  assert.equal(config.pins.hello, "1.0", "an unquoted version lost its text");
   const bad = folder(
     [
       "packages:",
