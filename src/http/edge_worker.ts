@@ -97,6 +97,10 @@ self.onmessage = async (event: MessageEvent<ToWorker>) => {
       resolve?.(message);
       break;
     }
+    case "flush":
+      flush();
+      post({ type: "flushed", id: message.id });
+      break;
     case "stop":
       if (server) {
         await server.shutdown();

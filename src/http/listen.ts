@@ -39,6 +39,7 @@ export type ToWorker =
     body: ArrayBuffer | null;
     shared?: Shared;
   }
+  | { type: "flush"; id: number }
   | { type: "stop" };
 
 /** Messages from an edge worker to the main thread. */
@@ -47,6 +48,7 @@ export type ToMain =
   | { type: "failed"; message: string }
   | { type: "request"; id: number; method: string; url: string; headers: [string, string][]; client: string }
   | { type: "served"; batch: WorkerBatch }
+  | { type: "flushed"; id: number }
   | { type: "stopped" };
 
 /** What {@linkcode listen} needs. */
@@ -79,6 +81,8 @@ export interface ListenOptions {
 export interface Listener {
   /** The threads accepting connections: 0 when this thread serves alone. */
   workers: number;
+  /** Resolves once every worker thread has handed over the requests it answered so far (log, buffer, metrics). */
+  flush(): Promise<void>;
   /** Stops accepting, lets requests under way finish, and resolves when everything has stopped. */
   shutdown(): Promise<void>;
   /** Resolves when the server has stopped. */
@@ -134,6 +138,7 @@ export async function listen(options: ListenOptions): Promise<Listener> {
   }
   return {
     workers: 0,
+    flush: () => Promise.resolve(),
     shutdown: () => server.shutdown(),
     finished: server.finished,
   };
@@ -144,6 +149,8 @@ async function startWorkers(options: ListenOptions): Promise<Listener> {
   const stopTimeout = options.stopTimeout ?? 30_000;
   const workers = new Set<Worker>();
   const stopped = new Map<Worker, () => void>();
+  const flushes = new Map<number, () => void>();
+  let nextFlush = 0;
   let stopping = false;
 
   const answer = async (worker: Worker, message: Extract<ToMain, { type: "request" }>) => {
@@ -199,6 +206,10 @@ async function startWorkers(options: ListenOptions): Promise<Listener> {
             if (tally) options.metrics.add(tally);
             break;
           }
+          case "flushed":
+            flushes.get(message.id)?.();
+            flushes.delete(message.id);
+            break;
           case "stopped":
             stopped.get(worker)?.();
             break;
@@ -243,6 +254,23 @@ async function startWorkers(options: ListenOptions): Promise<Listener> {
   return {
     workers: options.workers,
     finished,
+    async flush() {
+      await Promise.all([...workers].map((worker) => {
+        const id = nextFlush++;
+        return new Promise<void>((resolve) => {
+          // A thread that fails meanwhile never answers; do not wait for it for long.
+          const timer = setTimeout(() => {
+            flushes.delete(id);
+            resolve();
+          }, 1000);
+          flushes.set(id, () => {
+            clearTimeout(timer);
+            resolve();
+          });
+          worker.postMessage({ type: "flush", id } satisfies ToWorker);
+        });
+      }));
+    },
     async shutdown() {
       stopping = true;
       const all = Promise.all([...workers].map((worker) =>

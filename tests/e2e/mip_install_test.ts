@@ -13,7 +13,7 @@ import { mipInstall, runIn, serveApp } from "./tools.ts";
 Deno.test("real mip installs through mipserver, then again from the cache with the upstream down", async () => {
   const idx = await standardIndex();
   const up = new FakeUpstream(idx.root).start();
-  const { app, base: index, stop } = await serveApp({
+  const { app, base: index, flush, stop } = await serveApp({
     cache: { dir: tempDir() },
     upstreams: { index: up.url, retries: 0 },
   });
@@ -50,6 +50,7 @@ Deno.test("real mip installs through mipserver, then again from the cache with t
     await up.stop();
     await check(await installAll());
 
+    await flush();
     const devices = app.requestLog.query({ limit: 1000 });
     assert.ok(devices.every((e) => e.status === 200), JSON.stringify(devices.filter((e) => e.status !== 200)));
     assert.ok(devices.some((e) => e.cache === "stale" || e.cache === "hit"));
@@ -64,7 +65,7 @@ Deno.test("real mip installs an ad-hoc GitHub URL and a GitLab URL through mipse
   const up = new FakeUpstream(idx.root).start();
   const github = new FakeUpstream(buildGithub(), "").start();
   const gitlab = new FakeUpstream(buildGitlab(), "").start();
-  const { app, base, stop } = await serveApp({
+  const { app, base, flush, stop } = await serveApp({
     cache: { dir: tempDir() },
     upstreams: { index: up.url, github: github.url, gitlab: gitlab.url, retries: 0 },
   });
@@ -85,6 +86,7 @@ Deno.test("real mip installs an ad-hoc GitHub URL and a GitLab URL through mipse
     await app.idle();
     await Promise.all([up.stop(), github.stop(), gitlab.stop()]);
     await installAndRun();
+    await flush();
     const failures = app.requestLog.query({ limit: 1000 }).filter((e) => e.status !== 200);
     assert.deepEqual(failures, []);
   } finally {

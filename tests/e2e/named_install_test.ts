@@ -13,7 +13,7 @@ Deno.test("real mip installs named GitHub, GitLab, PyPI and local packages by na
   const up = await startUpstreams();
   const local = tempDir("mipserver-local-");
   Deno.writeTextFileSync(join(local, "localmod.py"), "def where():\n    return 'from a local folder'\n");
-  const { app, base, stop } = await serveApp({
+  const { app, base, flush, stop } = await serveApp({
     cache: { dir: tempDir() },
     upstreams: up.upstreams,
     packages: {
@@ -54,6 +54,7 @@ Deno.test("real mip installs named GitHub, GitLab, PyPI and local packages by na
     await app.idle();
     await up.stop();
     await installAll();
+    await flush();
     const failures = app.requestLog.query({ limit: 1000 }).filter((e) => e.status !== 200);
     assert.deepEqual(failures, []);
   } finally {
@@ -64,7 +65,7 @@ Deno.test("real mip installs named GitHub, GitLab, PyPI and local packages by na
 
 Deno.test("real mip with pins and policy.unlisted deny: pinned latest, closure allowed, the rest refused", async () => {
   const up = await startUpstreams();
-  const { app, base, stop } = await serveApp({
+  const { app, base, flush, stop } = await serveApp({
     cache: { dir: tempDir() },
     upstreams: up.upstreams,
     packages: { sensorkit: { source: "github:acme/sensorkit" } },
@@ -85,6 +86,7 @@ Deno.test("real mip with pins and policy.unlisted deny: pinned latest, closure a
     );
     assert.match(denied.stdout, /Package not found/, denied.stdout);
     assert.throws(() => Deno.statSync(join(t, "bigmod.mpy")));
+    await flush();
     assert.ok(app.requestLog.query({ status: 403 }).length > 0);
   } finally {
     await stop();

@@ -77,7 +77,7 @@ export async function runIn(target: string, code: string): Promise<string> {
  */
 export async function serveApp(
   config: Record<string, unknown>,
-): Promise<{ app: App; base: string; stop(): Promise<void> }> {
+): Promise<{ app: App; base: string; flush(): Promise<void>; stop(): Promise<void> }> {
   const port = freePort();
   const full = testConfig({ ...config, server: { port } });
   const logger = memoryLogger();
@@ -99,6 +99,8 @@ export async function serveApp(
   return {
     app,
     base: `http://127.0.0.1:${port}`,
+    /** Waits until the worker threads have handed over the requests they answered (request log, metrics). */
+    flush: () => server.flush(),
     async stop() {
       await server.shutdown();
       await app.idle();

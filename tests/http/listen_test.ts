@@ -80,6 +80,9 @@ Deno.test("edge worker threads answer repeated hits; every request is logged, ke
     assert.equal(raw.headers.get("content-length"), String(raw.body.length));
     assert.equal(raw.headers.get("transfer-encoding"), undefined);
     assert.equal(raw.body, [...bodies][0]);
+    // Without waiting for the next batch: flush hands over what the threads answered so far.
+    await env.listener.flush();
+    assert.equal(env.app.requestLog.query({ path }).length, n + 1, "flush left requests behind");
   } finally {
     await env.close();
   }
