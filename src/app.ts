@@ -34,6 +34,11 @@ export interface AppOptions {
   transform?: Transform;
   /** Environment for finding mpy-cross on PATH (default: none, so the configured or pinned one is used). */
   env?: { PATH?: string };
+  /**
+   * Gathers requests answered outside this handler (the listener's edge worker threads) into the request log and
+   * metrics; `/_/requests` and `/metrics` wait for it, so they show every request up to that moment.
+   */
+  gather?: () => Promise<void>;
 }
 
 /** A built app. */
@@ -142,6 +147,7 @@ export async function createApp(options: AppOptions): Promise<App> {
     requestLog,
     metrics,
     uptime: () => now() - started,
+    gather: options.gather,
     health: () => ({
       mpy_cross: compiler.version
         ? {

@@ -84,8 +84,10 @@ export async function main(args: string[]): Promise<number> {
   for (const w of warnings) logger.warn(w);
   logger.info("Starting mipserver", { version: VERSION, config: files.join(",") || "defaults" });
   let app;
+  let server: Listener | undefined;
   try {
-    app = await createApp({ config, logger, env });
+    // The listener comes after the app; until it exists there is nothing to gather.
+    app = await createApp({ config, logger, env, gather: () => server?.flush() ?? Promise.resolve() });
   } catch (e) {
     logger.error("Cannot start", { cache: config.cache.dir, error: (e as Error).message });
     out.flush();
@@ -94,7 +96,6 @@ export async function main(args: string[]): Promise<number> {
 
   const { host, port } = config.server;
   const workers = config.server.workers === "auto" ? autoWorkers() : config.server.workers;
-  let server: Listener;
   try {
     server = await listen({
       hostname: host,

@@ -18,6 +18,8 @@ export interface OpsDeps {
   uptime: () => number;
   /** Extra facts for /healthz from other modules (upstreams, compiler). */
   health?: () => Record<string, unknown>;
+  /** Gathers requests answered elsewhere (edge worker threads) before /_/requests or /metrics is read. */
+  gather?: () => Promise<void>;
 }
 
 /** Headers whose values /echo never shows. */
@@ -91,8 +93,9 @@ export function addOpsRoutes(router: Router, deps: OpsDeps): void {
     });
   });
 
-  router.get("/_/requests", ({ url }) => {
+  router.get("/_/requests", async ({ url }) => {
     const query = parseRequestQuery(url.searchParams, deps.requestLog.capacity);
+    await deps.gather?.();
     const entries = deps.requestLog.query(query);
     return jsonResponse({ count: entries.length, requests: entries }, {
       pretty: true,
@@ -101,6 +104,7 @@ export function addOpsRoutes(router: Router, deps: OpsDeps): void {
   });
 
   router.get("/metrics", async () => {
+    await deps.gather?.();
     const { text, contentType } = await deps.metrics.render();
     return bytesResponse(new TextEncoder().encode(text), {
       contentType,

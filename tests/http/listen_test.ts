@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { createApp } from "../../src/app.ts";
-import { autoWorkers, listen, type ListenOptions } from "../../src/http/listen.ts";
+import { autoWorkers, listen, type Listener, type ListenOptions } from "../../src/http/listen.ts";
 import { Metrics } from "../../src/http/metrics.ts";
 import { RequestLog } from "../../src/http/request_log.ts";
 import { Router } from "../../src/http/router.ts";
@@ -16,11 +16,12 @@ async function serve(workers: number, extra: Partial<ListenOptions> = {}) {
   const up = new FakeUpstream(idx.root).start();
   const logger = memoryLogger();
   const config = testConfig({ cache: { dir: tempDir() }, upstreams: { index: up.url, retries: 0 } });
-  const app = await createApp({ config, logger });
+  const started: { listener?: Listener } = {};
+  const app = await createApp({ config, logger, gather: () => started.listener?.flush() ?? Promise.resolve() });
   let handled = 0;
   const written: string[] = [];
   const port = freePort();
-  const listener = await listen({
+  const listener = started.listener = await listen({
     hostname: "127.0.0.1",
     port,
     workers,
@@ -233,6 +234,23 @@ Deno.test("a worker thread that fails is replaced, and serving goes on", async (
     assert.equal(res?.status, 200, "nothing served after the replacement");
     await res?.body?.cancel();
     assert.ok(env.handled >= 1, "the replacement did not hand the request to the main thread");
+  } finally {
+    await env.close();
+  }
+});
+
+Deno.test("/_/requests and /metrics include what the worker threads answered a moment ago", async () => {
+  const env = await serve(2);
+  try {
+    const path = "/package/6/hello/latest.json";
+    for (let i = 0; i < 5; i++) await (await fetch(env.url(path))).body?.cancel();
+    const listed = await (await fetch(env.url(`/_/requests?path=${encodeURIComponent(path)}`))).json();
+    assert.equal(listed.count, 5, JSON.stringify(listed));
+    const metrics = await (await fetch(env.url("/metrics"))).text();
+    assert.match(
+      metrics,
+      /mipserver_http_requests_total\{route="\/package\/:mpy\/:name\/:version.json",method="GET",status="200"\} 5/,
+    );
   } finally {
     await env.close();
   }
