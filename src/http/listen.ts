@@ -93,6 +93,24 @@ const WORKER_URL = new URL("./edge_worker.ts", import.meta.url);
 /** A worker thread that fails is replaced after this pause (ms), so one that fails at once cannot spin. */
 const RESTART_DELAY_MS = 250;
 
+/** Methods a client may send but a `Request` cannot carry (the fetch standard forbids them). */
+const FORBIDDEN_METHODS = new Set(["CONNECT", "TRACE", "TRACK"]);
+
+/**
+ * Rebuilds a request an edge worker forwarded. CONNECT, TRACE and TRACK cannot be given to `new Request`, yet a client
+ * can send them and the router answers them (404 or 405) like any method it does not serve: the request is built as
+ * a GET and its `method` then reads as what the client sent.
+ */
+export function forwardedRequest(message: { method: string; url: string; headers: [string, string][] }): Request {
+  const method = message.method.toUpperCase();
+  if (!FORBIDDEN_METHODS.has(method)) {
+    return new Request(message.url, { method: message.method, headers: message.headers });
+  }
+  const request = new Request(message.url, { method: "GET", headers: message.headers });
+  Object.defineProperty(request, "method", { value: method });
+  return request;
+}
+
 /** The edge's window and per-thread byte budget for a cache configuration: a second at most, never past its TTL. */
 export function edgeSettings(cache: { ttl: number; memory: number }): { windowMs: number; maxBytes: number } {
   return { windowMs: Math.min(EDGE_WINDOW_MS, cache.ttl), maxBytes: Math.min(16 * 1024 * 1024, cache.memory / 4) };
@@ -155,7 +173,7 @@ async function startWorkers(options: ListenOptions): Promise<Listener> {
 
   const answer = async (worker: Worker, message: Extract<ToMain, { type: "request" }>) => {
     let shared: Shared | undefined;
-    const request = new Request(message.url, { method: message.method, headers: message.headers });
+    const request = forwardedRequest(message);
     const response = await options.handler(request, { remoteAddr: { hostname: message.client } }, (s) => {
       shared = s;
     });

@@ -255,3 +255,20 @@ Deno.test("/_/requests and /metrics include what the worker threads answered a m
     await env.close();
   }
 });
+
+Deno.test("methods a Request cannot carry (TRACE, TRACK) get the router's answer through a worker thread", async () => {
+  const env = await serve(2);
+  try {
+    for (const method of ["TRACE", "TRACK"]) {
+      const raw = parseRaw(await rawRequest(env.port, `${method} /index.json HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n`));
+      assert.match(raw.statusLine, / 405 /, `${method}: ${raw.statusLine}`);
+      assert.equal(raw.headers.get("allow"), "GET, HEAD");
+    }
+    const unknown = parseRaw(await rawRequest(env.port, "TRACE /nothing-here HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n"));
+    assert.match(unknown.statusLine, / 404 /);
+    assert.ok(!env.logger.lines.some((l) => /"level":"error"/.test(l)), env.logger.lines.join("\n"));
+    assert.equal(env.app.requestLog.query({ status: 405 }).length, 2);
+  } finally {
+    await env.close();
+  }
+});
