@@ -9,7 +9,7 @@ import type { Logger, LogLevel } from "../log.ts";
 import { createEdgeHandler, EDGE_WINDOW_MS, EdgeCache } from "./edge.ts";
 import type { Metrics, TallySnapshot } from "./metrics.ts";
 import type { RequestEntry, RequestLog } from "./request_log.ts";
-import { createRecorder, type ServeHandler, type Shared } from "./server.ts";
+import { createRecorder, type ServeHandler, type Shared, splitUrl } from "./server.ts";
 
 /** How edge workers write request log lines, as the main logger would. */
 export interface WorkerLog {
@@ -97,16 +97,22 @@ const RESTART_DELAY_MS = 250;
 const FORBIDDEN_METHODS = new Set(["CONNECT", "TRACE", "TRACK"]);
 
 /**
- * Rebuilds a request an edge worker forwarded. CONNECT, TRACE and TRACK cannot be given to `new Request`, yet a client
- * can send them and the router answers them (404 or 405) like any method it does not serve: the request is built as
- * a GET and its `method` then reads as what the client sent.
+ * Rebuilds a request an edge worker forwarded, so that the handler answers it as it would have on the thread that
+ * received it. CONNECT, TRACE and TRACK cannot be given to `new Request`, yet a client can send them and the router
+ * answers them (404 or 405) like any method it does not serve: the request is built as a GET and its `method` then
+ * reads as what the client sent.
  */
 export function forwardedRequest(message: { method: string; url: string; headers: [string, string][] }): Request {
-  const method = message.method.toUpperCase();
-  if (!FORBIDDEN_METHODS.has(method)) {
-    return new Request(message.url, { method: message.method, headers: message.headers });
+  // Deno builds the URL from the Host header as sent; one that is not a valid host (`a b`, `x:99999`) makes no URL.
+  // The handler then sees the path under a placeholder host, and the Host header as sent, which it checks itself.
+  let url = message.url;
+  if (!URL.canParse(url)) {
+    const { pathname, search } = splitUrl(url);
+    url = `http://invalid-host.invalid${pathname}${search}`;
   }
-  const request = new Request(message.url, { method: "GET", headers: message.headers });
+  const method = message.method.toUpperCase();
+  if (!FORBIDDEN_METHODS.has(method)) return new Request(url, { method: message.method, headers: message.headers });
+  const request = new Request(url, { method: "GET", headers: message.headers });
   Object.defineProperty(request, "method", { value: method });
   return request;
 }

@@ -272,3 +272,23 @@ Deno.test("methods a Request cannot carry (TRACE, TRACK) get the router's answer
     await env.close();
   }
 });
+
+Deno.test("odd Host headers get the same answers through worker threads as from the main thread alone", async () => {
+  const requests = ["a b", "x:99999", "[::1", "gw.lan"].flatMap((host) =>
+    ["/index.json", "/package/6/hello/latest.json"].map((path) => `GET ${path} HTTP/1.0\r\nHost: ${host}\r\n\r\n`)
+  );
+  const statuses = async (workers: number) => {
+    const env = await serve(workers);
+    try {
+      const out: string[] = [];
+      for (const request of requests) out.push(parseRaw(await rawRequest(env.port, request)).statusLine);
+      assert.ok(!env.logger.lines.some((l) => /"level":"error"/.test(l)), env.logger.lines.join("\n"));
+      return out;
+    } finally {
+      await env.close();
+    }
+  };
+  const alone = await statuses(0);
+  assert.deepEqual(await statuses(2), alone);
+  assert.ok(alone.some((s) => / 400 /.test(s)), `an invalid Host was not refused: ${alone.join(", ")}`);
+});
