@@ -97,23 +97,24 @@ const RESTART_DELAY_MS = 250;
 const FORBIDDEN_METHODS = new Set(["CONNECT", "TRACE", "TRACK"]);
 
 /**
- * Rebuilds a request an edge worker forwarded, so that the handler answers it as it would have on the thread that
- * received it. CONNECT, TRACE and TRACK cannot be given to `new Request`, yet a client can send them and the router
- * answers them (404 or 405) like any method it does not serve: the request is built as a GET and its `method` then
- * reads as what the client sent.
+ * Rebuilds a request an edge worker forwarded so that it reads exactly as the client sent it, and the handler answers
+ * it as it would have on the thread that received it:
+ * - `new Request` normalizes the URL (`/file/../x` becomes `/x`) and refuses one that a Host such as `a b` makes
+ *   invalid, while the router must see the path as sent to refuse such paths (400): `url` reads as received.
+ * - CONNECT, TRACE and TRACK cannot be given to `new Request`, yet a client can send them and the router answers them
+ *   (404 or 405) like any method it does not serve: the request is built as a GET and `method` reads as sent.
  */
 export function forwardedRequest(message: { method: string; url: string; headers: [string, string][] }): Request {
-  // Deno builds the URL from the Host header as sent; one that is not a valid host (`a b`, `x:99999`) makes no URL.
-  // The handler then sees the path under a placeholder host, and the Host header as sent, which it checks itself.
+  const method = message.method.toUpperCase();
+  const forbidden = FORBIDDEN_METHODS.has(method);
   let url = message.url;
   if (!URL.canParse(url)) {
     const { pathname, search } = splitUrl(url);
     url = `http://invalid-host.invalid${pathname}${search}`;
   }
-  const method = message.method.toUpperCase();
-  if (!FORBIDDEN_METHODS.has(method)) return new Request(url, { method: message.method, headers: message.headers });
-  const request = new Request(url, { method: "GET", headers: message.headers });
-  Object.defineProperty(request, "method", { value: method });
+  const request = new Request(url, { method: forbidden ? "GET" : message.method, headers: message.headers });
+  if (request.url !== message.url) Object.defineProperty(request, "url", { value: message.url });
+  if (forbidden) Object.defineProperty(request, "method", { value: method });
   return request;
 }
 
