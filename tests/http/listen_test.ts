@@ -290,6 +290,10 @@ Deno.test("odd Hosts and hostile paths get the same answers through worker threa
       "/file/ab/abcd%00",
       `/package/6/${"x".repeat(5000)}/latest.json`,
     ].map((path) => `GET ${path} HTTP/1.0\r\nHost: gw.lan\r\n\r\n`),
+    "HEAD /index.json HTTP/1.0\r\nHost: gw.lan\r\n\r\n",
+    "GET /index.json HTTP/1.0\r\nHost: gw.lan\r\nIf-None-Match: *\r\n\r\n",
+    "POST /index.json HTTP/1.0\r\nHost: gw.lan\r\nContent-Length: 3\r\n\r\nabc",
+    "DELETE /file/ab/abcd HTTP/1.0\r\nHost: gw.lan\r\n\r\n",
   ];
   const statuses = async (workers: number) => {
     const env = await serve(workers);
