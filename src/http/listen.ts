@@ -139,12 +139,11 @@ export async function listen(options: ListenOptions): Promise<Listener> {
     try {
       return await startWorkers(options);
     } catch (e) {
-      options.logger.warn(
-        "Cannot serve from worker threads; the main thread serves alone (server.workers: 0 says so)",
-        {
-          error: e instanceof Error ? e.message : String(e),
-        },
-      );
+      const error = e instanceof Error ? e.message : String(e);
+      options.logger.warn("Cannot serve from worker threads; the main thread serves alone", {
+        error,
+        hint: "set server.workers: 0 to serve from the main thread on purpose",
+      });
     }
   }
   const cache = new EdgeCache({ windowMs: options.windowMs, maxBytes: options.maxBytes });
