@@ -10,7 +10,7 @@
  * @module
  */
 import type { RequestEntry } from "./request_log.ts";
-import { etagMatches } from "./responses.ts";
+import { representationResponse } from "./responses.ts";
 import type { ClientInfo, Recorder, ServeHandler, Shared } from "./server.ts";
 import { roundMs, splitUrl } from "./server.ts";
 
@@ -87,14 +87,6 @@ export function edgeKey(request: Request, pathAndQuery: string): string {
   return `${request.headers.get("host") ?? ""} ${pathAndQuery}`;
 }
 
-/** The answer to `request` from a kept answer: 304 when If-None-Match names its ETag, else the whole body. */
-export function edgeAnswer(request: Request, shared: Shared): Response {
-  if (etagMatches(request.headers.get("if-none-match"), shared.etag)) {
-    return new Response(null, { status: 304, headers: shared.notModified });
-  }
-  return new Response(shared.body as Uint8Array<ArrayBuffer>, { headers: shared.headers });
-}
-
 /** What {@linkcode createEdgeHandler} needs. */
 export interface EdgeOptions {
   cache: EdgeCache;
@@ -120,7 +112,7 @@ export function createEdgeHandler(handler: ServeHandler, options: EdgeOptions): 
     const key = edgeKey(request, path);
     const shared = cache.get(key);
     if (shared === undefined) return handler(request, info, (s) => cache.put(key, s));
-    const response = edgeAnswer(request, shared);
+    const response = representationResponse(request, shared);
     const entry: RequestEntry = {
       time: now(),
       client: (info as ClientInfo | undefined)?.remoteAddr.hostname ?? "unknown",

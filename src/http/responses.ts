@@ -3,6 +3,7 @@
  * speaks HTTP/1.0 and reads until the connection closes.
  * @module
  */
+import type { Shareable } from "./router.ts";
 
 const encoder = new TextEncoder();
 
@@ -59,6 +60,17 @@ export function etagMatches(ifNoneMatch: string | null, etag: string): boolean {
     const tag = t.trim();
     return tag === "*" || tag === etag || tag === `W/${etag}`;
   });
+}
+
+/**
+ * The answer to `request` for a cached representation: 304 with its `notModified` headers when If-None-Match names
+ * its ETag, else its whole body with its headers.
+ */
+export function representationResponse(request: Request, rep: Shareable): Response {
+  if (etagMatches(request.headers.get("if-none-match"), rep.etag)) {
+    return new Response(null, { status: 304, headers: rep.notModified });
+  }
+  return new Response(rep.body as Uint8Array<ArrayBuffer>, { headers: rep.headers });
 }
 
 /** Returns `response` with a Content-Length, buffering a streamed body if it has none. */

@@ -4,7 +4,7 @@
  * @module
  */
 import { NAME_PATTERN } from "../config/schema.ts";
-import { bytesResponse, etagMatches, HttpError } from "../http/responses.ts";
+import { HttpError, representationResponse } from "../http/responses.ts";
 import type { RouteContext, Router } from "../http/router.ts";
 import type { Served } from "../cache/fresh_cache.ts";
 import type { Resolver } from "../packages/resolver.ts";
@@ -41,19 +41,15 @@ export function serveObject(ctx: RouteContext, served: Served, contentType: stri
   ctx.meta.cache = served.outcome;
   if (served.upstreamMs !== undefined) ctx.meta.upstream_ms = served.upstreamMs;
   const headers = { etag: served.etag, "cache-control": cacheControl };
-  if (served.outcome === "hit") {
-    ctx.shareable = {
-      kind: served.kind,
-      etag: served.etag,
-      body: served.body,
-      headers: { ...headers, "content-type": contentType, "content-length": String(served.body.byteLength) },
-      notModified: headers,
-    };
-  }
-  if (etagMatches(ctx.request.headers.get("if-none-match"), served.etag)) {
-    return new Response(null, { status: 304, headers });
-  }
-  return bytesResponse(served.body, { contentType, headers });
+  const representation = {
+    kind: served.kind,
+    etag: served.etag,
+    body: served.body,
+    headers: { ...headers, "content-type": contentType, "content-length": String(served.body.byteLength) },
+    notModified: headers,
+  };
+  if (served.outcome === "hit") ctx.shareable = representation;
+  return representationResponse(ctx.request, representation);
 }
 
 /** Awaits a cache lookup, marking the request's log line `cache=error` when it fails. */
