@@ -42,13 +42,13 @@ export class RequestTally {
     figures.buckets[i]++;
   }
 
-  /** Counts one request the edge answered from a kept cache hit of `kind`. */
-  edgeHit(kind: string, bytes: number): void {
+  /** Counts `n` requests (default 1) the edge answered from a kept cache hit of `kind`, with their body bytes. */
+  edgeHit(kind: string, bytes: number, n = 1): void {
     const hits = this.#edge.get(kind);
     if (hits) {
-      hits[1]++;
+      hits[1] += n;
       hits[2] += bytes;
-    } else this.#edge.set(kind, [kind, 1, bytes]);
+    } else this.#edge.set(kind, [kind, n, bytes]);
   }
 
   /** Adds another tally's figures. */
@@ -60,13 +60,7 @@ export class RequestTally {
       figures.sum += sum;
       for (let i = 0; i < buckets.length; i++) figures.buckets[i] += buckets[i];
     }
-    for (const [kind, n, bytes] of snapshot.edgeHits) {
-      const hits = this.#edge.get(kind);
-      if (hits) {
-        hits[1] += n;
-        hits[2] += bytes;
-      } else this.#edge.set(kind, [kind, n, bytes]);
-    }
+    for (const [kind, n, bytes] of snapshot.edgeHits) this.edgeHit(kind, bytes, n);
   }
 
   /** The figures so far. */
@@ -232,19 +226,19 @@ export class Metrics {
     this.#tally.observe(route, method, status, seconds, bytes);
   }
 
-  /** Records a request the edge answered from a kept cache hit of `kind`: a cache hit, served from the cache. */
-  edgeHit(kind: string, bytes: number): void {
-    this.cache.inc({ kind, outcome: "hit" });
+  /**
+   * Records `n` requests (default 1) the edge answered from a kept cache hit of `kind`: cache hits, served from the
+   * cache.
+   */
+  edgeHit(kind: string, bytes: number, n = 1): void {
+    this.cache.inc({ kind, outcome: "hit" }, n);
     if (bytes > 0) this.cacheBytes.inc({ from: "cache" }, bytes);
   }
 
   /** Adds figures tallied elsewhere (an edge worker thread). */
   add(snapshot: TallySnapshot): void {
     this.#tally.add({ ...snapshot, edgeHits: [] });
-    for (const [kind, n, bytes] of snapshot.edgeHits) {
-      this.cache.inc({ kind, outcome: "hit" }, n);
-      if (bytes > 0) this.cacheBytes.inc({ from: "cache" }, bytes);
-    }
+    for (const [kind, n, bytes] of snapshot.edgeHits) this.edgeHit(kind, bytes, n);
   }
 
   /** The exposition text and its content type. */
