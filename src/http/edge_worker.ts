@@ -103,7 +103,7 @@ self.onmessage = async (event: MessageEvent<ToWorker>) => {
     }
     case "flush":
       flush();
-      post({ type: "flushed", id: message.id });
+      post({ type: "done", id: message.id });
       break;
     case "stop":
       if (server) {
@@ -111,7 +111,7 @@ self.onmessage = async (event: MessageEvent<ToWorker>) => {
         await server.finished;
       }
       flush();
-      post({ type: "stopped" });
+      post({ type: "done", id: message.id });
       break;
   }
 };

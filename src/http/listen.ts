@@ -40,7 +40,7 @@ export type ToWorker =
     shared?: Shared;
   }
   | { type: "flush"; id: number }
-  | { type: "stop" };
+  | { type: "stop"; id: number };
 
 /** Messages from an edge worker to the main thread. */
 export type ToMain =
@@ -48,8 +48,7 @@ export type ToMain =
   | { type: "failed"; message: string }
   | { type: "request"; id: number; method: string; url: string; headers: [string, string][]; client: string }
   | { type: "served"; batch: WorkerBatch }
-  | { type: "flushed"; id: number }
-  | { type: "stopped" };
+  | { type: "done"; id: number };
 
 /** What {@linkcode listen} needs. */
 export interface ListenOptions {
@@ -172,10 +171,29 @@ async function startWorkers(options: ListenOptions): Promise<Listener> {
   const { logger } = options;
   const stopTimeout = options.stopTimeout ?? 30_000;
   const workers = new Set<Worker>();
-  const stopped = new Map<Worker, () => void>();
-  const flushes = new Map<number, () => void>();
-  let nextFlush = 0;
+  /** Requests to worker threads (flush, stop) waiting for their `done`, by id. */
+  const asks = new Map<number, { worker: Worker; done: () => void }>();
+  let nextAsk = 0;
   let stopping = false;
+
+  /** Sends a request to every worker thread; true once each is done, false if some are not within `timeoutMs`. */
+  const askAll = async (message: (id: number) => ToWorker, timeoutMs: number): Promise<boolean> => {
+    const ids: number[] = [];
+    const answered = Promise.all([...workers].map((worker) =>
+      new Promise<void>((done) => {
+        const id = nextAsk++;
+        ids.push(id);
+        asks.set(id, { worker, done });
+        worker.postMessage(message(id));
+      })
+    )).then(() => true);
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const late = new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), timeoutMs)));
+    const result = await Promise.race([answered, late]);
+    clearTimeout(timer);
+    for (const id of ids) asks.delete(id);
+    return result;
+  };
 
   const answer = async (worker: Worker, message: Extract<ToMain, { type: "request" }>) => {
     let shared: Shared | undefined;
@@ -230,12 +248,8 @@ async function startWorkers(options: ListenOptions): Promise<Listener> {
             if (tally) options.metrics.add(tally);
             break;
           }
-          case "flushed":
-            flushes.get(message.id)?.();
-            flushes.delete(message.id);
-            break;
-          case "stopped":
-            stopped.get(worker)?.();
+          case "done":
+            asks.get(message.id)?.done();
             break;
         }
       };
@@ -243,7 +257,8 @@ async function startWorkers(options: ListenOptions): Promise<Listener> {
         event.preventDefault();
         workers.delete(worker);
         worker.terminate();
-        stopped.get(worker)?.();
+        // A failed thread answers nothing more: what it was asked counts as done.
+        for (const ask of asks.values()) if (ask.worker === worker) ask.done();
         clearTimeout(timer);
         reject(new Error(event.message));
         if (listening && !stopping) {
@@ -279,36 +294,14 @@ async function startWorkers(options: ListenOptions): Promise<Listener> {
     workers: options.workers,
     finished,
     async flush() {
-      await Promise.all([...workers].map((worker) => {
-        const id = nextFlush++;
-        return new Promise<void>((resolve) => {
-          // A thread that fails meanwhile never answers; do not wait for it for long.
-          const timer = setTimeout(() => {
-            flushes.delete(id);
-            resolve();
-          }, 1000);
-          flushes.set(id, () => {
-            clearTimeout(timer);
-            resolve();
-          });
-          worker.postMessage({ type: "flush", id } satisfies ToWorker);
-        });
-      }));
+      // A thread that fails meanwhile never answers; do not wait for it for long.
+      await askAll((id) => ({ type: "flush", id }), 1000);
     },
     async shutdown() {
       stopping = true;
-      const all = Promise.all([...workers].map((worker) =>
-        new Promise<void>((resolve) => {
-          stopped.set(worker, resolve);
-          worker.postMessage({ type: "stop" } satisfies ToWorker);
-        })
-      ));
-      let timer: ReturnType<typeof setTimeout> | undefined;
-      const late = new Promise<"late">((resolve) => (timer = setTimeout(() => resolve("late"), stopTimeout)));
-      if (await Promise.race([all, late]) === "late") {
+      if (!(await askAll((id) => ({ type: "stop", id }), stopTimeout))) {
         logger.warn("Worker threads still busy at shutdown; stopping them", { waited_ms: stopTimeout });
       }
-      clearTimeout(timer);
       for (const worker of workers) worker.terminate();
       finish();
     },
