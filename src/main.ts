@@ -9,7 +9,7 @@ import { parseArgs, USAGE } from "./cli.ts";
 import { ConfigError, ENV_OVERRIDES, loadConfig } from "./config/load.ts";
 import { displayConfig } from "./config/schema.ts";
 import { batchedStdout, createLogger } from "./log.ts";
-import { autoWorkers, edgeSettings, listen, type Listener } from "./http/listen.ts";
+import { autoWorkers, configSettings, listen, type Listener } from "./http/listen.ts";
 import { VERSION } from "./version.ts";
 
 /**
@@ -106,8 +106,7 @@ export async function main(args: string[]): Promise<number> {
       requestLog: app.requestLog,
       metrics: app.metrics,
       write: out.write,
-      log: { level: config.log.level, format: config.log.format, requestsKept: config.log.requests_kept },
-      ...edgeSettings(config.cache),
+      ...configSettings(config),
     });
   } catch (e) {
     logger.error(`Cannot listen on ${host}:${port}`, { error: (e as Error).message });

@@ -5,6 +5,7 @@
  * (no SO_REUSEPORT, or Deno run without `--unstable-net`), this thread serves alone and says why.
  * @module
  */
+import type { Config } from "../config/schema.ts";
 import type { Logger, LogLevel } from "../log.ts";
 import { createEdgeHandler, EDGE_WINDOW_MS, EdgeCache } from "./edge.ts";
 import type { Metrics, TallySnapshot } from "./metrics.ts";
@@ -117,9 +118,18 @@ export function forwardedRequest(message: { method: string; url: string; headers
   return request;
 }
 
-/** The edge's window and per-thread byte budget for a cache configuration: a second at most, never past its TTL. */
-export function edgeSettings(cache: { ttl: number; memory: number }): { windowMs: number; maxBytes: number } {
-  return { windowMs: Math.min(EDGE_WINDOW_MS, cache.ttl), maxBytes: Math.min(16 * 1024 * 1024, cache.memory / 4) };
+/**
+ * The listener settings a configuration gives: the edge's window (a second at most, never past `cache.ttl`), its
+ * per-thread byte budget, and how the worker threads log.
+ */
+export function configSettings(
+  config: Pick<Config, "cache" | "log">,
+): Pick<ListenOptions, "windowMs" | "maxBytes" | "log"> {
+  return {
+    windowMs: Math.min(EDGE_WINDOW_MS, config.cache.ttl),
+    maxBytes: Math.min(16 * 1024 * 1024, config.cache.memory / 4),
+    log: { level: config.log.level, format: config.log.format, requestsKept: config.log.requests_kept },
+  };
 }
 
 /** The worker count `auto` stands for: one per CPU, at most 4, none on a single CPU. */

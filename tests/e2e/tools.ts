@@ -4,7 +4,7 @@
  */
 import assert from "node:assert/strict";
 import { type App, createApp } from "../../src/app.ts";
-import { edgeSettings, listen } from "../../src/http/listen.ts";
+import { configSettings, listen } from "../../src/http/listen.ts";
 import { memoryLogger } from "../../src/log.ts";
 import { freePort, testConfig } from "../helpers.ts";
 import { existsSync } from "node:fs";
@@ -92,8 +92,7 @@ export async function serveApp(
     requestLog: app.requestLog,
     metrics: app.metrics,
     write: () => {},
-    log: { level: "info", format: "text", requestsKept: full.log.requests_kept },
-    ...edgeSettings(full.cache),
+    ...configSettings(full),
   });
   assert.equal(server.workers, 2, logger.lines.join("\n"));
   return {
