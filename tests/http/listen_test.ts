@@ -148,13 +148,14 @@ Deno.test("when the worker threads cannot start, the main thread serves alone an
   }
 });
 
-Deno.test("shutdown lets a request under way in a worker thread finish", async () => {
+/** A server with one route, `/held`, whose answers wait until `release()`; `arrived` resolves once one is waiting. */
+async function serveHeld(extra: Partial<ListenOptions>) {
   const logger = memoryLogger();
   let release!: () => void;
   const gate = new Promise<void>((resolve) => (release = resolve));
   let started!: () => void;
   const arrived = new Promise<void>((resolve) => (started = resolve));
-  const router = new Router().get("/slow", async () => {
+  const router = new Router().get("/held", async () => {
     started();
     await gate;
     return new Response("done");
@@ -162,10 +163,16 @@ Deno.test("shutdown lets a request under way in a worker thread finish", async (
   const options = optionsOf(freePort());
   const listener = await listen({
     ...options,
-    workers: 2,
+    logger,
     handler: createHandler(router, { logger, requestLog: options.requestLog, metrics: options.metrics }),
+    ...extra,
   });
-  const pending = fetch(`http://127.0.0.1:${options.port}/slow`);
+  return { listener, logger, arrived, release, url: `http://127.0.0.1:${options.port}/held` };
+}
+
+Deno.test("shutdown lets a request under way in a worker thread finish", async () => {
+  const { listener, arrived, release, url } = await serveHeld({ workers: 2 });
+  const pending = fetch(url);
   await arrived;
   const stopped = listener.shutdown();
   let stoppedYet = false;
@@ -178,7 +185,7 @@ Deno.test("shutdown lets a request under way in a worker thread finish", async (
   assert.equal(await res.text(), "done");
   await stopped;
   await listener.finished;
-  await assert.rejects(() => fetch(`http://127.0.0.1:${options.port}/slow`), "still listening after shutdown");
+  await assert.rejects(() => fetch(url), "still listening after shutdown");
 });
 
 Deno.test("auto means one worker thread per CPU, at most 4, and none on a single CPU", () => {
@@ -186,25 +193,8 @@ Deno.test("auto means one worker thread per CPU, at most 4, and none on a single
 });
 
 Deno.test("shutdown stops worker threads whose requests do not finish in time, and says so", async () => {
-  const logger = memoryLogger();
-  let started!: () => void;
-  const arrived = new Promise<void>((resolve) => (started = resolve));
-  let release!: () => void;
-  const never = new Promise<void>((resolve) => (release = resolve));
-  const router = new Router().get("/stuck", async () => {
-    started();
-    await never;
-    return new Response("late");
-  });
-  const options = optionsOf(freePort());
-  const listener = await listen({
-    ...options,
-    workers: 1,
-    logger,
-    stopTimeout: 200,
-    handler: createHandler(router, { logger, requestLog: options.requestLog, metrics: options.metrics }),
-  });
-  const pending = fetch(`http://127.0.0.1:${options.port}/stuck`).then((r) => r.text(), (e: Error) => e);
+  const { listener, logger, arrived, release, url } = await serveHeld({ workers: 1, stopTimeout: 200 });
+  const pending = fetch(url).then((r) => r.text(), (e: Error) => e);
   await arrived;
   await listener.shutdown();
   await listener.finished;
