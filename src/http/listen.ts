@@ -101,12 +101,13 @@ const FORBIDDEN_METHODS = new Set(["CONNECT", "TRACE", "TRACK"]);
  * it as it would have on the thread that received it:
  * - `new Request` normalizes the URL (`/file/../x` becomes `/x`) and refuses one that a Host such as `a b` makes
  *   invalid, while the router must see the path as sent to refuse such paths (400): `url` reads as received.
+ * - `new Request` upper-cases the methods the fetch standard names (`get` becomes `GET`), while the router answers
+ *   `get` with 405, as it does on the thread that received it: `method` reads as sent.
  * - CONNECT, TRACE and TRACK cannot be given to `new Request`, yet a client can send them and the router answers them
- *   (404 or 405) like any method it does not serve: the request is built as a GET and `method` reads as sent.
+ *   (404 or 405) like any method it does not serve: the request is built as a GET.
  */
 export function forwardedRequest(message: { method: string; url: string; headers: [string, string][] }): Request {
-  const method = message.method.toUpperCase();
-  const forbidden = FORBIDDEN_METHODS.has(method);
+  const forbidden = FORBIDDEN_METHODS.has(message.method.toUpperCase());
   let url = message.url;
   if (!URL.canParse(url)) {
     const { pathname, search } = splitUrl(url);
@@ -114,7 +115,7 @@ export function forwardedRequest(message: { method: string; url: string; headers
   }
   const request = new Request(url, { method: forbidden ? "GET" : message.method, headers: message.headers });
   if (request.url !== message.url) Object.defineProperty(request, "url", { value: message.url });
-  if (forbidden) Object.defineProperty(request, "method", { value: method });
+  if (request.method !== message.method) Object.defineProperty(request, "method", { value: message.method });
   return request;
 }
 
