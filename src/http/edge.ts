@@ -87,6 +87,25 @@ export function edgeKey(request: Request, pathAndQuery: string): string {
   return `${request.headers.get("host") ?? ""} ${pathAndQuery}`;
 }
 
+/** The request log entry of an answer the edge gave from `shared` (`started` is a `performance.now()` time). */
+export function hitEntry(
+  shared: Shared,
+  request: { method: string; path: string; client: string; status: number; started: number; time: number },
+): RequestEntry {
+  const { method, status } = request;
+  return {
+    time: request.time,
+    client: request.client,
+    method,
+    path: request.path,
+    route: shared.route,
+    status,
+    bytes: method === "HEAD" || status === 304 ? 0 : shared.body.byteLength,
+    duration_ms: roundMs(performance.now() - request.started),
+    cache: "hit",
+  };
+}
+
 /** What {@linkcode createEdgeHandler} needs. */
 export interface EdgeOptions {
   cache: EdgeCache;
@@ -113,17 +132,8 @@ export function createEdgeHandler(handler: ServeHandler, options: EdgeOptions): 
     const shared = cache.get(key);
     if (shared === undefined) return handler(request, info, (s) => cache.put(key, s));
     const response = representationResponse(request, shared);
-    const entry: RequestEntry = {
-      time: now(),
-      client: (info as ClientInfo | undefined)?.remoteAddr.hostname ?? "unknown",
-      method,
-      path,
-      route: shared.route,
-      status: response.status,
-      bytes: method === "HEAD" || response.status === 304 ? 0 : shared.body.byteLength,
-      duration_ms: roundMs(performance.now() - started),
-      cache: "hit",
-    };
+    const client = (info as ClientInfo | undefined)?.remoteAddr.hostname ?? "unknown";
+    const entry = hitEntry(shared, { method, path, client, status: response.status, started, time: now() });
     record(entry, shared.kind);
     return Promise.resolve(response);
   };

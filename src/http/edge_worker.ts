@@ -3,15 +3,22 @@
  * (SO_REUSEPORT, so the kernel spreads connections over them), answers the cache hits its edge keeps, and hands
  * every other request to the main thread, which owns the cache, the upstreams and the compiler. The requests it
  * answers itself go to the main thread in batches, to be logged and counted there.
+ *
+ * Its connections are read by `front.ts`, which writes each answer in one send; connections it does not read
+ * (anything but plain GET and HEAD requests) go to this thread's `Deno.serve` on loopback, with the same edge in
+ * front of the same forwarding.
  * @module
  */
 /// <reference lib="deno.worker" />
 import { createLogger } from "../log.ts";
-import { createEdgeHandler, EdgeCache } from "./edge.ts";
+import { createEdgeHandler, EdgeCache, hitEntry } from "./edge.ts";
+import { Front } from "./front.ts";
+import { type Answer, bodiless, encodeFields, type PlainRequest } from "./h1.ts";
 import type { ToMain, ToWorker } from "./listen.ts";
 import { RequestTally } from "./metrics.ts";
 import { RequestLog } from "./request_log.ts";
-import { type ClientInfo, createRecorder, type Shared } from "./server.ts";
+import { etagMatches } from "./responses.ts";
+import { type ClientInfo, createRecorder, type Recorder, type Shared } from "./server.ts";
 
 /**
  * The requests answered here go to the main thread this often (ms): log lines, the newest requests, figures. Short
@@ -25,6 +32,7 @@ const BATCH_LINES = 4096;
 const post = (message: ToMain, transfer: Transferable[] = []) => self.postMessage(message, transfer);
 
 let server: Deno.HttpServer | undefined;
+let front: Front | undefined;
 let nextId = 0;
 const pending = new Map<number, (reply: Extract<ToWorker, { type: "response" }>) => void>();
 let lines: string[] = [];
@@ -41,23 +49,76 @@ function flush(): void {
   lines = [];
 }
 
+type Reply = Extract<ToWorker, { type: "response" }>;
+
 /** Hands a request to the main thread; request bodies are not sent, since no route takes one. */
-function forward(request: Request, info?: ClientInfo, share?: (shared: Shared) => void): Promise<Response> {
+function ask(request: { method: string; url: string; headers: [string, string][]; client: string }): Promise<Reply> {
   const id = nextId++;
-  post({
-    type: "request",
-    id,
+  post({ type: "request", id, ...request });
+  return new Promise((resolve) => pending.set(id, resolve));
+}
+
+/** {@linkcode ask} for a `Deno.serve` request. */
+async function forward(request: Request, info?: ClientInfo, share?: (shared: Shared) => void): Promise<Response> {
+  const reply = await ask({
     method: request.method,
     url: request.url,
     headers: [...request.headers],
     client: info?.remoteAddr.hostname ?? "unknown",
   });
-  return new Promise((resolve) => {
-    pending.set(id, (reply) => {
-      if (reply.shared && share) share(reply.shared);
-      resolve(new Response(reply.body, { status: reply.status, headers: reply.headers }));
+  if (reply.shared && share) share(reply.shared);
+  return new Response(reply.body, { status: reply.status, headers: reply.headers });
+}
+
+/** The encoded 200 and 304 answers of each kept answer, made when first needed. */
+const encoded = new WeakMap<Shared, { ok: Answer; notModified: Answer }>();
+
+function encodedOf(shared: Shared): { ok: Answer; notModified: Answer } {
+  let answers = encoded.get(shared);
+  if (answers === undefined) {
+    answers = {
+      ok: { status: 200, fields: encodeFields(Object.entries(shared.headers), shared.body.length), body: shared.body },
+      notModified: { status: 304, fields: encodeFields(Object.entries(shared.notModified)), body: null },
+    };
+    encoded.set(shared, answers);
+  }
+  return answers;
+}
+
+/**
+ * The edge for the requests `front.ts` reads: what `createEdgeHandler` does for `Deno.serve` requests, without
+ * building a Request or a Response. The key is the same: Host, then path and query as sent.
+ */
+function plainAnswerer(cache: EdgeCache, record: Recorder) {
+  return async (request: PlainRequest, client: Deno.NetAddr): Promise<Answer> => {
+    const started = performance.now();
+    const key = `${request.host} ${request.target}`;
+    const shared = cache.get(key);
+    if (shared !== undefined) {
+      const answers = encodedOf(shared);
+      const answer = etagMatches(request.ifNoneMatch, shared.etag) ? answers.notModified : answers.ok;
+      const entry = hitEntry(shared, {
+        method: request.method,
+        path: request.target,
+        client: client.hostname,
+        status: answer.status,
+        started,
+        time: Date.now(),
+      });
+      record(entry, shared.kind);
+      return answer;
+    }
+    const reply = await ask({
+      method: request.method,
+      url: `http://${request.host}${request.target}`,
+      headers: request.headers,
+      client: client.hostname,
     });
-  });
+    if (reply.shared) cache.put(key, reply.shared);
+    const body = reply.body === null ? null : new Uint8Array(reply.body);
+    const length = body?.length ?? (bodiless(reply.status) ? undefined : 0);
+    return { status: reply.status, fields: encodeFields(reply.headers, length), body };
+  };
 }
 
 function start(message: Extract<ToWorker, { type: "start" }>): void {
@@ -69,21 +130,21 @@ function start(message: Extract<ToWorker, { type: "start" }>): void {
     write: (line) => lines.push(line),
   });
   const record = createRecorder({ logger, requestLog: recent, metrics: tally });
-  const handler = createEdgeHandler(forward, {
-    cache,
-    record: (entry, kind) => {
-      record(entry, kind);
-      if (lines.length >= BATCH_LINES) flush();
-      else timer ??= setTimeout(flush, BATCH_MS);
-    },
-  });
+  const edgeRecord: Recorder = (entry, kind) => {
+    record(entry, kind);
+    if (lines.length >= BATCH_LINES) flush();
+    else timer ??= setTimeout(flush, BATCH_MS);
+  };
+  const handler = createEdgeHandler(forward, { cache, record: edgeRecord });
   try {
-    server = Deno.serve({
-      hostname: message.hostname,
-      port: message.port,
-      reusePort: true,
-      onListen: () => post({ type: "listening" }),
-    }, handler);
+    const listener = Deno.listen({ hostname: message.hostname, port: message.port, reusePort: true });
+    // Connections the front does not read come here; their handler sees the client behind the relay.
+    server = Deno.serve(
+      { hostname: "127.0.0.1", port: 0, onListen: () => {} },
+      (request, info) => handler(request, { remoteAddr: front?.clientOf(info.remoteAddr.port) ?? info.remoteAddr }),
+    );
+    front = new Front({ listener, handover: server.addr as Deno.NetAddr, answer: plainAnswerer(cache, edgeRecord) });
+    post({ type: "listening" });
   } catch (e) {
     post({ type: "failed", message: e instanceof Error ? e.message : String(e) });
   }
@@ -106,10 +167,8 @@ self.onmessage = async (event: MessageEvent<ToWorker>) => {
       post({ type: "done", id: message.id });
       break;
     case "stop":
-      if (server) {
-        await server.shutdown();
-        await server.finished;
-      }
+      await Promise.all([front?.shutdown(), server?.shutdown()]);
+      await server?.finished;
       flush();
       post({ type: "done", id: message.id });
       break;
