@@ -6,7 +6,7 @@
  * @module
  */
 
-/** A plain request: GET or HEAD, no body, HTTP/1.0 or 1.1, one Host. */
+/** A plain request: GET or HEAD, no body, HTTP/1.0 or 1.1, one Host that is a plain authority. */
 export interface PlainRequest {
   method: "GET" | "HEAD";
   /** The request target as sent (path and query). */
@@ -37,6 +37,8 @@ const LF = 10;
 const decoder = new TextDecoder();
 const REQUEST_LINE = /^(GET|HEAD) (\/[!-~]*) HTTP\/1\.([01])$/;
 const FIELD = /^([!#$%&'*+\-.^_`|~0-9A-Za-z]+):[ \t]*(.*?)[ \t]*$/;
+/** A Host that makes a valid authority on its own: a name or address, an IPv6 literal, an optional port. */
+const HOST = /^(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]*)?$/;
 /** Fields that give a request a body or change the protocol: such requests are not plain. */
 const NOT_PLAIN = new Set(["content-length", "transfer-encoding", "expect", "upgrade"]);
 
@@ -95,7 +97,8 @@ export function readHead(buf: Uint8Array, end: number, maxHead = 8192): HeadResu
       }
     }
   }
-  if (hosts !== 1 || host === undefined) return { kind: "other" };
+  // One Host, plain: the edge keys answers by Host and target, and both must read the same to Deno.serve.
+  if (hosts !== 1 || host === undefined || !HOST.test(host)) return { kind: "other" };
   const minor = first[3] === "1" ? 1 : 0;
   return {
     kind: "plain",

@@ -1,0 +1,271 @@
+import assert from "node:assert/strict";
+import { Front } from "../../src/http/front.ts";
+import { type Answer, encodeFields, type PlainRequest } from "../../src/http/h1.ts";
+
+const enc = new TextEncoder();
+const dec = new TextDecoder();
+
+function textAnswer(status: number, text: string): Answer {
+  const body = enc.encode(text);
+  return { status, fields: encodeFields([["content-type", "text/plain"]], body.length), body };
+}
+
+/**
+ * A front on a free port whose plain answers say which request they answer, and a Deno.serve on loopback that
+ * takes what the front hands over and says so, with the client the front says is behind the relay.
+ */
+function start(options: { answer?: (r: PlainRequest) => Answer | Promise<Answer>; headTimeoutMs?: number } = {}) {
+  const seen: PlainRequest[] = [];
+  const handedOver: { method: string; body: string; client?: Deno.NetAddr }[] = [];
+  let front!: Front;
+  const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: () => {} }, async (request, info) => {
+    const client = front.clientOf(info.remoteAddr.port);
+    handedOver.push({ method: request.method, body: await request.text(), client });
+    return new Response(`handed over ${request.method}`);
+  });
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  front = new Front({
+    listener,
+    handover: server.addr as Deno.NetAddr,
+    headTimeoutMs: options.headTimeoutMs,
+    answer: (request) => {
+      seen.push(request);
+      return options.answer?.(request) ?? textAnswer(200, `${request.method} ${request.target}`);
+    },
+  });
+  const port = (listener.addr as Deno.NetAddr).port;
+  return {
+    front,
+    seen,
+    handedOver,
+    port,
+    async stop() {
+      await Promise.all([front.shutdown(), server.shutdown()]);
+    },
+  };
+}
+
+/** A client connection that reads one whole response at a time (Content-Length bodies, none for HEAD). */
+class Client {
+  #buf = new Uint8Array(0);
+  private constructor(readonly conn: Deno.TcpConn) {}
+  static async open(port: number): Promise<Client> {
+    return new Client(await Deno.connect({ hostname: "127.0.0.1", port }));
+  }
+  async send(text: string): Promise<void> {
+    const bytes = enc.encode(text);
+    for (let at = 0; at < bytes.length;) at += await this.conn.write(bytes.subarray(at));
+  }
+  async #more(): Promise<boolean> {
+    const chunk = new Uint8Array(65536);
+    const n = await this.conn.read(chunk);
+    if (n === null) return false;
+    const joined = new Uint8Array(this.#buf.length + n);
+    joined.set(this.#buf);
+    joined.set(chunk.subarray(0, n), this.#buf.length);
+    this.#buf = joined;
+    return true;
+  }
+  /** The next response: its head as text and its body; undefined when the server closed instead. */
+  async response(head = false): Promise<{ head: string; body: string } | undefined> {
+    let end: number;
+    while ((end = dec.decode(this.#buf).indexOf("\r\n\r\n")) < 0) if (!(await this.#more())) return undefined;
+    const headText = dec.decode(this.#buf.subarray(0, end));
+    const length = head || / 304 /.test(headText.split("\r\n")[0])
+      ? 0
+      : Number(/\r\ncontent-length: (\d+)/i.exec(headText)?.[1] ?? 0);
+    while (this.#buf.length < end + 4 + length) if (!(await this.#more())) throw new Error("body cut short");
+    const body = dec.decode(this.#buf.subarray(end + 4, end + 4 + length));
+    this.#buf = this.#buf.slice(end + 4 + length);
+    return { head: headText, body };
+  }
+  /** Whether the server closes the connection (with nothing more to read) within `ms`. */
+  async closedWithin(ms: number): Promise<boolean> {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const late = new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), ms)));
+    const closed = this.#more().then((more) => !more, () => true);
+    const result = await Promise.race([closed, late]);
+    clearTimeout(timer);
+    return result;
+  }
+  close(): void {
+    try {
+      this.conn.close();
+    } catch { /* closed */ }
+  }
+}
+
+const H = "Host: gw.lan\r\n";
+
+Deno.test("front: one keep-alive connection carries several requests, each answered in turn", async () => {
+  const env = start();
+  const client = await Client.open(env.port);
+  try {
+    for (const target of ["/a", "/b?x=1", "/c"]) {
+      await client.send(`GET ${target} HTTP/1.1\r\n${H}\r\n`);
+      const res = await client.response();
+      assert.match(res!.head, /^HTTP\/1\.1 200 OK\r\n/);
+      assert.match(res!.head, /\r\ndate: \w{3}, \d\d \w{3} \d{4} \d\d:\d\d:\d\d GMT/);
+      assert.equal(res!.body, `GET ${target}`);
+    }
+    assert.deepEqual(env.seen.map((r) => r.target), ["/a", "/b?x=1", "/c"]);
+    assert.equal(env.handedOver.length, 0);
+  } finally {
+    client.close();
+    await env.stop();
+  }
+});
+
+Deno.test("front: pipelined requests in one write are answered in order; Connection: close ends it", async () => {
+  const env = start();
+  const client = await Client.open(env.port);
+  try {
+    await client.send(
+      `GET /1 HTTP/1.1\r\n${H}\r\nHEAD /2 HTTP/1.1\r\n${H}\r\nGET /3 HTTP/1.1\r\n${H}Connection: close\r\n\r\n`,
+    );
+    assert.equal((await client.response())!.body, "GET /1");
+    const head = await client.response(true);
+    assert.match(head!.head, /content-length: 7/);
+    const last = await client.response();
+    assert.equal(last!.body, "GET /3");
+    assert.match(last!.head, /\r\nconnection: close/);
+    assert.ok(await client.closedWithin(2000), "the connection stayed open after Connection: close");
+  } finally {
+    client.close();
+    await env.stop();
+  }
+});
+
+Deno.test("front: an HTTP/1.0 request (a device's) is answered and the connection closed; a head may arrive in pieces", async () => {
+  const env = start();
+  const client = await Client.open(env.port);
+  try {
+    for (const ch of `GET /file/ab/abcd HTTP/1.0\r\n${H}\r\n`) {
+      await client.send(ch);
+      await new Promise((r) => setTimeout(r, 1));
+    }
+    const res = await client.response();
+    assert.match(res!.head, /^HTTP\/1\.0 200 OK\r\n/);
+    assert.doesNotMatch(res!.head, /connection:/);
+    assert.equal(res!.body, "GET /file/ab/abcd");
+    assert.ok(await client.closedWithin(2000), "the connection stayed open after an HTTP/1.0 answer");
+  } finally {
+    client.close();
+    await env.stop();
+  }
+});
+
+Deno.test("front: other requests go to the handover server with their bodies, from the client they came from", async () => {
+  const env = start();
+  const client = await Client.open(env.port);
+  try {
+    // A plain request first: the front answers it; then a POST: the rest of the connection is handed over.
+    await client.send(`GET /first HTTP/1.1\r\n${H}\r\nPOST /x HTTP/1.1\r\n${H}Content-Length: 5\r\n\r\nhello`);
+    assert.equal((await client.response())!.body, "GET /first");
+    assert.equal((await client.response())!.body, "handed over POST");
+    // Still the same connection, now served by the handover server, plain requests and all.
+    await client.send(`GET /after HTTP/1.1\r\n${H}Connection: close\r\n\r\n`);
+    assert.equal((await client.response())!.body, "handed over GET");
+    assert.ok(await client.closedWithin(2000));
+    assert.deepEqual(env.seen.map((r) => r.target), ["/first"]);
+    assert.deepEqual(env.handedOver.map((h) => [h.method, h.body]), [["POST", "hello"], ["GET", ""]]);
+    const mine = client.conn.localAddr as Deno.NetAddr;
+    for (const h of env.handedOver) assert.deepEqual([h.client?.hostname, h.client?.port], [mine.hostname, mine.port]);
+    assert.equal(env.front.clientOf(mine.port), undefined, "a relay's client outlived its connection");
+  } finally {
+    client.close();
+    await env.stop();
+  }
+});
+
+Deno.test("front: a head that stops arriving is dropped after the head timeout; idle connections are not", async () => {
+  const env = start({ headTimeoutMs: 200 });
+  const partial = await Client.open(env.port);
+  const idle = await Client.open(env.port);
+  try {
+    await partial.send(`GET /slow HTTP/1.1\r\n${H}`);
+    await idle.send(`GET /ok HTTP/1.1\r\n${H}\r\n`);
+    assert.equal((await idle.response())!.body, "GET /ok");
+    assert.ok(await partial.closedWithin(3000), "a half-sent head held its connection");
+    assert.equal(await idle.closedWithin(400), false, "an idle keep-alive connection was dropped");
+    assert.equal(env.seen.length, 1);
+  } finally {
+    partial.close();
+    idle.close();
+    await env.stop();
+  }
+});
+
+Deno.test("front: a failed answer closes its connection and the front goes on serving", async () => {
+  const env = start({
+    answer: (r) => {
+      if (r.target === "/boom") throw new Error("Deliberate failure");
+      return textAnswer(200, "fine");
+    },
+  });
+  const bad = await Client.open(env.port);
+  const good = await Client.open(env.port);
+  try {
+    await bad.send(`GET /boom HTTP/1.1\r\n${H}\r\n`);
+    assert.equal(await bad.response(), undefined, "something was answered for a failed request");
+    await good.send(`GET /x HTTP/1.0\r\n${H}\r\n`);
+    assert.equal((await good.response())!.body, "fine");
+  } finally {
+    bad.close();
+    good.close();
+    await env.stop();
+  }
+});
+
+Deno.test("front: a large body goes out whole", async () => {
+  const big = "0123456789abcdef".repeat(256 * 1024); // 4 MiB, more than one write takes
+  const env = start({ answer: () => textAnswer(200, big) });
+  const client = await Client.open(env.port);
+  try {
+    await client.send(`GET /big HTTP/1.0\r\n${H}\r\n`);
+    const res = await client.response();
+    assert.equal(res!.body.length, big.length);
+    assert.equal(res!.body, big);
+  } finally {
+    client.close();
+    await env.stop();
+  }
+});
+
+Deno.test("front: shutdown closes idle connections, lets an answer under way finish, then stops listening", async () => {
+  let release!: () => void;
+  const gate = new Promise<void>((resolve) => (release = resolve));
+  let arrived!: () => void;
+  const waiting = new Promise<void>((resolve) => (arrived = resolve));
+  const env = start({
+    answer: async (r) => {
+      if (r.target === "/held") {
+        arrived();
+        await gate;
+      }
+      return textAnswer(200, `done ${r.target}`);
+    },
+  });
+  const idle = await Client.open(env.port);
+  const busy = await Client.open(env.port);
+  try {
+    await idle.send(`GET /first HTTP/1.1\r\n${H}\r\n`);
+    assert.equal((await idle.response())!.body, "done /first");
+    await busy.send(`GET /held HTTP/1.1\r\n${H}\r\n`);
+    await waiting;
+    let stopped = false;
+    const stopping = env.stop().then(() => (stopped = true));
+    assert.ok(await idle.closedWithin(2000), "an idle connection stayed open through shutdown");
+    await new Promise((r) => setTimeout(r, 100));
+    assert.equal(stopped, false, "shutdown did not wait for the answer under way");
+    release();
+    const res = await busy.response();
+    assert.equal(res!.body, "done /held");
+    assert.ok(await busy.closedWithin(2000), "the connection stayed open after its last answer");
+    await stopping;
+    await assert.rejects(() => Client.open(env.port), "still listening after shutdown");
+  } finally {
+    idle.close();
+    busy.close();
+  }
+});

@@ -1,0 +1,164 @@
+import assert from "node:assert/strict";
+import { type Answer, dateLine, encodeFields, type PlainRequest, readHead, responseBytes } from "../../src/http/h1.ts";
+
+const enc = new TextEncoder();
+const dec = new TextDecoder();
+
+function read(text: string, maxHead?: number) {
+  const bytes = enc.encode(text);
+  return readHead(bytes, bytes.length, maxHead);
+}
+
+function plain(text: string): PlainRequest {
+  const result = read(text);
+  assert.equal(result.kind, "plain", JSON.stringify(text));
+  return (result as { request: PlainRequest }).request;
+}
+
+Deno.test("readHead reads a device's HTTP/1.0 GET: method, target, Host, closes after", () => {
+  const text = "GET /file/ab/abcdef12 HTTP/1.0\r\nHost: gw.lan\r\nUser-Agent:  mip \r\n\r\n";
+  const request = plain(text);
+  assert.equal(request.method, "GET");
+  assert.equal(request.target, "/file/ab/abcdef12");
+  assert.equal(request.minor, 0);
+  assert.equal(request.host, "gw.lan");
+  assert.deepEqual(request.headers, [["host", "gw.lan"], ["user-agent", "mip"]]);
+  assert.equal(request.keepAlive, false);
+  assert.equal(request.length, text.length);
+  assert.equal(request.ifNoneMatch, null);
+});
+
+Deno.test("readHead: keep-alive follows the version and the Connection header", () => {
+  const cases: [string, string, boolean][] = [
+    ["1.1", "", true],
+    ["1.1", "Connection: close\r\n", false],
+    ["1.1", "Connection: Keep-Alive, Close\r\n", false],
+    ["1.0", "", false],
+    ["1.0", "Connection: keep-alive\r\n", true],
+    ["1.0", "connection: foo, KEEP-ALIVE\r\n", true],
+  ];
+  for (const [version, field, keepAlive] of cases) {
+    const request = plain(`HEAD /index.json HTTP/${version}\r\nHost: a\r\n${field}\r\n`);
+    assert.equal(request.keepAlive, keepAlive, `${version} ${field}`);
+    assert.equal(request.method, "HEAD");
+  }
+});
+
+Deno.test("readHead joins repeated If-None-Match fields and stops at the first head of pipelined ones", () => {
+  const first = 'GET /a?x=1 HTTP/1.1\r\nHost: a\r\nIf-None-Match: "x"\r\nif-none-match: W/"y"\r\n\r\n';
+  const request = plain(`${first}GET /b HTTP/1.1\r\nHost: a\r\n\r\n`);
+  assert.equal(request.ifNoneMatch, '"x", W/"y"');
+  assert.equal(request.target, "/a?x=1");
+  assert.equal(request.length, first.length);
+});
+
+Deno.test("readHead waits for the rest of a head that has not all arrived", () => {
+  for (
+    const text of [
+      "",
+      "GET / HTTP/1.1",
+      "GET / HTTP/1.1\r",
+      "GET / HTTP/1.1\r\nHost: a\r\n",
+      "GET / HTTP/1.1\r\nHost: a\r\n\r",
+    ]
+  ) {
+    assert.equal(read(text).kind, "incomplete", JSON.stringify(text));
+  }
+});
+
+Deno.test("readHead leaves everything but plain requests to Deno.serve", () => {
+  const h = "Host: a\r\n";
+  const others = [
+    `POST / HTTP/1.1\r\n${h}\r\n`,
+    `get / HTTP/1.1\r\n${h}\r\n`,
+    `OPTIONS * HTTP/1.1\r\n${h}\r\n`,
+    `GET http://a/ HTTP/1.1\r\n${h}\r\n`,
+    `GET / HTTP/2.0\r\n${h}\r\n`,
+    `GET / HTTP/1.1 \r\n${h}\r\n`,
+    `GET  / HTTP/1.1\r\n${h}\r\n`,
+    `GET /a#b HTTP/1.1\r\n${h}\r\n`,
+    `GET / HTTP/1.1\r\n\r\n`,
+    `GET / HTTP/1.1\r\n${h}${h}\r\n`,
+    `GET / HTTP/1.1\r\n${h}Content-Length: 0\r\n\r\n`,
+    `GET / HTTP/1.1\r\n${h}Transfer-Encoding: chunked\r\n\r\n`,
+    `GET / HTTP/1.1\r\n${h}Expect: 100-continue\r\n\r\n`,
+    `GET / HTTP/1.1\r\n${h}Upgrade: websocket\r\n\r\n`,
+    `GET / HTTP/1.1\r\n${h}X-A: 1\r\n  folded\r\n\r\n`,
+    `GET / HTTP/1.1\r\n${h}Bad Name: 1\r\n\r\n`,
+    `GET / HTTP/1.1\r\n${h}: empty name\r\n\r\n`,
+    `GET / HTTP/1.1\r\nHost: a b\r\n\r\n`,
+    `GET / HTTP/1.1\r\nHost: a/b\r\n\r\n`,
+    `GET / HTTP/1.1\r\nHost: \r\n\r\n`,
+    `\r\nGET / HTTP/1.1\r\n${h}\r\n`,
+    // Bare LF, a lone CR, control bytes, UTF-8: refused on sight, before the head is complete.
+    `GET / HTTP/1.1\n${h}`,
+    `GET / HTTP/1.1\rX`,
+    `GET / HTTP/1.1\r\nX-A: \x01`,
+    `GET /caf\u00e9 HTTP/1.1\r\n`,
+  ];
+  for (const text of others) assert.equal(read(text).kind, "other", JSON.stringify(text));
+  // A head longer than the limit, complete or not.
+  assert.equal(read(`GET / HTTP/1.1\r\n${h}X-Long: ${"y".repeat(200)}\r\n\r\n`, 128).kind, "other");
+  assert.equal(read(`GET / HTTP/1.1\r\n${h}X-Long: ${"y".repeat(200)}`, 128).kind, "other");
+  // Hosts that make a valid authority are read here, ports and IPv6 literals included.
+  for (const host of ["gw.lan", "GW.lan:18891", "10.0.0.1", "[::1]:18891", "a-b.c"]) {
+    assert.equal(plain(`GET / HTTP/1.1\r\nHost: ${host}\r\n\r\n`).host, host);
+  }
+});
+
+function answer(status: number, fields: [string, string][], body: string | null): Answer {
+  const bytes = body === null ? null : enc.encode(body);
+  return { status, fields: encodeFields(fields, bytes?.length), body: bytes };
+}
+
+Deno.test("responseBytes writes the status line in the request's version, the fields, Date, and the body", () => {
+  const date = enc.encode("date: Tue, 24 Nov 2026 13:00:00 GMT\r\n");
+  const a = answer(200, [["Content-Type", "application/json"], ["etag", '"e"']], "{}");
+  const out = (text: string) => dec.decode(responseBytes(plain(text), a, date));
+  assert.equal(
+    out("GET / HTTP/1.0\r\nHost: a\r\n\r\n"),
+    'HTTP/1.0 200 OK\r\ncontent-type: application/json\r\netag: "e"\r\ncontent-length: 2\r\n' +
+      "date: Tue, 24 Nov 2026 13:00:00 GMT\r\n\r\n{}",
+  );
+  assert.match(
+    out("GET / HTTP/1.0\r\nHost: a\r\nConnection: keep-alive\r\n\r\n"),
+    /\r\nconnection: keep-alive\r\n\r\n\{\}$/,
+  );
+  assert.match(out("GET / HTTP/1.1\r\nHost: a\r\n\r\n"), /^HTTP\/1\.1 200 OK\r\n.*GMT\r\n\r\n\{\}$/s);
+  assert.match(out("GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"), /\r\nconnection: close\r\n\r\n\{\}$/);
+  // HEAD: the GET's Content-Length, no body.
+  assert.match(out("HEAD / HTTP/1.1\r\nHost: a\r\n\r\n"), /content-length: 2\r\n.*GMT\r\n\r\n$/s);
+  // No body for 304 and 204, whatever the answer holds.
+  const notModified = { ...answer(304, [["etag", '"e"']], null), body: enc.encode("x") };
+  assert.equal(
+    dec.decode(responseBytes(plain("GET / HTTP/1.1\r\nHost: a\r\n\r\n"), notModified, date)),
+    'HTTP/1.1 304 Not Modified\r\netag: "e"\r\ndate: Tue, 24 Nov 2026 13:00:00 GMT\r\n\r\n',
+  );
+  assert.match(
+    dec.decode(responseBytes(plain("GET / HTTP/1.1\r\nHost: a\r\n\r\n"), answer(599, [], "x"), date)),
+    /^HTTP\/1\.1 599 \r\ncontent-length: 1\r\n/,
+  );
+});
+
+Deno.test("encodeFields keeps a given Content-Length and drops Date, Connection and Transfer-Encoding", () => {
+  const fields = dec.decode(encodeFields([
+    ["Date", "x"],
+    ["connection", "keep-alive"],
+    ["transfer-encoding", "chunked"],
+    ["content-length", "7"],
+    ["x-a", "1"],
+  ], 3));
+  assert.equal(fields, "content-length: 7\r\nx-a: 1\r\n");
+  assert.equal(dec.decode(encodeFields([["x-a", "1"]])), "x-a: 1\r\n");
+});
+
+Deno.test("dateLine encodes the Date once per second of the clock it is given", () => {
+  let now = Date.UTC(2026, 10, 24, 13, 0, 0, 100);
+  const date = dateLine(() => now);
+  const first = date();
+  assert.equal(dec.decode(first), "date: Tue, 24 Nov 2026 13:00:00 GMT\r\n");
+  now += 800;
+  assert.equal(date(), first, "re-encoded within the same second");
+  now += 200;
+  assert.equal(dec.decode(date()), "date: Tue, 24 Nov 2026 13:00:01 GMT\r\n");
+});
