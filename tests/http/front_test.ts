@@ -17,14 +17,14 @@ function textAnswer(status: number, text: string): Answer {
 function start(options: { answer?: (r: PlainRequest) => Answer | Promise<Answer>; headTimeoutMs?: number } = {}) {
   const seen: PlainRequest[] = [];
   const handedOver: { method: string; body: string; client?: Deno.NetAddr }[] = [];
-  let front!: Front;
+  const ref: { front?: Front } = {};
   const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: () => {} }, async (request, info) => {
-    const client = front.clientOf(info.remoteAddr.port);
+    const client = ref.front?.clientOf(info.remoteAddr.port);
     handedOver.push({ method: request.method, body: await request.text(), client });
     return new Response(`handed over ${request.method}`);
   });
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  front = new Front({
+  const front = ref.front = new Front({
     listener,
     handover: server.addr as Deno.NetAddr,
     headTimeoutMs: options.headTimeoutMs,
