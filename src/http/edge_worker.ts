@@ -77,8 +77,18 @@ function encodedOf(shared: Shared): { ok: Answer; notModified: Answer } {
   let answers = encoded.get(shared);
   if (answers === undefined) {
     answers = {
-      ok: { status: 200, fields: encodeFields(Object.entries(shared.headers), shared.body.length), body: shared.body },
-      notModified: { status: 304, fields: encodeFields(Object.entries(shared.notModified)), body: null },
+      ok: {
+        status: 200,
+        fields: encodeFields(Object.entries(shared.headers), shared.body.length),
+        body: shared.body,
+        repeated: true,
+      },
+      notModified: {
+        status: 304,
+        fields: encodeFields(Object.entries(shared.notModified)),
+        body: null,
+        repeated: true,
+      },
     };
     encoded.set(shared, answers);
   }

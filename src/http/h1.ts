@@ -122,6 +122,11 @@ export interface Answer {
   fields: Uint8Array;
   /** The body of a GET (a HEAD gets the same fields without it); null for none. */
   body: Uint8Array | null;
+  /**
+   * Whether the answer is given again and again (the edge's kept answers): its response bytes are then made once
+   * per kind of request and per second, not once per request.
+   */
+  repeated?: boolean;
 }
 
 const encoder = new TextEncoder();
@@ -182,12 +187,27 @@ export function bodiless(status: number): boolean {
 
 const statusLines = new Map<number, Uint8Array>();
 
+/** Response bytes made for repeated answers: per answer, the Date line they were made with, and per kind. */
+const made = new WeakMap<Answer, { date: Uint8Array; bytes: (Uint8Array | undefined)[] }>();
+
 /**
  * The bytes of a whole response to `request`: status line in the request's HTTP version, the answer's fields,
  * `date`, `connection` when it differs from the version's default, the blank line, and the body unless the request
- * is a HEAD or the status has none. One buffer, so that one write sends it all.
+ * is a HEAD or the status has none. One buffer, so that one write sends it all. The buffer is not to be changed:
+ * for a repeated answer, the next request of the same kind gets the same one within the same second.
  */
 export function responseBytes(request: PlainRequest, answer: Answer, date: Uint8Array): Uint8Array {
+  if (!answer.repeated) return build(request, answer, date);
+  let kinds = made.get(answer);
+  if (kinds === undefined || kinds.date !== date) {
+    kinds = { date, bytes: [] };
+    made.set(answer, kinds);
+  }
+  const kind = (request.method === "HEAD" ? 4 : 0) + request.minor * 2 + (request.keepAlive ? 1 : 0);
+  return kinds.bytes[kind] ??= build(request, answer, date);
+}
+
+function build(request: PlainRequest, answer: Answer, date: Uint8Array): Uint8Array {
   const key = answer.status * 2 + request.minor;
   let statusLine = statusLines.get(key);
   if (statusLine === undefined) {

@@ -162,3 +162,24 @@ Deno.test("dateLine encodes the Date once per second of the clock it is given", 
   now += 200;
   assert.equal(dec.decode(date()), "date: Tue, 24 Nov 2026 13:00:01 GMT\r\n");
 });
+
+Deno.test("responseBytes makes a repeated answer's bytes once per kind of request and per Date line", () => {
+  const a: Answer = { ...answer(200, [["etag", '"e"']], "body"), repeated: true };
+  const second1 = enc.encode("date: Tue, 24 Nov 2026 13:00:00 GMT\r\n");
+  const second2 = enc.encode("date: Tue, 24 Nov 2026 13:00:01 GMT\r\n");
+  const get11 = plain("GET / HTTP/1.1\r\nHost: a\r\n\r\n");
+  const first = responseBytes(get11, a, second1);
+  assert.equal(responseBytes(get11, a, second1), first, "made again within the same second");
+  assert.equal(responseBytes(plain("GET /other HTTP/1.1\r\nHost: b\r\n\r\n"), a, second1), first);
+  const head = responseBytes(plain("HEAD / HTTP/1.1\r\nHost: a\r\n\r\n"), a, second1);
+  assert.notEqual(head, first);
+  assert.ok(!dec.decode(head).endsWith("body"));
+  const old = responseBytes(plain("GET / HTTP/1.0\r\nHost: a\r\n\r\n"), a, second1);
+  assert.match(dec.decode(old), /^HTTP\/1\.0 200 OK/);
+  const next = responseBytes(get11, a, second2);
+  assert.notEqual(next, first);
+  assert.match(dec.decode(next), /13:00:01 GMT\r\n\r\nbody$/);
+  // Answers given once are made each time.
+  const once = answer(200, [], "x");
+  assert.notEqual(responseBytes(get11, once, second1), responseBytes(get11, once, second1));
+});
