@@ -2,7 +2,8 @@
 # Cache-hit throughput and latency of mipserver side by side with nginx serving the same bytes from disk.
 # Needs wrk and nginx (Debian: apt-get install wrk nginx-light); run from the repository root:  bash bench/run.sh
 # Environment: DURATION (default 10s), CONNECTIONS (default "1 64 256"), THREADS (default 2), WARMUP (default 3s),
-# MIPSERVER_WORKERS (server.workers, default auto).
+# MIPSERVER_WORKERS (server.workers, default auto), DENO_FLAGS (extra flags for mipserver's deno run, e.g.
+# --v8-flags=--max-semi-space-size=4).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DENO=${DENO:-$(command -v deno || echo .tools/npm/node_modules/.bin/deno)}
@@ -28,7 +29,7 @@ for _ in $(seq 1 300); do grep -q READY=1 "$OUT/prepare.out" 2>/dev/null && brea
 # shellcheck disable=SC1090
 source <(grep = "$OUT/prepare.out")
 
-MIPSERVER_WORKERS=${MIPSERVER_WORKERS:-auto} "$DENO" run --allow-net --allow-read --allow-write --allow-env --allow-run --frozen src/main.ts \
+MIPSERVER_WORKERS=${MIPSERVER_WORKERS:-auto} "$DENO" run --allow-net --allow-read --allow-write --allow-env --allow-run --frozen ${DENO_FLAGS:-} src/main.ts \
   --config "$OUT/config.yaml" > "$OUT/mipserver.log" 2>&1 &
 MIP_PID=$!
 cat > "$OUT/nginx.conf" <<NGINX
