@@ -82,9 +82,12 @@ export class EdgeCache {
   }
 }
 
-/** The edge's key of a request: Host, then path and query. */
-export function edgeKey(request: Request, pathAndQuery: string): string {
-  return `${request.headers.get("host") ?? ""} ${pathAndQuery}`;
+/**
+ * The edge's key of a request: its Host, then its path and query as sent. The worker threads' own connections
+ * (`front.ts`) and `Deno.serve` requests both key by it, so they share one {@linkcode EdgeCache}.
+ */
+export function edgeKey(host: string | null, pathAndQuery: string): string {
+  return `${host ?? ""} ${pathAndQuery}`;
 }
 
 /** The request log entry of an answer the edge gave from `shared` (`started` is a `performance.now()` time). */
@@ -128,7 +131,7 @@ export function createEdgeHandler(handler: ServeHandler, options: EdgeOptions): 
     const started = performance.now();
     const { pathname, search } = splitUrl(request.url);
     const path = pathname + search;
-    const key = edgeKey(request, path);
+    const key = edgeKey(request.headers.get("host"), path);
     const shared = cache.get(key);
     if (shared === undefined) return handler(request, info, (s) => cache.put(key, s));
     const response = representationResponse(request, shared);

@@ -11,7 +11,7 @@
  */
 /// <reference lib="deno.worker" />
 import { createLogger } from "../log.ts";
-import { createEdgeHandler, EdgeCache, hitEntry } from "./edge.ts";
+import { createEdgeHandler, EdgeCache, edgeKey, hitEntry } from "./edge.ts";
 import { Front } from "./front.ts";
 import { type Answer, bodiless, encodeFields, type PlainRequest } from "./h1.ts";
 import type { ToMain, ToWorker } from "./listen.ts";
@@ -97,12 +97,12 @@ function encodedOf(shared: Shared): { ok: Answer; notModified: Answer } {
 
 /**
  * The edge for the requests `front.ts` reads: what `createEdgeHandler` does for `Deno.serve` requests, without
- * building a Request or a Response. The key is the same: Host, then path and query as sent.
+ * building a Request or a Response, in the same cache.
  */
 function plainAnswerer(cache: EdgeCache, record: Recorder) {
   return async (request: PlainRequest, client: Deno.NetAddr): Promise<Answer> => {
     const started = performance.now();
-    const key = `${request.host} ${request.target}`;
+    const key = edgeKey(request.host, request.target);
     const shared = cache.get(key);
     if (shared !== undefined) {
       const answers = encodedOf(shared);
