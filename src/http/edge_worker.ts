@@ -140,10 +140,13 @@ function start(message: Extract<ToWorker, { type: "start" }>): void {
     write: (line) => lines.push(line),
   });
   const record = createRecorder({ logger, requestLog: recent, metrics: tally });
-  const edgeRecord: Recorder = (entry, kind) => {
-    record(entry, kind);
+  const sendSoon = () => {
     if (lines.length >= BATCH_LINES) flush();
     else timer ??= setTimeout(flush, BATCH_MS);
+  };
+  const edgeRecord: Recorder = (entry, kind) => {
+    record(entry, kind);
+    sendSoon();
   };
   const handler = createEdgeHandler(forward, { cache, record: edgeRecord });
   try {
@@ -153,7 +156,15 @@ function start(message: Extract<ToWorker, { type: "start" }>): void {
       { hostname: "127.0.0.1", port: 0, onListen: () => {} },
       (request, info) => handler(request, { remoteAddr: front?.clientOf(info.remoteAddr.port) ?? info.remoteAddr }),
     );
-    front = new Front({ listener, handover: server.addr as Deno.NetAddr, answer: plainAnswerer(cache, edgeRecord) });
+    front = new Front({
+      listener,
+      handover: server.addr as Deno.NetAddr,
+      answer: plainAnswerer(cache, edgeRecord),
+      onError: (e) => {
+        logger.error("Cannot answer a request", { error: e instanceof Error ? (e.stack ?? e.message) : String(e) });
+        sendSoon();
+      },
+    });
     post({ type: "listening" });
   } catch (e) {
     post({ type: "failed", message: e instanceof Error ? e.message : String(e) });

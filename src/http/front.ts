@@ -7,14 +7,24 @@
  * connection exactly as it answers every connection when there are no worker threads.
  * @module
  */
-import { type Answer, dateLine, type PlainRequest, readHead, responseBytes } from "./h1.ts";
+import { type Answer, dateLine, encodeFields, type PlainRequest, readHead, responseBytes } from "./h1.ts";
+
+const FAILED_BODY = new TextEncoder().encode("Internal server error\n");
+/** The answer when answering failed. */
+const FAILED: Answer = {
+  status: 500,
+  fields: encodeFields([["content-type", "text/plain; charset=utf-8"]], FAILED_BODY.length),
+  body: FAILED_BODY,
+};
 
 /** What a {@linkcode Front} needs. */
 export interface FrontOptions {
   /** Where clients connect. */
   listener: Deno.Listener;
-  /** Answers a plain request; it must not throw (a failure closes the connection). */
+  /** Answers a plain request. If it throws, the client gets a 500 and the connection is closed. */
   answer: (request: PlainRequest, client: Deno.NetAddr) => Answer | Promise<Answer>;
+  /** Hears why an answer failed. */
+  onError?: (error: unknown) => void;
   /** The `Deno.serve` on loopback that takes every connection this loop does not read itself. */
   handover: Deno.NetAddr;
   /** How long a client may take to send a request head it has started, in ms (default 30 s). */
@@ -102,9 +112,16 @@ export class Front {
             return;
           }
           if (head.kind === "plain") {
-            const request = head.request;
+            let request = head.request;
             open.busy = true;
-            const answer = await this.#o.answer(request, conn.remoteAddr as Deno.NetAddr);
+            let answer: Answer;
+            try {
+              answer = await this.#o.answer(request, conn.remoteAddr as Deno.NetAddr);
+            } catch (e) {
+              this.#o.onError?.(e);
+              answer = FAILED;
+              request = { ...request, keepAlive: false };
+            }
             await writeAll(conn, responseBytes(request, answer, this.#date()));
             open.busy = false;
             buf.copyWithin(0, request.length, fill);
@@ -126,7 +143,7 @@ export class Front {
         fill += n;
       }
     } catch {
-      // A connection reset, closed by shutdown or the head timeout, or an answer that failed: nothing to send.
+      // A connection reset, or closed by shutdown or the head timeout: nothing more to send.
     } finally {
       clearTimeout(timer);
       this.#open.delete(open);

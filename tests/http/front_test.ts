@@ -14,7 +14,13 @@ function textAnswer(status: number, text: string): Answer {
  * A front on a free port whose plain answers say which request they answer, and a Deno.serve on loopback that
  * takes what the front hands over and says so, with the client the front says is behind the relay.
  */
-function start(options: { answer?: (r: PlainRequest) => Answer | Promise<Answer>; headTimeoutMs?: number } = {}) {
+function start(
+  options: {
+    answer?: (r: PlainRequest) => Answer | Promise<Answer>;
+    headTimeoutMs?: number;
+    onError?: (e: unknown) => void;
+  } = {},
+) {
   const seen: PlainRequest[] = [];
   const handedOver: { method: string; body: string; client?: Deno.NetAddr }[] = [];
   const ref: { front?: Front } = {};
@@ -28,6 +34,7 @@ function start(options: { answer?: (r: PlainRequest) => Answer | Promise<Answer>
     listener,
     handover: server.addr as Deno.NetAddr,
     headTimeoutMs: options.headTimeoutMs,
+    onError: options.onError,
     answer: (request) => {
       seen.push(request);
       return options.answer?.(request) ?? textAnswer(200, `${request.method} ${request.target}`);
@@ -196,18 +203,25 @@ Deno.test("front: a head that stops arriving is dropped after the head timeout; 
   }
 });
 
-Deno.test("front: a failed answer closes its connection and the front goes on serving", async () => {
+Deno.test("front: a failed answer gets a 500, is reported, closes its connection, and the front goes on", async () => {
+  const errors: unknown[] = [];
   const env = start({
     answer: (r) => {
       if (r.target === "/boom") throw new Error("Deliberate failure");
       return textAnswer(200, "fine");
     },
+    onError: (e) => errors.push(e),
   });
   const bad = await Client.open(env.port);
   const good = await Client.open(env.port);
   try {
-    await bad.send(`GET /boom HTTP/1.1\r\n${H}\r\n`);
-    assert.equal(await bad.response(), undefined, "something was answered for a failed request");
+    await bad.send(`GET /boom HTTP/1.1\r\n${H}\r\nGET /next HTTP/1.1\r\n${H}\r\n`);
+    const res = await bad.response();
+    assert.match(res!.head, /^HTTP\/1\.1 500 Internal Server Error\r\n/);
+    assert.match(res!.head, /\r\nconnection: close\r?$/m);
+    assert.equal(res!.body, "Internal server error\n");
+    assert.ok(await bad.closedWithin(2000), "the connection stayed open after a failed answer");
+    assert.deepEqual(errors.map((e) => (e as Error).message), ["Deliberate failure"]);
     await good.send(`GET /x HTTP/1.0\r\n${H}\r\n`);
     assert.equal((await good.response())!.body, "fine");
   } finally {
