@@ -67,6 +67,11 @@ export class Front {
     return this.#clients.get(port);
   }
 
+  /** Connections open now, handed-over ones included. */
+  get connections(): number {
+    return this.#open.size;
+  }
+
   /** Stops accepting, closes idle connections, lets answers under way finish, and resolves when all are closed. */
   async shutdown(): Promise<void> {
     this.#stopping = true;
@@ -159,8 +164,9 @@ export class Front {
     this.#clients.set(port, conn.remoteAddr as Deno.NetAddr);
     try {
       await writeAll(server, head);
-      // The client's further bytes go on; when it stops sending, the server hears so and may still answer.
-      copy(conn, server).then(() => server.closeWrite()).catch(() => {});
+      // The client's further bytes go on; when it stops sending, the server hears so and may still answer. When the
+      // client's side fails (a reset), the server's side is closed, which ends the relay below.
+      copy(conn, server).then(() => server.closeWrite()).catch(() => close(server));
       // The server's answers go back until it closes the connection, which ends this one too.
       await copy(server, conn);
     } finally {

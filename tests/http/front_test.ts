@@ -185,6 +185,40 @@ Deno.test("front: other requests go to the handover server with their bodies, fr
   }
 });
 
+Deno.test("front: a handed-over connection ends when its client goes, whether it closes or resets", async () => {
+  const env = start();
+  const settled = async () => {
+    for (let i = 0; i < 100 && env.front.connections > 0; i++) await new Promise((r) => setTimeout(r, 20));
+    return env.front.connections;
+  };
+  try {
+    // Closes: the client sends a POST, reads its answer and closes.
+    const closing = await Client.open(env.port);
+    await closing.send(`POST /a HTTP/1.1\r\n${H}Content-Length: 1\r\n\r\nx`);
+    assert.equal((await closing.response())!.body, "handed over POST");
+    closing.close();
+    assert.equal(await settled(), 0, "a relay outlived a client that closed");
+    // Resets: the client sends a POST and resets the connection (SO_LINGER 0, which Deno cannot set; python can).
+    const reset = new Deno.Command("python3", {
+      args: [
+        "-c",
+        `import socket, struct, time
+s = socket.create_connection(("127.0.0.1", ${env.port}))
+s.sendall(b"POST /b HTTP/1.1\\r\\nHost: gw.lan\\r\\nContent-Length: 1\\r\\n\\r\\nx")
+time.sleep(0.3)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+s.close()`,
+      ],
+    });
+    const { code, stderr } = await reset.output();
+    assert.equal(code, 0, new TextDecoder().decode(stderr));
+    assert.equal(env.handedOver.at(-1)?.body, "x", "the POST was not handed over");
+    assert.equal(await settled(), 0, "a relay outlived a client that reset");
+  } finally {
+    await env.stop();
+  }
+});
+
 Deno.test("front: a head that stops arriving is dropped after the head timeout; idle connections are not", async () => {
   const env = start({ headTimeoutMs: 200 });
   const partial = await Client.open(env.port);
