@@ -94,6 +94,22 @@ export async function main(args: string[]): Promise<number> {
     return 1;
   }
 
+  // Signals are heard from before the port opens: worker threads may answer a request (a health check, say) before
+  // `listen` returns, and a SIGTERM right after it must still stop the server gracefully.
+  let signalled: string | undefined;
+  const stop = (signal: string) => {
+    if (signalled) return;
+    signalled = signal;
+    logger.info("Shutting down", { signal });
+    server?.shutdown();
+  };
+  const signals: Deno.Signal[] = ["SIGTERM", "SIGINT"];
+  const listeners = signals.map((signal) => [signal, () => stop(signal)] as const);
+  for (const [signal, listener] of listeners) Deno.addSignalListener(signal, listener);
+  const unlisten = () => {
+    for (const [signal, listener] of listeners) Deno.removeSignalListener(signal, listener);
+  };
+
   const { host, port } = config.server;
   const workers = config.server.workers === "auto" ? autoWorkers() : config.server.workers;
   try {
@@ -109,23 +125,15 @@ export async function main(args: string[]): Promise<number> {
       ...configSettings(config),
     });
   } catch (e) {
+    unlisten();
     logger.error(`Cannot listen on ${host}:${port}`, { error: (e as Error).message });
     out.flush();
     return 1;
   }
   logger.info("Listening", { address: `${host}:${port}`, workers: server.workers });
-
-  let stopping: Promise<void> | undefined;
-  const stop = (signal: string) => {
-    if (stopping) return;
-    logger.info("Shutting down", { signal });
-    stopping = server.shutdown();
-  };
-  const signals: Deno.Signal[] = ["SIGTERM", "SIGINT"];
-  const listeners = signals.map((signal) => [signal, () => stop(signal)] as const);
-  for (const [signal, listener] of listeners) Deno.addSignalListener(signal, listener);
+  if (signalled) server.shutdown();
   await server.finished;
-  for (const [signal, listener] of listeners) Deno.removeSignalListener(signal, listener);
+  unlisten();
   await app.idle();
   logger.info("Stopped");
   out.flush();
