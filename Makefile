@@ -94,7 +94,7 @@ compile: install ## deno compile one binary per target into dist/ (DENORT_BIN=..
 	@for target in $(COMPILE_TARGETS); do \
 	  echo "compile: dist/mipserver-$$target"; \
 	  $(if $(DENORT_BIN),DENORT_BIN="$(abspath $(DENORT_BIN))") $(DENO) compile --frozen $(PERMISSIONS) \
-	    --include config.yaml --include src/http/edge_worker.ts --target $$target --output dist/mipserver-$$target src/main.ts || exit 1; \
+	    --include config.yaml --include src/edge/edge_worker.ts --target $$target --output dist/mipserver-$$target src/main.ts || exit 1; \
 	done
 
 build: ## build the multi-arch Docker image with buildx (PLATFORMS, IMAGE, TAG; PUSH=--push to publish)

@@ -9,7 +9,7 @@ import { parseArgs, USAGE } from "./cli.ts";
 import { ConfigError, ENV_OVERRIDES, loadConfig } from "./config/load.ts";
 import { displayConfig } from "./config/schema.ts";
 import { batchedStdout, createLogger } from "./log.ts";
-import { autoWorkers, configSettings, listen, type Listener } from "./http/listen.ts";
+import { autoWorkers, configSettings, listen, type Listener } from "./edge/mod.ts";
 import { VERSION } from "./version.ts";
 
 /**

@@ -4,7 +4,7 @@
  */
 import assert from "node:assert/strict";
 import { type App, createApp } from "../../src/app.ts";
-import { configSettings, listen } from "../../src/http/listen.ts";
+import { configSettings, listen } from "../../src/edge/listen.ts";
 import { memoryLogger } from "../../src/log.ts";
 import { freePort, testConfig } from "../helpers.ts";
 import { existsSync } from "node:fs";

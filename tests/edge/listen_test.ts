@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { createApp } from "../../src/app.ts";
-import { autoWorkers, listen, type Listener, type ListenOptions } from "../../src/http/listen.ts";
+import { autoWorkers, listen, type Listener, type ListenOptions } from "../../src/edge/listen.ts";
 import { Metrics } from "../../src/http/metrics.ts";
 import { RequestLog } from "../../src/http/request_log.ts";
 import { Router } from "../../src/http/router.ts";

@@ -8,9 +8,9 @@
 import type { Config } from "../config/schema.ts";
 import type { Logger, LogLevel } from "../log.ts";
 import { createEdgeHandler, EDGE_WINDOW_MS, EdgeCache } from "./edge.ts";
-import type { Metrics, TallySnapshot } from "./metrics.ts";
-import type { RequestEntry, RequestLog } from "./request_log.ts";
-import { createRecorder, type ServeHandler, type Shared, splitUrl } from "./server.ts";
+import type { Metrics, TallySnapshot } from "../http/metrics.ts";
+import type { RequestEntry, RequestLog } from "../http/request_log.ts";
+import { createRecorder, type ServeHandler, type Shared, splitUrl } from "../http/server.ts";
 
 /** How edge workers write request log lines, as the main logger would. */
 export interface WorkerLog {

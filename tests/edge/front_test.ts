@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
-import { Front } from "../../src/http/front.ts";
-import { type Answer, encodeFields, type PlainRequest } from "../../src/http/h1.ts";
+import { Front } from "../../src/edge/front.ts";
+import { type Answer, encodeFields, type PlainRequest } from "../../src/edge/h1.ts";
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();

@@ -15,10 +15,10 @@ import { createEdgeHandler, EdgeCache, edgeKey, hitEntry } from "./edge.ts";
 import { Front } from "./front.ts";
 import { type Answer, bodiless, encodeFields, type PlainRequest } from "./h1.ts";
 import type { ToMain, ToWorker } from "./listen.ts";
-import { RequestTally } from "./metrics.ts";
-import { RequestLog } from "./request_log.ts";
-import { etagMatches } from "./responses.ts";
-import { type ClientInfo, createRecorder, type Recorder, type Shared } from "./server.ts";
+import { RequestTally } from "../http/metrics.ts";
+import { RequestLog } from "../http/request_log.ts";
+import { etagMatches } from "../http/responses.ts";
+import { type ClientInfo, createRecorder, type Recorder, type Shared } from "../http/server.ts";
 
 /**
  * The requests answered here go to the main thread this often (ms): log lines, the newest requests, figures. Short

@@ -9,10 +9,10 @@
  * changes, devices see it at most a window later. Only GET and HEAD are repeated; If-None-Match gets its 304.
  * @module
  */
-import type { RequestEntry } from "./request_log.ts";
-import { representationResponse } from "./responses.ts";
-import type { ClientInfo, Recorder, ServeHandler, Shared } from "./server.ts";
-import { roundMs, splitUrl } from "./server.ts";
+import type { RequestEntry } from "../http/request_log.ts";
+import { representationResponse } from "../http/responses.ts";
+import type { ClientInfo, Recorder, ServeHandler, Shared } from "../http/server.ts";
+import { roundMs, splitUrl } from "../http/server.ts";
 
 /** How long an answer is repeated by default, in ms. */
 export const EDGE_WINDOW_MS = 1000;

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { type Answer, dateLine, encodeFields, type PlainRequest, readHead, responseBytes } from "../../src/http/h1.ts";
+import { type Answer, dateLine, encodeFields, type PlainRequest, readHead, responseBytes } from "../../src/edge/h1.ts";
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();

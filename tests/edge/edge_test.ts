@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { createApp } from "../../src/app.ts";
-import { createEdgeHandler, EDGE_WINDOW_MS, EdgeCache } from "../../src/http/edge.ts";
+import { createEdgeHandler, EDGE_WINDOW_MS, EdgeCache } from "../../src/edge/edge.ts";
 import type { Shared } from "../../src/http/server.ts";
 import { createRecorder } from "../../src/http/server.ts";
 import { memoryLogger } from "../../src/log.ts";

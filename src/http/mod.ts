@@ -1,0 +1,14 @@
+/**
+ * The request room: `Request` in, `Response` out, no sockets.
+ *
+ * - `router.ts` is the route table (strict parameters, 404/405, HEAD wherever GET works).
+ * - `server.ts` turns the router into a handler: known errors become their status, every answer gets a
+ *   Content-Length, and every request is logged and counted.
+ * - `responses.ts` builds device-safe answers (Content-Length, ETag, conditional requests).
+ * - `request_log.ts` and `metrics.ts` keep what was answered, bounded.
+ *
+ * The connection room, `src/edge/`, puts this handler on the network.
+ * @module
+ */
+export { createHandler, type ServeHandler } from "./server.ts";
+export { Router } from "./router.ts";
