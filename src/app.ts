@@ -15,6 +15,8 @@ import { NamedService, type Transform } from "./packages/named_service.ts";
 import { Policy } from "./packages/policy.ts";
 import { RepoService } from "./packages/repo_service.ts";
 import { dependenciesOf, Resolver } from "./packages/resolver.ts";
+import { GuardedResolver } from "./packages/guarded_resolver.ts";
+import { readLockFile } from "./bundle/lock_file.ts";
 import { allowedHosts, hostAllowlist, tokenHeaders } from "./upstream/hosts.ts";
 import { addIndexRoutes } from "./routes/index_api.ts";
 import { addRepoRoutes } from "./routes/repo_api.ts";
@@ -49,6 +51,8 @@ export interface App {
   requestLog: RequestLog;
   store: DiskStore;
   index: IndexService;
+  /** The named packages (`packages.<name>`). */
+  named: NamedService;
   resolver: Resolver;
   compiler: CompileService;
   /** Waits for background refreshes and prefetches to finish. */
@@ -128,7 +132,18 @@ export async function createApp(options: AppOptions): Promise<App> {
     now,
     logger,
   });
-  const resolver = new Resolver({ index, named, policy, pins: config.pins, store });
+  const resolverOptions = { index, named, policy, pins: config.pins, store };
+  const lockPath = config.policy.lock;
+  const lock = lockPath === null ? undefined : { file: await readLockFile(lockPath), path: lockPath };
+  if (lock) {
+    logger.info("Serving only what the lock file holds", {
+      lock: lockPath,
+      packages: Object.keys(lock.file.packages).length,
+    });
+  }
+  const resolver = lock || config.policy.block.length > 0
+    ? new GuardedResolver({ ...resolverOptions, lock, block: config.policy.block, logger, ttl: config.cache.ttl, now })
+    : new Resolver(resolverOptions);
   const publicUrl = config.server.public_url;
   addIndexRoutes(router, resolver, {
     publicUrl,
@@ -160,5 +175,5 @@ export async function createApp(options: AppOptions): Promise<App> {
     }),
   });
   const handler = createHandler(router, { logger, requestLog, metrics, now });
-  return { handler, router, metrics, requestLog, store, index, resolver, compiler, idle: () => index.idle() };
+  return { handler, router, metrics, requestLog, store, index, named, resolver, compiler, idle: () => index.idle() };
 }

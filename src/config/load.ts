@@ -321,6 +321,9 @@ export function loadConfig(options: LoadOptions = {}): LoadedConfig {
   const systemdCache = firstDir(env.CACHE_DIRECTORY);
   if (config.cache.dir === null) config.cache.dir = systemdCache ?? join(baseDir, ".cache");
   else if (!isAbsolute(config.cache.dir)) config.cache.dir = resolve(baseDir, config.cache.dir);
+  if (config.policy.lock !== null && !isAbsolute(config.policy.lock)) {
+    config.policy.lock = resolve(baseDir, config.policy.lock);
+  }
   for (const pkg of Object.values(config.packages)) {
     const local = /^local:(.+)$/.exec(pkg.source);
     if (local && !isAbsolute(local[1])) pkg.source = `local:${resolve(baseDir, local[1])}`;

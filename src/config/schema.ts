@@ -131,6 +131,18 @@ const hostList = field("a list of host names", (v) => {
     : undefined;
 });
 
+/** `policy.block` entries: `name` (every release) or `name@version`. */
+const blockList = field(`a list of "name" or "name@version" entries`, (v) => {
+  if (!Array.isArray(v)) return undefined;
+  const out: string[] = [];
+  for (const item of v) {
+    const t = typeof item === "string" ? item.trim() : undefined;
+    if (!t || !/^[A-Za-z0-9][A-Za-z0-9._-]{0,99}(@[A-Za-z0-9_][A-Za-z0-9._+-]{0,99})?$/.test(t)) return undefined;
+    out.push(t);
+  }
+  return out;
+});
+
 /** The whole configuration. Input is the merged YAML; output is typed, with units converted. */
 export const configSchema = z.strictObject({
   server: z.strictObject({
@@ -179,6 +191,8 @@ export const configSchema = z.strictObject({
   policy: z.strictObject({
     unlisted: oneOf(["allow", "deny"] as const).prefault("allow"),
     allow_hosts: hostList.prefault([]),
+    lock: nullable(text("a path to a lock file written by `mipserver lock`")).prefault(null),
+    block: blockList.prefault([]),
   }).prefault({}),
   targets: z.record(
     name,

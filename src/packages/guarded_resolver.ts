@@ -1,0 +1,414 @@
+/**
+ * The resolver with `policy.lock` and `policy.block` in force.
+ *
+ * Lock: only the lock's packages, at their locked version (`latest` is the locked one), in the variants the lock has
+ * hashes for, are served (anything else is 403 with the reason). Manifests list exactly the locked full hashes, and a
+ * file is served only when its bytes hash to a locked sha256: from the cache (under the full hash or the short one an
+ * index names it by), else from upstream by hash; failing that the answer is 502 `LOCK MISMATCH`: changed bytes are
+ * never served.
+ *
+ * Block: a blocked release's manifests are 410, cached or not; `latest` of an index package falls back to the newest
+ * release `index.json` lists that is not blocked; a file is 410 when only blocked releases list it.
+ * @module
+ */
+import { etagOf, sha256Hex } from "../cache/hash.ts";
+import type { Served } from "../cache/fresh_cache.ts";
+import { HttpError } from "../http/responses.ts";
+import type { Logger } from "../log.ts";
+import { type LockedPackage, type LockFile, repoId, variantKey } from "../bundle/lock_file.ts";
+import { BlockList, newestUnblocked } from "./block_list.ts";
+import { Resolver, type ResolverOptions } from "./resolver.ts";
+
+/** What the guarded resolver adds to a resolver's options. */
+export interface GuardOptions extends ResolverOptions {
+  /** `policy.lock`: the lock and where it was read from (for messages). */
+  lock?: { file: LockFile; path: string };
+  /** `policy.block` entries. */
+  block: string[];
+  logger: Logger;
+  /** How long the set of blocked files is kept before it is computed again, in ms. */
+  ttl: number;
+  now?: () => number;
+}
+
+const enc = new TextEncoder();
+const dec = new TextDecoder();
+/** Most versions of one package read when computing the blocked files (bounds upstream reads). */
+const VERSION_LIMIT = 200;
+/** Most hashes of served manifests remembered as used by an unblocked release. */
+const SERVED_LIMIT = 200_000;
+
+type RepoSpec = { host: "github" | "gitlab"; owner: string; repo: string; ref: string; path: string };
+
+const short = (hash: string) => hash.slice(0, 8);
+
+function hashesOf(body: Uint8Array): string[] {
+  try {
+    const doc = JSON.parse(dec.decode(body));
+    return Array.isArray(doc.hashes) ? doc.hashes.map((e: unknown[]) => String(e[1])) : [];
+  } catch {
+    return [];
+  }
+}
+
+async function served(doc: unknown, outcome: Served["outcome"], kind: string): Promise<Served> {
+  const body = enc.encode(JSON.stringify(doc));
+  return { body, etag: await etagOf(body), outcome, kind };
+}
+
+/** A {@linkcode Resolver} that applies `policy.lock` and `policy.block`. */
+export class GuardedResolver extends Resolver {
+  #g: GuardOptions;
+  #block: BlockList;
+  #now: () => number;
+  #blockedFiles?: { at: number; value: Promise<Map<string, string>> };
+  #servedHashes = new Set<string>();
+  #lockedByShort = new Map<string, string[]>();
+
+  constructor(options: GuardOptions) {
+    super(options);
+    this.#g = options;
+    this.#block = new BlockList(options.block);
+    this.#now = options.now ?? Date.now;
+    for (const pkg of Object.values(options.lock?.file.packages ?? {})) {
+      for (const files of Object.values(pkg.files)) {
+        for (const hash of Object.values(files)) {
+          const list = this.#lockedByShort.get(short(hash)) ?? [];
+          if (!list.includes(hash)) list.push(hash);
+          this.#lockedByShort.set(short(hash), list);
+        }
+      }
+    }
+  }
+
+  /** `index.json` with only locked packages (at their locked version), and without blocked releases. */
+  override async indexJson(): Promise<Served> {
+    const upstream = await super.indexJson();
+    const lock = this.#g.lock?.file;
+    if (!lock && this.#block.empty) return upstream;
+    const doc = JSON.parse(dec.decode(upstream.body));
+    const packages: Record<string, unknown>[] = [];
+    for (const entry of Array.isArray(doc.packages) ? doc.packages : []) {
+      const name = String(entry?.name ?? "");
+      if (this.#block.blocksAll(name)) continue;
+      const out = { ...entry };
+      if (lock) {
+        const locked = lock.packages[name];
+        if (!locked || locked.kind === "repo") continue;
+        out.version = locked.version;
+      }
+      if (this.#block.touches(name) && out.versions && typeof out.versions === "object") {
+        const versions: Record<string, string[]> = {};
+        for (const [mpy, list] of Object.entries(out.versions as Record<string, unknown>)) {
+          versions[mpy] = (Array.isArray(list) ? list.map(String) : []).filter((v) => !this.#block.match(name, v));
+        }
+        out.versions = versions;
+        if (this.#block.match(name, String(out.version))) {
+          const fallback = newestUnblocked(Object.values(versions).flat(), () => false);
+          if (fallback === undefined) continue;
+          out.version = fallback;
+        }
+      }
+      packages.push(out);
+    }
+    return { ...(await served({ ...doc, packages }, upstream.outcome, "index")), upstreamMs: upstream.upstreamMs };
+  }
+
+  /** A manifest, refused (403) outside the lock and (410) when blocked. */
+  override async manifest(
+    mpy: string,
+    name: string,
+    version: string,
+    profile: string | null,
+    base: string,
+  ): Promise<Served> {
+    const lock = this.#g.lock;
+    if (lock) {
+      const entry = lock.file.packages[name];
+      if (!entry || entry.kind === "repo") {
+        throw new HttpError(403, `Package ${name} is not allowed: it is not in the lock file ${lock.path}`);
+      }
+      if (version !== "latest" && version !== entry.version && version !== entry.ref) {
+        throw new HttpError(
+          403,
+          `${name} ${version} is not allowed: the lock file ${lock.path} locks ${name} at ${entry.version}`,
+        );
+      }
+      this.#refuseBlocked(name, entry.version, entry.ref);
+      return await this.#locked(
+        name,
+        entry,
+        mpy,
+        profile,
+        () => super.manifest(mpy, name, entry.kind === "index" ? entry.version : entry.ref, profile, base),
+      );
+    }
+    if (this.#block.empty) return await super.manifest(mpy, name, version, profile, base);
+    if (this.#block.blocksAll(name)) this.#refuseBlocked(name);
+    if (version !== "latest") this.#refuseBlocked(name, version);
+    let answer = await super.manifest(mpy, name, version, profile, base);
+    const stated = this.#statedVersion(answer.body);
+    if (this.#block.match(name, stated)) {
+      if (version !== "latest" || this.#g.named.has(name)) this.#refuseBlocked(name, stated);
+      const fallback = newestUnblocked(await this.#indexVersions(name, mpy), (v) => !!this.#block.match(name, v));
+      if (fallback === undefined) {
+        throw new HttpError(
+          410,
+          `${name} ${stated} is blocked by policy.block (${this.#block.match(name, stated)}) and no other release is`,
+        );
+      }
+      answer = await super.manifest(mpy, name, fallback, profile, base);
+      this.#refuseBlocked(name, this.#statedVersion(answer.body));
+    }
+    this.#noteServed(answer.body);
+    return answer;
+  }
+
+  /** A repository dependency's manifest: under a lock only the locked ones, with the locked hashes. */
+  override async repoManifest(mpy: string, spec: RepoSpec, profile: string | null, base: string): Promise<Served> {
+    const lock = this.#g.lock;
+    if (!lock) {
+      const answer = await super.repoManifest(mpy, spec, profile, base);
+      this.#noteServed(answer.body);
+      return answer;
+    }
+    const id = repoId(spec);
+    const entry = lock.file.packages[id];
+    if (!entry) {
+      throw new HttpError(
+        403,
+        `${spec.host}:${spec.owner}/${spec.repo} at ${spec.ref} is not allowed: it is not in the lock file ${lock.path}`,
+      );
+    }
+    return await this.#locked(id, entry, mpy, profile, () => super.repoManifest(mpy, spec, profile, base));
+  }
+
+  /** A file: under a lock only locked bytes; blocked when only blocked releases list it. */
+  override async file(hash: string): Promise<Served> {
+    if (!this.#block.empty) {
+      const entry = (await this.#blockedSet()).get(short(hash));
+      if (entry) {
+        throw new HttpError(410, `File ${hash} belongs only to releases blocked by policy.block (${entry})`);
+      }
+    }
+    const lock = this.#g.lock;
+    if (!lock) return await super.file(hash);
+    const full = hash.length >= 8 ? this.#lockedByShort.get(short(hash))?.find((h) => h.startsWith(hash)) : undefined;
+    if (!full) throw new HttpError(403, `File ${hash} is not allowed: the lock file ${lock.path} lists no such file`);
+    const fetched = await this.#obtain(full, hash);
+    // Objects under a full hash were checked against it when they were written (here, or by a named build).
+    const object = await this.#g.store.get(`files/${full.slice(0, 2)}/${full}`);
+    if (!object) {
+      throw new HttpError(502, `LOCK MISMATCH: the locked bytes of file ${full} are not available`);
+    }
+    return { body: object.body, etag: object.etag, outcome: fetched ? "miss" : "hit", kind: "file" };
+  }
+
+  #refuseBlocked(name: string, ...versions: (string | undefined)[]): void {
+    const entry = this.#block.match(name, ...versions);
+    if (entry) {
+      throw new HttpError(
+        410,
+        `${name}${versions.length ? ` ${versions[0]}` : ""} is blocked by policy.block (${entry})`,
+      );
+    }
+  }
+
+  #statedVersion(body: Uint8Array): string | undefined {
+    try {
+      const v = JSON.parse(dec.decode(body)).version;
+      return v === undefined ? undefined : String(v);
+    } catch {
+      return undefined;
+    }
+  }
+
+  #noteServed(body: Uint8Array): void {
+    if (this.#block.empty) return;
+    for (const hash of hashesOf(body)) {
+      if (this.#servedHashes.size >= SERVED_LIMIT) return;
+      this.#servedHashes.add(short(hash));
+    }
+  }
+
+  /** The versions `index.json` lists for an index package, for `mpy` (or any variant when it lists none for it). */
+  async #indexVersions(name: string, mpy: string): Promise<string[]> {
+    let doc;
+    try {
+      doc = JSON.parse(dec.decode((await this.#g.index.indexJson()).body));
+    } catch (e) {
+      this.#g.logger.warn("Cannot read index.json for the releases of a blocked package", {
+        package: name,
+        error: (e as Error).message,
+      });
+      return [];
+    }
+    const entry = (Array.isArray(doc.packages) ? doc.packages : []).find((p: { name?: string }) => p?.name === name);
+    const versions = entry?.versions && typeof entry.versions === "object" ? entry.versions : {};
+    const list = Array.isArray(versions[mpy]) ? versions[mpy] : Object.values(versions).flat();
+    const out = new Set<string>((list as unknown[]).map(String));
+    if (entry?.version !== undefined) out.add(String(entry.version));
+    return [...out].slice(0, VERSION_LIMIT);
+  }
+
+  /** Short hash → the block entry, for files that only blocked releases list. Computed at most once per `ttl`. */
+  #blockedSet(): Promise<Map<string, string>> {
+    if (!this.#blockedFiles || this.#now() - this.#blockedFiles.at >= this.#g.ttl) {
+      const value = this.#computeBlocked();
+      this.#blockedFiles = { at: this.#now(), value };
+      value.catch(() => (this.#blockedFiles = undefined));
+    }
+    return this.#blockedFiles.value;
+  }
+
+  async #computeBlocked(): Promise<Map<string, string>> {
+    const blocked = new Map<string, string>();
+    const kept = new Set<string>();
+    const add = (body: Uint8Array, entry: string | undefined) => {
+      for (const hash of hashesOf(body)) {
+        if (entry) blocked.set(short(hash), entry);
+        else kept.add(short(hash));
+      }
+    };
+    for (const name of this.#block.names()) {
+      if (this.#g.named.has(name)) {
+        // A named package's releases are those built so far: every cached manifest of it.
+        for await (const key of this.#g.store.keys(`named/${name}`)) {
+          const object = await this.#g.store.get(key);
+          if (!object) continue;
+          const ref = key.split("/").at(-1)!.replace(/\.json$/, "");
+          add(object.body, this.#block.match(name, this.#statedVersion(object.body), ref));
+        }
+        continue;
+      }
+      const variants = new Set<string>(["py"]);
+      let versions: string[] = [];
+      try {
+        const doc = JSON.parse(dec.decode((await this.#g.index.indexJson()).body));
+        const entry = (doc.packages ?? []).find((p: { name?: string }) => p?.name === name);
+        for (const [mpy, list] of Object.entries((entry?.versions ?? {}) as Record<string, unknown>)) {
+          variants.add(mpy);
+          if (Array.isArray(list)) versions.push(...list.map(String));
+        }
+      } catch (e) {
+        this.#g.logger.warn("Cannot read index.json for the releases of a blocked package", {
+          package: name,
+          error: (e as Error).message,
+        });
+      }
+      versions = [...new Set(versions)].slice(0, VERSION_LIMIT);
+      for (const version of versions) {
+        for (const mpy of variants) {
+          try {
+            add((await this.#g.index.manifest(mpy, name, version)).body, this.#block.match(name, version));
+          } catch {
+            // A release an index lists without this variant: nothing to block or keep.
+          }
+        }
+      }
+    }
+    for (const hash of this.#servedHashes) kept.add(hash);
+    for (const hash of kept) blocked.delete(hash);
+    return blocked;
+  }
+
+  /**
+   * A locked manifest: the real one (for its dependencies, and to notice upstream changes) with the locked hashes;
+   * built from the lock alone when the real one cannot be had and the package has no dependencies.
+   */
+  async #locked(
+    id: string,
+    entry: LockedPackage,
+    mpy: string,
+    profile: string | null,
+    real: () => Promise<Served>,
+  ): Promise<Served> {
+    const variant = variantKey(mpy, profile);
+    const files = entry.files[variant];
+    if (!files) {
+      throw new HttpError(
+        403,
+        `${id} ${variant} is not allowed: the lock file ${this.#g.lock!.path} has no hashes for variant ${variant}` +
+          ` (it has ${Object.keys(entry.files).sort().join(", ")})`,
+      );
+    }
+    let doc: Record<string, unknown>;
+    let outcome: Served["outcome"] = "hit";
+    let upstreamMs: number | undefined;
+    try {
+      const answer = await real();
+      outcome = answer.outcome;
+      upstreamMs = answer.upstreamMs;
+      doc = JSON.parse(dec.decode(answer.body));
+      const changed = hashesOf(answer.body).length !== Object.keys(files).length ||
+        (Array.isArray(doc.hashes) ? doc.hashes : []).some((e: unknown[]) => {
+          const locked = files[String(e[0])];
+          return !locked || !locked.startsWith(String(e[1]));
+        });
+      if (changed) {
+        this.#g.logger.error("LOCK MISMATCH: upstream differs from the lock; serving the locked bytes", {
+          package: id,
+          version: entry.version,
+          variant,
+        });
+      }
+    } catch (e) {
+      if (!(e instanceof HttpError) || entry.deps.length > 0) throw e;
+      this.#g.logger.warn("Serving a locked manifest from the lock alone", { package: id, error: e.message });
+      doc = { v: 1 };
+    }
+    const hashes = Object.entries(files).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+    for (const [dest, hash] of hashes) {
+      try {
+        await this.#obtain(hash, hash);
+      } catch (e) {
+        if (!(e instanceof HttpError)) throw e;
+        throw new HttpError(
+          502,
+          `LOCK MISMATCH: ${id} ${entry.version}: ${dest}: ${e.message.replace(/^LOCK MISMATCH: /, "")}`,
+        );
+      }
+    }
+    const out: Record<string, unknown> = { ...doc, version: entry.version, hashes };
+    delete out.urls;
+    for (const [, hash] of hashes) if (this.#servedHashes.size < SERVED_LIMIT) this.#servedHashes.add(short(hash));
+    return { ...(await served(out, outcome, "manifest")), upstreamMs };
+  }
+
+  /**
+   * Makes sure the locked bytes `full` are in the store under `files/{h2}/{full}`: already there, or under the short
+   * hash an index names them by, or fetched from upstream by hash. Returns whether upstream was asked. Throws 502
+   * `LOCK MISMATCH` when the bytes cannot be had.
+   */
+  async #obtain(full: string, asked: string): Promise<boolean> {
+    const key = `files/${full.slice(0, 2)}/${full}`;
+    if (await this.#g.store.has(key)) return false;
+    const shortObject = await this.#g.store.get(`files/${full.slice(0, 2)}/${short(full)}`);
+    if (shortObject && (await sha256Hex(shortObject.body)) === full) {
+      await this.#g.store.put(key, shortObject.body);
+      return false;
+    }
+    for (const hash of [short(full), full]) {
+      try {
+        const answer = await super.file(hash);
+        const actual = await sha256Hex(answer.body);
+        if (actual === full) {
+          await this.#g.store.put(key, answer.body);
+          return true;
+        }
+        this.#g.logger.error("LOCK MISMATCH: upstream bytes differ from the lock; not served", {
+          file: asked,
+          locked: full,
+          actual,
+        });
+      } catch (e) {
+        if (!(e instanceof HttpError)) throw e;
+      }
+    }
+    this.#g.logger.error("LOCK MISMATCH: the locked bytes are neither cached nor available upstream", { file: full });
+    throw new HttpError(
+      502,
+      `LOCK MISMATCH: the locked bytes of file ${full} are neither cached nor available upstream by hash`,
+    );
+  }
+}
