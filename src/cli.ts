@@ -10,6 +10,10 @@ Usage:
   mipserver [--config FILE] [--port N] [--host ADDR]   start the server
   mipserver check-config [--config FILE]               print the effective configuration and exit
   mipserver healthcheck [--config FILE] [--port N]     exit 0 when the local server's /healthz answers ok
+  mipserver lock [--config FILE] [--output FILE] PKG[@VERSION]...
+                                                       write the exact versions and sha256 of every file of the
+                                                       packages and their dependencies (stdout unless --output)
+  mipserver purge [--config FILE] PKG[@VERSION]        remove from the cache what only that release uses
   mipserver --help | --version
 
 Options:
@@ -25,13 +29,26 @@ export type Command =
   | { kind: "help" }
   | { kind: "version" }
   | { kind: "serve" | "check-config" | "healthcheck"; configPath?: string; overrides: Record<string, string> }
+  | {
+    kind: "lock" | "purge";
+    configPath?: string;
+    overrides: Record<string, string>;
+    /** `PKG[@VERSION]` arguments. */
+    specs: string[];
+    /** `--output FILE` (lock). */
+    output?: string;
+  }
+  | { kind: "warm-from"; configPath?: string; overrides: Record<string, string>; from: string }
   | { kind: "error"; message: string };
 
 /** Parses the arguments after the program name. */
 export function parseArgs(args: string[]): Command {
-  let kind: "serve" | "check-config" | "healthcheck" = "serve";
+  let kind: "serve" | "check-config" | "healthcheck" | "lock" | "purge" | "warm" = "serve";
   let configPath: string | undefined;
   const overrides: Record<string, string> = {};
+  const specs: string[] = [];
+  let output: string | undefined;
+  let from: string | undefined;
   for (let i = 0; i < args.length; i++) {
     const arg = args[i];
     const [flag, inline] = arg.startsWith("--") && arg.includes("=")
@@ -52,7 +69,23 @@ export function parseArgs(args: string[]): Command {
           return { kind: "version" };
         case "check-config":
         case "healthcheck":
+        case "lock":
+        case "purge":
+        case "warm":
+          if (kind !== "serve") {
+            if (kind === "lock" || kind === "purge" || kind === "warm") {
+              specs.push(arg);
+              break;
+            }
+            return { kind: "error", message: `Unexpected argument ${JSON.stringify(arg)}; see --help` };
+          }
           kind = flag;
+          break;
+        case "--output":
+          output = value();
+          break;
+        case "--from":
+          from = value();
           break;
         case "--config":
           configPath = value();
@@ -64,11 +97,29 @@ export function parseArgs(args: string[]): Command {
           overrides["server.host"] = value();
           break;
         default:
+          if ((kind === "lock" || kind === "purge" || kind === "warm") && !arg.startsWith("-")) {
+            specs.push(arg);
+            break;
+          }
           return { kind: "error", message: `Unknown argument ${JSON.stringify(arg)}; see --help` };
       }
     } catch (e) {
       return { kind: "error", message: (e as Error).message };
     }
+  }
+  if (output !== undefined && kind !== "lock") return { kind: "error", message: "--output goes with lock" };
+  if (kind === "warm") {
+    // Only `warm --from LOCKFILE` is parsed here; the warm command itself lives with the bundle commands.
+    if (from === undefined) return { kind: "error", message: "warm is not available in this build" };
+    return { kind: "warm-from", configPath, overrides, from };
+  }
+  if (from !== undefined) return { kind: "error", message: "--from goes with warm" };
+  if (kind === "lock" || kind === "purge") {
+    if (specs.length === 0) return { kind: "error", message: `${kind} needs at least one PKG[@VERSION]` };
+    if (kind === "purge" && specs.length > 1) return { kind: "error", message: "purge takes one PKG[@VERSION]" };
+    const bad = specs.find((s) => !/^[A-Za-z0-9][A-Za-z0-9._-]{0,99}(@[A-Za-z0-9_][A-Za-z0-9._+-]{0,99})?$/.test(s));
+    if (bad) return { kind: "error", message: `Invalid package ${JSON.stringify(bad)}: expected PKG or PKG@VERSION` };
+    return { kind, configPath, overrides, specs, output };
   }
   return { kind, configPath, overrides };
 }

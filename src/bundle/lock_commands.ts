@@ -1,0 +1,88 @@
+/**
+ * The `lock` and `purge` subcommands (and the `warm --from` hand-over), run against the configured cache. Progress
+ * and problems go to stderr; `lock` writes the lock to stdout unless `--output` names a file.
+ * @module
+ */
+import { dirname, join } from "node:path";
+import { createApp } from "../app.ts";
+import type { Config } from "../config/schema.ts";
+import { createLogger } from "../log.ts";
+import { createLock, parseSpec } from "./lock.ts";
+import { formatLock, lockWarmList, readLockFile } from "./lock_file.ts";
+import { purge } from "./purge.ts";
+
+/** A lock, purge or warm-from command as the command line gave it. */
+export type LockCommand =
+  | { kind: "lock" | "purge"; specs: string[]; output?: string }
+  | { kind: "warm-from"; from: string };
+
+/** Writes `text` to `path` atomically: a temp file beside it, then a rename. */
+async function writeAtomically(path: string, text: string): Promise<void> {
+  const tmp = join(dirname(path), `.${crypto.randomUUID()}.lock.part`);
+  try {
+    await Deno.writeTextFile(tmp, text);
+    await Deno.rename(tmp, path);
+  } catch (e) {
+    await Deno.remove(tmp).catch(() => {});
+    throw e;
+  }
+}
+
+/** Runs `command`; resolves to the exit code (0 done, 1 failed, 2 not available). */
+export async function runLockCommand(
+  command: LockCommand,
+  config: Config,
+  env: { PATH?: string } = {},
+): Promise<number> {
+  const logger = createLogger({ level: config.log.level, format: config.log.format, write: (l) => console.error(l) });
+  try {
+    if (command.kind === "warm-from") {
+      const list = lockWarmList(await readLockFile(command.from));
+      console.error(
+        `mipserver: warm is not available in this build (the lock asks for ${list.specs.join(" ")}; variants ` +
+          `${list.mpy.join(", ")}; profiles ${list.profiles.join(", ") || "none"})`,
+      );
+      return 2;
+    }
+    if (command.kind === "purge") {
+      const { name, version } = parseSpec(command.specs[0]);
+      const report = await purge(config.cache.dir!, name, command.specs[0].includes("@") ? version : undefined);
+      if (report.manifests.length === 0) {
+        console.log(`Nothing cached for ${command.specs[0]}`);
+        return 0;
+      }
+      for (const key of [...report.manifests, ...report.objects]) console.log(`removed ${key}`);
+      console.log(
+        `Purged ${command.specs[0]}: ${report.manifests.length} manifests, ${report.objects.length} objects ` +
+          `(${report.bytes} bytes); ${report.shared} files stay, other releases use them`,
+      );
+      return 0;
+    }
+    // The lock being made is not held to an earlier one.
+    const app = await createApp({ config: { ...config, policy: { ...config.policy, lock: null } }, logger, env });
+    const version = app.compiler.version;
+    if (!version) {
+      console.error(`mipserver: mpy-cross is not available (${app.compiler.path}); a lock needs its .mpy version`);
+      return 1;
+    }
+    const lock = await createLock(command.specs, {
+      resolver: app.resolver,
+      named: app.named,
+      mpy: String(version.major),
+      profiles: app.compiler.profiles(),
+    });
+    await app.idle();
+    const text = formatLock(lock);
+    if (command.output) await writeAtomically(command.output, text);
+    else await Deno.stdout.write(new TextEncoder().encode(text));
+    console.error(
+      `mipserver: locked ${Object.keys(lock.packages).length} packages for ${
+        ["py", lock.mpy, ...lock.profiles.map((p) => `t/${p}`)].join(", ")
+      }${command.output ? ` into ${command.output}` : ""}`,
+    );
+    return 0;
+  } catch (e) {
+    console.error(`mipserver: ${(e as Error).message}`);
+    return 1;
+  }
+}
