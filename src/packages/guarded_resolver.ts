@@ -63,6 +63,8 @@ export class GuardedResolver extends Resolver {
   #now: () => number;
   #blockedFiles?: { at: number; value: Promise<Map<string, string>> };
   #servedHashes = new Set<string>();
+  /** Hashes of blocked manifests refused since the blocked set was computed, with the block entry. */
+  #refused = new Map<string, string>();
   #lockedByShort = new Map<string, string[]>();
 
   constructor(options: GuardOptions) {
@@ -149,6 +151,7 @@ export class GuardedResolver extends Resolver {
     let answer = await super.manifest(mpy, name, version, profile, base);
     const stated = this.#statedVersion(answer.body);
     if (this.#block.match(name, stated)) {
+      this.#noteRefused(answer.body, this.#block.match(name, stated)!);
       if (version !== "latest" || this.#g.named.has(name)) this.#refuseBlocked(name, stated);
       const fallback = newestUnblocked(await this.#indexVersions(name, mpy), (v) => !!this.#block.match(name, v));
       if (fallback === undefined) {
@@ -186,7 +189,10 @@ export class GuardedResolver extends Resolver {
   /** A file: under a lock only locked bytes; blocked when only blocked releases list it. */
   override async file(hash: string): Promise<Served> {
     if (!this.#block.empty) {
-      const entry = (await this.#blockedSet()).get(short(hash));
+      const id = short(hash);
+      const entry = this.#servedHashes.has(id)
+        ? undefined
+        : (await this.#blockedSet()).get(id) ?? this.#refused.get(id);
       if (entry) {
         throw new HttpError(410, `File ${hash} belongs only to releases blocked by policy.block (${entry})`);
       }
@@ -228,6 +234,13 @@ export class GuardedResolver extends Resolver {
     for (const hash of hashesOf(body)) {
       if (this.#servedHashes.size >= SERVED_LIMIT) return;
       this.#servedHashes.add(short(hash));
+    }
+  }
+
+  #noteRefused(body: Uint8Array, entry: string): void {
+    for (const hash of hashesOf(body)) {
+      if (this.#refused.size >= SERVED_LIMIT) return;
+      this.#refused.set(short(hash), entry);
     }
   }
 
