@@ -54,7 +54,7 @@ export async function runLockCommand(
       for (const key of [...report.manifests, ...report.objects]) console.log(`removed ${key}`);
       console.log(
         `Purged ${command.specs[0]}: ${report.manifests.length} manifests, ${report.objects.length} objects ` +
-          `(${report.bytes} bytes); ${report.shared} files stay, other releases use them`,
+          `(${report.bytes} bytes); kept ${report.shared} files other releases also use`,
       );
       return 0;
     }
