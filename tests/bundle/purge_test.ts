@@ -8,40 +8,12 @@ import { join } from "node:path";
 import { purge } from "../../src/bundle/purge.ts";
 import { sha256Hex } from "../../src/cache/hash.ts";
 import { main } from "../../src/main.ts";
-import { createApp } from "../../src/app.ts";
-import { configSettings, listen } from "../../src/edge/listen.ts";
-import { memoryLogger } from "../../src/log.ts";
 import { mpyCrossPath } from "../e2e/tools.ts";
 import { FakeUpstream } from "../fixtures/fake_upstream.ts";
 import { buildIndex, STANDARD_PACKAGES } from "../fixtures/index_fixture.ts";
 import { startUpstreams } from "../fixtures/upstreams.ts";
-import { freePort, tempDir, testConfig } from "../helpers.ts";
-
-/** Serves `config` on 127.0.0.1 from the main thread (the purge runs beside it, as another process would). */
-async function serve(config: Record<string, unknown>) {
-  const port = freePort();
-  const full = testConfig({ ...config, server: { port } });
-  const logger = memoryLogger();
-  const app = await createApp({ config: full, logger });
-  const server = await listen({
-    hostname: "127.0.0.1",
-    port,
-    workers: 0,
-    handler: app.handler,
-    logger,
-    requestLog: app.requestLog,
-    metrics: app.metrics,
-    write: () => {},
-    ...configSettings(full),
-  });
-  return {
-    base: `http://127.0.0.1:${port}`,
-    async stop() {
-      await server.shutdown();
-      await app.idle();
-    },
-  };
-}
+import { tempDir } from "../helpers.ts";
+import { serveMain } from "./serve_main.ts";
 
 const A = `def a():\n    return "a"\n`;
 const PACKAGES = [
@@ -77,7 +49,7 @@ Deno.test("purge removes only what one release uses while the server keeps answe
   const up = await startUpstreams();
   const index = new FakeUpstream(built.root).start();
   const cacheDir = tempDir();
-  const { base, stop } = await serve({
+  const { base, stop } = await serveMain({
     cache: { dir: cacheDir },
     upstreams: { ...up.upstreams, index: index.url },
     packages: { sensorkit: { source: "github:acme/sensorkit" } },
