@@ -1,0 +1,32 @@
+import assert from "node:assert/strict";
+import { parseArgs } from "../../src/cli.ts";
+
+Deno.test("parseArgs reads lock, purge and warm --from", () => {
+  assert.deepEqual(parseArgs(["lock", "--config", "c.yaml", "hello@1.0", "sensorkit", "--output=fleet.lock"]), {
+    kind: "lock",
+    configPath: "c.yaml",
+    overrides: {},
+    specs: ["hello@1.0", "sensorkit"],
+    output: "fleet.lock",
+  });
+  assert.deepEqual(parseArgs(["purge", "lock"]), {
+    kind: "purge",
+    configPath: undefined,
+    overrides: {},
+    specs: ["lock"],
+    output: undefined,
+  });
+  assert.deepEqual(parseArgs(["warm", "--from", "fleet.lock"]), {
+    kind: "warm-from",
+    configPath: undefined,
+    overrides: {},
+    from: "fleet.lock",
+  });
+  assert.deepEqual(parseArgs(["lock"]), { kind: "error", message: "lock needs at least one PKG[@VERSION]" });
+  assert.deepEqual(parseArgs(["purge", "a", "b"]), { kind: "error", message: "purge takes one PKG[@VERSION]" });
+  assert.deepEqual(parseArgs(["warm", "hello"]), { kind: "error", message: "warm is not available in this build" });
+  assert.deepEqual(parseArgs(["--output", "x"]), { kind: "error", message: "--output goes with lock" });
+  assert.equal(parseArgs(["lock", "../etc"]).kind, "error");
+  assert.equal(parseArgs(["lock", "hello@"]).kind, "error");
+  assert.equal(parseArgs(["check-config", "lock"]).kind, "error");
+});
