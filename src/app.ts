@@ -67,6 +67,16 @@ export async function createApp(options: AppOptions): Promise<App> {
   const router = new Router();
   const metrics = new Metrics();
   const requestLog = new RequestLog(config.log.requests_kept);
+  // policy.lock: read first, so a broken lock file stops the start before anything else (and the store can keep
+  // what it needs: `lockProtects(lock.file)`).
+  const lockPath = config.policy.lock;
+  const lock = lockPath === null ? undefined : { file: await readLockFile(lockPath), path: lockPath };
+  if (lock) {
+    logger.info("Serving only what the lock file holds", {
+      lock: lockPath,
+      packages: Object.keys(lock.file.packages).length,
+    });
+  }
   const cacheDir = config.cache.dir ?? ".cache"; // loadConfig always resolves it; tests may leave it to this
   const store = new DiskStore(cacheDir, { now, memoryBytes: config.cache.memory });
   const leftovers = await store.open();
@@ -133,14 +143,6 @@ export async function createApp(options: AppOptions): Promise<App> {
     logger,
   });
   const resolverOptions = { index, named, policy, pins: config.pins, store };
-  const lockPath = config.policy.lock;
-  const lock = lockPath === null ? undefined : { file: await readLockFile(lockPath), path: lockPath };
-  if (lock) {
-    logger.info("Serving only what the lock file holds", {
-      lock: lockPath,
-      packages: Object.keys(lock.file.packages).length,
-    });
-  }
   const resolver = lock || config.policy.block.length > 0
     ? new GuardedResolver({ ...resolverOptions, lock, block: config.policy.block, logger, ttl: config.cache.ttl, now })
     : new Resolver(resolverOptions);
@@ -154,7 +156,10 @@ export async function createApp(options: AppOptions): Promise<App> {
     publicUrl,
     port: config.server.port,
     bases,
-    check: (path) => policy.checkMirror(path),
+    check: async (path) => {
+      await policy.checkMirror(path);
+      if (resolver instanceof GuardedResolver) resolver.checkMirror(path);
+    },
   });
   addOpsRoutes(router, {
     version: VERSION,

@@ -186,6 +186,18 @@ export class GuardedResolver extends Resolver {
     return await this.#locked(id, entry, mpy, profile, () => super.repoManifest(mpy, spec, profile, base));
   }
 
+  /**
+   * Throws 403 under a lock for a mirror path (`/github/...`, `/gitlab/...`, `/url/...`) that no locked package names
+   * as a dependency (single-file and URL dependencies; their bytes are not locked).
+   */
+  checkMirror(path: string): void {
+    const lock = this.#g.lock;
+    if (!lock) return;
+    const id = `mirror:${path.replace(/^\/t\/[^/]+(?=\/)/, "")}`;
+    if (Object.values(lock.file.packages).some((p) => p.deps.includes(id))) return;
+    throw new HttpError(403, `${path} is not allowed: no package in the lock file ${lock.path} depends on it`);
+  }
+
   /** A file: under a lock only locked bytes; blocked when only blocked releases list it. */
   override async file(hash: string): Promise<Served> {
     if (!this.#block.empty) {

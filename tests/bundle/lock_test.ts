@@ -183,6 +183,12 @@ Deno.test("lock mode: latest is the locked version; other versions, packages, va
         Object.entries(lock.packages["repo:github/acme/helpers/main/package.json"].files["t/esp32/6"]),
       );
       await refused(await get("/repo/6/github/acme/cyca/main/package.json"), 403, /not in the lock file/);
+      // Ad-hoc mirror installs are outside the lock.
+      await refused(
+        await get("/github/acme/helpers/main/package.json"),
+        403,
+        /no package in the lock file .* depends on it/,
+      );
       // Files: locked bytes only.
       const h = lock.packages.hello.files.py["hello.py"];
       const file = await get(`/file/${h.slice(0, 2)}/${h}`);
