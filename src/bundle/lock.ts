@@ -68,6 +68,21 @@ function depNode(dep: unknown, from: string): { node?: Node; id: string } {
   return { id, node: { id, version: repo.ref, from, repo } };
 }
 
+/**
+ * The release a named package's `latest` is now, when it can be asked for by that version (`pypi:` sources), so the
+ * lock reads one fixed release; else `latest` (`url:` and `local:` sources have one version only).
+ */
+async function releaseOf(resolver: LockResolver, name: string): Promise<string> {
+  try {
+    const version = JSON.parse(dec.decode((await resolver.manifest("py", name, "latest", null, BASE)).body)).version;
+    if (typeof version !== "string" || version === "latest") return "latest";
+    await resolver.manifest("py", name, version, null, BASE);
+    return version;
+  } catch {
+    return "latest";
+  }
+}
+
 /** Resolves `specs` and their closure into a lock. Errors name the package that failed. */
 export async function createLock(specs: string[], options: LockOptions): Promise<LockFile> {
   const { resolver, named } = options;
@@ -100,6 +115,7 @@ export async function createLock(specs: string[], options: LockOptions): Promise
     asked.set(node.id, node);
     const kind = node.repo ? "repo" : named.has(node.id) ? "named" : "index";
     let ref = kind === "named" ? named.refFor(node.id, node.version) : node.version;
+    if (kind === "named" && ref === "latest") ref = await releaseOf(resolver, node.id);
     let version = "";
     const files: Record<string, Record<string, string>> = {};
     const deps = new Set<string>();

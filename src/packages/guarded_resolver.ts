@@ -98,6 +98,14 @@ export class GuardedResolver extends Resolver {
         const locked = lock.packages[name];
         if (!locked || locked.kind === "repo") continue;
         out.version = locked.version;
+        if (out.versions && typeof out.versions === "object") {
+          out.versions = Object.fromEntries(
+            Object.entries(out.versions as Record<string, unknown>).map(([mpy, list]) => [
+              mpy,
+              (Array.isArray(list) ? list.map(String) : []).filter((v) => v === locked.version),
+            ]),
+          );
+        }
       }
       if (this.#block.touches(name) && out.versions && typeof out.versions === "object") {
         const versions: Record<string, string[]> = {};

@@ -134,6 +134,20 @@ Deno.test("lock records every file of a package and its dependencies, for py, th
   }
 });
 
+Deno.test("lock reads a PyPI package's latest as the release it is now", async () => {
+  const up = await startUpstreams();
+  try {
+    const { app } = await makeApp(up, { packages: { sensorlib: { source: "pypi:sensorlib" } } });
+    const lock = await lockWith(app, ["sensorlib"]);
+    const entry = lock.packages.sensorlib;
+    assert.equal(entry.kind, "named");
+    assert.notEqual(entry.version, "latest");
+    assert.equal(entry.ref, entry.version, "a fixed release, not whatever latest is later");
+  } finally {
+    await up.stop();
+  }
+});
+
 Deno.test("lock refuses a closure asking for two versions of one package, and a package upstream does not have", async () => {
   const up = await startUpstreams();
   try {
@@ -197,8 +211,13 @@ Deno.test("lock mode: latest is the locked version; other versions, packages, va
       const other = index.hashes.get("py/hello/1.1/hello.py")!;
       await refused(await get(`/file/${other.slice(0, 2)}/${other}`), 403, /lists no such file/);
       // index.json lists the locked packages at their locked versions.
-      const listed = (await json(await get("/index.json"))).packages as { name: string; version: string }[];
+      const listed = (await json(await get("/index.json"))).packages as {
+        name: string;
+        version: string;
+        versions: Record<string, string[]>;
+      }[];
       assert.deepEqual(listed.map((p) => `${p.name}@${p.version}`).sort(), ["hello@1.0", "sensorkit@1.0"]);
+      assert.deepEqual(listed.find((p) => p.name === "hello")!.versions, { "6": ["1.0"], py: ["1.0"] });
     } finally {
       await app.idle();
     }
