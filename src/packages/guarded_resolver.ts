@@ -386,7 +386,8 @@ export class GuardedResolver extends Resolver {
         });
       }
     } catch (e) {
-      if (!(e instanceof HttpError) || entry.deps.length > 0) throw e;
+      // Only an upstream that lacks or fails the release is made up for; what the policy refuses stays refused.
+      if (!(e instanceof HttpError) || (e.status !== 404 && e.status < 500) || entry.deps.length > 0) throw e;
       this.#g.logger.warn("Serving a locked manifest from the lock alone", { package: id, error: e.message });
       doc = { v: 1 };
     }

@@ -271,6 +271,28 @@ Deno.test("lock mode: an index release re-published with changed bytes is served
   }
 });
 
+Deno.test("lock mode: with upstream down, a locked index package is served from the lock and the cached files", async () => {
+  const up = await startUpstreams();
+  try {
+    const maker = await makeApp(up);
+    const lock = await lockWith(maker.app, ["hello"]);
+    const path = writeLock(lock);
+    await up.index.stop();
+    const { app, get, logger } = await makeApp(up, { policy: { lock: path }, cache: { dir: maker.app.store.root } });
+    for (const variant of ["py", "6"]) {
+      const m = await json(await get(`/package/${variant}/hello/latest.json`));
+      assert.deepEqual(m, { v: 1, version: "1.1", hashes: Object.entries(lock.packages.hello.files[variant]) });
+      const [[, hash]] = m.hashes as [string, string][];
+      const res = await get(`/file/${hash.slice(0, 2)}/${hash}`);
+      assert.equal(await sha256Hex(new Uint8Array(await res.arrayBuffer())), hash);
+    }
+    assert.ok(logger.lines.some((l) => l.includes("Serving a locked manifest from the lock alone")));
+    await app.idle();
+  } finally {
+    await up.stop();
+  }
+});
+
 Deno.test("lock mode: a named package whose branch changes keeps serving the locked bytes from the cache; a cache without them answers 502 LOCK MISMATCH", async () => {
   const up = await startUpstreams();
   try {
