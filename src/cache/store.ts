@@ -7,7 +7,7 @@
  * stray hidden files in the object folders and empty content files; a content-addressed file (`files/...`) whose bytes
  * do not match its name is removed when read, so it is fetched afresh.
  *
- * Objects (`files/`, `compiled/`, `mirror/` raw files; manifests and metadata aside) are counted; with `maxBytes` the
+ * Objects (index files, `compiled/`, `mirror/` raw files; see {@linkcode isObjectKey}) are counted; with `maxBytes` the
  * least recently used ones are evicted before a new one is written, never one that is protected (being written, held,
  * or named by the `protect` hook). Use order survives a restart through the files' access times, which the store
  * stamps itself (at most once per `touchEvery` per object) and reads back in one scan at open.
@@ -49,6 +49,7 @@ const KEY_SEGMENT = /^[A-Za-z0-9_][A-Za-z0-9._+-]{0,199}$/;
 /** Top-level folders whose files are objects or manifests this store wrote (and may clean up). */
 const OWNED = new Set(["files", "compiled", "mirror", "index", "named"]);
 const CONTENT_KEY = /^files\/[0-9a-f]{2}\/([0-9a-f]{4,64})$/;
+const FULL_HASH_KEY = /^files\/[0-9a-f]{2}\/[0-9a-f]{64}$/;
 const EMPTY_SHA256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
 
 /** Tells whether a key is made only of safe segments (no `..`, no separators, no NUL). */
@@ -58,11 +59,15 @@ export function isSafeKey(key: string): boolean {
 }
 
 /**
- * Tells whether a key names an object that counts toward the size limit: content files, compiled outputs and raw
- * mirrored files. Index documents, manifests and mirrored `package.json` documents are metadata and never evicted.
+ * Tells whether a key names an object that counts toward the size limit and may be evicted: content files from an
+ * index (named by a short hash, so they can be fetched again by it), compiled outputs and raw mirrored files. Index
+ * documents, manifests and mirrored `package.json` documents are metadata; content files named by a full sha256 are
+ * the files of built named-package manifests, which no upstream serves by hash, so they are kept with those manifests.
+ * None of these count or are ever evicted.
  */
 export function isObjectKey(key: string): boolean {
-  if (key.startsWith("files/") || key.startsWith("compiled/")) return true;
+  if (key.startsWith("files/")) return !FULL_HASH_KEY.test(key);
+  if (key.startsWith("compiled/")) return true;
   return key.startsWith("mirror/") && !key.endsWith("/package.json");
 }
 

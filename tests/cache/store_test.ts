@@ -270,6 +270,9 @@ Deno.test("objects are counted at open and as written or removed; manifests and 
   await store.put("mirror/github/a/b/v1/package.json", new Uint8Array(7));
   await store.put("index/abc/package/6/x/1.0.json", new Uint8Array(9));
   await store.put("named/x/6/_/1.0.json", new Uint8Array(9));
+  // A named package's file, named by its full sha256: no upstream serves it by hash, so it is kept, not counted.
+  const named = new Uint8Array(11);
+  await store.put(`files/${(await sha256Hex(named)).slice(0, 2)}/${await sha256Hex(named)}`, named);
   assert.deepEqual(store.stats(), { sizeBytes: 130, objects: 2, evictions: 0, maxBytes: null, writeErrors: 0 });
   await store.put("compiled/aa/aa-r", new Uint8Array(50)); // replaced, not added
   assert.equal(store.stats().sizeBytes, 80);
