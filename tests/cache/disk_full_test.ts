@@ -10,10 +10,14 @@ import { memoryLogger } from "../../src/log.ts";
 import { FakeUpstream } from "../fixtures/fake_upstream.ts";
 import { tempDir, testConfig } from "../helpers.ts";
 
-const isRoot = Deno.uid() === 0;
+/** This user's id (`id -u`) or group id (`id -g`); Deno.uid() would need --allow-sys. */
+async function id(flag: "-u" | "-g"): Promise<string> {
+  const out = await new Deno.Command("id", { args: [flag], stdout: "piped" }).output();
+  return new TextDecoder().decode(out.stdout).trim();
+}
 
 async function run(cmd: string[]): Promise<{ ok: boolean; text: string }> {
-  const argv = isRoot ? cmd : ["sudo", "-n", ...cmd];
+  const argv = (await id("-u")) === "0" ? cmd : ["sudo", "-n", ...cmd];
   try {
     const out = await new Deno.Command(argv[0], { args: argv.slice(1), stdout: "piped", stderr: "piped" }).output();
     return { ok: out.success, text: new TextDecoder().decode(out.stderr) };
@@ -25,7 +29,7 @@ async function run(cmd: string[]): Promise<{ ok: boolean; text: string }> {
 /** Mounts a tmpfs of `size` on a new folder owned by this user; returns the folder and how to unmount it. */
 async function smallDisk(size: string): Promise<{ dir: string; unmount: () => Promise<void> }> {
   const dir = tempDir("mipserver-full-");
-  const options = `size=${size},mode=0755,uid=${Deno.uid()},gid=${Deno.gid()}`;
+  const options = `size=${size},mode=0755,uid=${await id("-u")},gid=${await id("-g")}`;
   const mounted = await run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", dir]);
   assert.ok(
     mounted.ok,
