@@ -15,7 +15,7 @@
  * A small in-memory set of hot objects (least recently used out first) spares the disk on repeated hits.
  * @module
  */
-import { dirname, join, resolve, sep } from "node:path";
+import { dirname, join, relative, resolve, sep } from "node:path";
 import type { Logger } from "../log.ts";
 import { sha256Hex } from "./hash.ts";
 import { causeOf, denoFs, type StoreFs } from "./store_fs.ts";
@@ -317,8 +317,18 @@ export class DiskStore {
       await this.#fs.remove(tmp).catch(() => {});
       throw e;
     }
-    // The rename (and any folder just made) is only durable once the folders holding them are flushed.
-    for (const d of [dir, ...created.map(dirname)]) await this.#fs.syncDir(d);
+    // The rename (and any folder just made) is only durable once the folders holding them are flushed. The object is
+    // in place either way, so a failed flush is reported, not undone.
+    try {
+      for (const d of [dir, ...created.map(dirname)]) await this.#fs.syncDir(d);
+    } catch (e) {
+      this.#failed(
+        relative(this.root, path),
+        e,
+        causeOf(e),
+        "Cannot flush a cache folder; a power cut may lose writes",
+      );
+    }
     return oldSize;
   }
 
@@ -383,7 +393,9 @@ export class DiskStore {
       this.#evicted.delete(v);
       this.#forget(v);
     }
-    await Promise.all(victims.map((v) => this.#fs.remove(this.#path(v)).catch((e) => this.#failed(v, e))));
+    const failed = (v: string, e: unknown) =>
+      this.#failed(v, e, `evict:${causeOf(e)}`, "Cannot remove an evicted cache object");
+    await Promise.all(victims.map((v) => this.#fs.remove(this.#path(v)).catch((e) => failed(v, e))));
   }
 
   #isProtected(key: string): boolean {
@@ -507,7 +519,12 @@ export class DiskStore {
   }
 
   /** Counts a failed write and logs its cause the first time it is seen since writes last worked. */
-  #failed(key: string, error: unknown, cause = causeOf(error)): void {
+  #failed(
+    key: string,
+    error: unknown,
+    cause = causeOf(error),
+    message = "Cannot store in the cache; serving without storing (logged once per cause)",
+  ): void {
     this.#writeErrors++;
     const seen = this.#reported.get(cause);
     if (seen !== undefined) {
@@ -522,11 +539,7 @@ export class DiskStore {
       : error instanceof Error
       ? error.message
       : String(error);
-    this.#logger?.warn("Cannot store in the cache; serving without storing (logged once per cause)", {
-      cause,
-      why,
-      key,
-    });
+    this.#logger?.warn(message, { cause, why, key });
   }
 
   #writesWork(): void {
