@@ -142,7 +142,8 @@ export class DiskStore {
 
   /**
    * Creates the folder, removes what an earlier run left behind (temp files, probe files, stray hidden files and
-   * empty content files in the object folders) and counts the stored objects. Returns how many leftovers were removed.
+   * empty content files in the object folders), counts the stored objects and, with a size limit, evicts the least
+   * recently used until they fit. Returns how many leftovers were removed.
    */
   async open(): Promise<number> {
     await Deno.mkdir(this.#tmp, { recursive: true });
@@ -165,6 +166,12 @@ export class DiskStore {
     if (this.#uses) {
       found.sort((a, b) => a[1].stamped - b[1].stamped);
       this.#uses = new Map(found);
+      // A limit lowered since the last run applies at once, not at the next write.
+      const victims = this.#makeRoom("", 0);
+      if (victims && victims.length > 0) {
+        await this.#removeEvicted(victims);
+        this.#logger?.info("Evicted cache objects to fit cache.max_size", { objects: victims.length });
+      }
     }
     return removed;
   }

@@ -367,6 +367,11 @@ Deno.test("max_size: use order survives a restart (stamped on disk, read back at
   assert.deepEqual(second.stats().objects, 4);
   await second.put(obj(4), new Uint8Array(500));
   assert.deepEqual(await present(second, 5), [0, 2, 4]);
+  // A lower limit at the next start applies at once, least recently used out first.
+  const third = new DiskStore(dir, { maxBytes: 600, now, touchEvery: 0, memoryBytes: 0 });
+  await third.open();
+  assert.deepEqual(await present(third, 5), [4]);
+  assert.deepEqual([third.stats().sizeBytes, third.stats().evictions], [500, 2]);
 });
 
 Deno.test("concurrent writes under max_size never pass the limit together", async () => {
