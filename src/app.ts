@@ -16,7 +16,7 @@ import { Policy } from "./packages/policy.ts";
 import { RepoService } from "./packages/repo_service.ts";
 import { dependenciesOf, Resolver } from "./packages/resolver.ts";
 import { GuardedResolver } from "./packages/guarded_resolver.ts";
-import { readLockFile } from "./bundle/lock_file.ts";
+import { lockProtects, readLockFile } from "./bundle/lock_file.ts";
 import { allowedHosts, hostAllowlist, tokenHeaders } from "./upstream/hosts.ts";
 import { addIndexRoutes } from "./routes/index_api.ts";
 import { addRepoRoutes } from "./routes/repo_api.ts";
@@ -83,6 +83,8 @@ export async function createApp(options: AppOptions): Promise<App> {
     memoryBytes: config.cache.memory,
     maxBytes: config.cache.max_size,
     logger,
+    // Under a lock, what it names is never evicted by cache.max_size.
+    protect: lock ? lockProtects(lock.file) : undefined,
   });
   const leftovers = await store.open();
   if (leftovers > 0) logger.warn("Removed unfinished cache writes left by an earlier crash", { files: leftovers });
