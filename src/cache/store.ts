@@ -167,7 +167,8 @@ export class DiskStore {
       found.sort((a, b) => a[1].stamped - b[1].stamped);
       this.#uses = new Map(found);
       // A limit lowered since the last run applies at once, not at the next write.
-      const victims = this.#makeRoom("", 0);
+      // Protected objects alone may exceed it: then everything else goes.
+      const victims = this.#makeRoom("", 0, true);
       if (victims && victims.length > 0) {
         await this.#removeEvicted(victims);
         this.#logger?.info("Evicted cache objects to fit cache.max_size", { objects: victims.length });
@@ -354,7 +355,7 @@ export class DiskStore {
    * Picks and unaccounts least recently used objects until `size` more bytes fit, synchronously (so concurrent writes
    * never pick the same victim nor miss each other's room); undefined when only protected objects are left.
    */
-  #makeRoom(key: string, size: number): string[] | undefined {
+  #makeRoom(key: string, size: number, asMuchAsCan = false): string[] | undefined {
     const max = this.#max!;
     const uses = this.#uses!;
     const replaced = uses.get(key)?.size ?? 0;
@@ -369,6 +370,7 @@ export class DiskStore {
         }
       }
       if (victim === undefined) {
+        if (asMuchAsCan) return victims;
         // Put back what was picked: nothing is evicted for an object that cannot be stored anyway.
         for (const v of victims.reverse()) this.#restore(v);
         return undefined;

@@ -372,3 +372,48 @@ Deno.test("mipserver lock writes the lock file; a server with policy.lock reads 
     await up.stop();
   }
 });
+
+Deno.test("lock mode with cache.max_size: what the lock names is never evicted, what it does not name goes first", async () => {
+  const up = await startUpstreams();
+  try {
+    const cacheDir = tempDir();
+    const maker = await makeApp(up, { cache: { dir: cacheDir } });
+    const lock = await lockWith(maker.app, ["hello@1.0"]);
+    // Fill the cache with files the lock does not name (bigmod is about 40 KB of source).
+    const index = await standardIndex();
+    const others = ["py/bigmod/1.0/bigmod.py", "py/hello/1.1/hello.py", "py/mathx/0.2/mathx/__init__.py"]
+      .map((k) => index.hashes.get(k)).filter((h): h is string => h !== undefined);
+    assert.ok(others.length >= 2, "fixture files to fill the cache with");
+    for (const h of others) assert.equal((await maker.get(`/file/${h.slice(0, 2)}/${h}`)).status, 200);
+    await maker.app.idle();
+    const locked = [...new Set(Object.values(lock.packages.hello.files).flatMap((f) => Object.values(f)))];
+    const onDisk = (h: string) => {
+      try {
+        return [...Deno.readDirSync(join(cacheDir, "files", h.slice(0, 2)))].some((e) => h.startsWith(e.name));
+      } catch {
+        return false;
+      }
+    };
+    assert.ok(locked.every(onDisk), "the lock's files were cached while locking");
+    assert.ok(others.every(onDisk));
+    // A server under the lock with a limit below even the locked files: every unlocked file goes at start, the locked
+    // ones stay although they alone exceed it.
+    const { app, get } = await makeApp(up, {
+      cache: { dir: cacheDir, max_size: 64 },
+      policy: { lock: writeLock(lock) },
+    });
+    try {
+      assert.ok(locked.every(onDisk), "no locked object was evicted");
+      assert.ok(!others.some(onDisk), "the unlocked objects were evicted to fit the limit");
+      const health = await json(await get("/healthz"));
+      assert.ok((health.cache as { evictions: number }).evictions >= others.length);
+      const h = lock.packages.hello.files.py["hello.py"];
+      const file = await get(`/file/${h.slice(0, 2)}/${h}`);
+      assert.equal(await sha256Hex(new Uint8Array(await file.arrayBuffer())), h);
+    } finally {
+      await app.idle();
+    }
+  } finally {
+    await up.stop();
+  }
+});
