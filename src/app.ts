@@ -118,6 +118,7 @@ export async function createApp(options: AppOptions): Promise<App> {
     sources: { fetcher, bases, pypi: config.upstreams.pypi, logger },
     logger,
     transform: options.transform ?? compiler.transform,
+    tagTtl: config.cache.tag_ttl,
   });
   const policy = new Policy({
     mode: config.policy.unlisted,
@@ -134,12 +135,15 @@ export async function createApp(options: AppOptions): Promise<App> {
     publicUrl,
     port: config.server.port,
     checkProfile: (p) => compiler.checkProfile(p),
+    logger,
   });
   addRepoRoutes(router, repos, {
     publicUrl,
     port: config.server.port,
     bases,
     check: (path) => policy.checkMirror(path),
+    logger,
+    tagTtl: config.cache.tag_ttl,
   });
   addOpsRoutes(router, {
     version: VERSION,

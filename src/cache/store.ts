@@ -1,12 +1,16 @@
 /**
- * The on-disk object store under `cache.dir`. Keys are slash-separated names of safe characters; every write goes
+ * The on-disk object store under `cache.dir`. Keys are slash-separated names of safe characters (`isSafeKey` in
+ * `packages/names.ts`, which also encodes any other name into such a key); every write goes
  * to a temp file in the same file system, is fsynced, then renamed into place, so a crash never leaves a partial
  * object under a real key. Leftover temp files are removed when the store opens. A small in-memory set of hot
  * objects (least recently used out first) spares the disk on repeated hits.
  * @module
  */
 import { dirname, join, resolve, sep } from "node:path";
+import { isSafeKey } from "../packages/names.ts";
 import { etagOf } from "./hash.ts";
+
+export { isSafeKey };
 
 /** A stored object. */
 export interface StoredObject {
@@ -15,14 +19,6 @@ export interface StoredObject {
   storedAt: number;
   /** A strong ETag for the body. */
   etag: string;
-}
-
-const KEY_SEGMENT = /^[A-Za-z0-9_][A-Za-z0-9._+-]{0,199}$/;
-
-/** Tells whether a key is made only of safe segments (no `..`, no separators, no NUL). */
-export function isSafeKey(key: string): boolean {
-  const parts = key.split("/");
-  return parts.length > 0 && parts.every((p) => KEY_SEGMENT.test(p) && p !== "." && p !== "..");
 }
 
 /** Options for a {@linkcode DiskStore}. */

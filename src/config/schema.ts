@@ -144,6 +144,7 @@ export const configSchema = z.strictObject({
     dir: nullable(text("a directory path")).prefault(null),
     ttl: duration().prefault("10m"),
     negative_ttl: duration().prefault("1m"),
+    tag_ttl: nullable(duration()).prefault("1d"),
     offline: boolean().prefault(false),
     prefetch: boolean().prefault(true),
     memory: size().prefault("64MiB"),
@@ -220,6 +221,7 @@ export type Config = z.output<typeof configSchema>;
 export const DURATION_KEYS = [
   "cache.ttl",
   "cache.negative_ttl",
+  "cache.tag_ttl",
   "upstreams.connect_timeout",
   "upstreams.timeout",
   "mpy_cross.timeout",

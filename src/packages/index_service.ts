@@ -10,6 +10,7 @@ import { type FreshCache, type Load, type Served, toHttpError } from "../cache/f
 import { HttpError } from "../http/responses.ts";
 import type { Logger } from "../log.ts";
 import { type Fetcher, UpstreamError } from "../upstream/fetcher.ts";
+import { cacheKey, checkManifest, UnsafeManifestError } from "./names.ts";
 
 export type { Served };
 
@@ -104,12 +105,16 @@ export class IndexService {
     let upstreamFailure: HttpError | undefined;
     for (const [i, base] of this.#o.indexes.entries()) {
       try {
-        return await this.#o.cache.get("manifest", `index/${this.#ids[i]}/${rel}`, mutable, async () => {
-          const loaded = await this.#fetchJson(`${base}/${rel}`);
+        const key = cacheKey("index", this.#ids[i], "package", mpy, name, `${version}.json`);
+        return await this.#o.cache.get("manifest", key, mutable, async () => {
+          const url = `${base}/${rel}`;
+          const loaded = await this.#fetchJson(url);
+          this.#checkManifest(loaded.body, `package ${name} ${version} (${mpy}) from ${url}`);
           if (this.#o.prefetch) this.#prefetch(loaded.body);
           return loaded;
         });
       } catch (e) {
+        if (e instanceof UnsafeManifestError) throw e;
         const err = toHttpError(e);
         if (err.status !== 404) {
           upstreamFailure ??= err;
@@ -160,6 +165,18 @@ export class IndexService {
       throw new HttpError(502, `Upstream sent invalid JSON at ${url}: ${(e as Error).message}`);
     }
     return loaded;
+  }
+
+  /** Refuses (502, logged, nothing cached) a manifest whose destinations would write outside the device's target. */
+  #checkManifest(body: Uint8Array, what: string): void {
+    try {
+      checkManifest(JSON.parse(new TextDecoder().decode(body)), what);
+    } catch (e) {
+      if (e instanceof UnsafeManifestError) {
+        this.#o.logger.error("Refused an unsafe manifest from an upstream index; not cached", { reason: e.message });
+      }
+      throw e;
+    }
   }
 
   #prefetch(manifest: Uint8Array): void {

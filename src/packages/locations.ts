@@ -28,6 +28,16 @@ export function isImmutableRef(ref: string): boolean {
   return COMMIT.test(ref) || TAG.test(ref);
 }
 
+/**
+ * How long content at `ref` stays fresh in the cache: commits for good; version-like tags for `tagTtl` ms (for good
+ * when null), because a tag can be moved upstream even though it normally is not; branches for `cache.ttl` (`true`).
+ */
+export function refMutability(ref: string, tagTtl: number | null): boolean | number {
+  if (COMMIT.test(ref)) return false;
+  if (TAG.test(ref)) return tagTtl ?? false;
+  return true;
+}
+
 /** A `github:`/`gitlab:` spec split up, or undefined for anything else. */
 export function parseSpec(
   spec: string,
