@@ -135,7 +135,6 @@ export async function createApp(options: AppOptions): Promise<App> {
     publicUrl,
     port: config.server.port,
     checkProfile: (p) => compiler.checkProfile(p),
-    logger,
   });
   addRepoRoutes(router, repos, {
     publicUrl,

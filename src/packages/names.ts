@@ -245,9 +245,9 @@ const KEY_SEGMENT = /^[A-Za-z0-9_=][A-Za-z0-9._+=-]{0,199}$/;
 
 /**
  * One cache-key segment for any text: plain names (`[A-Za-z0-9_][A-Za-z0-9._+-]*`, up to 200) stay as they are; any
- * other text is written as `=` followed by its characters with every byte outside `[A-Za-z0-9_+-]` (and a leading
- * `.`) as `=XX`, and when that would exceed 200 characters as `==` and its sha256. Plain names never hold `=`, so two
- * different texts never share a segment.
+ * other text is written as `=` followed by its characters with every byte outside `[A-Za-z0-9_.+-]` (and a leading
+ * `.`) as `=XX`, and when that would exceed 200 characters as `=.` and its sha256 (an escaped form never starts with
+ * `=.`). Plain names never hold `=`, so two different texts never share a segment.
  */
 export function keySegment(text: string): string {
   if (PLAIN_SEGMENT.test(text)) return text;
@@ -259,7 +259,7 @@ export function keySegment(text: string): string {
       : `=${byte.toString(16).toUpperCase().padStart(2, "0")}`;
   }
   if (out.length <= 200) return out;
-  return `==${createHash("sha256").update(text).digest("hex")}`;
+  return `=.${createHash("sha256").update(text).digest("hex")}`;
 }
 
 /** A cache key from parts; each part may hold `/`-separated segments, each encoded by {@linkcode keySegment}. */

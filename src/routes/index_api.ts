@@ -53,8 +53,9 @@ export function serveObject(ctx: RouteContext, served: Served, contentType: stri
 }
 
 /**
- * Awaits a cache lookup, marking the request's log line `cache=error` when it fails; a manifest refused for what it
- * lists (an unsafe destination, too many files) is logged as an error too, with the reason.
+ * Awaits a cache lookup, marking the request's log line `cache=error` when it fails; with a `logger`, a manifest
+ * refused for what it lists (an unsafe destination, too many files) is logged as an error too, with the reason (the
+ * index and named-package services log their own refusals).
  */
 export async function lookup(ctx: RouteContext, served: () => Promise<Served>, logger?: Logger): Promise<Served> {
   try {
@@ -84,8 +85,6 @@ export interface IndexRouteOptions {
   port: number;
   /** Throws 404 (listing the known ones) for an unknown target profile. */
   checkProfile(name: string): void;
-  /** Where refused manifests are reported. */
-  logger?: Logger;
 }
 
 /** Adds the index API routes, answering from `resolver`. */
@@ -107,7 +106,7 @@ export function addIndexRoutes(router: Router, resolver: Resolver, options: Inde
       const { mpy, name, version } = ctx.params;
       const profile = profileOf(ctx);
       const base = publicBase(ctx, options.publicUrl, options.port);
-      const served = await lookup(ctx, () => resolver.manifest(mpy, name, version, profile, base), options.logger);
+      const served = await lookup(ctx, () => resolver.manifest(mpy, name, version, profile, base));
       return serveObject(ctx, served, "application/json", SHORT);
     }, { ...profileParam, mpy: PARAMS.mpy, name: PARAMS.name, version: PARAMS.version });
 
@@ -119,7 +118,7 @@ export function addIndexRoutes(router: Router, resolver: Resolver, options: Inde
         if (why) throw new HttpError(400, `Invalid path ${JSON.stringify(path.slice(0, 80))}: ${why}`);
         const base = publicBase(ctx, options.publicUrl, options.port);
         const spec = { host, owner, repo, ref, path };
-        const served = await lookup(ctx, () => resolver.repoManifest(mpy, spec, profile, base), options.logger);
+        const served = await lookup(ctx, () => resolver.repoManifest(mpy, spec, profile, base));
         return serveObject(ctx, served, "application/json", SHORT);
       }, { ...profileParam, mpy: PARAMS.mpy, ...REPO_PARAMS });
     }
