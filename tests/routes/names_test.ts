@@ -10,45 +10,8 @@ import { DiskStore } from "../../src/cache/store.ts";
 import { isSafeKey } from "../../src/packages/names.ts";
 import { memoryLogger } from "../../src/log.ts";
 import { FakeUpstream } from "../fixtures/fake_upstream.ts";
-import { buildIndex, type BuiltIndex, type FixturePackage } from "../fixtures/index_fixture.ts";
+import { ODD_PACKAGES, oddIndex } from "../fixtures/odd_names.ts";
 import { tempDir, testConfig } from "../helpers.ts";
-
-/** Names, versions and paths micropython-lib's build.py accepts and our old route rule refused. */
-export const ODD_PACKAGES: FixturePackage[] = [
-  {
-    name: "__future__",
-    description: "leading underscores",
-    versions: [{ version: "0.1.2", files: { "__future__.py": "nested_scopes = True\n" } }],
-  },
-  {
-    name: "_thread",
-    description: "one leading underscore, pre-release and build versions",
-    versions: [
-      { version: "1.0-rc.1+b.5", files: { "_thread.py": "V = 'rc'\n" } },
-      { version: "1.0", files: { "_thread.py": "V = '1.0'\n" } },
-    ],
-  },
-  {
-    name: "os.path",
-    description: "a dot in the name, nested package paths",
-    versions: [{
-      version: "0.0.1a1",
-      files: { "os/path/__init__.py": "from ._impl import *\n", "os/path/_impl.py": "SEP = '/'\n" },
-    }],
-  },
-  {
-    name: "-dash~tilde",
-    description: "a leading dash and a tilde",
-    versions: [{ version: "2~beta", files: { "dash_tilde.py": "X = 1\n" } }],
-  },
-];
-
-let odd: Promise<BuiltIndex> | undefined;
-/** The odd-names index, built once per test process. */
-export function oddIndex(): Promise<BuiltIndex> {
-  odd ??= buildIndex(ODD_PACKAGES);
-  return odd;
-}
 
 function tree(files: Record<string, string>): string {
   const root = tempDir("mipserver-names-");
