@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { HttpError } from "../../src/http/responses.ts";
+import { testConfig } from "../helpers.ts";
 import {
   cacheKey,
   checkManifest,
@@ -97,4 +98,10 @@ Deno.test("destinations: relative paths only, no '..', '.', empty segments, back
   );
   assert.throws(() => checkManifest({ urls: [["a", "b", "c"]] }, "p"), /is not a pair of strings/);
   checkManifest({ hashes: [["a/b.mpy", "abcd1234"]], urls: [["c.py", "http://x/c.py"]], deps: [] }, "p");
+});
+
+Deno.test("pins accept any name and version an index lists", () => {
+  const config = testConfig({ pins: { "__future__": "0.1.2", "_thread": "1.0-rc.1+b.5", "x~y": "2~beta" } });
+  assert.deepEqual(config.pins, { "__future__": "0.1.2", "_thread": "1.0-rc.1+b.5", "x~y": "2~beta" });
+  assert.throws(() => testConfig({ pins: { "a b": "1.0" } }), /expected a package name/);
 });
