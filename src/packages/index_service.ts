@@ -26,6 +26,12 @@ export interface IndexServiceOptions {
 }
 
 const PREFETCH_CONCURRENCY = 4;
+
+/** Whether a manifest's JSON text could hold an unsafe destination (`..`, `\`, a leading or doubled `/`). */
+function suspect(body: Uint8Array): boolean {
+  const text = new TextDecoder().decode(body);
+  return text.includes("..") || text.includes("\\") || text.includes('"/') || text.includes("//");
+}
 const HEX = /^[0-9a-f]{4,64}$/;
 
 /** Serves the index API from the cache and the upstream indexes. */
@@ -106,13 +112,16 @@ export class IndexService {
     for (const [i, base] of this.#o.indexes.entries()) {
       try {
         const key = cacheKey("index", this.#ids[i], "package", mpy, name, `${version}.json`);
-        return await this.#o.cache.get("manifest", key, mutable, async () => {
-          const url = `${base}/${rel}`;
-          const loaded = await this.#fetchJson(url);
-          this.#checkManifest(loaded.body, `package ${name} ${version} (${mpy}) from ${url}`);
+        const what = `package ${name} ${version} (${mpy}) from ${base}/${rel}`;
+        const served = await this.#o.cache.get("manifest", key, mutable, async () => {
+          const loaded = await this.#fetchJson(`${base}/${rel}`);
+          this.#checkManifest(loaded.body, what);
           if (this.#o.prefetch) this.#prefetch(loaded.body);
           return loaded;
         });
+        // A copy cached before this check existed is checked when it looks suspect (cheap on the hit path).
+        if (served.outcome !== "miss" && suspect(served.body)) this.#checkManifest(served.body, what);
+        return served;
       } catch (e) {
         if (e instanceof UnsafeManifestError) throw e;
         const err = toHttpError(e);

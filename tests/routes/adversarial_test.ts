@@ -4,6 +4,7 @@
  */
 import assert from "node:assert/strict";
 import { createApp } from "../../src/app.ts";
+import { sha256Hex } from "../../src/cache/hash.ts";
 import { DiskStore } from "../../src/cache/store.ts";
 import { memoryLogger } from "../../src/log.ts";
 import { startAdversarial } from "../fixtures/adversarial.ts";
@@ -31,6 +32,29 @@ Deno.test("adversarial upstreams: each hostile case gets its status and reason, 
     const hostile = keys.filter((k) => k.includes("/evil/") || /\/package\//.test(k) || k.startsWith("files/"));
     assert.deepEqual(hostile, [], "nothing from a refused answer is cached");
     assert.equal(adv.elsewhere.log.length, 0, "a host that is not an allowed upstream is never contacted");
+  } finally {
+    await app.idle();
+    await adv.stop();
+  }
+});
+
+Deno.test("an unsafe index manifest cached before the check existed is refused when served from the cache", async () => {
+  const adv = await startAdversarial();
+  const dir = tempDir();
+  const id = (await sha256Hex(new TextEncoder().encode(adv.index.url))).slice(0, 16);
+  const store = new DiskStore(dir);
+  await store.open();
+  const legacy = JSON.stringify({ v: 1, version: "1.0", hashes: [["x\\..\\..\\boot.py", "abcd1234"]] });
+  await store.put(`index/${id}/package/6/legacy/1.0.json`, new TextEncoder().encode(legacy));
+  const app = await createApp({
+    config: testConfig({ cache: { dir }, upstreams: adv.upstreams }),
+    logger: memoryLogger(),
+  });
+  try {
+    const res = await app.handler(new Request("http://gw/package/6/legacy/1.0.json"));
+    assert.equal(res.status, 502);
+    assert.match(await res.text(), /Refused package legacy 1\.0 \(6\).*"x\\\\\.\.\\\\\.\.\\\\boot\.py".*backslash/);
+    assert.equal(adv.index.count("legacy"), 0, "answered from the cache");
   } finally {
     await app.idle();
     await adv.stop();
