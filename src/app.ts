@@ -13,6 +13,7 @@ import { DiskStore } from "./cache/store.ts";
 import { IndexService } from "./packages/index_service.ts";
 import { NamedService, type Transform } from "./packages/named_service.ts";
 import { Policy } from "./packages/policy.ts";
+import { expireRef } from "./packages/refresh.ts";
 import { RepoService } from "./packages/repo_service.ts";
 import { dependenciesOf, Resolver } from "./packages/resolver.ts";
 import { allowedHosts, hostAllowlist, tokenHeaders } from "./upstream/hosts.ts";
@@ -143,6 +144,7 @@ export async function createApp(options: AppOptions): Promise<App> {
     check: (path) => policy.checkMirror(path),
     logger,
     tagTtl: config.cache.tag_ttl,
+    refresh: (spec) => expireRef(store, config.packages, spec),
   });
   addOpsRoutes(router, {
     version: VERSION,

@@ -108,7 +108,9 @@ export class FreshCache {
     const metrics = this.#o.metrics;
     const entry = await this.#o.store.get(key);
     if (entry) {
-      const fresh = !mutable || this.#now() - entry.storedAt < (mutable === true ? this.#o.ttl : mutable);
+      // storedAt 0: marked expired (DiskStore.expire), re-read even when kept for good otherwise.
+      const fresh = entry.storedAt !== 0 &&
+        (!mutable || this.#now() - entry.storedAt < (mutable === true ? this.#o.ttl : mutable));
       if (!fresh && !this.#o.offline) this.#refresh(kind, key, load);
       const outcome = fresh || this.#o.offline ? "hit" : "stale";
       metrics?.cache.inc({ kind, outcome });

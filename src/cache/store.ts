@@ -140,6 +140,26 @@ export class DiskStore {
     return object;
   }
 
+  /**
+   * Marks the objects under `prefix` (those `select` keeps) as expired: their time stamp goes to 0, so the cache
+   * re-reads them on next use while still serving them (see `FreshCache`). Returns how many were marked.
+   */
+  async expire(prefix: string, select: (key: string) => boolean = () => true): Promise<number> {
+    let n = 0;
+    for await (const key of this.keys(prefix)) {
+      if (!select(key)) continue;
+      try {
+        await Deno.utime(this.#path(key), 0, 0);
+      } catch (e) {
+        if (e instanceof Deno.errors.NotFound) continue;
+        throw e;
+      }
+      this.#forget(key);
+      n++;
+    }
+    return n;
+  }
+
   /** Lists keys under a prefix (for maintenance and tests). */
   async *keys(prefix = ""): AsyncGenerator<string> {
     const start = prefix ? this.#path(prefix) : this.root;

@@ -5,11 +5,13 @@
  * raw file, cached.
  * @module
  */
+import { jsonResponse } from "../http/responses.ts";
 import type { RouteContext, Router } from "../http/router.ts";
 import type { Logger } from "../log.ts";
 import type { Mutability } from "../cache/fresh_cache.ts";
 import { type HostBases, plainUrl, rawUrl, refMutability } from "../packages/locations.ts";
 import { checkPath, HOST, parseHost, SCHEME } from "../packages/names.ts";
+import type { RefSpec } from "../packages/refresh.ts";
 import type { RepoService } from "../packages/repo_service.ts";
 import { lookup, publicBase, REPO_PARAMS, serveObject, SHORT } from "./index_api.ts";
 
@@ -24,6 +26,8 @@ export interface RepoRouteOptions {
   logger?: Logger;
   /** `cache.tag_ttl` in ms: how long content at a version tag stays fresh (null: for good). */
   tagTtl?: number | null;
+  /** Marks everything cached at one ref as expired (for `POST /_/refresh/...`); returns how many objects. */
+  refresh?: (spec: RefSpec) => Promise<number>;
 }
 
 /** Adds the `/github/...`, `/gitlab/...` and `/url/...` routes. */
@@ -48,6 +52,15 @@ export function addRepoRoutes(router: Router, service: RepoService, options: Rep
         refMutability(ref, options.tagTtl ?? null),
       );
     }, REPO_PARAMS);
+  }
+  const refresh = options.refresh;
+  if (refresh) {
+    // An admin action: re-read a ref (a moved tag) without waiting for cache.tag_ttl.
+    router.add("POST", "/_/refresh/:host/:owner/:repo/:ref", async (ctx) => {
+      const { host, owner, repo, ref } = ctx.params;
+      const expired = await refresh({ host: host as "github" | "gitlab", owner, repo, ref });
+      return jsonResponse({ host, owner, repo, ref, expired });
+    }, { host: { pattern: /^(github|gitlab)$/, expected: "github or gitlab" }, ...REPO_PARAMS });
   }
   router.get("/url/:scheme/:host/*path", (ctx) => {
     const { scheme, host, path } = ctx.params;

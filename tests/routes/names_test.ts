@@ -37,6 +37,7 @@ async function setup(overrides: Record<string, unknown> = {}) {
     "acme/odd/main/sp ace.py": "S = 1\n",
     "acme/odd/main/tag.py": "T = 1\n",
     "acme/tagged/v1.0/mod.py": "V = 1\n",
+    "acme/tagged/v1.0/package.json": JSON.stringify({ urls: [["mod.py", "mod.py"]], version: "1.0" }),
   });
   const github = new FakeUpstream(githubRoot, "").start();
   const gitlab = new FakeUpstream(tree({ "grp/.cache/-/raw/main/c.py": "C = 1\n" }), "").start();
@@ -64,7 +65,8 @@ async function setup(overrides: Record<string, unknown> = {}) {
     plain,
     dir,
     tick: (ms: number) => (clock += ms),
-    get: (path: string) => app.handler(new Request(`http://gw${path}`, { headers: { host: "gw" } })),
+    get: (path: string, init: RequestInit = {}) =>
+      app.handler(new Request(`http://gw${path}`, { ...init, headers: { host: "gw" } })),
     async close() {
       await app.idle();
       await Promise.all([index.stop(), github.stop(), gitlab.stop(), plain.stop()]);
@@ -225,5 +227,42 @@ Deno.test("version tags are re-read after cache.tag_ttl (served stale meanwhile)
     assert.equal(never.github.count("/acme/tagged/"), 2, "tag_ttl null: tags and commits are never re-read");
   } finally {
     await never.close();
+  }
+});
+
+Deno.test("POST /_/refresh/{host}/{owner}/{repo}/{ref} re-reads a moved tag kept for good, files and manifests", async () => {
+  const env = await setup({
+    cache: { tag_ttl: null },
+    packages: { tagged: { source: "github:acme/tagged", ref: "v1.0" } },
+  });
+  const file = join(env.githubRoot, "acme/tagged/v1.0/mod.py");
+  const raw = "/github/acme/tagged/v1.0/mod.py";
+  const manifest = "/package/py/tagged/latest.json";
+  try {
+    assert.equal(await (await env.get(raw)).text(), "V = 1\n");
+    const before = (await (await env.get(manifest)).json()).hashes;
+    Deno.writeTextFileSync(file, "V = 2\n"); // the tag is moved upstream
+    env.tick(365 * 24 * 3600_000);
+    assert.equal(await (await env.get(raw)).text(), "V = 1\n", "tag_ttl null: kept for good");
+    assert.deepEqual((await (await env.get(manifest)).json()).hashes, before);
+    await env.app.idle();
+
+    const res = await env.get("/_/refresh/github/acme/tagged/v1.0", { method: "POST" });
+    assert.equal(res.status, 200);
+    const { expired } = await res.json();
+    assert.equal(expired, 2, "the mirrored mod.py and the named manifest built at v1.0 are marked");
+    assert.equal(await (await env.get(raw)).text(), "V = 1\n", "the cached copy answers at once");
+    await (await env.get(manifest)).arrayBuffer();
+    await env.app.idle();
+    assert.equal(await (await env.get(raw)).text(), "V = 2\n", "then the moved tag is served");
+    const after = (await (await env.get(manifest)).json()).hashes;
+    assert.notDeepEqual(after, before, "and the named manifest is rebuilt from it");
+    const files = await env.get(`/file/${after[0][1].slice(0, 2)}/${after[0][1]}`);
+    assert.equal(await files.text(), "V = 2\n");
+    const bad = await env.get("/_/refresh/bitbucket/acme/tagged/v1.0", { method: "POST" });
+    assert.equal(bad.status, 400);
+    assert.match(await bad.text(), /Invalid host "bitbucket": expected github or gitlab/);
+  } finally {
+    await env.close();
   }
 });
