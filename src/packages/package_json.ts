@@ -3,7 +3,7 @@
  * @module
  */
 import { HttpError } from "../http/responses.ts";
-import { type HostBases, resolveSource } from "./locations.ts";
+import { checkedUrl, type HostBases, resolveSource } from "./locations.ts";
 import { clip, destinationProblem, MAX_MANIFEST_FILES, UnsafeManifestError } from "./names.ts";
 
 export { safeDest } from "./names.ts";
@@ -73,9 +73,9 @@ export function parsePackageJson(bytes: Uint8Array): PackageDoc {
   const deps = pairs(d, "deps", ([dep]) => {
     if (!/^https?:\/\//.test(dep)) return;
     try {
-      new URL(dep);
-    } catch {
-      throw new PackageJsonError(`dependency ${JSON.stringify(clip(dep))} is not a valid URL`);
+      checkedUrl(dep);
+    } catch (e) {
+      throw new PackageJsonError(`dependency ${(e as Error).message}`);
     }
   });
   if (d.version !== undefined && typeof d.version !== "string") throw new PackageJsonError("version is not a string");

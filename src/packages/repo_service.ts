@@ -60,7 +60,9 @@ export class RepoService {
    * and URL dependencies pointed at this server's mirrors. `ref` is what `github:`/`gitlab:` entries resolve with.
    */
   async packageJson(url: string, ref: string, mutable: Mutability, base: string): Promise<Served> {
-    const served = await this.raw(url, mutable, (body) => readPackageJson(body, `at ${url}`));
+    // A package.json that cannot be served is refused before it is cached.
+    const check = (body: Uint8Array) => void upstreamUrls(this.#o, readPackageJson(body, `at ${url}`), url, ref);
+    const served = await this.raw(url, mutable, check);
     const doc = readPackageJson(served.body, `at ${url}`);
     const out = { ...doc.raw };
     if (doc.urls.length > 0 || out.urls !== undefined) {
