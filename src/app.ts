@@ -13,6 +13,7 @@ import { DiskStore } from "./cache/store.ts";
 import { IndexService } from "./packages/index_service.ts";
 import { NamedService, type Transform } from "./packages/named_service.ts";
 import { Policy } from "./packages/policy.ts";
+import { expireRef } from "./packages/refresh.ts";
 import { RepoService } from "./packages/repo_service.ts";
 import { dependenciesOf, Resolver } from "./packages/resolver.ts";
 import { GuardedResolver } from "./packages/guarded_resolver.ts";
@@ -140,6 +141,7 @@ export async function createApp(options: AppOptions): Promise<App> {
     sources: { fetcher, bases, pypi: config.upstreams.pypi, logger },
     logger,
     transform: options.transform ?? compiler.transform,
+    tagTtl: config.cache.tag_ttl,
   });
   const policy = new Policy({
     mode: config.policy.unlisted,
@@ -168,6 +170,9 @@ export async function createApp(options: AppOptions): Promise<App> {
       await policy.checkMirror(path);
       if (resolver instanceof GuardedResolver) resolver.checkMirror(path);
     },
+    logger,
+    tagTtl: config.cache.tag_ttl,
+    refresh: (spec) => expireRef(store, config.packages, spec),
   });
   addOpsRoutes(router, {
     version: VERSION,

@@ -28,6 +28,12 @@ export interface Served {
   upstreamMs?: number;
 }
 
+/**
+ * How long a cached object stays fresh: `false` for good (content-addressed files, commits), `true` for `cache.ttl`,
+ * or a number of ms of its own (version tags: `cache.tag_ttl`).
+ */
+export type Mutability = boolean | number;
+
 /** What a loader returns: the fetched bytes and the upstream time. */
 export interface Load {
   body: Uint8Array;
@@ -105,13 +111,15 @@ export class FreshCache {
 
   /**
    * Answers `key` from the cache, or from `load` on a miss. `kind` labels metrics (index, manifest, file, ...);
-   * `mutable` objects follow the TTL rules, the others are kept for good.
+   * `mutable` objects follow the TTL rules (`cache.ttl`, or their own ttl in ms), the others are kept for good.
    */
-  async get(kind: string, key: string, mutable: boolean, load: () => Promise<Load>): Promise<Served> {
+  async get(kind: string, key: string, mutable: Mutability, load: () => Promise<Load>): Promise<Served> {
     const metrics = this.#o.metrics;
     const entry = await this.#o.store.get(key);
     if (entry) {
-      const fresh = !mutable || this.#now() - entry.storedAt < this.#o.ttl;
+      // storedAt 0: marked expired (DiskStore.expire), re-read even when kept for good otherwise.
+      const fresh = entry.storedAt !== 0 &&
+        (!mutable || this.#now() - entry.storedAt < (mutable === true ? this.#o.ttl : mutable));
       if (!fresh && !this.#o.offline) this.#refresh(kind, key, load);
       const outcome = fresh || this.#o.offline ? "hit" : "stale";
       metrics?.cache.inc({ kind, outcome });

@@ -1,5 +1,6 @@
 /**
- * The on-disk object store under `cache.dir`. Keys are slash-separated names of safe characters. Every write goes to
+ * The on-disk object store under `cache.dir`. Keys are slash-separated names of safe characters (`isSafeKey` in
+ * `packages/names.ts`, which also encodes any other name into such a key). Every write goes to
  * a temp file in `tmp/` on the same file system, is fsynced, renamed into place, and the directory is fsynced, so a
  * crash or power cut never leaves a partial object under a real key nor loses a finished one. When a write fails (a
  * full disk, a read-only or broken file system) the object is still returned, kept in memory only, and the cause is
@@ -17,8 +18,11 @@
  */
 import { dirname, join, relative, resolve, sep } from "node:path";
 import type { Logger } from "../log.ts";
+import { isSafeKey } from "../packages/names.ts";
 import { sha256Hex } from "./hash.ts";
 import { causeOf, denoFs, type StoreFs } from "./store_fs.ts";
+
+export { isSafeKey };
 
 /** A stored object. */
 export interface StoredObject {
@@ -45,18 +49,11 @@ export interface StoreStats {
   writeErrors: number;
 }
 
-const KEY_SEGMENT = /^[A-Za-z0-9_][A-Za-z0-9._+-]{0,199}$/;
 /** Top-level folders whose files are objects or manifests this store wrote (and may clean up). */
 const OWNED = new Set(["files", "compiled", "mirror", "index", "named"]);
 const CONTENT_KEY = /^files\/[0-9a-f]{2}\/([0-9a-f]{4,64})$/;
 const FULL_HASH_KEY = /^files\/[0-9a-f]{2}\/[0-9a-f]{64}$/;
 const EMPTY_SHA256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
-
-/** Tells whether a key is made only of safe segments (no `..`, no separators, no NUL). */
-export function isSafeKey(key: string): boolean {
-  const parts = key.split("/");
-  return parts.length > 0 && parts.every((p) => KEY_SEGMENT.test(p) && p !== "." && p !== "..");
-}
 
 /**
  * Tells whether a key names an object that counts toward the size limit and may be evicted: content files from an
@@ -480,6 +477,26 @@ export class DiskStore {
   /** Resolves once the use stamps written in the background so far are on disk (for tests and shutdown). */
   async flush(): Promise<void> {
     await Promise.allSettled([...this.#pending]);
+  }
+
+  /**
+   * Marks the objects under `prefix` (those `select` keeps) as expired: their time stamp goes to 0, so the cache
+   * re-reads them on next use while still serving them (see `FreshCache`). Returns how many were marked.
+   */
+  async expire(prefix: string, select: (key: string) => boolean = () => true): Promise<number> {
+    let n = 0;
+    for await (const key of this.keys(prefix)) {
+      if (!select(key)) continue;
+      try {
+        await Deno.utime(this.#path(key), 0, 0);
+      } catch (e) {
+        if (e instanceof Deno.errors.NotFound) continue;
+        throw e;
+      }
+      this.#forget(key);
+      n++;
+    }
+    return n;
   }
 
   /** Lists keys under a prefix (for maintenance and tests). */

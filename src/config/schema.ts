@@ -5,6 +5,7 @@
  */
 import { z } from "zod";
 import { formatDuration, formatSize, parseDuration, parseSize } from "./units.ts";
+import { PACKAGE_NAME, VERSION } from "../packages/names.ts";
 
 const show = (v: unknown): string => {
   if (v === undefined) return "nothing";
@@ -64,6 +65,8 @@ const nullable = <T extends z.ZodType>(schema: T) => z.union([z.null(), schema])
 /** Package, pin and profile names: what mip and the index accept. */
 export const NAME_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$/;
 const name = z.string().regex(NAME_PATTERN, "expected a name of letters, digits, '.', '_' or '-'");
+/** Pinned package names: whatever an index may list (`__future__`, `os.path`; rules in packages/names.ts). */
+const packageName = z.string().regex(PACKAGE_NAME.pattern, `expected ${PACKAGE_NAME.expected}`);
 
 /** The `-march` values mpy-cross accepts. */
 export const MARCH_VALUES = [
@@ -156,6 +159,7 @@ export const configSchema = z.strictObject({
     dir: nullable(text("a directory path")).prefault(null),
     ttl: duration().prefault("10m"),
     negative_ttl: duration().prefault("1m"),
+    tag_ttl: nullable(duration()).prefault("1d"),
     offline: boolean().prefault(false),
     prefetch: boolean().prefault(true),
     memory: size().prefault("64MiB"),
@@ -188,7 +192,13 @@ export const configSchema = z.strictObject({
       }
     }),
   ).prefault({}),
-  pins: z.record(name, refLike("a version such as 1.2.3")).prefault({}),
+  pins: z.record(
+    packageName,
+    field("a version such as 1.2.3", (v) => {
+      const t = typeof v === "number" ? String(v) : typeof v === "string" ? v.trim() : undefined;
+      return t && VERSION.pattern.test(t) ? t : undefined;
+    }),
+  ).prefault({}),
   policy: z.strictObject({
     unlisted: oneOf(["allow", "deny"] as const).prefault("allow"),
     allow_hosts: hostList.prefault([]),
@@ -235,6 +245,7 @@ export type Config = z.output<typeof configSchema>;
 export const DURATION_KEYS = [
   "cache.ttl",
   "cache.negative_ttl",
+  "cache.tag_ttl",
   "upstreams.connect_timeout",
   "upstreams.timeout",
   "mpy_cross.timeout",

@@ -10,6 +10,7 @@ import { type FreshCache, type Load, type Served, toHttpError } from "../cache/f
 import { HttpError } from "../http/responses.ts";
 import type { Logger } from "../log.ts";
 import { type Fetcher, UpstreamError } from "../upstream/fetcher.ts";
+import { cacheKey, checkManifest, UnsafeManifestError } from "./names.ts";
 
 export type { Served };
 
@@ -25,6 +26,12 @@ export interface IndexServiceOptions {
 }
 
 const PREFETCH_CONCURRENCY = 4;
+
+/** Whether a manifest's JSON text could hold an unsafe destination (`..`, `\`, a leading or doubled `/`). */
+function suspect(body: Uint8Array): boolean {
+  const text = new TextDecoder().decode(body);
+  return text.includes("..") || text.includes("\\") || text.includes('"/') || text.includes("//");
+}
 const HEX = /^[0-9a-f]{4,64}$/;
 
 /** Serves the index API from the cache and the upstream indexes. */
@@ -104,12 +111,19 @@ export class IndexService {
     let upstreamFailure: HttpError | undefined;
     for (const [i, base] of this.#o.indexes.entries()) {
       try {
-        return await this.#o.cache.get("manifest", `index/${this.#ids[i]}/${rel}`, mutable, async () => {
+        const key = cacheKey("index", this.#ids[i], "package", mpy, name, `${version}.json`);
+        const what = `package ${name} ${version} (${mpy}) from ${base}/${rel}`;
+        const served = await this.#o.cache.get("manifest", key, mutable, async () => {
           const loaded = await this.#fetchJson(`${base}/${rel}`);
+          this.#checkManifest(loaded.body, what);
           if (this.#o.prefetch) this.#prefetch(loaded.body);
           return loaded;
         });
+        // A copy cached before this check existed is checked when it looks suspect (cheap on the hit path).
+        if (served.outcome !== "miss" && suspect(served.body)) this.#checkManifest(served.body, what);
+        return served;
       } catch (e) {
+        if (e instanceof UnsafeManifestError) throw e;
         const err = toHttpError(e);
         if (err.status !== 404) {
           upstreamFailure ??= err;
@@ -160,6 +174,18 @@ export class IndexService {
       throw new HttpError(502, `Upstream sent invalid JSON at ${url}: ${(e as Error).message}`);
     }
     return loaded;
+  }
+
+  /** Refuses (502, logged, nothing cached) a manifest whose destinations would write outside the device's target. */
+  #checkManifest(body: Uint8Array, what: string): void {
+    try {
+      checkManifest(JSON.parse(new TextDecoder().decode(body)), what);
+    } catch (e) {
+      if (e instanceof UnsafeManifestError) {
+        this.#o.logger.error("Refused an unsafe manifest from an upstream index; not cached", { reason: e.message });
+      }
+      throw e;
+    }
   }
 
   #prefetch(manifest: Uint8Array): void {

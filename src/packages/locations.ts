@@ -5,6 +5,8 @@
  * @module
  */
 
+import { clip, parseHost } from "./names.ts";
+
 /** The raw-file bases of the code hosts. */
 export interface HostBases {
   /** GitHub raw-file base, e.g. https://raw.githubusercontent.com. */
@@ -26,6 +28,35 @@ const TAG = /^v?\d+(\.\d+)*([-+][A-Za-z0-9.+-]*|(a|b|rc)\d+)?$/;
  */
 export function isImmutableRef(ref: string): boolean {
   return COMMIT.test(ref) || TAG.test(ref);
+}
+
+/**
+ * How long content at `ref` stays fresh in the cache: commits for good; version-like tags for `tagTtl` ms (for good
+ * when null), because a tag can be moved upstream even though it normally is not; branches for `cache.ttl` (`true`).
+ */
+export function refMutability(ref: string, tagTtl: number | null): boolean | number {
+  if (COMMIT.test(ref)) return false;
+  if (TAG.test(ref)) return tagTtl ?? false;
+  return true;
+}
+
+/**
+ * Parses an absolute http(s) URL from a package.json and checks its host by the `/url/` route's rule, so every URL we
+ * hand a device can be served; throws an Error saying why not.
+ */
+export function checkedUrl(src: string): URL {
+  let url: URL;
+  try {
+    url = new URL(src);
+  } catch {
+    throw new Error(`${JSON.stringify(clip(src))} is not a valid URL`);
+  }
+  try {
+    parseHost(url.protocol === "https:" ? "https" : "http", url.host);
+  } catch (e) {
+    throw new Error(`${JSON.stringify(clip(src))}: ${(e as Error).message}`);
+  }
+  return url;
 }
 
 /** A `github:`/`gitlab:` spec split up, or undefined for anything else. */
@@ -79,7 +110,7 @@ export function repoRoot(bases: HostBases, url: string): string | undefined {
  * (for code hosts) or on the same host (for plain URLs). Throws an Error saying why not.
  */
 export function resolveSource(bases: HostBases, src: string, packageUrl: string, ref: string): string {
-  if (/^https?:\/\//.test(src)) return new URL(src).href;
+  if (/^https?:\/\//.test(src)) return checkedUrl(src).href;
   const spec = specUrl(bases, src, ref, false);
   if (spec) return spec;
   if (/^[a-z][a-z0-9+.-]*:/i.test(src) || src.startsWith("/")) {

@@ -12,10 +12,11 @@ import { HttpError } from "../http/responses.ts";
 import type { Logger } from "../log.ts";
 import { UpstreamError } from "../upstream/fetcher.ts";
 import { BASE_PLACEHOLDER, parseSpec } from "./locations.ts";
+import { cacheKey, clip, destinationProblem, UnsafeManifestError } from "./names.ts";
 import { rewriteDep } from "./repo_service.ts";
 import {
   defaultRef,
-  isImmutable,
+  mutability,
   parseSource,
   type Resolved,
   resolveSourceAt,
@@ -42,6 +43,8 @@ export interface NamedServiceOptions {
   logger: Logger;
   /** The per-target step; without one, files are served as they are. */
   transform?: Transform;
+  /** `cache.tag_ttl` in ms: how long a manifest built at a version tag stays fresh (null: for good). */
+  tagTtl?: number | null;
 }
 
 const READ_CONCURRENCY = 4;
@@ -127,12 +130,12 @@ export class NamedService {
     base: string,
   ): Promise<Served> {
     const source: Source = { kind: spec.host, spec: `${spec.host}:${spec.owner}/${spec.repo}/${spec.path}` };
-    const key = `repo/${spec.host}/${spec.owner}/${spec.repo}/${spec.ref}/${spec.path}/${mpy}/${profile ?? "_"}.json`;
+    const key = cacheKey("repo", spec.host, spec.owner, spec.repo, spec.ref, spec.path, mpy, `${profile ?? "_"}.json`);
     const label = `${spec.host}:${spec.owner}/${spec.repo}`;
     const served = await this.#o.cache.get(
       "repo-manifest",
       key,
-      !isImmutable(source, spec.ref),
+      mutability(source, spec.ref, this.#o.tagTtl ?? null),
       () => this.#build(label, source, spec.ref, mpy, profile),
     );
     return await this.#withBase(served, base);
@@ -149,11 +152,11 @@ export class NamedService {
     const source = this.#sources.get(name);
     if (!source) throw new HttpError(404, `${name} is not a named package`);
     const ref = this.refFor(name, version);
-    const key = `named/${name}/${mpy}/${profile ?? "_"}/${ref}.json`;
+    const key = cacheKey("named", name, mpy, profile ?? "_", `${ref}.json`);
     return this.#o.cache.get(
       "named",
       key,
-      !isImmutable(source, ref),
+      mutability(source, ref, this.#o.tagTtl ?? null),
       () => this.#build(name, source, ref, mpy, profile),
     );
   }
@@ -177,9 +180,20 @@ export class NamedService {
     return rewriteDep(this.#o.sources.bases, BASE_PLACEHOLDER, dep);
   }
 
+  /** The destination rule every manifest we serve follows; a refusal is a logged 502 and nothing is cached. */
+  #checkDest(name: string, dest: string, from: string): void {
+    const why = destinationProblem(dest);
+    if (!why) return;
+    const message = `Refused package ${name}: file ${JSON.stringify(clip(dest))} (${clip(from)}) ` +
+      `is not a safe install path (${why})`;
+    this.#o.logger.error("Refused an unsafe manifest; not cached", { package: name, reason: message });
+    throw new UnsafeManifestError(message);
+  }
+
   async #build(name: string, source: Source, ref: string, mpy: string, profile: string | null): Promise<Load> {
     const t0 = performance.now();
     const resolved: Resolved = await resolveSourceAt(this.#o.sources, source, ref);
+    for (const file of resolved.files) this.#checkDest(name, file.dest, file.from);
     const seen = new Set<string>();
     const hashes = await mapLimit(resolved.files, READ_CONCURRENCY, async (file) => {
       let bytes: Uint8Array;
@@ -193,6 +207,7 @@ export class NamedService {
       }
       let out: Transformed = { dest: file.dest, bytes };
       if (this.#o.transform) out = await this.#o.transform(out, mpy, profile);
+      this.#checkDest(name, out.dest, file.from);
       if (seen.has(out.dest)) throw new HttpError(502, `${name}: two url entries install to ${out.dest}`);
       seen.add(out.dest);
       const hash = await sha256Hex(out.bytes);

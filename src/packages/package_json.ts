@@ -3,7 +3,10 @@
  * @module
  */
 import { HttpError } from "../http/responses.ts";
-import { type HostBases, resolveSource } from "./locations.ts";
+import { checkedUrl, type HostBases, resolveSource } from "./locations.ts";
+import { clip, destinationProblem, MAX_MANIFEST_FILES, UnsafeManifestError } from "./names.ts";
+
+export { safeDest } from "./names.ts";
 
 /** A package.json's useful parts. */
 export interface PackageDoc {
@@ -20,22 +23,22 @@ export interface PackageDoc {
 
 /** A package.json that cannot be used; the message says what is wrong. */
 export class PackageJsonError extends Error {
-  constructor(message: string) {
+  /** True when the document is well-formed but lists what a device must not install (an unsafe destination). */
+  readonly unsafe: boolean;
+  constructor(message: string, unsafe = false) {
     super(message);
     this.name = "PackageJsonError";
+    this.unsafe = unsafe;
   }
-}
-
-/** Whether `dest` is a safe install path below the device's lib folder. */
-export function safeDest(dest: string): boolean {
-  return dest.length > 0 && dest.length <= 200 && !dest.startsWith("/") && !dest.includes("\\") &&
-    !dest.includes("\0") && dest.split("/").every((s) => s !== "" && s !== "." && s !== "..");
 }
 
 function pairs(doc: Record<string, unknown>, key: string, check: (pair: [string, string]) => void): [string, string][] {
   const list = doc[key];
   if (list === undefined) return [];
   if (!Array.isArray(list)) throw new PackageJsonError(`${key} is not a list`);
+  if (list.length > MAX_MANIFEST_FILES) {
+    throw new PackageJsonError(`${key} lists ${list.length} entries; at most ${MAX_MANIFEST_FILES} are served`, true);
+  }
   return list.map((entry: unknown) => {
     if (key === "deps" && Array.isArray(entry) && entry.length === 1 && typeof entry[0] === "string") {
       entry = [entry[0], "latest"];
@@ -60,11 +63,21 @@ export function parsePackageJson(bytes: Uint8Array): PackageDoc {
   if (typeof doc !== "object" || doc === null || Array.isArray(doc)) throw new PackageJsonError("not a JSON object");
   const d = doc as Record<string, unknown>;
   const dest = ([dest]: [string, string]) => {
-    if (!safeDest(dest)) throw new PackageJsonError(`destination ${JSON.stringify(dest)} is not a relative path`);
+    const why = destinationProblem(dest);
+    if (why) {
+      throw new PackageJsonError(`destination ${JSON.stringify(clip(dest))} is not a safe install path (${why})`, true);
+    }
   };
   const urls = pairs(d, "urls", dest);
   const hashes = pairs(d, "hashes", dest);
-  const deps = pairs(d, "deps", () => {});
+  const deps = pairs(d, "deps", ([dep]) => {
+    if (!/^https?:\/\//.test(dep)) return;
+    try {
+      checkedUrl(dep);
+    } catch (e) {
+      throw new PackageJsonError(`dependency ${(e as Error).message}`);
+    }
+  });
   if (d.version !== undefined && typeof d.version !== "string") throw new PackageJsonError("version is not a string");
   return { urls, deps, hashes, version: d.version as string | undefined, raw: d };
 }
@@ -74,6 +87,9 @@ export function readPackageJson(bytes: Uint8Array, where: string): PackageDoc {
   try {
     return parsePackageJson(bytes);
   } catch (e) {
+    if (e instanceof PackageJsonError && e.unsafe) {
+      throw new UnsafeManifestError(`Refused package.json ${where}: ${e.message}`);
+    }
     if (e instanceof PackageJsonError) throw new HttpError(502, `Malformed package.json ${where}: ${e.message}`);
     throw e;
   }

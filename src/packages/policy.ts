@@ -49,12 +49,15 @@ export function prefixOf(path: string): string | undefined {
   return m ? `/${m[1]}/${m[2]}/${m[3]}/` : undefined;
 }
 
+/** Most file hashes {@linkcode Policy.noteManifest} remembers. */
+export const MAX_FILE_HASHES = 200_000;
+
 /** Decides what may be served. */
 export class Policy {
   #o: PolicyOptions;
   #now: () => number;
   #allowed?: { at: number; value: Promise<Allowed> };
-  #hashes = new Set<string>();
+  #hashes = new Map<string, string[]>();
 
   constructor(options: PolicyOptions) {
     this.#o = options;
@@ -95,19 +98,40 @@ export class Policy {
     );
   }
 
-  /** Remembers the file hashes of a manifest that was allowed, so their `/file/` requests are allowed too. */
-  noteManifest(body: Uint8Array): void {
+  /**
+   * Remembers the file hashes of a manifest of an allowed package (`name`), so their `/file/` requests are allowed:
+   * with `deny`, `/file/` serves only what an allowed manifest served since start listed. At most
+   * {@linkcode MAX_FILE_HASHES} hashes are kept (the oldest forgotten first); a forgotten one is allowed again as
+   * soon as its manifest is asked for, which `mip` always does before the files.
+   */
+  noteManifest(name: string, body: Uint8Array): void {
     if (!this.denying) return;
+    let hashes: unknown;
     try {
-      for (const [, hash] of JSON.parse(new TextDecoder().decode(body)).hashes ?? []) this.#hashes.add(hash);
+      hashes = JSON.parse(new TextDecoder().decode(body)).hashes;
     } catch {
-      // A manifest that is not JSON lists no files.
+      return; // A manifest that is not JSON lists no files.
+    }
+    if (!Array.isArray(hashes)) return;
+    for (const entry of hashes) {
+      const hash = Array.isArray(entry) ? entry[1] : undefined;
+      if (typeof hash !== "string") continue;
+      const names = this.#hashes.get(hash) ?? [];
+      this.#hashes.delete(hash);
+      if (!names.includes(name)) names.unshift(name);
+      this.#hashes.set(hash, names.slice(0, 4));
+      if (this.#hashes.size > MAX_FILE_HASHES) this.#hashes.delete(this.#hashes.keys().next().value!);
     }
   }
 
-  /** Whether a file hash belongs to an allowed manifest seen since start. */
+  /** Whether a file hash is listed by an allowed manifest seen since start (always, unless `deny`). */
   fileAllowed(hash: string): boolean {
     return !this.denying || this.#hashes.has(hash);
+  }
+
+  /** The allowed packages whose manifests list a file hash (at most four), for messages. */
+  packagesOf(hash: string): string[] {
+    return this.#hashes.get(hash) ?? [];
   }
 
   async #walk(): Promise<Allowed> {

@@ -5,10 +5,11 @@
  * should never have to reach GitHub or the internet itself).
  * @module
  */
-import type { FreshCache, Served } from "../cache/fresh_cache.ts";
+import type { FreshCache, Mutability, Served } from "../cache/fresh_cache.ts";
 import { etagOf } from "../cache/hash.ts";
 import type { Fetcher } from "../upstream/fetcher.ts";
 import { BASE_PLACEHOLDER, type HostBases, mirrorPath, parseSpec, rawUrl, specUrl } from "./locations.ts";
+import { cacheKey } from "./names.ts";
 import { readPackageJson, upstreamUrls } from "./package_json.ts";
 
 /** What the mirror service is built from. */
@@ -45,17 +46,23 @@ export class RepoService {
   }
 
   /** An upstream file, cached: for good when `mutable` is false, else for `cache.ttl`. */
-  raw(url: string, mutable: boolean): Promise<Served> {
-    const key = `mirror${mirrorPath(this.#o, url).replaceAll(":", "_")}`;
-    return this.#o.cache.get("repo", key, mutable, () => this.#o.fetcher.get(url));
+  raw(url: string, mutable: Mutability, check?: (body: Uint8Array) => void): Promise<Served> {
+    const key = cacheKey("mirror", mirrorPath(this.#o, url).slice(1));
+    return this.#o.cache.get("repo", key, mutable, async () => {
+      const loaded = await this.#o.fetcher.get(url);
+      check?.(loaded.body);
+      return loaded;
+    });
   }
 
   /**
    * The package.json at `url` with every `urls` entry made absolute on this server (`base`, e.g. `http://gw:18891`)
    * and URL dependencies pointed at this server's mirrors. `ref` is what `github:`/`gitlab:` entries resolve with.
    */
-  async packageJson(url: string, ref: string, mutable: boolean, base: string): Promise<Served> {
-    const served = await this.raw(url, mutable);
+  async packageJson(url: string, ref: string, mutable: Mutability, base: string): Promise<Served> {
+    // A package.json that cannot be served is refused before it is cached.
+    const check = (body: Uint8Array) => void upstreamUrls(this.#o, readPackageJson(body, `at ${url}`), url, ref);
+    const served = await this.raw(url, mutable, check);
     const doc = readPackageJson(served.body, `at ${url}`);
     const out = { ...doc.raw };
     if (doc.urls.length > 0 || out.urls !== undefined) {

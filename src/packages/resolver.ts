@@ -88,7 +88,7 @@ export class Resolver {
     const served = this.#o.named.has(name)
       ? await this.#o.named.manifest(name, version, mpy, profile, base)
       : await this.#o.index.manifest(mpy, name, version === "latest" ? this.#o.pins[name] ?? version : version);
-    this.#o.policy.noteManifest(served.body);
+    this.#o.policy.noteManifest(name, served.body);
     return served;
   }
 
@@ -101,13 +101,16 @@ export class Resolver {
   ): Promise<Served> {
     await this.#o.policy.checkMirror(`/${spec.host}/${spec.owner}/${spec.repo}/${spec.ref}/${spec.path}`);
     const served = await this.#o.named.repoManifest(spec, mpy, profile, base);
-    this.#o.policy.noteManifest(served.body);
+    this.#o.policy.noteManifest(`${spec.host}:${spec.owner}/${spec.repo}`, served.body);
     return served;
   }
 
-  /** `file/{h2}/{hash}`; with `policy.unlisted: deny`, only files of allowed manifests or already cached. */
+  /**
+   * `file/{h2}/{hash}`; with `policy.unlisted: deny`, only files listed by a manifest of an allowed package (being in
+   * the cache is not enough: the cache also holds what was fetched before the policy changed).
+   */
   async file(hash: string): Promise<Served> {
-    if (!this.#o.policy.fileAllowed(hash) && !(await this.#o.store.has(`files/${hash.slice(0, 2)}/${hash}`))) {
+    if (!this.#o.policy.fileAllowed(hash)) {
       throw new HttpError(403, `File ${hash} is not allowed: policy.unlisted is deny and no allowed manifest lists it`);
     }
     return await this.#o.index.file(hash);

@@ -10,7 +10,7 @@ import { HttpError } from "../http/responses.ts";
 import type { Logger } from "../log.ts";
 import { type Fetcher, UpstreamError } from "../upstream/fetcher.ts";
 import { isModule, pythonModules } from "./archive.ts";
-import { type HostBases, isImmutableRef, parseSpec, specUrl } from "./locations.ts";
+import { type HostBases, isImmutableRef, parseSpec, refMutability, specUrl } from "./locations.ts";
 import { readPackageJson, safeDest, upstreamUrls } from "./package_json.ts";
 
 /** One file of a package: where it installs and how to get its bytes. */
@@ -72,6 +72,16 @@ export function isImmutable(source: Source, ref: string): boolean {
   if (source.kind === "github" || source.kind === "gitlab") return isImmutableRef(ref);
   if (source.kind === "pypi") return ref !== "latest";
   return false;
+}
+
+/**
+ * How long a package at `ref` stays fresh: commits and explicit PyPI releases for good, version tags for `tagTtl`
+ * ms (for good when null), branches and `latest` for `cache.ttl` (`true`).
+ */
+export function mutability(source: Source, ref: string, tagTtl: number | null): boolean | number {
+  if (source.kind === "github" || source.kind === "gitlab") return refMutability(ref, tagTtl);
+  if (source.kind === "pypi") return ref === "latest";
+  return true;
 }
 
 /** The ref a source is read at when nothing asks for one. */

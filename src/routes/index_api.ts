@@ -3,35 +3,35 @@
  * `/package/{mpy}/{name}/{version}.json` and `/file/{h2}/{hash}`.
  * @module
  */
-import { NAME_PATTERN } from "../config/schema.ts";
 import { HttpError, representationResponse } from "../http/responses.ts";
 import type { RouteContext, Router } from "../http/router.ts";
 import type { Served } from "../cache/fresh_cache.ts";
 import type { Resolver } from "../packages/resolver.ts";
+import type { Logger } from "../log.ts";
+import {
+  H2,
+  HASH,
+  MPY,
+  OWNER,
+  PACKAGE_NAME,
+  pathProblem,
+  PROFILE,
+  REF,
+  REPO,
+  UnsafeManifestError,
+  VERSION,
+} from "../packages/names.ts";
 
 /** Cache-Control for content-addressed files: they never change. */
 export const IMMUTABLE = "public, max-age=31536000, immutable";
 /** Cache-Control for manifests and the index: short, they may change. */
 export const SHORT = "public, max-age=60";
 
-/** Parameter rules shared by every device route. */
-export const PARAMS = {
-  mpy: { pattern: /^(py|\d{1,3})$/, expected: `"py" or an .mpy version number such as 6` },
-  name: { pattern: NAME_PATTERN, expected: "a package name of letters, digits, '.', '_' or '-'" },
-  version: { pattern: /^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$/, expected: `"latest" or a version such as 1.2.3` },
-  h2: { pattern: /^[0-9a-f]{2}$/, expected: "the first two characters of the hash" },
-  hash: { pattern: /^[0-9a-f]{4,64}$/, expected: "4 to 64 lowercase hex characters" },
-};
-
-/** Path segments inside a repository. */
-export const REPO_SEGMENT = /^[A-Za-z0-9_][A-Za-z0-9._+-]{0,199}$/;
+/** Parameter rules shared by every device route (`packages/names.ts`: the same rules the cache keys follow). */
+export const PARAMS = { mpy: MPY, name: PACKAGE_NAME, version: VERSION, h2: H2, hash: HASH };
 
 /** Parameter rules of repository routes. */
-export const REPO_PARAMS = {
-  owner: { pattern: /^[A-Za-z0-9_.-]{1,100}$/, expected: "a user or group name" },
-  repo: { pattern: /^[A-Za-z0-9_.-]{1,100}$/, expected: "a repository name" },
-  ref: { pattern: /^[A-Za-z0-9_][A-Za-z0-9_.+-]{0,99}$/, expected: "a branch, tag or commit (without '/')" },
-};
+export const REPO_PARAMS = { owner: OWNER, repo: REPO, ref: REF };
 
 /**
  * Answers with a served object: ETag, Cache-Control, and 304 when the client already has it. A cache hit is marked
@@ -52,12 +52,19 @@ export function serveObject(ctx: RouteContext, served: Served, contentType: stri
   return representationResponse(ctx.request, representation);
 }
 
-/** Awaits a cache lookup, marking the request's log line `cache=error` when it fails. */
-export async function lookup(ctx: RouteContext, served: () => Promise<Served>): Promise<Served> {
+/**
+ * Awaits a cache lookup, marking the request's log line `cache=error` when it fails; with a `logger`, a manifest
+ * refused for what it lists (an unsafe destination, too many files) is logged as an error too, with the reason (the
+ * index and named-package services log their own refusals).
+ */
+export async function lookup(ctx: RouteContext, served: () => Promise<Served>, logger?: Logger): Promise<Served> {
   try {
     return await served();
   } catch (e) {
     ctx.meta.cache = "error";
+    if (e instanceof UnsafeManifestError) {
+      logger?.error("Refused an unsafe manifest; nothing cached", { path: ctx.url.pathname, reason: e.message });
+    }
     throw e;
   }
 }
@@ -88,7 +95,7 @@ export function addIndexRoutes(router: Router, resolver: Resolver, options: Inde
     options.checkProfile(profile);
     return profile;
   };
-  const profileParam = { profile: { pattern: NAME_PATTERN, expected: "a target profile name" } };
+  const profileParam = { profile: PROFILE };
   for (const prefix of ["", "/t/:profile"]) {
     router.get(`${prefix}/index.json`, async (ctx) => {
       profileOf(ctx);
@@ -107,9 +114,8 @@ export function addIndexRoutes(router: Router, resolver: Resolver, options: Inde
       router.get(`${prefix}/repo/:mpy/${host}/:owner/:repo/:ref/*path`, async (ctx) => {
         const { mpy, owner, repo, ref, path } = ctx.params;
         const profile = profileOf(ctx);
-        if (!/(^|\/)package\.json$/.test(path) || !path.split("/").every((s) => REPO_SEGMENT.test(s))) {
-          throw new HttpError(400, `Invalid path ${JSON.stringify(path)}: expected [folder/]package.json`);
-        }
+        const why = /(^|\/)package\.json$/.test(path) ? pathProblem(path) : "expected [folder/]package.json";
+        if (why) throw new HttpError(400, `Invalid path ${JSON.stringify(path.slice(0, 80))}: ${why}`);
         const base = publicBase(ctx, options.publicUrl, options.port);
         const spec = { host, owner, repo, ref, path };
         const served = await lookup(ctx, () => resolver.repoManifest(mpy, spec, profile, base));

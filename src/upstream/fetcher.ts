@@ -38,7 +38,7 @@ export interface FetcherOptions {
   logger: Logger;
   /** First backoff delay in ms; doubles per retry (default 250). */
   backoff?: number;
-  /** Which hosts a request may start at (default: all). Redirects chosen by an allowed upstream are followed. */
+  /** Which hosts a request may go to (default: all), redirects included: a redirect elsewhere is refused. */
   allowHost?: (url: URL) => boolean;
   /** Extra headers per URL (e.g. a token for one host only). */
   headersFor?: (url: URL) => Record<string, string>;
@@ -96,8 +96,9 @@ export class Fetcher {
     const total = AbortSignal.timeout(this.#o.timeout);
     let url = new URL(start);
     for (let hop = 0; hop <= MAX_REDIRECTS; hop++) {
-      if (hop === 0 && this.#o.allowHost && !this.#o.allowHost(url)) {
-        throw new UpstreamError("host", url.href, `Host ${url.host} is not an allowed upstream`);
+      if (this.#o.allowHost && !this.#o.allowHost(url)) {
+        const how = hop === 0 ? "" : ` (${start} redirected there)`;
+        throw new UpstreamError("host", url.href, `Host ${url.host} is not an allowed upstream${how}`);
       }
       const connect = new AbortController();
       const timer = setTimeout(() => connect.abort(), this.#o.connectTimeout);

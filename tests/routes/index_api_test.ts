@@ -118,7 +118,8 @@ Deno.test("malformed parameters get 400 with a reason; unknown packages 404", as
     const cases: [string, number, RegExp][] = [
       ["/package/six/hello/latest.json", 400, /Invalid mpy "six"/],
       ["/package/6/hel%20lo/latest.json", 400, /Invalid name/],
-      ["/package/6/hello/..x.json", 400, /Invalid version/],
+      ["/package/6/hello/1%200.json", 400, /Invalid version/],
+      ["/package/6/hello/..x.json", 404, /hello version \.\.x/],
       ["/file/ab/ABCDEF12", 400, /Invalid hash/],
       ["/file/ab/abc", 400, /Invalid hash/],
       [`/file/ab/${"a".repeat(65)}`, 400, /Invalid hash/],

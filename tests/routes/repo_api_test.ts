@@ -90,7 +90,7 @@ Deno.test("clear errors: missing package.json 404 naming the upstream URL, malfo
     const escape = await env.get("/github/acme/escape/main/package.json");
     assert.equal(escape.status, 502);
     assert.match(await escape.text(), /leaves the repository/);
-    for (const bad of ["/github/acme/sensorkit/ma%2fin/package.json", "/github/acme/sensorkit/main/.hidden/x.py"]) {
+    for (const bad of ["/github/acme/sensorkit/ma%2fin/package.json", "/github/acme/sensorkit/main/a%23b/x.py"]) {
       const res = await env.get(bad);
       assert.equal(res.status, 400, bad);
       await res.body?.cancel();
