@@ -4,7 +4,8 @@
  * a temp file in `tmp/` on the same file system, is fsynced, renamed into place, and the directory is fsynced, so a
  * crash or power cut never leaves a partial object under a real key nor loses a finished one. When a write fails (a
  * full disk, a read-only or broken file system) the object is still returned, kept in memory only, and the cause is
- * logged once until writes work again. Opening the store removes every leftover: temp files, `/healthz` probe files,
+ * logged once until writes work again. Opening the store removes every leftover: temp files of processes that are gone
+ * (a running server's writes are left alone, so warm or import can open its cache), `/healthz` probe files,
  * stray hidden files in the object folders and empty content files; a content-addressed file (`files/...`) whose bytes
  * do not match its name is removed when read, so it is fetched afresh.
  *
@@ -66,6 +67,39 @@ export function isObjectKey(key: string): boolean {
   if (key.startsWith("files/")) return !FULL_HASH_KEY.test(key);
   if (key.startsWith("compiled/")) return true;
   return key.startsWith("mirror/") && !key.endsWith("/package.json");
+}
+
+/** A write older than this is dead whoever started it (upstream and compile timeouts are far shorter). */
+const STALE_TMP_MS = 60 * 60 * 1000;
+
+/**
+ * A name in `tmp/` for a write of this process: it starts with the process id, so a command opening the store of a
+ * running server (warm, import, lock) never removes that server's writes in progress.
+ */
+function tmpName(kind: string): string {
+  return `${Deno.pid}-${kind}-${crypto.randomUUID()}`;
+}
+
+/**
+ * Tells whether a `tmp/` entry was left by a process that is gone: its name has no live process id (Linux's
+ * `/proc`), or it is older than an hour.
+ */
+async function leftBehind(name: string, path: string): Promise<boolean> {
+  const pid = /^(\d+)-/.exec(name)?.[1];
+  if (pid === undefined) return true;
+  try {
+    const stat = await Deno.lstat(path);
+    if (Date.now() - (stat.mtime?.getTime() ?? 0) > STALE_TMP_MS) return true;
+  } catch {
+    return false; // gone already
+  }
+  if (Number(pid) === Deno.pid) return false;
+  try {
+    await Deno.stat(`/proc/${pid}`);
+    return false;
+  } catch {
+    return true;
+  }
 }
 
 /** Options for a {@linkcode DiskStore}. */
@@ -146,7 +180,9 @@ export class DiskStore {
     await Deno.mkdir(this.#tmp, { recursive: true });
     let removed = 0;
     for await (const entry of Deno.readDir(this.#tmp)) {
-      await Deno.remove(join(this.#tmp, entry.name), { recursive: true });
+      const path = join(this.#tmp, entry.name);
+      if (!(await leftBehind(entry.name, path))) continue;
+      await Deno.remove(path, { recursive: true }).catch(() => {});
       removed++;
     }
     this.#bytes = 0;
@@ -311,7 +347,7 @@ export class DiskStore {
   async #write(path: string, object: StoredObject): Promise<number | undefined> {
     const dir = dirname(path);
     const created = await this.#ensureDir(dir);
-    const tmp = join(this.#tmp, `${crypto.randomUUID()}.part`);
+    const tmp = join(this.#tmp, tmpName("part"));
     let oldSize: number | undefined;
     try {
       await this.#fs.writeNew(tmp, object.body);
@@ -462,7 +498,7 @@ export class DiskStore {
    * next start); the probe is removed whatever happens.
    */
   async writable(): Promise<boolean> {
-    const probe = join(this.#tmp, `.healthz-${crypto.randomUUID()}`);
+    const probe = join(this.#tmp, tmpName("healthz"));
     try {
       await Deno.mkdir(this.#tmp, { recursive: true });
       await Deno.writeTextFile(probe, "ok");

@@ -93,7 +93,7 @@ Deno.test("single-flight shares one run per key and forgets it when done", async
 
 /** A file system layer that records the store's calls (paths relative to `root`, temp names generalised). */
 function recordingFs(root: string, calls: string[], inner: StoreFs = denoFs): StoreFs {
-  const rel = (p: string) => relative(root, p).replace(/^tmp\/[0-9a-f-]{36}\.part$/, "tmp/*.part") || ".";
+  const rel = (p: string) => relative(root, p).replace(/^tmp\/\d+-part-[0-9a-f-]{36}$/, "tmp/*.part") || ".";
   return {
     writeNew: (p, b) => (calls.push(`writeNew ${rel(p)}`), inner.writeNew(p, b)),
     setTimes: (p, a, m) => (calls.push(`setTimes ${rel(p)}`), inner.setTimes(p, a, m)),
@@ -229,13 +229,15 @@ Deno.test("a restart removes every kind of leftover: temp files, probe files, hi
   Deno.writeTextFileSync(join(dir, "tmp", "0123.part"), "half a fi");
   Deno.writeTextFileSync(join(dir, "tmp", ".healthz-1234"), "");
   Deno.writeTextFileSync(join(dir, ".healthz-5678"), "o");
+  // A write of a process that is gone (pid 2^22 + 1 is above Linux's pid_max, so it is never alive).
+  Deno.writeTextFileSync(join(dir, "tmp", "4194305-part-0b1c"), "half");
   Deno.writeTextFileSync(join(dir, "files", key.split("/")[1], ".abc.tmp"), "half");
   Deno.writeTextFileSync(join(dir, "index/abc/.index.json.swp"), "half");
   Deno.mkdirSync(join(dir, "files/12"));
   Deno.writeTextFileSync(join(dir, "files/12/12345678"), ""); // a file whose bytes never reached the disk
   Deno.writeTextFileSync(join(dir, "not-ours.txt"), "left alone");
   const reopened = new DiskStore(dir);
-  assert.equal(await reopened.open(), 6);
+  assert.equal(await reopened.open(), 7);
   assert.deepEqual([...Deno.readDirSync(join(dir, "tmp"))], []);
   assert.deepEqual(
     (await Array.fromAsync(reopened.keys())).sort(),
@@ -393,4 +395,23 @@ Deno.test("the writability probe leaves nothing behind", async () => {
   Deno.removeSync(dir, { recursive: true });
   Deno.writeTextFileSync(dir, "a file, not a folder");
   assert.equal(await store.writable(), false);
+});
+
+Deno.test("opening a store leaves the temp files of a process that is still running alone (warm or import beside a server)", async () => {
+  const dir = tempDir();
+  await new DiskStore(dir).open();
+  const sleeper = new Deno.Command("sleep", { args: ["30"] }).spawn();
+  try {
+    const live = `${sleeper.pid}-part-5f3a`;
+    Deno.writeTextFileSync(join(dir, "tmp", live), "a write in progress");
+    Deno.writeTextFileSync(join(dir, "tmp", "4194305-part-0b1c"), "a dead process's write");
+    const old = `${sleeper.pid}-part-old`;
+    Deno.writeTextFileSync(join(dir, "tmp", old), "an hour old");
+    Deno.utimeSync(join(dir, "tmp", old), new Date(Date.now() - 2 * 3600_000), new Date(Date.now() - 2 * 3600_000));
+    assert.equal(await new DiskStore(dir).open(), 2);
+    assert.deepEqual([...Deno.readDirSync(join(dir, "tmp"))].map((e) => e.name), [live]);
+  } finally {
+    sleeper.kill();
+    await sleeper.status;
+  }
 });
