@@ -12,6 +12,7 @@ import { FreshCache } from "./cache/fresh_cache.ts";
 import { DiskStore } from "./cache/store.ts";
 import { IndexService } from "./packages/index_service.ts";
 import { NamedService, type Transform } from "./packages/named_service.ts";
+import { PinnedFiles } from "./packages/pinned.ts";
 import { Policy } from "./packages/policy.ts";
 import { expireRef } from "./packages/refresh.ts";
 import { RepoService } from "./packages/repo_service.ts";
@@ -78,15 +79,19 @@ export async function createApp(options: AppOptions): Promise<App> {
       packages: Object.keys(lock.file.packages).length,
     });
   }
+  const pinned = new PinnedFiles(config.pins);
+  const lockProtect = lock ? lockProtects(lock.file) : undefined;
   const cacheDir = config.cache.dir ?? ".cache"; // loadConfig always resolves it; tests may leave it to this
   const store = new DiskStore(cacheDir, {
     now,
     memoryBytes: config.cache.memory,
     maxBytes: config.cache.max_size,
     logger,
-    // Under a lock, what it names is never evicted by cache.max_size.
-    protect: lock ? lockProtects(lock.file) : undefined,
+    // What the lock or a pin names is never evicted by cache.max_size.
+    protect: (key) => pinned.protects(key) || (lockProtect?.(key) ?? false),
   });
+  // Read before the store opens, so a size limit applied at open already keeps the pinned releases' files.
+  await pinned.load(store);
   const leftovers = await store.open();
   if (leftovers > 0) logger.warn("Removed unfinished cache writes left by an earlier crash", { files: leftovers });
   metrics.watchCacheStore(() => store.stats());
@@ -152,7 +157,7 @@ export async function createApp(options: AppOptions): Promise<App> {
     now,
     logger,
   });
-  const resolverOptions = { index, named, policy, pins: config.pins, store };
+  const resolverOptions = { index, named, policy, pins: config.pins, store, pinned };
   const resolver = lock || config.policy.block.length > 0
     ? new GuardedResolver({ ...resolverOptions, lock, block: config.policy.block, logger, ttl: config.cache.ttl, now })
     : new Resolver(resolverOptions);

@@ -5,6 +5,7 @@
  */
 import { etagOf } from "../cache/hash.ts";
 import type { Served } from "../cache/fresh_cache.ts";
+import type { PinnedFiles } from "./pinned.ts";
 import type { DiskStore } from "../cache/store.ts";
 import { HttpError } from "../http/responses.ts";
 import type { IndexService } from "./index_service.ts";
@@ -18,6 +19,8 @@ export interface ResolverOptions {
   policy: Policy;
   pins: Record<string, string>;
   store: DiskStore;
+  /** Notes the files of pinned releases as their manifests are served, so eviction keeps them. */
+  pinned?: PinnedFiles;
 }
 
 const enc = new TextEncoder();
@@ -85,10 +88,13 @@ export class Resolver {
   /** `package/{mpy}/{name}/{version}.json`; `base` is this server's URL as the device sees it. */
   async manifest(mpy: string, name: string, version: string, profile: string | null, base: string): Promise<Served> {
     await this.#o.policy.checkName(name);
-    const served = this.#o.named.has(name)
+    const named = this.#o.named.has(name);
+    const resolved = version === "latest" ? this.#o.pins[name] ?? version : version;
+    const served = named
       ? await this.#o.named.manifest(name, version, mpy, profile, base)
-      : await this.#o.index.manifest(mpy, name, version === "latest" ? this.#o.pins[name] ?? version : version);
+      : await this.#o.index.manifest(mpy, name, resolved);
     this.#o.policy.noteManifest(name, served.body);
+    if (!named && this.#o.pinned?.isPinned(name, resolved)) this.#o.pinned.note(served.body);
     return served;
   }
 

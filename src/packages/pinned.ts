@@ -1,0 +1,64 @@
+/**
+ * The files pinned releases need, so `cache.max_size` never evicts them: the hashes listed by every manifest of an
+ * index package at its pinned version. They are read from the cached manifests when the server starts and noted again
+ * whenever such a manifest is served, so a pin keeps its files through restarts and through upstream outages.
+ * @module
+ */
+import type { DiskStore } from "../cache/store.ts";
+import { cacheKey } from "./names.ts";
+
+/** File hashes of pinned releases, and the store's `protect` test built on them. */
+export class PinnedFiles {
+  #pins: Record<string, string>;
+  #hashes = new Set<string>();
+
+  /** `pins` is the config's `pins`: package name → pinned version. */
+  constructor(pins: Record<string, string>) {
+    this.#pins = pins;
+  }
+
+  /** Whether `version` of `name` is the pinned one (for `latest`, the caller passes the version it resolved to). */
+  isPinned(name: string, version: string): boolean {
+    return Object.hasOwn(this.#pins, name) && this.#pins[name] === version;
+  }
+
+  /** Notes the files a manifest of a pinned release lists (a manifest that is not JSON lists none). */
+  note(body: Uint8Array): void {
+    let hashes: unknown;
+    try {
+      hashes = JSON.parse(new TextDecoder().decode(body)).hashes;
+    } catch {
+      return;
+    }
+    if (!Array.isArray(hashes)) return;
+    for (const entry of hashes) {
+      if (Array.isArray(entry) && typeof entry[1] === "string") this.#hashes.add(entry[1]);
+    }
+  }
+
+  /** Reads every cached index manifest of a pinned release (`index/{id}/package/{mpy}/{name}/{version}.json`). */
+  async load(store: DiskStore): Promise<void> {
+    if (Object.keys(this.#pins).length === 0) return;
+    for await (const key of store.keys("index")) {
+      const parts = key.split("/");
+      if (parts.length < 6 || parts[2] !== "package") continue;
+      const [, id, , mpy] = parts;
+      for (const [name, version] of Object.entries(this.#pins)) {
+        if (key !== cacheKey("index", id, "package", mpy, name, `${version}.json`)) continue;
+        const object = await store.get(key);
+        if (object) this.note(object.body);
+      }
+    }
+  }
+
+  /** The store's `protect` test: true for a content file (`files/{h2}/{hash}`) a pinned release lists. */
+  protects(key: string): boolean {
+    const m = /^files\/[0-9a-f]{2}\/([0-9a-f]{4,64})$/.exec(key);
+    return m !== null && this.#hashes.has(m[1]);
+  }
+
+  /** How many file hashes are kept. */
+  get size(): number {
+    return this.#hashes.size;
+  }
+}
