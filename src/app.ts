@@ -2,6 +2,7 @@
  * Wires the pieces into one request handler. Tests build an app and call `app.handler(new Request(...))`.
  * @module
  */
+import { join } from "node:path";
 import type { Config } from "./config/schema.ts";
 import { Metrics } from "./http/metrics.ts";
 import { RequestLog } from "./http/request_log.ts";
@@ -23,6 +24,7 @@ import { Fetcher } from "./upstream/fetcher.ts";
 import { VERSION } from "./version.ts";
 import { CompileService } from "./compile/compile_service.ts";
 import { findMpyCross } from "./compile/find.ts";
+import { BundleLayer } from "./bundle/layer.ts";
 
 /** What an app is built from. */
 export interface AppOptions {
@@ -39,6 +41,11 @@ export interface AppOptions {
    * metrics; `/_/requests` and `/metrics` wait for it, so they show every request up to that moment.
    */
   gather?: () => Promise<void>;
+  /**
+   * The cache is shared with a server that may be running (`warm`, `export`): its unfinished writes in `tmp/` are
+   * left alone instead of being removed as a crash's leftovers.
+   */
+  sharedCache?: boolean;
 }
 
 /** A built app. */
@@ -51,6 +58,8 @@ export interface App {
   index: IndexService;
   resolver: Resolver;
   compiler: CompileService;
+  /** What `mipserver import` brought in. */
+  imported: BundleLayer;
   /** Waits for background refreshes and prefetches to finish. */
   idle(): Promise<void>;
 }
@@ -65,7 +74,8 @@ export async function createApp(options: AppOptions): Promise<App> {
   const requestLog = new RequestLog(config.log.requests_kept);
   const cacheDir = config.cache.dir ?? ".cache"; // loadConfig always resolves it; tests may leave it to this
   const store = new DiskStore(cacheDir, { now, memoryBytes: config.cache.memory });
-  const leftovers = await store.open();
+  const leftovers = options.sharedCache ? 0 : await store.open();
+  if (options.sharedCache) await Deno.mkdir(join(store.root, "tmp"), { recursive: true });
   if (leftovers > 0) logger.warn("Removed unfinished cache writes left by an earlier crash", { files: leftovers });
   const fetcher = new Fetcher({
     connectTimeout: config.upstreams.connect_timeout,
@@ -128,12 +138,14 @@ export async function createApp(options: AppOptions): Promise<App> {
     now,
     logger,
   });
-  const resolver = new Resolver({ index, named, policy, pins: config.pins, store });
+  const imported = new BundleLayer(store.root, now);
+  await imported.load();
+  const resolver = new Resolver({ index, named, policy, pins: config.pins, store, imported });
   const publicUrl = config.server.public_url;
   addIndexRoutes(router, resolver, {
     publicUrl,
     port: config.server.port,
-    checkProfile: (p) => compiler.checkProfile(p),
+    checkProfile: (p) => imported.hasProfile(p) || compiler.checkProfile(p),
   });
   addRepoRoutes(router, repos, {
     publicUrl,
@@ -160,5 +172,5 @@ export async function createApp(options: AppOptions): Promise<App> {
     }),
   });
   const handler = createHandler(router, { logger, requestLog, metrics, now });
-  return { handler, router, metrics, requestLog, store, index, resolver, compiler, idle: () => index.idle() };
+  return { handler, router, metrics, requestLog, store, index, resolver, compiler, imported, idle: () => index.idle() };
 }

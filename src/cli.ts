@@ -2,6 +2,7 @@
  * Command-line parsing. Pure: returns what to do, never exits.
  * @module
  */
+import { BUNDLE_COMMANDS, type BundleCommand, parseBundleArgs } from "./bundle/args.ts";
 
 /** The usage text for `--help`. */
 export const USAGE = `mipserver: a caching, compiling package server for MicroPython's mip
@@ -10,6 +11,14 @@ Usage:
   mipserver [--config FILE] [--port N] [--host ADDR]   start the server
   mipserver check-config [--config FILE]               print the effective configuration and exit
   mipserver healthcheck [--config FILE] [--port N]     exit 0 when the local server's /healthz answers ok
+  mipserver warm [--config FILE] [--profile NAME]... [--mpy py|N]... PKG[@VERSION]...
+                                                       fetch packages, their dependencies and compiled files into
+                                                       the cache (works while the server runs)
+  mipserver export [--config FILE] --output BUNDLE [PKG[@VERSION]]...
+                                                       write what those packages need (default: everything cached)
+                                                       into one .tar.gz bundle
+  mipserver import [--config FILE] BUNDLE              verify a bundle, then add it to the cache (served at once,
+                                                       also by a running server, whatever its upstreams)
   mipserver --help | --version
 
 Options:
@@ -25,10 +34,12 @@ export type Command =
   | { kind: "help" }
   | { kind: "version" }
   | { kind: "serve" | "check-config" | "healthcheck"; configPath?: string; overrides: Record<string, string> }
+  | BundleCommand
   | { kind: "error"; message: string };
 
 /** Parses the arguments after the program name. */
 export function parseArgs(args: string[]): Command {
+  if ((BUNDLE_COMMANDS as readonly string[]).includes(args[0])) return parseBundleArgs(args);
   let kind: "serve" | "check-config" | "healthcheck" = "serve";
   let configPath: string | undefined;
   const overrides: Record<string, string> = {};

@@ -11,6 +11,7 @@ import { displayConfig } from "./config/schema.ts";
 import { batchedStdout, createLogger } from "./log.ts";
 import { autoWorkers, configSettings, listen, type Listener } from "./edge/mod.ts";
 import { VERSION } from "./version.ts";
+import { runBundleCommand } from "./bundle/run.ts";
 
 /**
  * The environment variables mipserver reads, one by one, so that a binary compiled with `--allow-env=<these>` works
@@ -78,6 +79,9 @@ export async function main(args: string[]): Promise<number> {
   }
 
   if (command.kind === "healthcheck") return await healthcheck(config.server.port);
+  if (command.kind === "warm" || command.kind === "export" || command.kind === "import") {
+    return await runBundleCommand(command, config, env);
+  }
 
   const out = batchedStdout();
   const logger = createLogger({ level: config.log.level, format: config.log.format, write: out.write });

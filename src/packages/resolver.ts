@@ -18,6 +18,26 @@ export interface ResolverOptions {
   policy: Policy;
   pins: Record<string, string>;
   store: DiskStore;
+  /** What `mipserver import` brought in (`src/bundle/layer.ts`): served first, and the reason when offline. */
+  imported?: ImportedLayer;
+}
+
+/** The imported layer as the resolver uses it. */
+export interface ImportedLayer {
+  /** The imported manifest of `name` at `version` for `mpy` and `profile`, if any. */
+  manifest(
+    mpy: string,
+    name: string,
+    version: string,
+    profile: string | null,
+    base: string,
+  ): Promise<Served | undefined>;
+  /** The imported manifest at request path `path` (no leading `/`), if any. */
+  served(path: string, base: string): Promise<Served | undefined>;
+  /** `index.json` with the imported packages merged in (`upstream` undefined when it failed). */
+  mergeIndex(upstream: Served | undefined): Promise<Served | undefined>;
+  /** The error to answer when the usual way failed for `what` (a 503 when offline and nothing was imported). */
+  explain(e: unknown, what: string): unknown;
 }
 
 const enc = new TextEncoder();
@@ -52,6 +72,21 @@ export class Resolver {
 
   /** `index.json`: the upstream indexes merged, named packages added (they win), filtered by the policy. */
   async indexJson(): Promise<Served> {
+    const imported = this.#o.imported;
+    if (!imported) return await this.#indexJson();
+    let served: Served | undefined;
+    let failure: unknown;
+    try {
+      served = await this.#indexJson();
+    } catch (e) {
+      failure = e;
+    }
+    const merged = await imported.mergeIndex(served);
+    if (!merged) throw imported.explain(failure, "index.json");
+    return merged;
+  }
+
+  async #indexJson(): Promise<Served> {
     const { named, policy } = this.#o;
     let served: Served | undefined;
     let failure: unknown;
@@ -85,9 +120,20 @@ export class Resolver {
   /** `package/{mpy}/{name}/{version}.json`; `base` is this server's URL as the device sees it. */
   async manifest(mpy: string, name: string, version: string, profile: string | null, base: string): Promise<Served> {
     await this.#o.policy.checkName(name);
-    const served = this.#o.named.has(name)
-      ? await this.#o.named.manifest(name, version, mpy, profile, base)
-      : await this.#o.index.manifest(mpy, name, version === "latest" ? this.#o.pins[name] ?? version : version);
+    const pinned = version === "latest" ? this.#o.pins[name] ?? version : version;
+    const imported = await this.#o.imported?.manifest(mpy, name, pinned, profile, base);
+    if (imported) {
+      this.#o.policy.noteManifest(imported.body);
+      return imported;
+    }
+    let served: Served;
+    try {
+      served = this.#o.named.has(name)
+        ? await this.#o.named.manifest(name, version, mpy, profile, base)
+        : await this.#o.index.manifest(mpy, name, pinned);
+    } catch (e) {
+      throw this.#o.imported?.explain(e, `${name} ${version} (${mpy})`) ?? e;
+    }
     this.#o.policy.noteManifest(served.body);
     return served;
   }
@@ -100,7 +146,20 @@ export class Resolver {
     base: string,
   ): Promise<Served> {
     await this.#o.policy.checkMirror(`/${spec.host}/${spec.owner}/${spec.repo}/${spec.ref}/${spec.path}`);
-    const served = await this.#o.named.repoManifest(spec, mpy, profile, base);
+    const path = `${
+      profile ? `t/${profile}/` : ""
+    }repo/${mpy}/${spec.host}/${spec.owner}/${spec.repo}/${spec.ref}/${spec.path}`;
+    const imported = await this.#o.imported?.served(path, base);
+    if (imported) {
+      this.#o.policy.noteManifest(imported.body);
+      return imported;
+    }
+    let served: Served;
+    try {
+      served = await this.#o.named.repoManifest(spec, mpy, profile, base);
+    } catch (e) {
+      throw this.#o.imported?.explain(e, `${spec.host}:${spec.owner}/${spec.repo}@${spec.ref}`) ?? e;
+    }
     this.#o.policy.noteManifest(served.body);
     return served;
   }
@@ -110,6 +169,10 @@ export class Resolver {
     if (!this.#o.policy.fileAllowed(hash) && !(await this.#o.store.has(`files/${hash.slice(0, 2)}/${hash}`))) {
       throw new HttpError(403, `File ${hash} is not allowed: policy.unlisted is deny and no allowed manifest lists it`);
     }
-    return await this.#o.index.file(hash);
+    try {
+      return await this.#o.index.file(hash);
+    } catch (e) {
+      throw this.#o.imported?.explain(e, `file ${hash}`) ?? e;
+    }
   }
 }
