@@ -13,8 +13,8 @@ import { BundleError, importBundle } from "./import.ts";
 import { stderrSink } from "./progress.ts";
 import { warm } from "./warm.ts";
 
-/** Builds the app a bundle command walks through: the config's, answering with the base placeholder. */
-async function commandApp(config: Config, offline: boolean, env: { PATH?: string }) {
+/** Builds the app a bundle command walks through: the config's, answering with the base placeholder, offline for export. */
+export async function commandApp(config: Config, offline: boolean, env: { PATH?: string }) {
   const logger = createLogger({
     level: config.log.level === "debug" ? "debug" : "warn",
     format: config.log.format,
