@@ -16,6 +16,7 @@ import { createTarPacker } from "modern-tar";
 import type { App } from "../app.ts";
 import type { Config } from "../config/schema.ts";
 import { readCatalog } from "./layer.ts";
+import { MemoryPacer } from "./memory.ts";
 import {
   BUNDLE_FORMAT,
   BUNDLE_VERSION,
@@ -45,16 +46,42 @@ const enc = new TextEncoder();
 const byText = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0);
 const dec = new TextDecoder();
 
-/** The lowercase hex sha256 and size of a file, read as a stream. */
+/** One read buffer for hashing, reused: hashing 200 MB makes no garbage. */
+const HASH_BUFFER = new Uint8Array(256 * 1024);
+
+/** The lowercase hex sha256 and size of a file, read in pieces into one reused buffer. */
 export async function hashFile(path: string): Promise<{ sha256: string; size: number }> {
   const hash = createHash("sha256");
   let size = 0;
-  const file = await Deno.open(path);
-  for await (const chunk of file.readable) {
-    hash.update(chunk);
-    size += chunk.byteLength;
+  using file = await Deno.open(path);
+  while (true) {
+    const n = await file.read(HASH_BUFFER);
+    if (n === null) break;
+    hash.update(HASH_BUFFER.subarray(0, n));
+    size += n;
   }
   return { sha256: hash.digest("hex"), size };
+}
+
+/** PACK_CHUNK-sized pieces of a file, each a copy of one reused read buffer (small pieces keep garbage short-lived). */
+const PACK_CHUNK = 16 * 1024;
+function fileStream(file: Deno.FsFile, pacer: MemoryPacer): ReadableStream<Uint8Array> {
+  const buffer = new Uint8Array(PACK_CHUNK);
+  return new ReadableStream({
+    async pull(controller) {
+      const n = await file.read(buffer);
+      if (n === null) {
+        file.close();
+        controller.close();
+      } else {
+        controller.enqueue(buffer.slice(0, n));
+        pacer.add(n);
+      }
+    },
+    cancel() {
+      file.close();
+    },
+  }, { highWaterMark: 0 });
 }
 
 /** Every (name, version) the cache holds manifests for, and the variants and profiles seen, for a full export. */
@@ -171,6 +198,7 @@ export async function exportBundle(
 
   const tmp = join(dirname(output), `.${basename(output)}.${crypto.randomUUID()}.part`);
   try {
+    const pacer = new MemoryPacer();
     const { readable, controller } = createTarPacker();
     const writing = pipeline(
       Readable.fromWeb(readable),
@@ -203,7 +231,7 @@ export async function exportBundle(
       for (const object of objects) {
         const source = sources.get(object.path)!;
         if ("bytes" in source) await add(object.path, object.size, source.bytes);
-        else await add(object.path, object.size, (await Deno.open(source.file)).readable);
+        else await add(object.path, object.size, fileStream(await Deno.open(source.file), pacer));
       }
       controller.finalize();
     })();

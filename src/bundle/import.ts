@@ -16,6 +16,7 @@ import { createTarDecoder } from "modern-tar";
 import { BASE_PLACEHOLDER } from "../packages/locations.ts";
 import { type BundleManifest, type BundleObject, MANIFEST_ENTRY, MANIFEST_MAX, parseManifest } from "./format.ts";
 import { type Catalog, LAYER, readCatalog } from "./layer.ts";
+import { MemoryPacer } from "./memory.ts";
 import { mirrorKey } from "./walk.ts";
 
 /** A bundle that was refused; nothing was changed. */
@@ -213,6 +214,7 @@ async function stage(bundlePath: string, staging: string): Promise<{
   const served = new Map<string, Uint8Array>();
   let index: Uint8Array | undefined;
   let current = MANIFEST_ENTRY;
+  const pacer = new MemoryPacer();
   try {
     for await (const entry of entries) {
       const name = entry.header.name;
@@ -253,6 +255,7 @@ async function stage(bundlePath: string, staging: string): Promise<{
           size += chunk.byteLength;
           if (size > object.size) throw new BundleError(`Entry ${name} is longer than ${MANIFEST_ENTRY} says`);
           hash.update(chunk);
+          pacer.add(chunk.byteLength);
           if (keep) chunks.push(chunk.slice());
           let off = 0;
           while (off < chunk.byteLength) off += await out.write(chunk.subarray(off));
