@@ -202,7 +202,7 @@ export async function exportBundle(
     const { readable, controller } = createTarPacker();
     const writing = pipeline(
       Readable.fromWeb(readable),
-      createGzip({ level: 6 }),
+      createGzip({ level: 1 }),
       createWriteStream(tmp, { flags: "wx" }),
     );
     const add = async (path: string, size: number, body: Uint8Array | ReadableStream<Uint8Array>) => {
