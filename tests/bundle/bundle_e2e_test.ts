@@ -6,6 +6,8 @@
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
+import { gunzipSync } from "node:zlib";
+import { unpackTar } from "modern-tar";
 import { parseMpyHeader } from "../../src/compile/mpy_header.ts";
 import { startUpstreams } from "../fixtures/upstreams.ts";
 import { freePort, tempDir } from "../helpers.ts";
@@ -95,6 +97,13 @@ Deno.test("warm, export, import into an offline instance, and install everything
   } finally {
     await stop();
   }
+
+  // The ship can pass on what it imported: a full export there holds the same manifests and files.
+  const relay = join(tempDir("mipserver-bundles-"), "relay.tar.gz");
+  assert.equal(await cli("export", "--config", configFile(shipConfig), "--output", relay), 0);
+  const paths = async (file: string) =>
+    (await unpackTar(gunzipSync(Deno.readFileSync(file)))).map((e) => e.header.name).filter((n) => n !== "index.json");
+  assert.deepEqual(await paths(relay), await paths(bundle));
 
   // cache.offline: true, nothing listening anywhere: the same answers.
   const offline = await serveApp({ ...shipConfig, cache: { dir: ship, offline: true } });
