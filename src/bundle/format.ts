@@ -22,6 +22,8 @@ export const MANIFEST_ENTRY = "mipserver-bundle.json";
 export const MANIFEST_MAX = 64 * 1024 * 1024;
 /** Largest object a bundle may hold (the upstream size cap is 16 MiB by default; compiled files stay below it). */
 export const OBJECT_MAX = 256 * 1024 * 1024;
+/** Largest manifest or index a bundle may hold (import keeps these in memory to check them). */
+export const DOCUMENT_MAX = 16 * 1024 * 1024;
 /** Timestamp of every tar entry, so two exports of the same cache are byte-identical. */
 export const ENTRY_TIME = new Date(0);
 
@@ -81,6 +83,9 @@ export function parseManifest(bytes: Uint8Array): BundleManifest {
     if (problem) throw new Error(`${MANIFEST_ENTRY} lists ${JSON.stringify(o.path)}: ${problem}`);
     if (!Number.isSafeInteger(o.size) || o.size < 0 || o.size > OBJECT_MAX) {
       throw new Error(`${MANIFEST_ENTRY} lists ${o.path} with an invalid size`);
+    }
+    if (o.size > DOCUMENT_MAX && !o.path.startsWith("files/") && !o.path.startsWith("mirror/")) {
+      throw new Error(`${MANIFEST_ENTRY} lists ${o.path} with ${o.size} bytes; manifests are at most ${DOCUMENT_MAX}`);
     }
     if (typeof o.sha256 !== "string" || !SHA256.test(o.sha256)) {
       throw new Error(`${MANIFEST_ENTRY} lists ${o.path} with an invalid sha256`);
