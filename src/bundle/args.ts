@@ -29,7 +29,7 @@ const SPEC = /^[A-Za-z0-9_.-][A-Za-z0-9_.+-]*(@[A-Za-z0-9][A-Za-z0-9._+-]{0,63})
 export function parseBundleArgs(
   args: string[],
   extra?: (flag: string, value: () => string, into: Record<string, unknown>) => boolean,
-): BundleCommand | { kind: "error"; message: string } {
+): BundleCommand | { kind: "help" } | { kind: "error"; message: string } {
   const kind = args[0] as BundleCommand["kind"];
   let configPath: string | undefined;
   const packages: string[] = [];
@@ -48,6 +48,7 @@ export function parseBundleArgs(
         if (v === undefined || v === "") throw new Error(`${flag} needs a value`);
         return v;
       };
+      if (flag === "-h" || flag === "--help") return { kind: "help" };
       if (flag === "--config") configPath = value();
       else if (flag === "--profile" && kind === "warm") profiles.push(value());
       else if (flag === "--mpy" && kind === "warm") {
@@ -71,7 +72,12 @@ export function parseBundleArgs(
     return { kind: "error", message: (e as Error).message };
   }
   const overrides: Record<string, string> = {};
-  if (kind === "warm") return { kind, configPath, overrides, packages, profiles, mpy, ...rest };
+  if (kind === "warm") {
+    if (packages.length === 0 && Object.keys(rest).length === 0) {
+      return { kind: "error", message: "warm needs the packages to warm: PKG[@VERSION]..." };
+    }
+    return { kind, configPath, overrides, packages, profiles, mpy, ...rest };
+  }
   if (kind === "export") {
     if (!output) return { kind: "error", message: "export needs --output BUNDLE" };
     return { kind, configPath, overrides, packages, output };

@@ -41,6 +41,8 @@ Deno.test("warm, export and import command lines", () => {
   assert.match((parseArgs(["import"]) as { message: string }).message, /import needs the bundle/);
   assert.match((parseArgs(["import", "a", "b"]) as { message: string }).message, /one bundle/);
   assert.match((parseArgs(["warm", "--mpy", "7x", "a"]) as { message: string }).message, /--mpy takes py/);
+  assert.match((parseArgs(["warm", "--profile", "x"]) as { message: string }).message, /warm needs the packages/);
+  assert.deepEqual(parseArgs(["export", "--help"]), { kind: "help" });
   assert.match((parseArgs(["warm", "../x"]) as { message: string }).message, /not a package name/);
   assert.match((parseArgs(["import", "--profile", "x", "b"]) as { message: string }).message, /Unknown option/);
   // Another command can add a flag (the lock helper's `warm --from LOCKFILE`).
