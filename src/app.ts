@@ -27,6 +27,7 @@ import { Fetcher } from "./upstream/fetcher.ts";
 import { VERSION } from "./version.ts";
 import { CompileService } from "./compile/compile_service.ts";
 import { findMpyCross } from "./compile/find.ts";
+import { BundleLayer } from "./bundle/layer.ts";
 
 /** What an app is built from. */
 export interface AppOptions {
@@ -57,6 +58,8 @@ export interface App {
   named: NamedService;
   resolver: Resolver;
   compiler: CompileService;
+  /** What `mipserver import` brought in. */
+  imported: BundleLayer;
   /** Waits for background refreshes and prefetches to finish. */
   idle(): Promise<void>;
 }
@@ -157,7 +160,9 @@ export async function createApp(options: AppOptions): Promise<App> {
     now,
     logger,
   });
-  const resolverOptions = { index, named, policy, pins: config.pins, store, pinned };
+  const imported = new BundleLayer(store.root, now);
+  await imported.load();
+  const resolverOptions = { index, named, policy, pins: config.pins, store, pinned, imported };
   const resolver = lock || config.policy.block.length > 0
     ? new GuardedResolver({ ...resolverOptions, lock, block: config.policy.block, logger, ttl: config.cache.ttl, now })
     : new Resolver(resolverOptions);
@@ -165,7 +170,7 @@ export async function createApp(options: AppOptions): Promise<App> {
   addIndexRoutes(router, resolver, {
     publicUrl,
     port: config.server.port,
-    checkProfile: (p) => compiler.checkProfile(p),
+    checkProfile: (p) => imported.hasProfile(p) || compiler.checkProfile(p),
   });
   addRepoRoutes(router, repos, {
     publicUrl,
@@ -200,5 +205,17 @@ export async function createApp(options: AppOptions): Promise<App> {
     }),
   });
   const handler = createHandler(router, { logger, requestLog, metrics, now });
-  return { handler, router, metrics, requestLog, store, index, named, resolver, compiler, idle: () => index.idle() };
+  return {
+    handler,
+    router,
+    metrics,
+    requestLog,
+    store,
+    index,
+    named,
+    resolver,
+    compiler,
+    imported,
+    idle: () => index.idle(),
+  };
 }

@@ -2,6 +2,7 @@
  * Command-line parsing. Pure: returns what to do, never exits.
  * @module
  */
+import { BUNDLE_COMMANDS, type BundleCommand, parseBundleArgs } from "./bundle/args.ts";
 
 /** The usage text for `--help`. */
 export const USAGE = `mipserver: a caching, compiling package server for MicroPython's mip
@@ -10,6 +11,14 @@ Usage:
   mipserver [--config FILE] [--port N] [--host ADDR]   start the server
   mipserver check-config [--config FILE]               print the effective configuration and exit
   mipserver healthcheck [--config FILE] [--port N]     exit 0 when the local server's /healthz answers ok
+  mipserver warm [--config FILE] [--profile NAME]... [--mpy py|N]... [--from LOCKFILE] [PKG[@VERSION]]...
+                                                       fetch packages, their dependencies and compiled files into
+                                                       the cache (works while the server runs)
+  mipserver export [--config FILE] --output BUNDLE [PKG[@VERSION]]...
+                                                       write what those packages need (default: everything cached)
+                                                       into one .tar.gz bundle
+  mipserver import [--config FILE] BUNDLE              verify a bundle, then add it to the cache (served at once,
+                                                       also by a running server, whatever its upstreams)
   mipserver lock [--config FILE] [--output FILE] PKG[@VERSION]...
                                                        write the exact versions and sha256 of every file of the
                                                        packages and their dependencies (stdout unless --output)
@@ -38,17 +47,17 @@ export type Command =
     /** `--output FILE` (lock). */
     output?: string;
   }
-  | { kind: "warm-from"; configPath?: string; overrides: Record<string, string>; from: string }
+  | BundleCommand
   | { kind: "error"; message: string };
 
 /** Parses the arguments after the program name. */
 export function parseArgs(args: string[]): Command {
-  let kind: "serve" | "check-config" | "healthcheck" | "lock" | "purge" | "warm" = "serve";
+  if ((BUNDLE_COMMANDS as readonly string[]).includes(args[0])) return parseBundleArgs(args);
+  let kind: "serve" | "check-config" | "healthcheck" | "lock" | "purge" = "serve";
   let configPath: string | undefined;
   const overrides: Record<string, string> = {};
   const specs: string[] = [];
   let output: string | undefined;
-  let from: string | undefined;
   for (let i = 0; i < args.length; i++) {
     const arg = args[i];
     const [flag, inline] = arg.startsWith("--") && arg.includes("=")
@@ -71,9 +80,8 @@ export function parseArgs(args: string[]): Command {
         case "healthcheck":
         case "lock":
         case "purge":
-        case "warm":
           if (kind !== "serve") {
-            if (kind === "lock" || kind === "purge" || kind === "warm") {
+            if (kind === "lock" || kind === "purge") {
               specs.push(arg);
               break;
             }
@@ -83,9 +91,6 @@ export function parseArgs(args: string[]): Command {
           break;
         case "--output":
           output = value();
-          break;
-        case "--from":
-          from = value();
           break;
         case "--config":
           configPath = value();
@@ -97,7 +102,7 @@ export function parseArgs(args: string[]): Command {
           overrides["server.host"] = value();
           break;
         default:
-          if ((kind === "lock" || kind === "purge" || kind === "warm") && !arg.startsWith("-")) {
+          if ((kind === "lock" || kind === "purge") && !arg.startsWith("-")) {
             specs.push(arg);
             break;
           }
@@ -108,12 +113,6 @@ export function parseArgs(args: string[]): Command {
     }
   }
   if (output !== undefined && kind !== "lock") return { kind: "error", message: "--output goes with lock" };
-  if (kind === "warm") {
-    // Only `warm --from LOCKFILE` is parsed here; the warm command itself lives with the bundle commands.
-    if (from === undefined) return { kind: "error", message: "warm is not available in this build" };
-    return { kind: "warm-from", configPath, overrides, from };
-  }
-  if (from !== undefined) return { kind: "error", message: "--from goes with warm" };
   if (kind === "lock" || kind === "purge") {
     if (specs.length === 0) return { kind: "error", message: `${kind} needs at least one PKG[@VERSION]` };
     if (kind === "purge" && specs.length > 1) return { kind: "error", message: "purge takes one PKG[@VERSION]" };

@@ -12,6 +12,7 @@ import { batchedStdout, createLogger } from "./log.ts";
 import { autoWorkers, configSettings, listen, type Listener } from "./edge/mod.ts";
 import { VERSION } from "./version.ts";
 import { runLockCommand } from "./bundle/lock_commands.ts";
+import { runBundleCommand } from "./bundle/run.ts";
 
 /**
  * The environment variables mipserver reads, one by one, so that a binary compiled with `--allow-env=<these>` works
@@ -79,8 +80,11 @@ export async function main(args: string[]): Promise<number> {
   }
 
   if (command.kind === "healthcheck") return await healthcheck(config.server.port);
-  if (command.kind === "lock" || command.kind === "purge" || command.kind === "warm-from") {
+  if (command.kind === "lock" || command.kind === "purge") {
     return await runLockCommand(command, config, env);
+  }
+  if (command.kind === "warm" || command.kind === "export" || command.kind === "import") {
+    return await runBundleCommand(command, config, env);
   }
 
   const out = batchedStdout();

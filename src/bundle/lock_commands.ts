@@ -1,5 +1,5 @@
 /**
- * The `lock` and `purge` subcommands (and the `warm --from` hand-over), run against the configured cache. Progress
+ * The `lock` and `purge` subcommands, run against the configured cache. Progress
  * and problems go to stderr; `lock` writes the lock to stdout unless `--output` names a file.
  * @module
  */
@@ -8,13 +8,11 @@ import { createApp } from "../app.ts";
 import type { Config } from "../config/schema.ts";
 import { createLogger } from "../log.ts";
 import { createLock, parseSpec } from "./lock.ts";
-import { formatLock, lockWarmList, readLockFile } from "./lock_file.ts";
+import { formatLock } from "./lock_file.ts";
 import { purge } from "./purge.ts";
 
-/** A lock, purge or warm-from command as the command line gave it. */
-export type LockCommand =
-  | { kind: "lock" | "purge"; specs: string[]; output?: string }
-  | { kind: "warm-from"; from: string };
+/** A lock or purge command as the command line gave it. */
+export type LockCommand = { kind: "lock" | "purge"; specs: string[]; output?: string };
 
 /** Writes `text` to `path` atomically: a temp file beside it, then a rename. */
 async function writeAtomically(path: string, text: string): Promise<void> {
@@ -28,7 +26,7 @@ async function writeAtomically(path: string, text: string): Promise<void> {
   }
 }
 
-/** Runs `command`; resolves to the exit code (0 done, 1 failed, 2 not available). */
+/** Runs `command`; resolves to the exit code (0 done, 1 failed). */
 export async function runLockCommand(
   command: LockCommand,
   config: Config,
@@ -36,14 +34,6 @@ export async function runLockCommand(
 ): Promise<number> {
   const logger = createLogger({ level: config.log.level, format: config.log.format, write: (l) => console.error(l) });
   try {
-    if (command.kind === "warm-from") {
-      const list = lockWarmList(await readLockFile(command.from));
-      console.error(
-        `mipserver: warm is not available in this build (the lock asks for ${list.specs.join(" ")}; variants ` +
-          `${list.mpy.join(", ")}; profiles ${list.profiles.join(", ") || "none"})`,
-      );
-      return 2;
-    }
     if (command.kind === "purge") {
       const { name, version } = parseSpec(command.specs[0]);
       const report = await purge(config.cache.dir!, name, command.specs[0].includes("@") ? version : undefined);

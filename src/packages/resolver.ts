@@ -21,6 +21,28 @@ export interface ResolverOptions {
   store: DiskStore;
   /** Notes the files of pinned releases as their manifests are served, so eviction keeps them. */
   pinned?: PinnedFiles;
+  /** What `mipserver import` brought in (`src/bundle/layer.ts`): served first, and the reason when offline. */
+  imported?: ImportedLayer;
+}
+
+/** The imported layer as the resolver uses it. */
+export interface ImportedLayer {
+  /** The imported manifest of `name` at `version` for `mpy` and `profile`, if any. */
+  manifest(
+    mpy: string,
+    name: string,
+    version: string,
+    profile: string | null,
+    base: string,
+  ): Promise<Served | undefined>;
+  /** The imported manifest at request path `path` (no leading `/`), if any. */
+  served(path: string, base: string): Promise<Served | undefined>;
+  /** `index.json` with the imported packages merged in (`upstream` undefined when it failed). */
+  mergeIndex(upstream: Served | undefined): Promise<Served | undefined>;
+  /** The error to answer when the usual way failed for `what` (a 503 when offline and nothing was imported). */
+  explain(e: unknown, what: string): unknown;
+  /** Waits for the usual way to answer `what`, at most a moment when upstream is known to be down. */
+  guard<T>(work: Promise<T>, what: string): Promise<T>;
 }
 
 const enc = new TextEncoder();
@@ -55,6 +77,21 @@ export class Resolver {
 
   /** `index.json`: the upstream indexes merged, named packages added (they win), filtered by the policy. */
   async indexJson(): Promise<Served> {
+    const imported = this.#o.imported;
+    if (!imported) return await this.#indexJson();
+    let served: Served | undefined;
+    let failure: unknown;
+    try {
+      served = await imported.guard(this.#indexJson(), "index.json");
+    } catch (e) {
+      failure = e;
+    }
+    const merged = await imported.mergeIndex(served);
+    if (!merged) throw imported.explain(failure, "index.json");
+    return merged;
+  }
+
+  async #indexJson(): Promise<Served> {
     const { named, policy } = this.#o;
     let served: Served | undefined;
     let failure: unknown;
@@ -90,9 +127,21 @@ export class Resolver {
     await this.#o.policy.checkName(name);
     const named = this.#o.named.has(name);
     const resolved = version === "latest" ? this.#o.pins[name] ?? version : version;
-    const served = named
-      ? await this.#o.named.manifest(name, version, mpy, profile, base)
-      : await this.#o.index.manifest(mpy, name, resolved);
+    const imported = await this.#o.imported?.manifest(mpy, name, resolved, profile, base);
+    if (imported) {
+      this.#o.policy.noteManifest(name, imported.body);
+      return imported;
+    }
+    let served: Served;
+    const what = `${name} ${version} (${mpy})`;
+    try {
+      const work = named
+        ? this.#o.named.manifest(name, version, mpy, profile, base)
+        : this.#o.index.manifest(mpy, name, resolved);
+      served = await (this.#o.imported?.guard(work, what) ?? work);
+    } catch (e) {
+      throw this.#o.imported?.explain(e, what) ?? e;
+    }
     this.#o.policy.noteManifest(name, served.body);
     if (!named && this.#o.pinned?.isPinned(name, resolved)) this.#o.pinned.note(served.body);
     return served;
@@ -106,7 +155,22 @@ export class Resolver {
     base: string,
   ): Promise<Served> {
     await this.#o.policy.checkMirror(`/${spec.host}/${spec.owner}/${spec.repo}/${spec.ref}/${spec.path}`);
-    const served = await this.#o.named.repoManifest(spec, mpy, profile, base);
+    const path = `${
+      profile ? `t/${profile}/` : ""
+    }repo/${mpy}/${spec.host}/${spec.owner}/${spec.repo}/${spec.ref}/${spec.path}`;
+    const imported = await this.#o.imported?.served(path, base);
+    if (imported) {
+      this.#o.policy.noteManifest(`${spec.host}:${spec.owner}/${spec.repo}`, imported.body);
+      return imported;
+    }
+    let served: Served;
+    const what = `${spec.host}:${spec.owner}/${spec.repo}@${spec.ref}`;
+    try {
+      const work = this.#o.named.repoManifest(spec, mpy, profile, base);
+      served = await (this.#o.imported?.guard(work, what) ?? work);
+    } catch (e) {
+      throw this.#o.imported?.explain(e, what) ?? e;
+    }
     this.#o.policy.noteManifest(`${spec.host}:${spec.owner}/${spec.repo}`, served.body);
     return served;
   }
@@ -119,6 +183,11 @@ export class Resolver {
     if (!this.#o.policy.fileAllowed(hash)) {
       throw new HttpError(403, `File ${hash} is not allowed: policy.unlisted is deny and no allowed manifest lists it`);
     }
-    return await this.#o.index.file(hash);
+    try {
+      const work = this.#o.index.file(hash);
+      return await (this.#o.imported?.guard(work, `file ${hash}`) ?? work);
+    } catch (e) {
+      throw this.#o.imported?.explain(e, `file ${hash}`) ?? e;
+    }
   }
 }

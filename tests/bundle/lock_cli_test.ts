@@ -17,14 +17,20 @@ Deno.test("parseArgs reads lock, purge and warm --from", () => {
     output: undefined,
   });
   assert.deepEqual(parseArgs(["warm", "--from", "fleet.lock"]), {
-    kind: "warm-from",
+    kind: "warm",
     configPath: undefined,
     overrides: {},
+    packages: [],
+    profiles: [],
+    mpy: [],
     from: "fleet.lock",
   });
   assert.deepEqual(parseArgs(["lock"]), { kind: "error", message: "lock needs at least one PKG[@VERSION]" });
   assert.deepEqual(parseArgs(["purge", "a", "b"]), { kind: "error", message: "purge takes one PKG[@VERSION]" });
-  assert.deepEqual(parseArgs(["warm", "hello"]), { kind: "error", message: "warm is not available in this build" });
+  assert.deepEqual(parseArgs(["warm"]), {
+    kind: "error",
+    message: "warm needs the packages to warm: PKG[@VERSION]...",
+  });
   assert.deepEqual(parseArgs(["--output", "x"]), { kind: "error", message: "--output goes with lock" });
   assert.equal(parseArgs(["lock", "../etc"]).kind, "error");
   assert.equal(parseArgs(["lock", "hello@"]).kind, "error");

@@ -357,8 +357,8 @@ Deno.test("mipserver lock writes the lock file; a server with policy.lock reads 
     assert.equal(await main(["lock", "--config", config, "--output", join(dir, "x.lock"), "nosuchpkg"]), 1);
     assert.throws(() => Deno.statSync(join(dir, "x.lock")), Deno.errors.NotFound);
     assert.equal(await main(["lock", "--config", config]), 2);
-    // warm --from is parsed, and says warm is not in this build.
-    assert.equal(await main(["warm", "--config", config, "--from", out]), 2);
+    // warm --from a lock file that cannot be read stops with the reason.
+    assert.equal(await main(["warm", "--config", config, "--from", join(dir, "missing.lock")]), 2);
 
     const logger = memoryLogger();
     const ok = await createApp({ config: testConfig({ cache: { dir: tempDir() }, policy: { lock: out } }), logger });
@@ -415,5 +415,56 @@ Deno.test("lock mode with cache.max_size: what the lock names is never evicted, 
     }
   } finally {
     await up.stop();
+  }
+});
+
+Deno.test("warm --from a lock fills another cache with exactly what the lock needs; served from it with upstream gone", async () => {
+  const up = await startUpstreams();
+  const dir = tempDir();
+  const writeConfig = (name: string, cache: string, extra: Record<string, unknown> = {}) => {
+    const path = join(dir, name);
+    Deno.writeTextFileSync(
+      path,
+      JSON.stringify({
+        cache: { dir: join(dir, cache) },
+        upstreams: up.upstreams,
+        mpy_cross: { path: mpyCrossPath() },
+        log: { level: "warn" },
+        ...extra,
+      }),
+    );
+    return path;
+  };
+  const out = join(dir, "fleet.lock");
+  let stopped = false;
+  try {
+    assert.equal(await main(["lock", "--config", writeConfig("a.yaml", "a"), "--output", out, "hello@1.0"]), 0);
+    const lock = parseLock(Deno.readTextFileSync(out), out);
+    assert.equal(await main(["warm", "--config", writeConfig("b.yaml", "b"), "--from", out]), 0);
+    await up.stop();
+    stopped = true;
+    // A server on the warmed cache, upstreams gone: the locked release installs as py and as .mpy.
+    const app = await createApp({
+      config: testConfig({
+        cache: { dir: join(dir, "b") },
+        upstreams: { ...up.upstreams, retries: 0, connect_timeout: "1s" },
+        mpy_cross: { path: mpyCrossPath() },
+        policy: { lock: out },
+      }),
+      logger: memoryLogger(),
+    });
+    const get = (path: string) => app.handler(new Request(`http://gw${path}`));
+    for (const mpy of ["py", lock.mpy]) {
+      const manifest = await json(await get(`/package/${mpy}/hello/latest.json`));
+      assert.equal(manifest.version, "1.0");
+      for (const [dest, h] of manifest.hashes as [string, string][]) {
+        const res = await get(`/file/${h.slice(0, 2)}/${h}`);
+        assert.equal(res.status, 200, `${dest} from the warmed cache`);
+        assert.equal(await sha256Hex(new Uint8Array(await res.arrayBuffer())), lock.packages.hello.files[mpy][dest]);
+      }
+    }
+    await app.idle();
+  } finally {
+    if (!stopped) await up.stop();
   }
 });

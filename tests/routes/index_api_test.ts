@@ -213,7 +213,7 @@ Deno.test("stale-if-error: when upstream fails, the stale copy keeps being serve
   });
 });
 
-Deno.test("cache.offline never contacts upstream: cached objects are served, others are 404", async () => {
+Deno.test("cache.offline never contacts upstream: cached objects are served, others are 503", async () => {
   await withEnv({}, async (env) => {
     await text(await env.get("/package/6/hello/latest.json"));
     await env.app.idle();
@@ -230,11 +230,11 @@ Deno.test("cache.offline never contacts upstream: cached objects are served, oth
     const h = manifest.hashes[0][1];
     assert.equal((await get(`/file/${h.slice(0, 2)}/${h}`)).status, 200, "prefetched file missing offline");
     const missing = await get("/package/6/mathx/latest.json");
-    assert.equal(missing.status, 404);
-    assert.match(await text(missing), /[Oo]ffline and not cached/);
+    assert.equal(missing.status, 503);
+    assert.match(await text(missing), /[Oo]ffline: mathx latest \(6\) was not imported.*[Oo]ffline and not cached/);
     const index = await get("/index.json");
-    assert.equal(index.status, 404);
-    assert.match(await text(index), /[Oo]ffline and not cached/);
+    assert.equal(index.status, 503);
+    assert.match(await text(index), /[Oo]ffline: index.json was not imported.*[Oo]ffline and not cached/);
     await offline.idle();
     assert.equal(env.up.log.length, requestsBefore, "offline server contacted upstream");
   });
