@@ -21,12 +21,18 @@ if [ "$#" -lt 2 ]; then
   echo "usage: deploy/compile.sh OUT_DIR TARGET..." >&2
   exit 2
 fi
-out=$1
+# Paths given relative to where this was started stay so after the cd to the project folder.
+absolute() { case "$1" in /* | "") echo "$1" ;; *) echo "$PWD/$1" ;; esac; }
+out=$(absolute "$1")
 shift
 deno=${DENO:-deno}
+case "$deno" in */*) deno=$(absolute "$deno") ;; esac
+DENORT_BIN=$(absolute "${DENORT_BIN:-}")
+DENORT_X86_64=$(absolute "${DENORT_X86_64:-}")
+DENORT_AARCH64=$(absolute "${DENORT_AARCH64:-}")
 cd "$(dirname "$0")/.."
 
-if [ -n "${DENORT_BIN:-}" ] && [ "$#" != 1 ]; then
+if [ -n "$DENORT_BIN" ] && [ "$#" != 1 ]; then
   echo "DENORT_BIN is one architecture's runtime: give one target, or set DENORT_X86_64 and DENORT_AARCH64" >&2
   exit 2
 fi
@@ -46,9 +52,9 @@ fi
 mkdir -p "$out"
 for target in "$@"; do
   case "$target" in
-    x86_64-*) base=${DENORT_BIN:-${DENORT_X86_64:-}} ;;
-    aarch64-*) base=${DENORT_BIN:-${DENORT_AARCH64:-}} ;;
-    *) base=${DENORT_BIN:-} ;;
+    x86_64-*) base=${DENORT_BIN:-$DENORT_X86_64} ;;
+    aarch64-*) base=${DENORT_BIN:-$DENORT_AARCH64} ;;
+    *) base=$DENORT_BIN ;;
   esac
   echo "compile: $out/mipserver-$target${base:+ (base runtime $base)}"
   # shellcheck disable=SC2046,SC2086 # one flag per line in deploy/permissions; exclusions are plain paths
