@@ -2,6 +2,7 @@
  * Command-line parsing. Pure: returns what to do, never exits.
  * @module
  */
+import { specProblem } from "./packages/names.ts";
 import { BUNDLE_COMMANDS, type BundleCommand, parseBundleArgs } from "./bundle/args.ts";
 
 /** The usage text for `--help`. */
@@ -116,8 +117,8 @@ export function parseArgs(args: string[]): Command {
   if (kind === "lock" || kind === "purge") {
     if (specs.length === 0) return { kind: "error", message: `${kind} needs at least one PKG[@VERSION]` };
     if (kind === "purge" && specs.length > 1) return { kind: "error", message: "purge takes one PKG[@VERSION]" };
-    const bad = specs.find((s) => !/^[A-Za-z0-9][A-Za-z0-9._-]{0,99}(@[A-Za-z0-9_][A-Za-z0-9._+-]{0,99})?$/.test(s));
-    if (bad) return { kind: "error", message: `Invalid package ${JSON.stringify(bad)}: expected PKG or PKG@VERSION` };
+    const problem = specs.map(specProblem).find((p) => p !== undefined);
+    if (problem) return { kind: "error", message: `Invalid package ${problem}` };
     return { kind, configPath, overrides, specs, output };
   }
   return { kind, configPath, overrides };

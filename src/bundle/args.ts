@@ -2,6 +2,7 @@
  * Command lines of `warm`, `export` and `import`. Pure: returns what to do, never exits.
  * @module
  */
+import { specProblem } from "../packages/names.ts";
 
 /** The subcommands this room runs. */
 export const BUNDLE_COMMANDS = ["warm", "export", "import"] as const;
@@ -20,8 +21,6 @@ export type BundleCommand =
   }
   | { kind: "export"; configPath?: string; overrides: Record<string, string>; packages: string[]; output: string }
   | { kind: "import"; configPath?: string; overrides: Record<string, string>; bundle: string };
-
-const SPEC = /^[A-Za-z0-9_.-][A-Za-z0-9_.+-]*(@[A-Za-z0-9][A-Za-z0-9._+-]{0,63})?$/;
 
 /**
  * Parses `args` (the subcommand first). Returns the command, or `{kind: "error"}` with a message. `extra` lets
@@ -67,7 +66,8 @@ export function parseBundleArgs(
         if (output !== undefined) throw new Error("import takes one bundle");
         output = arg;
       } else {
-        if (!SPEC.test(arg)) throw new Error(`${JSON.stringify(arg)} is not a package name or name@version`);
+        const problem = specProblem(arg);
+        if (problem) throw new Error(`Invalid package ${problem}`);
         packages.push(arg);
       }
     }

@@ -38,6 +38,20 @@ export const VERSION: NameRule = {
   expected: `"latest" or a version of 1 to 100 letters, digits or URL path characters, such as 1.2.3`,
 };
 
+/**
+ * Why a command-line `PKG[@VERSION]` is not one, or undefined when it is: the name and version follow the index's
+ * rules above (the first `@` separates them).
+ */
+export function specProblem(spec: string): string | undefined {
+  const at = spec.indexOf("@");
+  const [name, version] = at < 0 ? [spec, undefined] : [spec.slice(0, at), spec.slice(at + 1)];
+  if (!PACKAGE_NAME.pattern.test(name)) return `${JSON.stringify(spec)}: expected ${PACKAGE_NAME.expected}`;
+  if (version !== undefined && !VERSION.pattern.test(version)) {
+    return `${JSON.stringify(spec)}: after @ expected ${VERSION.expected}`;
+  }
+  return undefined;
+}
+
 /** The `{mpy}` part of index paths. */
 export const MPY: NameRule = { pattern: /^(py|\d{1,3})$/, expected: `"py" or an .mpy version number such as 6` };
 

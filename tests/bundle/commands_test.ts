@@ -43,7 +43,19 @@ Deno.test("warm, export and import command lines", () => {
   assert.match((parseArgs(["warm", "--mpy", "7x", "a"]) as { message: string }).message, /--mpy takes py/);
   assert.match((parseArgs(["warm", "--profile", "x"]) as { message: string }).message, /warm needs the packages/);
   assert.deepEqual(parseArgs(["export", "--help"]), { kind: "help" });
-  assert.match((parseArgs(["warm", "../x"]) as { message: string }).message, /not a package name/);
+  assert.match(
+    (parseArgs(["warm", "../x"]) as { message: string }).message,
+    /Invalid package "\.\.\/x": expected a package name/,
+  );
+  assert.match(
+    (parseArgs(["warm", "a@b c"]) as { message: string }).message,
+    /Invalid package "a@b c": after @ expected/,
+  );
+  // What an index may name a package, the command line takes too (the index's rules, src/packages/names.ts).
+  assert.deepEqual((parseArgs(["warm", "__future__", "os.path@1.0-rc.1+b.5"]) as { packages: string[] }).packages, [
+    "__future__",
+    "os.path@1.0-rc.1+b.5",
+  ]);
   assert.match((parseArgs(["import", "--profile", "x", "b"]) as { message: string }).message, /Unknown option/);
   // Another command can add a flag (the lock helper's `warm --from LOCKFILE`).
   const withFrom = parseBundleArgs(["warm", "--from", "fleet.lock"], (flag, value, into) => {
