@@ -15,7 +15,8 @@ import { NamedService, type Transform } from "./packages/named_service.ts";
 import { Policy } from "./packages/policy.ts";
 import { RepoService } from "./packages/repo_service.ts";
 import { dependenciesOf, Resolver } from "./packages/resolver.ts";
-import { allowedHosts, hostAllowlist, tokenHeaders } from "./upstream/hosts.ts";
+import { allowedHosts, configuredHost, hostAllowlist, tokenHeaders } from "./upstream/hosts.ts";
+import { Breakers, registerBreakerMetrics } from "./upstream/breaker.ts";
 import { addIndexRoutes } from "./routes/index_api.ts";
 import { addRepoRoutes } from "./routes/repo_api.ts";
 import { addOpsRoutes } from "./routes/ops.ts";
@@ -67,13 +68,26 @@ export async function createApp(options: AppOptions): Promise<App> {
   const store = new DiskStore(cacheDir, { now, memoryBytes: config.cache.memory });
   const leftovers = await store.open();
   if (leftovers > 0) logger.warn("Removed unfinished cache writes left by an earlier crash", { files: leftovers });
+  const hosts = allowedHosts(config);
+  const breakers = new Breakers({
+    failures: config.upstreams.breaker.failures,
+    openFor: config.upstreams.breaker.open_for,
+    now,
+    onChange: (host, from, to) => {
+      const log = to === "open" ? logger.warn : logger.info;
+      log("Upstream circuit breaker changed", { host, from, to });
+    },
+  });
+  registerBreakerMetrics(metrics.registry, breakers, hosts);
   const fetcher = new Fetcher({
     connectTimeout: config.upstreams.connect_timeout,
     timeout: config.upstreams.timeout,
     retries: config.upstreams.retries,
     maxSize: config.upstreams.max_size,
     logger,
-    allowHost: hostAllowlist(allowedHosts(config)),
+    allowHost: hostAllowlist(hosts),
+    breakers,
+    breakerKey: configuredHost(hosts),
     headersFor: tokenHeaders(config),
     onAttempt: (url, status, seconds) => {
       metrics.upstream.inc({ host: url.host, status: String(status) });
@@ -157,6 +171,9 @@ export async function createApp(options: AppOptions): Promise<App> {
         }
         : { path: compiler.path, error: "not available: .py sources are served uncompiled" },
       profiles: compiler.profiles(),
+      upstreams: {
+        breakers: Object.fromEntries([...hosts].sort().map((host) => [host, breakers.state(host)])),
+      },
     }),
   });
   const handler = createHandler(router, { logger, requestLog, metrics, now });
