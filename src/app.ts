@@ -142,7 +142,16 @@ export async function createApp(options: AppOptions): Promise<App> {
     now,
     logger,
   });
-  const resolver = new Resolver({ index, named, policy, pins: config.pins, store });
+  const resolver = new Resolver({
+    index,
+    named,
+    policy,
+    pins: config.pins,
+    store,
+    bases,
+    mpyFor: (profile) => compiler.mpyFor(profile),
+    checkMirrorDeps: (path) => repos.checkMirrorDeps(path),
+  });
   const publicUrl = config.server.public_url;
   addIndexRoutes(router, resolver, {
     publicUrl,
@@ -154,6 +163,9 @@ export async function createApp(options: AppOptions): Promise<App> {
     port: config.server.port,
     bases,
     check: (path) => policy.checkMirror(path),
+    checkProfile: (p) => compiler.checkProfile(p),
+    profileMirror: (target, profile, base) => resolver.profileMirror(target, profile, base),
+    urlsManifest: (mpy, name, version, profile, base) => resolver.urlsManifest(mpy, name, version, profile, base),
   });
   addOpsRoutes(router, {
     version: VERSION,

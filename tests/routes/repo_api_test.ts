@@ -39,7 +39,8 @@ Deno.test("package.json is rewritten so every url and github: dep points back he
       ["sensorkit/__init__.py", "http://gw:18891/github/acme/sensorkit/main/sensorkit/__init__.py"],
       ["sensorkit/util.py", "http://gw:18891/github/acme/sensorkit/main/sensorkit/util.py"],
     ]);
-    assert.deepEqual(doc.deps, [["hello", "latest"], [
+    // The index dependency is a urls-form manifest here too: a URL install never asks the device's own index.
+    assert.deepEqual(doc.deps, [["http://gw:18891/urls/package/py/hello/latest.json", "latest"], [
       "http://gw:18891/github/acme/helpers/main/package.json",
       "main",
     ]]);
