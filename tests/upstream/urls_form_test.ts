@@ -4,6 +4,7 @@
  * `/t/{profile}/` everything built and compiled for the profile. The policy's closure still sees index names.
  */
 import assert from "node:assert/strict";
+import { join } from "node:path";
 import { createApp } from "../../src/app.ts";
 import { memoryLogger } from "../../src/log.ts";
 import { writeDepGraphs } from "../fixtures/deps_fixture.ts";
@@ -128,6 +129,24 @@ Deno.test("policy.unlisted deny still allows an index dependency reached through
     await env.json("/package/6/hello/latest.json");
     await env.json("/github/acme/sensorkit/v1.0/package.json");
     assert.equal((await env.get("/urls/package/py/bigmod/latest.json")).status, 403);
+  } finally {
+    await env.close();
+  }
+});
+
+Deno.test("hashes in a repository package.json become /file/ URLs here (mip would ask the device's own index)", async () => {
+  const env = await setup();
+  try {
+    const [[dest, hash]] = (await env.json("/package/py/hello/latest.json")).hashes;
+    Deno.mkdirSync(join(env.up.githubRoot, "acme/hashed/main"), { recursive: true });
+    Deno.writeTextFileSync(
+      join(env.up.githubRoot, "acme/hashed/main/package.json"),
+      JSON.stringify({ hashes: [[dest, hash]], version: "1" }),
+    );
+    const doc = await env.json("/github/acme/hashed/main/package.json");
+    assert.equal(doc.hashes, undefined);
+    assert.deepEqual(doc.urls, [[dest, `http://gw:18891/file/${hash.slice(0, 2)}/${hash}`]]);
+    assert.equal((await env.get(`/file/${hash.slice(0, 2)}/${hash}`)).status, 200);
   } finally {
     await env.close();
   }
