@@ -132,9 +132,20 @@ export class RepoService {
   async checkDeps(url: string, ref: string, doc?: PackageDoc): Promise<void> {
     const maxDepth = this.#o.maxDepth ?? MAX_DEPS_DEPTH;
     const label = (u: string) => mirrorPath(this.#o, u);
-    const done = new Set<string>();
+    // The longest chain below each package walked so far, itself included: a package reached again by a longer path
+    // is not walked again, but its chain still counts.
+    const heights = new Map<string, number>();
     const path: string[] = [];
-    const visit = async (node: string, nodeRef: string, known?: PackageDoc): Promise<void> => {
+    const tooDeep = (node: string, more = false) => {
+      const shown = path.length > 4 ? [label(path[0]), label(path[1]), "...", label(path.at(-1)!)] : path.map(label);
+      return new HttpError(
+        502,
+        `Dependency chain deeper than ${maxDepth} packages: ${
+          [...shown, label(node), ...(more ? ["..."] : [])].join(" -> ")
+        }`,
+      );
+    };
+    const visit = async (node: string, nodeRef: string, known?: PackageDoc): Promise<number> => {
       const open = path.indexOf(node);
       if (open >= 0) {
         throw new HttpError(
@@ -142,17 +153,13 @@ export class RepoService {
           `Dependency cycle: ${[...path.slice(open), node].map(label).join(" -> ")}; mip would install it forever`,
         );
       }
-      if (done.has(node)) return;
-      if (path.length >= maxDepth) {
-        const shown = path.length > 4 ? [path[0], path[1], "...", path[path.length - 1]] : path;
-        throw new HttpError(
-          502,
-          `Dependency chain deeper than ${maxDepth} packages: ${
-            [...shown, node].map((u) => u === "..." ? u : label(u)).join(" -> ")
-          }`,
-        );
+      const height = heights.get(node);
+      if (height !== undefined) {
+        if (path.length + height > maxDepth) throw tooDeep(node, true);
+        return height;
       }
-      if (done.size >= MAX_DEPS_NODES) {
+      if (path.length >= maxDepth) throw tooDeep(node);
+      if (heights.size >= MAX_DEPS_NODES) {
         throw new HttpError(
           502,
           `More than ${MAX_DEPS_NODES} repository packages in the dependencies of ${label(url)}`,
@@ -161,24 +168,25 @@ export class RepoService {
       let current = known;
       if (!current) {
         try {
-          const mutable = !/^https?:\/\//.test(node) || !isImmutableRef(nodeRef) || !this.#isRepoUrl(node);
+          const mutable = !(this.#isRepoUrl(node) && isImmutableRef(nodeRef));
           current = readPackageJson((await this.raw(node, mutable)).body, `at ${node}`);
-        } catch (e) {
-          if (e instanceof HttpError && e.message.startsWith("Dependency")) throw e;
-          done.add(node);
-          return; // the device meets this failure itself, with its own answer
+        } catch {
+          heights.set(node, 1);
+          return 1; // the device meets this failure itself, with its own answer
         }
       }
       path.push(node);
+      let below = 0;
       try {
         for (const [dep, version] of current.deps) {
           const next = repoDepUrl(this.#o, dep, version);
-          if (next) await visit(next.url, next.ref);
+          if (next) below = Math.max(below, await visit(next.url, next.ref));
         }
       } finally {
         path.pop();
       }
-      done.add(node);
+      heights.set(node, below + 1);
+      return below + 1;
     };
     await visit(url, ref, doc);
   }

@@ -89,6 +89,14 @@ Deno.test(`a dependency chain ${CHAIN_LENGTH} deep is refused at depth ${MAX_DEP
     // The tail of the chain, shorter than the limit, installs.
     const tail = await env.get(`/github/acme/chain${CHAIN_LENGTH - MAX_DEPS_DEPTH}/main/package.json`);
     assert.equal(tail.status, 200, tail.text);
+    // A package walked once by a short path still counts when a longer path reaches it again: twoways reaches
+    // chain70 (30 packages) directly (31 deep, fine) and through two more packages (33 deep, too deep).
+    const twoWays = await env.get("/github/acme/twoways/main/package.json");
+    assert.equal(twoWays.status, 502, twoWays.text);
+    assert.match(
+      twoWays.text,
+      /Dependency chain deeper than 32 packages: .*twoways.* -> .*detour.* -> .*detour2.* -> .*chain70.* -> \.\.\./,
+    );
   } finally {
     await env.close();
   }
