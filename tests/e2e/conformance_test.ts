@@ -164,10 +164,8 @@ Deno.test("conformance: every package of a large official-layout index installs 
 
     await app.idle();
     await statics.stop();
-    const before = statics.log.length;
     const cached = await installAll(base, jobs, tempDir("mip-cached-"));
     const cachedDiffs = differences(direct, cached);
-    assert.equal(statics.log.length, before);
 
     const failed = [...report("differ through mipserver", diffs, jobs.length)];
     failed.push(...report("differ from the cache with the static server stopped", cachedDiffs, jobs.length));
