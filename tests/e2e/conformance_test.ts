@@ -80,6 +80,7 @@ async function installAll(
   await Promise.all(Array.from({ length: PARALLEL }, async () => {
     while (queue.length > 0) await runBatch(queue.shift()!);
   }));
+  Deno.removeSync(work, { recursive: true });
   return Object.assign(full, { ok });
 }
 
@@ -139,15 +140,17 @@ function report(what: string, diffs: string[], total: number): string[] {
 
 Deno.test("conformance: every package of a large official-layout index installs through mipserver exactly as directly, then from the cache", async () => {
   const idx = await buildConformanceIndex(Number(Deno.env.get("MIPSERVER_CONFORMANCE_PACKAGES") ?? 320));
-
   const jobs = jobsFor(idx.packages);
   const statics = new FakeUpstream(idx.root).start();
+  // Thousands of small files: removed at the end, so later tests do not wait behind their writeback.
+  const dirs = [idx.root, tempDir("mip-conformance-cache-"), tempDir("mip-direct-"), tempDir("mip-through-")];
+  dirs.push(tempDir("mip-cached-"));
   const { app, base, stop } = await serveApp({
-    cache: { dir: tempDir() },
+    cache: { dir: dirs[1] },
     upstreams: { index: statics.url, retries: 0 },
   });
   try {
-    const direct = await installAll(statics.url, jobs, tempDir("mip-direct-"));
+    const direct = await installAll(statics.url, jobs, dirs[2]);
     const failedDirect = direct.filter((_, i) => !direct.ok[i]).map(describe);
     assert.deepEqual(failedDirect, [], "the fixture itself must install straight from the static server");
     for (const [i, job] of direct.entries()) {
@@ -159,12 +162,12 @@ Deno.test("conformance: every package of a large official-layout index installs 
     assert.equal(res.status, 200);
     assert.deepEqual(await res.json(), staticIndex, "/index.json lists exactly what the upstream index lists");
 
-    const through = await installAll(base, jobs, tempDir("mip-through-"));
+    const through = await installAll(base, jobs, dirs[3]);
     const diffs = differences(direct, through);
 
     await app.idle();
     await statics.stop();
-    const cached = await installAll(base, jobs, tempDir("mip-cached-"));
+    const cached = await installAll(base, jobs, dirs[4]);
     const cachedDiffs = differences(direct, cached);
 
     const failed = [...report("differ through mipserver", diffs, jobs.length)];
@@ -173,5 +176,6 @@ Deno.test("conformance: every package of a large official-layout index installs 
   } finally {
     await stop();
     await statics.stop();
+    for (const dir of dirs) Deno.removeSync(dir, { recursive: true });
   }
 });
