@@ -19,7 +19,8 @@ import { RepoService } from "./packages/repo_service.ts";
 import { dependenciesOf, Resolver } from "./packages/resolver.ts";
 import { GuardedResolver } from "./packages/guarded_resolver.ts";
 import { lockProtects, readLockFile } from "./bundle/lock_file.ts";
-import { allowedHosts, hostAllowlist, tokenHeaders } from "./upstream/hosts.ts";
+import { allowedHosts, configuredHost, hostAllowlist, tokenHeaders } from "./upstream/hosts.ts";
+import { Breakers, registerBreakerMetrics } from "./upstream/breaker.ts";
 import { addIndexRoutes } from "./routes/index_api.ts";
 import { addRepoRoutes } from "./routes/repo_api.ts";
 import { addOpsRoutes } from "./routes/ops.ts";
@@ -98,13 +99,26 @@ export async function createApp(options: AppOptions): Promise<App> {
   const leftovers = await store.open();
   if (leftovers > 0) logger.warn("Removed unfinished cache writes left by an earlier crash", { files: leftovers });
   metrics.watchCacheStore(() => store.stats());
+  const hosts = allowedHosts(config);
+  const breakers = new Breakers({
+    failures: config.upstreams.breaker.failures,
+    openFor: config.upstreams.breaker.open_for,
+    now,
+    onChange: (host, from, to) => {
+      const log = to === "open" ? logger.warn : logger.info;
+      log("Upstream circuit breaker changed", { host, from, to });
+    },
+  });
+  registerBreakerMetrics(metrics.registry, breakers, hosts);
   const fetcher = new Fetcher({
     connectTimeout: config.upstreams.connect_timeout,
     timeout: config.upstreams.timeout,
     retries: config.upstreams.retries,
     maxSize: config.upstreams.max_size,
     logger,
-    allowHost: hostAllowlist(allowedHosts(config)),
+    allowHost: hostAllowlist(hosts),
+    breakers,
+    breakerKey: configuredHost(hosts),
     headersFor: tokenHeaders(config),
     onAttempt: (url, status, seconds) => {
       metrics.upstream.inc({ host: url.host, status: String(status) });
@@ -162,7 +176,18 @@ export async function createApp(options: AppOptions): Promise<App> {
   });
   const imported = new BundleLayer(store.root, now);
   await imported.load();
-  const resolverOptions = { index, named, policy, pins: config.pins, store, pinned, imported };
+  const resolverOptions = {
+    index,
+    named,
+    policy,
+    pins: config.pins,
+    store,
+    pinned,
+    imported,
+    bases,
+    mpyFor: (profile: string | null) => compiler.mpyFor(profile),
+    checkMirrorDeps: (path: string) => repos.checkMirrorDeps(path),
+  };
   const resolver = lock || config.policy.block.length > 0
     ? new GuardedResolver({ ...resolverOptions, lock, block: config.policy.block, logger, ttl: config.cache.ttl, now })
     : new Resolver(resolverOptions);
@@ -183,6 +208,10 @@ export async function createApp(options: AppOptions): Promise<App> {
     logger,
     tagTtl: config.cache.tag_ttl,
     refresh: (spec) => expireRef(store, config.packages, spec),
+    checkProfile: (p) => imported.hasProfile(p) || compiler.checkProfile(p),
+    profileMirror: (target, profile, base) => resolver.profileMirror(target, profile, base),
+    explain: (e, what) => imported.explain(e, what),
+    urlsManifest: (mpy, name, version, profile, base) => resolver.urlsManifest(mpy, name, version, profile, base),
   });
   addOpsRoutes(router, {
     version: VERSION,
@@ -202,6 +231,9 @@ export async function createApp(options: AppOptions): Promise<App> {
         }
         : { path: compiler.path, error: "not available: .py sources are served uncompiled" },
       profiles: compiler.profiles(),
+      upstreams: {
+        breakers: Object.fromEntries([...hosts].sort().map((host) => [host, breakers.state(host)])),
+      },
     }),
   });
   const handler = createHandler(router, { logger, requestLog, metrics, now });

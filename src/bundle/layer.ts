@@ -58,8 +58,8 @@ function offlineMiss(e: unknown): boolean {
 
 /** Whether an error means upstream could not be reached (rather than an answer from it). */
 function unreachable(e: unknown): boolean {
-  return e instanceof HttpError &&
-    (e.status === 504 || (e.status === 502 && /^(Cannot reach upstream|Upstream body broke off)/.test(e.message)));
+  return e instanceof HttpError && (e.unreachable || e.status === 504 ||
+    (e.status === 502 && /^(Cannot reach upstream|Upstream body broke off)/.test(e.message)));
 }
 
 /** Serves imported manifests and the imported index from the cache folder `root`. */

@@ -63,7 +63,8 @@ export function toHttpError(e: unknown): HttpError {
   if (e instanceof UpstreamError) {
     if (e.kind === "not_found") return new HttpError(404, e.message);
     if (e.kind === "host") return new HttpError(403, e.message);
-    return new HttpError(e.kind === "timeout" ? 504 : 502, e.message);
+    const unreachable = e.kind === "timeout" || e.kind === "network";
+    return new HttpError(e.kind === "timeout" ? 504 : 502, e.message, {}, unreachable);
   }
   throw e;
 }

@@ -90,6 +90,13 @@ export class CompileService {
     return this.#compilers.get(this.#o.path)?.version;
   }
 
+  /** The `.mpy` major version `profile` is compiled for, as a device sends it (`py` when its compiler is missing). */
+  mpyFor(profileName: string | null): string {
+    const profile = profileName === null ? undefined : this.#o.targets[profileName];
+    const version = this.#compilers.get(profile?.mpy_cross ?? this.#o.path)?.version;
+    return version ? String(version.major) : "py";
+  }
+
   /** The default compiler's path. */
   get path(): string {
     return this.#o.path;

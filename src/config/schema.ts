@@ -176,6 +176,10 @@ export const configSchema = z.strictObject({
     timeout: duration().prefault("60s"),
     retries: field("a whole number 0-10", intIn(0, 10)).prefault(2),
     max_size: size().prefault("16MiB"),
+    breaker: z.strictObject({
+      failures: field("a whole number 0-1000 (0: off)", intIn(0, 1000)).prefault(5),
+      open_for: duration().prefault("30s"),
+    }).prefault({}),
   }).prefault({}),
   packages: z.record(
     name,
@@ -248,6 +252,7 @@ export const DURATION_KEYS = [
   "cache.tag_ttl",
   "upstreams.connect_timeout",
   "upstreams.timeout",
+  "upstreams.breaker.open_for",
   "mpy_cross.timeout",
 ];
 /** Key paths whose values are sizes (bytes once parsed). */
@@ -260,10 +265,11 @@ export function displayConfig(config: Config): Record<string, unknown> {
   const copy = structuredClone(config) as Record<string, Record<string, unknown>>;
   const apply = (paths: string[], fn: (v: unknown) => unknown) => {
     for (const path of paths) {
-      const [section, key] = path.split(".");
-      if (copy[section]?.[key] !== undefined && copy[section][key] !== null) {
-        copy[section][key] = fn(copy[section][key]);
-      }
+      const keys = path.split(".");
+      const key = keys.pop()!;
+      let parent: Record<string, unknown> | undefined = copy;
+      for (const k of keys) parent = parent?.[k] as Record<string, unknown> | undefined;
+      if (parent?.[key] !== undefined && parent[key] !== null) parent[key] = fn(parent[key]);
     }
   };
   apply(DURATION_KEYS, (v) => formatDuration(v as number));

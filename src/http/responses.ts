@@ -13,11 +13,14 @@ export class HttpError extends Error {
   readonly status: number;
   /** Extra response headers (e.g. `Allow`). */
   readonly headers: Record<string, string>;
-  constructor(status: number, message: string, headers: Record<string, string> = {}) {
+  /** True when upstream could not be reached at all (no answer, a timeout, or its circuit breaker open). */
+  readonly unreachable: boolean;
+  constructor(status: number, message: string, headers: Record<string, string> = {}, unreachable = false) {
     super(message);
     this.name = "HttpError";
     this.status = status;
     this.headers = headers;
+    this.unreachable = unreachable;
   }
 }
 

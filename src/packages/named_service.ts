@@ -141,6 +141,25 @@ export class NamedService {
     return await this.#withBase(served, base);
   }
 
+  /**
+   * The package.json at a plain URL (`/url/{scheme}/{host}/...package.json` under a profile), built into a manifest
+   * for `mpy` and `profile` like a named `url:` source.
+   */
+  async urlManifest(url: string, mpy: string, profile: string | null, base: string): Promise<Served> {
+    const source: Source = { kind: "url", url };
+    const u = new URL(url);
+    const key = `repo/url/${u.protocol.slice(0, -1)}/${u.host.replaceAll(":", "_")}${u.pathname}/${mpy}/${
+      profile ?? "_"
+    }.json`;
+    const served = await this.#o.cache.get(
+      "repo-manifest",
+      key,
+      true,
+      () => this.#build(url, source, "latest", mpy, profile),
+    );
+    return await this.#withBase(served, base);
+  }
+
   async #withBase(served: Served, base: string): Promise<Served> {
     const text = dec.decode(served.body);
     if (!text.includes(`"${BASE_PLACEHOLDER}`)) return served;

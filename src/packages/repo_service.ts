@@ -7,16 +7,33 @@
  */
 import type { FreshCache, Mutability, Served } from "../cache/fresh_cache.ts";
 import { etagOf } from "../cache/hash.ts";
+import { HttpError } from "../http/responses.ts";
 import type { Fetcher } from "../upstream/fetcher.ts";
-import { BASE_PLACEHOLDER, type HostBases, mirrorPath, parseSpec, rawUrl, specUrl } from "./locations.ts";
+import {
+  BASE_PLACEHOLDER,
+  type HostBases,
+  isImmutableRef,
+  mirrorPath,
+  parseSpec,
+  rawUrl,
+  specUrl,
+} from "./locations.ts";
+import { type PackageDoc, readPackageJson, upstreamUrls } from "./package_json.ts";
+import { nameOfUrlsPackage, urlsFormDep } from "./urls_form.ts";
 import { cacheKey } from "./names.ts";
-import { readPackageJson, upstreamUrls } from "./package_json.ts";
 
 /** What the mirror service is built from. */
 export interface RepoServiceOptions extends HostBases {
   cache: FreshCache;
   fetcher: Fetcher;
+  /** Longest chain of repository dependencies served (default {@linkcode MAX_DEPS_DEPTH}). */
+  maxDepth?: number;
 }
+
+/** Longest chain of repository dependencies (package.json → package.json) a manifest may start. */
+export const MAX_DEPS_DEPTH = 32;
+/** Most distinct repository packages one manifest's dependencies may reach. */
+export const MAX_DEPS_NODES = 500;
 
 const enc = new TextEncoder();
 
@@ -64,14 +81,23 @@ export class RepoService {
     const check = (body: Uint8Array) => void upstreamUrls(this.#o, readPackageJson(body, `at ${url}`), url, ref);
     const served = await this.raw(url, mutable, check);
     const doc = readPackageJson(served.body, `at ${url}`);
+    await this.checkDeps(url, ref, doc);
     const out = { ...doc.raw };
-    if (doc.urls.length > 0 || out.urls !== undefined) {
-      out.urls = upstreamUrls(this.#o, doc, url, ref).map(([dest, upstream]) => [
-        dest,
-        `${base}${mirrorPath(this.#o, upstream)}`,
-      ]);
+    if (doc.urls.length > 0 || out.urls !== undefined || doc.hashes.length > 0) {
+      out.urls = [
+        ...upstreamUrls(this.#o, doc, url, ref).map(([dest, upstream]) => [
+          dest,
+          `${base}${mirrorPath(this.#o, upstream)}`,
+        ]),
+        // mip fetches hashes from the device's own index; as URLs here they come from this server's /file/.
+        ...doc.hashes.map(([dest, hash]) => [dest, `${base}/file/${hash.slice(0, 2)}/${hash}`]),
+      ];
+      delete out.hashes;
     }
-    if (out.deps !== undefined) out.deps = doc.deps.map((dep) => rewriteDep(this.#o, base, dep));
+    if (out.deps !== undefined) {
+      const target = { base, prefix: "", mpy: "py", bases: this.#o };
+      out.deps = doc.deps.map((dep) => urlsFormDep(target, dep));
+    }
     const body = enc.encode(JSON.stringify(out));
     return {
       body,
@@ -97,8 +123,115 @@ export class RepoService {
     const doc = JSON.parse(new TextDecoder().decode(served.body));
     const strip = (u: string) => (u.startsWith(BASE_PLACEHOLDER) ? u.slice(BASE_PLACEHOLDER.length) : u);
     return {
-      deps: (doc.deps ?? []) as [string, string][],
+      deps: ((doc.deps ?? []) as [string, string][]).map((dep) =>
+        dep[0].startsWith(BASE_PLACEHOLDER) ? nameOfUrlsPackage(strip(dep[0])) ?? dep : dep
+      ),
       files: ((doc.urls ?? []) as [string, string][]).map(([, u]) => strip(u)),
     };
   }
+
+  /**
+   * Walks the repository dependencies (github:, gitlab: and http(s) package.json deps) reachable from the
+   * package.json at `url` (already parsed as `doc`), through the cache, and refuses a manifest a device could not
+   * finish installing: a dependency cycle (mip has no cycle guard and would loop), a chain deeper than `maxDepth`, or
+   * more than {@linkcode MAX_DEPS_NODES} packages. Dependencies that cannot be read are left for the device to meet.
+   */
+  async checkDeps(url: string, ref: string, doc?: PackageDoc): Promise<void> {
+    const maxDepth = this.#o.maxDepth ?? MAX_DEPS_DEPTH;
+    const label = (u: string) => mirrorPath(this.#o, u);
+    // The longest chain below each package walked so far, itself included: a package reached again by a longer path
+    // is not walked again, but its chain still counts.
+    const heights = new Map<string, number>();
+    const path: string[] = [];
+    const tooDeep = (node: string, more = false) => {
+      const shown = path.length > 4 ? [label(path[0]), label(path[1]), "...", label(path.at(-1)!)] : path.map(label);
+      return new HttpError(
+        502,
+        `Dependency chain deeper than ${maxDepth} packages: ${
+          [...shown, label(node), ...(more ? ["..."] : [])].join(" -> ")
+        }`,
+      );
+    };
+    const visit = async (node: string, nodeRef: string, known?: PackageDoc): Promise<number> => {
+      const open = path.indexOf(node);
+      if (open >= 0) {
+        throw new HttpError(
+          502,
+          `Dependency cycle: ${[...path.slice(open), node].map(label).join(" -> ")}; mip would install it forever`,
+        );
+      }
+      const height = heights.get(node);
+      if (height !== undefined) {
+        if (path.length + height > maxDepth) throw tooDeep(node, true);
+        return height;
+      }
+      if (path.length >= maxDepth) throw tooDeep(node);
+      if (heights.size >= MAX_DEPS_NODES) {
+        throw new HttpError(
+          502,
+          `More than ${MAX_DEPS_NODES} repository packages in the dependencies of ${label(url)}`,
+        );
+      }
+      let current = known;
+      if (!current) {
+        try {
+          const mutable = !(this.#isRepoUrl(node) && isImmutableRef(nodeRef));
+          current = readPackageJson((await this.raw(node, mutable)).body, `at ${node}`);
+        } catch {
+          heights.set(node, 1);
+          return 1; // the device meets this failure itself, with its own answer
+        }
+      }
+      path.push(node);
+      let below = 0;
+      try {
+        for (const [dep, version] of current.deps) {
+          const next = repoDepUrl(this.#o, dep, version);
+          if (next) below = Math.max(below, await visit(next.url, next.ref));
+        }
+      } finally {
+        path.pop();
+      }
+      heights.set(node, below + 1);
+      return below + 1;
+    };
+    await visit(url, ref, doc);
+  }
+
+  /**
+   * {@linkcode checkDeps} for the package.json behind a mirror path (`/github/o/r/ref/[dir/]package.json`,
+   * `/gitlab/...`, `/url/{scheme}/{host}/...json`); other paths (single modules) have no dependencies.
+   */
+  async checkMirrorDeps(path: string): Promise<void> {
+    const m = /^\/(github|gitlab)\/([^/]+)\/([^/]+)\/([^/]+)\/(.*\.json)$/.exec(path) ??
+      /^\/(url)\/(https?)\/([^/]+)\/()(.*\.json)$/.exec(path);
+    if (!m) return;
+    const url = m[1] === "url"
+      ? `${m[2]}://${m[3]}/${m[5]}`
+      : rawUrl(this.#o, m[1] as "github" | "gitlab", m[2], m[3], m[4], m[5]);
+    await this.checkDeps(url, m[4] || "HEAD");
+  }
+
+  #isRepoUrl(url: string): boolean {
+    return url.startsWith(`${this.#o.github}/`) || url.startsWith(`${this.#o.gitlab}/`);
+  }
+}
+
+/** The package.json URL (and ref) a repository dependency names, or undefined for index names and single modules. */
+function repoDepUrl(bases: HostBases, dep: string, version: string): { url: string; ref: string } | undefined {
+  const spec = parseSpec(dep);
+  const ref = version && version !== "latest" ? version : "HEAD";
+  if (spec) {
+    if (/\.(py|mpy)$/.test(spec.path)) return undefined;
+    return { url: specUrl(bases, dep, ref, true)!, ref };
+  }
+  if (/^https?:\/\//.test(dep) && !/\.(py|mpy)$/.test(dep)) {
+    try {
+      const url = /\.json$/.test(dep) ? dep : `${dep.replace(/\/+$/, "")}/package.json`;
+      return { url: new URL(url).href, ref: "HEAD" };
+    } catch {
+      return undefined;
+    }
+  }
+  return undefined;
 }

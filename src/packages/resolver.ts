@@ -9,8 +9,10 @@ import type { PinnedFiles } from "./pinned.ts";
 import type { DiskStore } from "../cache/store.ts";
 import { HttpError } from "../http/responses.ts";
 import type { IndexService } from "./index_service.ts";
+import type { HostBases } from "./locations.ts";
 import type { NamedService } from "./named_service.ts";
-import type { Policy } from "./policy.ts";
+import { mirrorPathOf, type Policy } from "./policy.ts";
+import { toUrlsForm } from "./urls_form.ts";
 
 /** What the resolver is built from. */
 export interface ResolverOptions {
@@ -23,6 +25,15 @@ export interface ResolverOptions {
   pinned?: PinnedFiles;
   /** What `mipserver import` brought in (`src/bundle/layer.ts`): served first, and the reason when offline. */
   imported?: ImportedLayer;
+  /** The code hosts' raw-file bases, for mirror URLs. */
+  bases?: HostBases;
+  /** The `.mpy` version a URL install under `/t/{profile}` is compiled for (`py` when there is no compiler). */
+  mpyFor?: (profile: string | null) => string;
+  /**
+   * Refuses (throws an HttpError) the repository package behind a mirror path (`/github/...`, `/gitlab/...`,
+   * `/url/...`) when its dependencies cycle or nest too deep.
+   */
+  checkMirrorDeps?: (path: string) => Promise<void>;
 }
 
 /** The imported layer as the resolver uses it. */
@@ -44,6 +55,11 @@ export interface ImportedLayer {
   /** Waits for the usual way to answer `what`, at most a moment when upstream is known to be down. */
   guard<T>(work: Promise<T>, what: string): Promise<T>;
 }
+
+/** A repository file under a profile: `github`/`gitlab` at a ref, or a plain URL. */
+export type MirrorTarget =
+  | { kind: "github" | "gitlab"; owner: string; repo: string; ref: string; path: string }
+  | { kind: "url"; url: string };
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();
@@ -142,6 +158,7 @@ export class Resolver {
     } catch (e) {
       throw this.#o.imported?.explain(e, what) ?? e;
     }
+    await this.#checkDeps(served.body, base);
     this.#o.policy.noteManifest(name, served.body);
     if (!named && this.#o.pinned?.isPinned(name, resolved)) this.#o.pinned.note(served.body);
     return served;
@@ -171,8 +188,67 @@ export class Resolver {
     } catch (e) {
       throw this.#o.imported?.explain(e, what) ?? e;
     }
+    await this.#checkDeps(served.body, base);
     this.#o.policy.noteManifest(`${spec.host}:${spec.owner}/${spec.repo}`, served.body);
     return served;
+  }
+
+  /**
+   * `[/t/{profile}]/urls/package/{mpy}/{name}/{version}.json`: the manifest `manifest()` answers, in `urls` form with
+   * absolute URLs on `base`, so a URL install that depends on an index name stays on this server.
+   */
+  async urlsManifest(
+    mpy: string,
+    name: string,
+    version: string,
+    profile: string | null,
+    base: string,
+  ): Promise<Served> {
+    const served = await this.manifest(mpy, name, version, profile, base);
+    return await this.#urlsForm(served, base, profile, mpy);
+  }
+
+  /**
+   * `/t/{profile}/{github|gitlab|url}/.../package.json`: a URL install under a profile, built like a named package
+   * (files fetched, checked, compiled for the profile) and answered in `urls` form.
+   */
+  async profileMirror(target: MirrorTarget, profile: string, base: string): Promise<Served> {
+    const mpy = this.#o.mpyFor?.(profile) ?? "py";
+    const served = target.kind === "url"
+      ? await this.#o.named.urlManifest(target.url, mpy, profile, base)
+      : await this.#o.named.repoManifest({ ...target, host: target.kind }, mpy, profile, base);
+    await this.#checkDeps(served.body, base);
+    const source = target.kind === "url" ? `url:${target.url}` : `${target.kind}:${target.owner}/${target.repo}`;
+    this.#o.policy.noteManifest(source, served.body);
+    return await this.#urlsForm(served, base, profile, mpy);
+  }
+
+  /**
+   * Refuses a manifest whose repository dependencies (URLs on this server, `base`) cycle or nest too deep: a device
+   * given it would loop, or install a chain it cannot finish. The answer is a 502 naming the cycle or the chain.
+   */
+  async #checkDeps(body: Uint8Array, base: string): Promise<void> {
+    const check = this.#o.checkMirrorDeps;
+    if (!check) return;
+    let deps: unknown;
+    try {
+      deps = JSON.parse(dec.decode(body)).deps;
+    } catch {
+      return;
+    }
+    for (const dep of Array.isArray(deps) ? deps : []) {
+      const url = Array.isArray(dep) ? dep[0] : dep;
+      if (typeof url === "string" && url.startsWith(`${base}/`)) await check(mirrorPathOf(url.slice(base.length)));
+    }
+  }
+
+  async #urlsForm(served: Served, base: string, profile: string | null, mpy: string): Promise<Served> {
+    const doc = JSON.parse(dec.decode(served.body));
+    const bases = this.#o.bases ?? { github: "https://raw.githubusercontent.com", gitlab: "https://gitlab.com" };
+    const body = enc.encode(
+      JSON.stringify(toUrlsForm(doc, { base, prefix: profile ? `/t/${profile}` : "", mpy, bases })),
+    );
+    return { ...served, body, etag: await etagOf(body) };
   }
 
   /**

@@ -5,15 +5,17 @@
  * raw file, cached.
  * @module
  */
+import type { Served } from "../cache/fresh_cache.ts";
 import { jsonResponse } from "../http/responses.ts";
 import type { RouteContext, Router } from "../http/router.ts";
 import type { Logger } from "../log.ts";
 import type { Mutability } from "../cache/fresh_cache.ts";
 import { type HostBases, plainUrl, rawUrl, refMutability } from "../packages/locations.ts";
-import { checkPath, HOST, parseHost, SCHEME } from "../packages/names.ts";
+import { checkPath, HOST, parseHost, PROFILE, SCHEME } from "../packages/names.ts";
 import type { RefSpec } from "../packages/refresh.ts";
 import type { RepoService } from "../packages/repo_service.ts";
-import { lookup, publicBase, REPO_PARAMS, serveObject, SHORT } from "./index_api.ts";
+import type { MirrorTarget } from "../packages/resolver.ts";
+import { lookup, PARAMS, publicBase, REPO_PARAMS, serveObject, SHORT } from "./index_api.ts";
 
 /** What the mirror routes need besides the service. */
 export interface RepoRouteOptions {
@@ -28,30 +30,89 @@ export interface RepoRouteOptions {
   tagTtl?: number | null;
   /** Marks everything cached at one ref as expired (for `POST /_/refresh/...`); returns how many objects. */
   refresh?: (spec: RefSpec) => Promise<number>;
+  /** The error to answer when serving `what` failed (offline: a 503 saying it was not imported). */
+  explain?: (e: unknown, what: string) => unknown;
+  /** Throws 404 (listing the known ones) for an unknown target profile. */
+  checkProfile?: (name: string) => void;
+  /** Under `/t/{profile}`: a package.json built and compiled for the profile, in urls form. */
+  profileMirror?: (target: MirrorTarget, profile: string, base: string) => Promise<Served>;
+  /** `[/t/{profile}]/urls/package/...`: an index or named manifest in urls form (URL installs' index deps). */
+  urlsManifest?: (mpy: string, name: string, version: string, profile: string | null, base: string) => Promise<Served>;
 }
 
 /** Adds the `/github/...`, `/gitlab/...` and `/url/...` routes. */
 export function addRepoRoutes(router: Router, service: RepoService, options: RepoRouteOptions): void {
+  // Offline (or upstream gone after an import), what is not here says so with a 503 rather than a bare 404.
+  const explained = async (work: () => Promise<Served>, what: string): Promise<Served> => {
+    try {
+      return await work();
+    } catch (e) {
+      throw options.explain?.(e, what) ?? e;
+    }
+  };
   const serve = async (ctx: RouteContext, url: string, ref: string, mutable: Mutability) => {
     await options.check?.(ctx.url.pathname);
+    const what = ctx.url.pathname;
     if (url.endsWith("/package.json")) {
       const base = publicBase(ctx, options.publicUrl, options.port);
-      const served = await lookup(ctx, () => service.packageJson(url, ref, mutable, base), options.logger);
+      const served = await explained(
+        () => lookup(ctx, () => service.packageJson(url, ref, mutable, base), options.logger),
+        what,
+      );
       return serveObject(ctx, served, "application/json", SHORT);
     }
-    return serveObject(ctx, await lookup(ctx, () => service.raw(url, mutable)), "application/octet-stream", SHORT);
+    const served = await explained(() => lookup(ctx, () => service.raw(url, mutable)), what);
+    return serveObject(ctx, served, "application/octet-stream", SHORT);
   };
-  for (const host of ["github", "gitlab"] as const) {
-    router.get(`/${host}/:owner/:repo/:ref/*path`, (ctx) => {
-      const { owner, repo, ref, path } = ctx.params;
+  const profileParam = { profile: PROFILE };
+  // Under /t/{profile}, package.json is built like a named package (compiled for the profile) and answered in urls
+  // form; other files are served raw, as mip saves them under their own name.
+  const serveProfile = async (
+    ctx: RouteContext,
+    target: MirrorTarget,
+    url: string,
+    ref: string,
+    mutable: Mutability,
+  ) => {
+    const profile = ctx.params.profile;
+    if (profile === undefined || !options.profileMirror) return serve(ctx, url, ref, mutable);
+    options.checkProfile?.(profile);
+    if (!url.endsWith("/package.json")) return serve(ctx, url, ref, mutable);
+    await options.check?.(ctx.url.pathname);
+    const base = publicBase(ctx, options.publicUrl, options.port);
+    const served = await explained(
+      () => lookup(ctx, () => options.profileMirror!(target, profile, base), options.logger),
+      ctx.url.pathname,
+    );
+    return serveObject(ctx, served, "application/json", SHORT);
+  };
+  for (const prefix of ["", "/t/:profile"]) {
+    for (const host of ["github", "gitlab"] as const) {
+      router.get(`${prefix}/${host}/:owner/:repo/:ref/*path`, (ctx) => {
+        const { owner, repo, ref, path } = ctx.params;
+        checkPath(path);
+        const url = rawUrl(options.bases, host, owner, repo, ref, path);
+        const mutable = refMutability(ref, options.tagTtl ?? null);
+        return serveProfile(ctx, { kind: host, owner, repo, ref, path }, url, ref, mutable);
+      }, { ...profileParam, ...REPO_PARAMS });
+    }
+    router.get(`${prefix}/url/:scheme/:host/*path`, (ctx) => {
+      const { scheme, host, path } = ctx.params;
+      const canonical = parseHost(scheme as "http" | "https", host);
       checkPath(path);
-      return serve(
-        ctx,
-        rawUrl(options.bases, host, owner, repo, ref, path),
-        ref,
-        refMutability(ref, options.tagTtl ?? null),
-      );
-    }, REPO_PARAMS);
+      const url = plainUrl(scheme as "http" | "https", canonical, path);
+      return serveProfile(ctx, { kind: "url", url }, url, "HEAD", true);
+    }, { ...profileParam, scheme: SCHEME, host: HOST });
+    if (options.urlsManifest) {
+      const urlsManifest = options.urlsManifest;
+      router.get(`${prefix}/urls/package/:mpy/:name/:version.json`, async (ctx) => {
+        const { mpy, name, version, profile } = ctx.params;
+        if (profile !== undefined) options.checkProfile?.(profile);
+        const base = publicBase(ctx, options.publicUrl, options.port);
+        const served = await lookup(ctx, () => urlsManifest(mpy, name, version, profile ?? null, base), options.logger);
+        return serveObject(ctx, served, "application/json", SHORT);
+      }, { ...profileParam, mpy: PARAMS.mpy, name: PARAMS.name, version: PARAMS.version });
+    }
   }
   const refresh = options.refresh;
   if (refresh) {
@@ -62,10 +123,4 @@ export function addRepoRoutes(router: Router, service: RepoService, options: Rep
       return jsonResponse({ host, owner, repo, ref, expired });
     }, { host: { pattern: /^(github|gitlab)$/, expected: "github or gitlab" }, ...REPO_PARAMS });
   }
-  router.get("/url/:scheme/:host/*path", (ctx) => {
-    const { scheme, host, path } = ctx.params;
-    const canonical = parseHost(scheme as "http" | "https", host);
-    checkPath(path);
-    return serve(ctx, plainUrl(scheme as "http" | "https", canonical, path), "HEAD", true);
-  }, { scheme: SCHEME, host: HOST });
 }

@@ -5,6 +5,7 @@
  * @module
  */
 import type { Logger } from "../log.ts";
+import type { Breakers } from "./breaker.ts";
 
 /** Why an upstream request failed. */
 export type UpstreamErrorKind = "not_found" | "status" | "timeout" | "network" | "too_large" | "redirects" | "host";
@@ -16,12 +17,15 @@ export class UpstreamError extends Error {
   readonly url: string;
   /** The upstream status, when there was one. */
   readonly status?: number;
-  constructor(kind: UpstreamErrorKind, url: string, message: string, status?: number) {
+  /** True when nothing was sent because the host's circuit breaker is open. */
+  readonly breaker: boolean;
+  constructor(kind: UpstreamErrorKind, url: string, message: string, status?: number, breaker = false) {
     super(message);
     this.name = "UpstreamError";
     this.kind = kind;
     this.url = url;
     this.status = status;
+    this.breaker = breaker;
   }
 }
 
@@ -44,6 +48,10 @@ export interface FetcherOptions {
   headersFor?: (url: URL) => Record<string, string>;
   /** Called after each upstream attempt, for metrics. */
   onAttempt?: (url: URL, status: number | "error", seconds: number) => void;
+  /** Circuit breakers per upstream host; a request whose host's breaker is open fails at once. */
+  breakers?: Breakers;
+  /** The breaker a request belongs to, from the URL it starts at (default: its host). */
+  breakerKey?: (url: URL) => string;
 }
 
 /** A fetched body. */
@@ -68,17 +76,37 @@ export class Fetcher {
   /** GETs `url`, following redirects, retrying transient failures. Throws {@linkcode UpstreamError}. */
   async get(url: string): Promise<Fetched> {
     const started = performance.now();
+    const breakers = this.#o.breakers;
+    const key = breakers?.enabled ? this.#breakerKey(url) : undefined;
     let lastError: UpstreamError | undefined;
     for (let attempt = 0; attempt <= this.#o.retries; attempt++) {
-      if (attempt > 0) await sleep((this.#o.backoff ?? 250) * 2 ** (attempt - 1));
+      if (key !== undefined) {
+        const refusal = breakers!.admit(key);
+        if (refusal) {
+          const why = refusal.until > 0
+            ? `for another ${Math.max(1, Math.ceil((refusal.until - breakers!.now()) / 1000))}s`
+            : "while one probe request is under way";
+          throw new UpstreamError(
+            refusal.lastTimeout ? "timeout" : "network",
+            url,
+            `Upstream ${key} is failing; not contacted ${why} (circuit breaker open): ${url}. Last failure: ${refusal.lastError}`,
+            undefined,
+            true,
+          );
+        }
+      }
+      let outcome: "ok" | "failed" | "timeout" | undefined;
       try {
+        if (attempt > 0) await sleep((this.#o.backoff ?? 250) * 2 ** (attempt - 1));
         const { body, url: finalUrl } = await this.#once(url);
+        outcome = "ok";
         return { body, url: finalUrl, ms: performance.now() - started };
       } catch (e) {
         if (!(e instanceof UpstreamError)) throw e;
         lastError = e;
         const transient = e.kind === "network" || e.kind === "timeout" ||
           (e.kind === "status" && (e.status === 429 || (e.status ?? 0) >= 500));
+        if (e.kind !== "host") outcome = transient ? (e.kind === "timeout" ? "timeout" : "failed") : "ok";
         if (!transient) throw e;
         if (attempt < this.#o.retries) {
           this.#o.logger.warn("Upstream request failed, retrying", {
@@ -87,9 +115,24 @@ export class Fetcher {
             attempt: attempt + 1,
           });
         }
+      } finally {
+        if (key !== undefined) {
+          if (outcome === "ok") breakers!.success(key);
+          else if (outcome !== undefined) breakers!.failure(key, outcome === "timeout", lastError?.message);
+          else breakers!.release(key);
+        }
       }
     }
     throw lastError!;
+  }
+
+  #breakerKey(url: string): string | undefined {
+    try {
+      const u = new URL(url);
+      return this.#o.breakerKey ? this.#o.breakerKey(u) : u.host.toLowerCase();
+    } catch {
+      return undefined;
+    }
   }
 
   async #once(start: string): Promise<{ body: Uint8Array; url: string }> {

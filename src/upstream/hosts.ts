@@ -53,3 +53,16 @@ export function tokenHeaders(config: Config): (url: URL) => Record<string, strin
       ? header
       : {};
 }
+
+/**
+ * The configured host a URL belongs to (`host:port` or a port-less entry of `hosts`), for per-host state such as
+ * circuit breakers; URLs on other hosts (reached only by redirects) fall back to their own `host`.
+ */
+export function configuredHost(hosts: Set<string>): (url: URL) => string {
+  return (url) => {
+    const host = url.host.toLowerCase();
+    if (hosts.has(host)) return host;
+    const name = url.hostname.toLowerCase();
+    return hosts.has(name) ? name : host;
+  };
+}

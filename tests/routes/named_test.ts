@@ -344,7 +344,10 @@ Deno.test("policy.unlisted deny: packages, pins and their dependency closure onl
     await filesOf(env, hello);
     await env.json("/package/6/mathx/latest.json");
     await env.json("/github/acme/helpers/main/package.json");
-    await env.json("/github/acme/cycb/main/package.json");
+    // Allowed by the policy (not 403), but refused for its dependency cycle (mip would loop on it).
+    const cycb = await env.get("/github/acme/cycb/main/package.json");
+    assert.equal(cycb.status, 502);
+    assert.match(await cycb.text(), /Dependency cycle/);
 
     const denied = await env.get("/package/6/bigmod/latest.json");
     assert.equal(denied.status, 403);

@@ -39,7 +39,8 @@ Deno.test("package.json is rewritten so every url and github: dep points back he
       ["sensorkit/__init__.py", "http://gw:18891/github/acme/sensorkit/main/sensorkit/__init__.py"],
       ["sensorkit/util.py", "http://gw:18891/github/acme/sensorkit/main/sensorkit/util.py"],
     ]);
-    assert.deepEqual(doc.deps, [["hello", "latest"], [
+    // The index dependency is a urls-form manifest here too: a URL install never asks the device's own index.
+    assert.deepEqual(doc.deps, [["http://gw:18891/urls/package/py/hello/latest.json", "latest"], [
       "http://gw:18891/github/acme/helpers/main/package.json",
       "main",
     ]]);
@@ -97,5 +98,36 @@ Deno.test("clear errors: missing package.json 404 naming the upstream URL, malfo
     }
   } finally {
     await env.close();
+  }
+});
+
+Deno.test("offline, a mirror path that is not cached is a 503 saying so (package.json and raw files); cached ones serve", async () => {
+  const github = new FakeUpstream(buildGithub(), "").start();
+  const dir = tempDir();
+  const make = (offline: boolean) =>
+    createApp({
+      config: testConfig({
+        cache: { dir, offline },
+        upstreams: { index: "http://127.0.0.1:9/none", github: github.url, retries: 0 },
+      }),
+      logger: memoryLogger(),
+    });
+  try {
+    const online = await make(false);
+    const cached = "/github/acme/sensorkit/main/package.json";
+    assert.equal((await online.handler(new Request(`http://gw${cached}`))).status, 200);
+    await online.idle();
+    const app = await make(true);
+    const get = (path: string) => app.handler(new Request(`http://gw${path}`));
+    assert.equal((await get(cached)).status, 200, "cached: served offline");
+    for (const path of ["/github/acme/other/main/package.json", "/github/acme/sensorkit/main/nothere.py"]) {
+      const res = await get(path);
+      const text = await res.text();
+      assert.equal(res.status, 503, text);
+      assert.match(text, /^Offline: .* was not imported/);
+    }
+    await app.idle();
+  } finally {
+    await github.stop();
   }
 });
