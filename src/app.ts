@@ -23,6 +23,20 @@ import { Fetcher } from "./upstream/fetcher.ts";
 import { VERSION } from "./version.ts";
 import { CompileService } from "./compile/compile_service.ts";
 import { findMpyCross } from "./compile/find.ts";
+import { join } from "node:path";
+import {
+  addFleetRoutes,
+  AdminAccess,
+  AuditDb,
+  CidrSet,
+  clientAddress,
+  Fleet,
+  InstallRecorder,
+  isAdminPath,
+  Stats,
+  UpstreamHealth,
+} from "./fleet/mod.ts";
+import { cachedFigures } from "./fleet/cache_figures.ts";
 
 /** What an app is built from. */
 export interface AppOptions {
@@ -51,8 +65,17 @@ export interface App {
   index: IndexService;
   resolver: Resolver;
   compiler: CompileService;
+  /** Install records and the inventory. */
+  fleet: Fleet;
+  recorder: InstallRecorder;
+  /** Who may use the admin routes. */
+  access: AdminAccess;
   /** Waits for background refreshes and prefetches to finish. */
   idle(): Promise<void>;
+  /** Starts writing install records in batches (about once a second) and pruning them every minute. */
+  startRecording(): void;
+  /** Writes the install records still waiting and closes their database. */
+  close(): Promise<void>;
 }
 
 /** Builds the router, cache, upstream client, request log and metrics for `config`, and opens the cache. */
@@ -67,6 +90,7 @@ export async function createApp(options: AppOptions): Promise<App> {
   const store = new DiskStore(cacheDir, { now, memoryBytes: config.cache.memory });
   const leftovers = await store.open();
   if (leftovers > 0) logger.warn("Removed unfinished cache writes left by an earlier crash", { files: leftovers });
+  const upstreamHealth = new UpstreamHealth();
   const fetcher = new Fetcher({
     connectTimeout: config.upstreams.connect_timeout,
     timeout: config.upstreams.timeout,
@@ -78,6 +102,7 @@ export async function createApp(options: AppOptions): Promise<App> {
     onAttempt: (url, status, seconds) => {
       metrics.upstream.inc({ host: url.host, status: String(status) });
       metrics.upstreamDuration.observe({ host: url.host }, seconds);
+      upstreamHealth.attempt(url.host, status, now());
     },
   });
   const cache = new FreshCache({
@@ -150,15 +175,112 @@ export async function createApp(options: AppOptions): Promise<App> {
     gather: options.gather,
     health: () => ({
       mpy_cross: compiler.version
-        ? {
-          path: compiler.path,
-          version: compiler.version.text,
-          mpy: `${compiler.version.major}.${compiler.version.minor}`,
-        }
-        : { path: compiler.path, error: "not available: .py sources are served uncompiled" },
+        ? { version: compiler.version.text, mpy: `${compiler.version.major}.${compiler.version.minor}` }
+        : { error: "not available: .py sources are served uncompiled" },
       profiles: compiler.profiles(),
     }),
   });
-  const handler = createHandler(router, { logger, requestLog, metrics, now });
-  return { handler, router, metrics, requestLog, store, index, resolver, compiler, idle: () => index.idle() };
+  const stats = new Stats();
+  const db = config.audit.enabled ? new AuditDb(join(store.root, "audit.sqlite")) : null;
+  const recorder = new InstallRecorder({
+    db,
+    stats,
+    logger,
+    now,
+    windowMs: config.audit.window,
+    retentionMs: config.audit.retention,
+  });
+  recorder.prune();
+  requestLog.listener = recorder.push;
+  const fleet = new Fleet({
+    db,
+    recorder,
+    names: config.devices,
+    gather: options.gather,
+    latest: async () => {
+      const doc = JSON.parse(new TextDecoder().decode((await resolver.indexJson()).body));
+      const out = new Map<string, string>();
+      for (const p of Array.isArray(doc.packages) ? doc.packages : []) {
+        if (typeof p?.name === "string" && typeof p.version === "string") out.set(p.name, p.version);
+      }
+      for (const [name, version] of Object.entries(config.pins)) out.set(name, version);
+      return out;
+    },
+  });
+  const cacheFigures = cachedFigures(store.root, 60_000, now);
+  addFleetRoutes(router, {
+    fleet,
+    facts: async () => {
+      await fleet.settle();
+      const t = now();
+      const hosts = upstreamHealth.hosts();
+      const indexHosts = new Set<string>();
+      const upstreams = await Promise.all(index.indexKeys().map(async ({ url, key }) => {
+        const host = new URL(url).host;
+        indexHosts.add(host);
+        const stored = await store.get(key).catch(() => undefined);
+        return {
+          url,
+          host,
+          health: hosts.find((h) => h.host === host) ?? null,
+          index_age_ms: stored ? t - stored.storedAt : null,
+        };
+      }));
+      return {
+        version: VERSION,
+        uptimeMs: t - started,
+        now: t,
+        upstreams,
+        otherHosts: hosts.filter((h) => !indexHosts.has(h.host)),
+        cache: await cacheFigures().catch(() => null),
+        requests: stats.requests,
+        hitRatio: stats.lookups ? stats.hits / stats.lookups : null,
+        spans: stats.spans(t),
+        errors: stats.errors(),
+        compiler: {
+          version: compiler.version?.text ?? null,
+          mpy: compiler.version ? `${compiler.version.major}.${compiler.version.minor}` : null,
+        },
+        profiles: compiler.profiles(),
+        audit: { enabled: db !== null, window_ms: config.audit.window, retention_ms: config.audit.retention },
+      };
+    },
+  });
+  const access = new AdminAccess({
+    token: config.server.admin_token,
+    from: config.server.admin_from,
+    logger,
+    now,
+  });
+  const trusted = new CidrSet(config.server.trusted_proxies);
+  const handler = createHandler(router, {
+    logger,
+    requestLog,
+    metrics,
+    now,
+    access: { isAdmin: isAdminPath, check: (request, client, inProcess) => access.check(request, client, inProcess) },
+    clientOf: trusted.size
+      ? (socket, request) => clientAddress(socket, request.headers.get("x-forwarded-for"), trusted)
+      : undefined,
+    tap: recorder.tap,
+  });
+  return {
+    handler,
+    router,
+    metrics,
+    requestLog,
+    store,
+    index,
+    resolver,
+    compiler,
+    fleet,
+    recorder,
+    access,
+    idle: () => index.idle(),
+    startRecording: () => recorder.start(),
+    async close() {
+      await recorder.stop();
+      db?.close();
+    },
+  };
 }
