@@ -215,17 +215,19 @@ export async function createApp(options: AppOptions): Promise<App> {
       const t = now();
       const hosts = upstreamHealth.hosts();
       const indexHosts = new Set<string>();
-      const upstreams = await Promise.all(index.indexKeys().map(async ({ url, key }) => {
-        const host = new URL(url).host;
-        indexHosts.add(host);
-        const stored = await store.get(key).catch(() => undefined);
-        return {
-          url,
-          host,
-          health: hosts.find((h) => h.host === host) ?? null,
-          index_age_ms: stored ? t - stored.storedAt : null,
-        };
-      }));
+      const upstreams = await Promise.all(
+        index.indexKeys().map(async ({ url, key }) => {
+          const host = new URL(url).host;
+          indexHosts.add(host);
+          const stored = await store.get(key).catch(() => undefined);
+          return {
+            url,
+            host,
+            health: hosts.find((h) => h.host === host) ?? null,
+            index_age_ms: stored ? t - stored.storedAt : null,
+          };
+        }),
+      );
       return {
         version: VERSION,
         uptimeMs: t - started,

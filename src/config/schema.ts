@@ -136,7 +136,9 @@ export const CIDR_PATTERN = /^(?:\d{1,3}(?:\.\d{1,3}){3}(?:\/\d{1,2})?|[0-9A-Fa-
 
 const cidrList = field("a list of addresses or CIDR ranges such as 10.0.0.0/8", (v) => {
   if (!Array.isArray(v)) return undefined;
-  return v.every((c) => typeof c === "string" && CIDR_PATTERN.test(c.trim())) ? v.map((c: string) => c.trim()) : undefined;
+  return v.every((c) => typeof c === "string" && CIDR_PATTERN.test(c.trim()))
+    ? v.map((c: string) => c.trim())
+    : undefined;
 });
 
 /** The whole configuration. Input is the merged YAML; output is typed, with units converted. */

@@ -101,7 +101,12 @@ export class Fleet {
     }
     const byDevice = new Map<string, DeviceView>();
     for (const d of db.devices()) {
-      byDevice.set(d.device, { device: d.device, name: this.nameOf(d.device), last_seen: iso(d.last_seen)!, packages: [] });
+      byDevice.set(d.device, {
+        device: d.device,
+        name: this.nameOf(d.device),
+        last_seen: iso(d.last_seen)!,
+        packages: [],
+      });
     }
     for (const row of db.devicePackages(pkg)) {
       const view = byDevice.get(row.device) ??

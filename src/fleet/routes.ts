@@ -139,7 +139,10 @@ export function addFleetRoutes(router: Router, deps: FleetRouteDeps): void {
     const format = formatOf(url.searchParams, []);
     const devices = await fleet.devices();
     if (format === "csv") return csvResponse(toCsv(DEVICE_COLUMNS, deviceRows(devices)));
-    return jsonResponse({ enabled: fleet.enabled, count: devices.length, devices }, { pretty: true, headers: NO_STORE });
+    return jsonResponse({ enabled: fleet.enabled, count: devices.length, devices }, {
+      pretty: true,
+      headers: NO_STORE,
+    });
   });
 
   router.get("/_/packages/*name", async ({ url, params }) => {
@@ -168,7 +171,10 @@ export function addFleetRoutes(router: Router, deps: FleetRouteDeps): void {
     const html = renderStatusPage({ ...facts, devices, installs });
     return bytesResponse(new TextEncoder().encode(html), {
       contentType: "text/html; charset=utf-8",
-      headers: { ...NO_STORE, "content-security-policy": "default-src 'none'; style-src 'unsafe-inline'; img-src data:" },
+      headers: {
+        ...NO_STORE,
+        "content-security-policy": "default-src 'none'; style-src 'unsafe-inline'; img-src data:",
+      },
     });
   });
 }

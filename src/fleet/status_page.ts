@@ -3,7 +3,7 @@
  * build step, nothing fetched from elsewhere, so it works offline, with JavaScript off, and on a phone.
  * @module
  */
-import type { InstallView, DeviceView } from "./fleet.ts";
+import type { DeviceView, InstallView } from "./fleet.ts";
 import type { HostHealth } from "./health.ts";
 import type { RecentError, Span } from "./stats.ts";
 
@@ -28,8 +28,10 @@ export interface StatusFacts {
 
 /** Escapes text for HTML content and attribute values. */
 export function escapeHtml(s: unknown): string {
-  return String(s ?? "").replace(/[&<>"']/g, (c) =>
-    ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]!);
+  return String(s ?? "").replace(
+    /[&<>"']/g,
+    (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]!,
+  );
 }
 
 /** A duration for people: `3d 4h`, `5m 2s`, `800ms`. */
@@ -61,9 +63,11 @@ export function chartSvg(spans: Span[]): string {
   const bw = (w - 2 * pad) / spans.length;
   const y = (v: number) => h - pad - (v / max) * (h - 2 * pad);
   const bars = spans.map((s, i) =>
-    s.requests === 0 ? "" : `<rect x="${(pad + i * bw).toFixed(1)}" y="${y(s.requests).toFixed(1)}" width="${
-      Math.max(1, bw - 1).toFixed(1)
-    }" height="${(h - pad - y(s.requests)).toFixed(1)}" class="bar"><title>${s.requests} requests</title></rect>`
+    s.requests === 0
+      ? ""
+      : `<rect x="${(pad + i * bw).toFixed(1)}" y="${y(s.requests).toFixed(1)}" width="${
+        Math.max(1, bw - 1).toFixed(1)
+      }" height="${(h - pad - y(s.requests)).toFixed(1)}" class="bar"><title>${s.requests} requests</title></rect>`
   ).join("");
   const points = spans.map((s, i) =>
     s.lookups === 0
@@ -74,8 +78,12 @@ export function chartSvg(spans: Span[]): string {
   return `<svg viewBox="0 0 ${w} ${h}" role="img" aria-label="Requests and cache hit ratio over the last 24 hours" ` +
     `class="chart" xmlns="http://www.w3.org/2000/svg">` +
     `<line x1="${pad}" y1="${h - pad}" x2="${w - pad}" y2="${h - pad}" class="axis"/>` +
-    `<text x="${pad}" y="14" class="lbl">${max} req</text><text x="${w - pad}" y="14" class="lbl" text-anchor="end">100% hits</text>` +
-    `<text x="${pad}" y="${h - 6}" class="lbl">24 h ago</text><text x="${w - pad}" y="${h - 6}" class="lbl" text-anchor="end">now</text>` +
+    `<text x="${pad}" y="14" class="lbl">${max} req</text><text x="${
+      w - pad
+    }" y="14" class="lbl" text-anchor="end">100% hits</text>` +
+    `<text x="${pad}" y="${h - 6}" class="lbl">24 h ago</text><text x="${w - pad}" y="${
+      h - 6
+    }" class="lbl" text-anchor="end">now</text>` +
     bars + line + `</svg>`;
 }
 
@@ -103,13 +111,17 @@ function table(head: string[], rows: string[]): string {
 /** Renders the whole page. */
 export function renderStatusPage(f: StatusFacts): string {
   const e = escapeHtml;
-  const time = (iso: string | null) => (iso ? `<time datetime="${e(iso)}">${e(iso.replace("T", " ").slice(0, 19))}</time>` : "—");
+  const time = (
+    iso: string | null,
+  ) => (iso ? `<time datetime="${e(iso)}">${e(iso.replace("T", " ").slice(0, 19))}</time>` : "—");
   const healthCell = (h: HostHealth | null) => {
     if (!h) return `<span class="mut">not contacted yet</span>`;
     if (h.failing_since !== null) {
       return `<span class="tag failed">failing</span> last ${e(h.last_status)} ${formatAge(f.now - h.last_at)} ago`;
     }
-    return `<span class="ok">ok</span> <span class="mut">last ${e(h.last_status)} ${formatAge(f.now - h.last_at)} ago</span>`;
+    return `<span class="ok">ok</span> <span class="mut">last ${e(h.last_status)} ${
+      formatAge(f.now - h.last_at)
+    } ago</span>`;
   };
   const upstreamRows = [
     ...f.upstreams.map((u) =>
@@ -124,15 +136,19 @@ export function renderStatusPage(f: StatusFacts): string {
   const deviceRows = f.devices.flatMap((d) => {
     const name = d.name ? `${e(d.name)} <span class="mut">${e(d.device)}</span>` : e(d.device);
     if (d.packages.length === 0) {
-      return [`<tr data-device="${e(d.device)}"><td>${name}</td><td colspan="4" class="mut">no installs</td><td>${
-        time(d.last_seen)
-      }</td></tr>`];
+      return [
+        `<tr data-device="${e(d.device)}"><td>${name}</td><td colspan="4" class="mut">no installs</td><td>${
+          time(d.last_seen)
+        }</td></tr>`,
+      ];
     }
     return d.packages.map((p) => {
       const cls = p.last_status !== "complete" ? p.last_status : p.outdated ? "outdated" : "";
       const flags = [
         p.outdated ? `<span class="tag outdated">outdated: ${e(p.latest)} available</span>` : "",
-        p.last_status !== "complete" ? `<span class="tag ${e(p.last_status)}">last install ${e(p.last_status)}</span>` : "",
+        p.last_status !== "complete"
+          ? `<span class="tag ${e(p.last_status)}">last install ${e(p.last_status)}</span>`
+          : "",
       ].join(" ");
       return `<tr class="${cls}" data-device="${e(d.device)}" data-package="${e(p.package)}"><td>${name}</td><td>${
         e(p.package)
@@ -160,7 +176,9 @@ export function renderStatusPage(f: StatusFacts): string {
 <title>mipserver status</title><style>${CSS}</style></head>
 <body>
 <h1>mipserver <span id="version">${e(f.version)}</span></h1>
-<p class="mut">up <span id="uptime">${e(formatAge(f.uptimeMs))}</span> · page made ${e(new Date(f.now).toISOString().slice(0, 19).replace("T", " "))} UTC</p>
+<p class="mut">up <span id="uptime">${e(formatAge(f.uptimeMs))}</span> · page made ${
+    e(new Date(f.now).toISOString().slice(0, 19).replace("T", " "))
+  } UTC</p>
 <div class="grid">
 <div class="card">devices<b id="device-count">${f.devices.length}</b></div>
 <div class="card">outdated<b id="outdated-count">${outdated}</b></div>
@@ -189,7 +207,9 @@ ${table(["time", "client", "status", "request", "reason"], errorRows)}
 <p>mpy-cross: <span id="mpy-cross">${
     f.compiler.version ? `${e(f.compiler.version)} (.mpy ${e(f.compiler.mpy)})` : "not available: .py served as is"
   }</span></p>
-<p>Profiles: <span id="profiles">${f.profiles.length ? f.profiles.map((p) => `<code>${e(p)}</code>`).join(", ") : "none"}</span></p>
+<p>Profiles: <span id="profiles">${
+    f.profiles.length ? f.profiles.map((p) => `<code>${e(p)}</code>`).join(", ") : "none"
+  }</span></p>
 <p class="mut">Install records: ${
     f.audit.enabled
       ? `kept ${e(formatAge(f.audit.retention_ms))}, grouped within ${e(formatAge(f.audit.window_ms))}`

@@ -191,7 +191,19 @@ export function createHandler(router: Router, deps: HandlerDeps): ServeHandler {
       ) {
         share({ ...ctx.shareable, route: match.route });
       }
-      return finish(request, pathname, search, client, match.route, started, arrived, meta, response, undefined, ctx.shareable);
+      return finish(
+        request,
+        pathname,
+        search,
+        client,
+        match.route,
+        started,
+        arrived,
+        meta,
+        response,
+        undefined,
+        ctx.shareable,
+      );
     } catch (e) {
       const { response, errorId } = fail(request, pathname, e);
       return finish(request, pathname, search, client, match.route, started, arrived, meta, response, errorId);
