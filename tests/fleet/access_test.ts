@@ -12,7 +12,16 @@ import { tempDir, testConfig } from "../helpers.ts";
 import { lanAddress, serve } from "./tools.ts";
 
 const TOKEN = "s3cret-Admin-Token-9f8e7d";
-const ADMIN_PATHS = ["/", "/_/installs", "/_/devices", "/_/packages/hello", "/_/requests", "/_/nothing", "/metrics", "/echo"];
+const ADMIN_PATHS = [
+  "/",
+  "/_/installs",
+  "/_/devices",
+  "/_/packages/hello",
+  "/_/requests",
+  "/_/nothing",
+  "/metrics",
+  "/echo",
+];
 const from = (hostname: string) => ({ remoteAddr: { hostname, port: 4000 } });
 const basic = (user: string, password: string) => `Basic ${btoa(`${user}:${password}`)}`;
 
@@ -63,7 +72,9 @@ Deno.test("with a token, every admin route refuses without it, from loopback too
   const a = await app({ admin_token: TOKEN });
   // Each path from its own loopback address, so that the failures stay below the rate limit.
   for (const [i, path] of ADMIN_PATHS.entries()) {
-    const tries: Record<string, string>[] = [{}, { authorization: "Bearer guess-7731" }, { authorization: basic("admin", "guess-7731") }];
+    const tries: Record<string, string>[] = [{}, { authorization: "Bearer guess-7731" }, {
+      authorization: basic("admin", "guess-7731"),
+    }];
     for (const headers of tries) {
       const res = await a.get(path, `127.0.0.${i + 1}`, headers);
       assert.equal(res.status, 401, `${path} ${JSON.stringify(headers)}`);
