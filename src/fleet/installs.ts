@@ -193,6 +193,7 @@ export class InstallRecorder {
   #nextId: number;
   #timer: ReturnType<typeof setInterval> | undefined;
   #lastPrune = 0;
+  #flushing: Promise<void> = Promise.resolve();
 
   constructor(options: InstallRecorderOptions) {
     this.#o = options;
@@ -250,7 +251,14 @@ export class InstallRecorder {
    * the newest {@linkcode SETTLE_MS} for the next batch, since worker threads hand their requests over up to 20 ms late
    * (a file must not be placed before the manifest that lists it); `all` takes everything (after a gather).
    */
-  async flush(all = true): Promise<void> {
+  flush(all = true): Promise<void> {
+    // One batch at a time: a caller that flushes to read the records waits for a batch already under way.
+    const run = this.#flushing.then(() => this.#flushNow(all));
+    this.#flushing = run.catch(() => {});
+    return run;
+  }
+
+  async #flushNow(all: boolean): Promise<void> {
     const now = this.#now();
     let batch = this.#pending;
     this.#pending = [];

@@ -74,7 +74,11 @@ export function chartSvg(spans: Span[]): string {
       ? null
       : `${(pad + i * bw + bw / 2).toFixed(1)},${(h - pad - (s.hits / s.lookups) * (h - 2 * pad)).toFixed(1)}`
   ).filter((p) => p !== null);
-  const line = points.length ? `<polyline points="${points.join(" ")}" class="ratio"/>` : "";
+  const line = points.length > 1 ? `<polyline points="${points.join(" ")}" class="ratio"/>` : "";
+  const dots = points.map((p) => {
+    const [cx, cy] = p.split(",");
+    return `<circle cx="${cx}" cy="${cy}" r="2.5" class="dot"/>`;
+  }).join("");
   return `<svg viewBox="0 0 ${w} ${h}" role="img" aria-label="Requests and cache hit ratio over the last 24 hours" ` +
     `class="chart" xmlns="http://www.w3.org/2000/svg">` +
     `<line x1="${pad}" y1="${h - pad}" x2="${w - pad}" y2="${h - pad}" class="axis"/>` +
@@ -84,7 +88,7 @@ export function chartSvg(spans: Span[]): string {
     `<text x="${pad}" y="${h - 6}" class="lbl">24 h ago</text><text x="${w - pad}" y="${
       h - 6
     }" class="lbl" text-anchor="end">now</text>` +
-    bars + line + `</svg>`;
+    bars + line + dots + `</svg>`;
 }
 
 const CSS = `
@@ -97,7 +101,7 @@ h1{font-size:1.3em;margin:.2em 0}h2{font-size:1.1em;margin:1.2em 0 .4em;border-b
 th,td{text-align:left;padding:4px 6px;border-bottom:1px solid var(--line);vertical-align:top}
 tr.outdated,tr.partial,span.outdated,span.partial{background:var(--warn)}tr.failed,span.failed{background:var(--bad)}
 .tag{font-size:.8em;border-radius:3px;padding:0 4px;border:1px solid var(--line)}.ok{color:var(--ok)}
-.chart{width:100%;max-width:600px;height:auto}.bar{fill:#8ab4f8}.ratio{fill:none;stroke:#e8710a;stroke-width:2}
+.chart{width:100%;max-width:600px;height:auto}.bar{fill:#8ab4f8}.ratio{fill:none;stroke:#e8710a;stroke-width:2}.dot{fill:#e8710a}
 .axis{stroke:var(--mut)}.lbl{font-size:11px;fill:var(--mut)}code{font-size:.92em}
 `;
 
@@ -149,7 +153,7 @@ export function renderStatusPage(f: StatusFacts): string {
         p.last_status !== "complete"
           ? `<span class="tag ${e(p.last_status)}">last install ${e(p.last_status)}</span>`
           : "",
-      ].join(" ");
+      ].filter(Boolean).join(" ");
       return `<tr class="${cls}" data-device="${e(d.device)}" data-package="${e(p.package)}"><td>${name}</td><td>${
         e(p.package)
       }</td><td>${e(p.version ?? "—")}</td><td>${flags || `<span class="ok">up to date</span>`}</td><td>${
