@@ -22,16 +22,21 @@ export interface InstallRow {
   error: string | null;
 }
 
-/** One recorded device request. */
+/**
+ * Recorded device requests: alike requests (same device, method, path, status, cache outcome and install) within one
+ * minute and one batch are one row with their `count` and summed `bytes`, so a busy gateway writes few rows.
+ */
 export interface RequestRow {
+  /** The minute they came in (ms since the epoch, a whole minute). */
   time: number;
   device: string;
   method: string;
   path: string;
   status: number;
-  bytes: number;
   cache: string | null;
   install_id: number | null;
+  count: number;
+  bytes: number;
 }
 
 /** Filters for {@linkcode AuditDb.installs}. */
@@ -81,9 +86,10 @@ create table if not exists requests (
   method text not null,
   path text not null,
   status integer not null,
-  bytes integer not null,
   cache text,
-  install_id integer
+  install_id integer,
+  count integer not null,
+  bytes integer not null
 );
 create index if not exists requests_time on requests (time);
 create table if not exists device_files (
@@ -114,7 +120,8 @@ export class AuditDb {
     const p = (sql: string) => this.#db.prepare(sql);
     this.#s = {
       request: p(
-        "insert into requests (time, device, method, path, status, bytes, cache, install_id) values (?, ?, ?, ?, ?, ?, ?, ?)",
+        `insert into requests (time, device, method, path, status, cache, install_id, count, bytes)
+         values (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
       ),
       install: p(
         `insert into installs (id, device, package, version, mpy, profile, status, files_listed, files_served, bytes,
@@ -151,9 +158,9 @@ export class AuditDb {
     return Number((this.#s.maxId.get() as { id: number }).id);
   }
 
-  /** Records a device request. */
-  addRequest(r: RequestRow): void {
-    this.#s.request.run(r.time, r.device, r.method, r.path, r.status, r.bytes, r.cache, r.install_id);
+  /** Records alike device requests. */
+  addRequests(r: RequestRow): void {
+    this.#s.request.run(r.time, r.device, r.method, r.path, r.status, r.cache, r.install_id, r.count, r.bytes);
   }
 
   /** Writes an install (inserted, or updated by id). */
@@ -201,6 +208,11 @@ export class AuditDb {
     const sql = `select * from installs ${where.length ? `where ${where.join(" and ")}` : ""}
       order by started_at desc, id desc limit ?`;
     return this.#db.prepare(sql).all(...args, q.limit) as unknown as InstallRow[];
+  }
+
+  /** How many device requests are recorded. */
+  requestCount(): number {
+    return Number((this.#db.prepare("select coalesce(sum(count), 0) as n from requests").get() as { n: number }).n);
   }
 
   /** Recorded requests, newest first (for tests and troubleshooting). */

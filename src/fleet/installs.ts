@@ -11,7 +11,7 @@
 import type { RequestEntry } from "../http/request_log.ts";
 import type { Shareable } from "../http/router.ts";
 import type { Logger } from "../log.ts";
-import type { AuditDb, InstallRow } from "./audit_db.ts";
+import type { AuditDb, InstallRow, RequestRow } from "./audit_db.ts";
 import type { Stats } from "./stats.ts";
 
 /** What a request means for the install records. */
@@ -194,6 +194,8 @@ export class InstallRecorder {
   #timer: ReturnType<typeof setInterval> | undefined;
   #lastPrune = 0;
   #flushing: Promise<void> = Promise.resolve();
+  #filesWritten = new Map<string, number>();
+  #classified = new Map<string, Classified>();
 
   constructor(options: InstallRecorderOptions) {
     this.#o = options;
@@ -291,22 +293,35 @@ export class InstallRecorder {
     try {
       db.transaction(() => {
         const seen = new Map<string, number>();
+        const rows = new Map<string, RequestRow>();
         for (const entry of batch) {
           if (!isDeviceRoute(entry.route)) continue;
           const time = entry.time as number;
-          seen.set(entry.client, Math.max(seen.get(entry.client) ?? 0, time));
+          const device = entry.client;
+          if ((seen.get(device) ?? 0) < time) seen.set(device, time);
           const installId = entry.method === "GET" ? this.#group(db, entry, time) : null;
-          db.addRequest({
-            time,
-            device: entry.client,
-            method: entry.method,
-            path: entry.path,
-            status: entry.status,
-            bytes: entry.bytes,
-            cache: entry.cache ?? null,
-            install_id: installId,
-          });
+          const minute = time - (time % 60_000);
+          const cache = entry.cache ?? null;
+          const key = `${minute} ${device} ${entry.method} ${entry.status} ${cache} ${installId} ${entry.path}`;
+          const row = rows.get(key);
+          if (row) {
+            row.count++;
+            row.bytes += entry.bytes;
+          } else {
+            rows.set(key, {
+              time: minute,
+              device,
+              method: entry.method,
+              path: entry.path,
+              status: entry.status,
+              cache,
+              install_id: installId,
+              count: 1,
+              bytes: entry.bytes,
+            });
+          }
         }
+        for (const row of rows.values()) db.addRequests(row);
         for (const [device, time] of seen) db.touchDevice(device, time);
         this.#closeExpired(now);
         for (const list of this.#open.values()) {
@@ -342,7 +357,7 @@ export class InstallRecorder {
 
   /** Places one GET in an install; returns the install's id. */
   #group(db: AuditDb, entry: RequestEntry, time: number): number | null {
-    const c = classify(entry.route, entry.path);
+    const c = this.#classify(entry.route, entry.path);
     const device = entry.client;
     if (c.kind === "manifest") {
       const failed = entry.status >= 400;
@@ -382,7 +397,7 @@ export class InstallRecorder {
     }
     if (c.kind !== "file") return null;
     const ok = entry.status < 400;
-    if (ok) db.addServedFile(device, c.key, time);
+    if (ok) this.#servedFile(db, device, c.key, time);
     const list = this.#open.get(device);
     if (!list) return null;
     let target: OpenInstall | undefined;
@@ -405,6 +420,28 @@ export class InstallRecorder {
     target.dirty = true;
     this.#status(target);
     return target.row.id;
+  }
+
+  /** Notes a served file, writing it at most once a minute per device and file (a busy device repeats files). */
+  #servedFile(db: AuditDb, device: string, key: string, time: number): void {
+    const id = `${device} ${key}`;
+    const written = this.#filesWritten.get(id);
+    if (written !== undefined && time - written < 60_000 && time >= written) return;
+    if (this.#filesWritten.size >= 100_000) this.#filesWritten.clear();
+    this.#filesWritten.set(id, time);
+    db.addServedFile(device, key, time);
+  }
+
+  /** {@linkcode classify}, remembered for recent route and path pairs (devices ask for the same paths). */
+  #classify(route: string, path: string): Classified {
+    const id = `${route} ${path}`;
+    let c = this.#classified.get(id);
+    if (c === undefined) {
+      c = classify(route, path);
+      if (this.#classified.size >= 10_000) this.#classified.clear();
+      this.#classified.set(id, c);
+    }
+    return c;
   }
 
   #status(open: OpenInstall): void {
