@@ -11,7 +11,7 @@
 import type { RequestEntry } from "../http/request_log.ts";
 import type { Shareable } from "../http/router.ts";
 import type { Logger } from "../log.ts";
-import type { AuditDb, InstallRow, RequestRow } from "./audit_db.ts";
+import type { AuditDb, InstallRow } from "./audit_db.ts";
 import type { Stats } from "./stats.ts";
 
 /** What a request means for the install records. */
@@ -172,6 +172,21 @@ const PRUNE_EVERY_MS = 60_000;
 /** How long a request waits before the timer's batch takes it (ms). */
 export const SETTLE_MS = 200;
 
+/** Requests that are alike within a batch, taken together. */
+interface Alike {
+  entry: RequestEntry;
+  minute: number;
+  count: number;
+  bytes: number;
+  /** When the last of them came. */
+  last: number;
+}
+
+function isSorted(batch: RequestEntry[]): boolean {
+  for (let i = 1; i < batch.length; i++) if ((batch[i - 1].time as number) > (batch[i].time as number)) return false;
+  return true;
+}
+
 /** Orders requests by arrival; at the same millisecond a manifest comes before files. */
 function byArrival(a: RequestEntry, b: RequestEntry): number {
   return (a.time as number) - (b.time as number) || rank(a.route) - rank(b.route);
@@ -264,7 +279,7 @@ export class InstallRecorder {
     const now = this.#now();
     let batch = this.#pending;
     this.#pending = [];
-    batch.sort(byArrival);
+    if (!isSorted(batch)) batch.sort(byArrival);
     if (!all) {
       const cutoff = now - SETTLE_MS;
       let n = batch.length;
@@ -283,7 +298,30 @@ export class InstallRecorder {
         else this.#manifests.delete(key);
       }
     }
-    for (const entry of batch) this.#o.stats.add(entry);
+    // Alike requests (same minute, device, method, status, cache outcome and path) are taken together, in the order
+    // the first of them came: one grouping step and one row for all of them.
+    const alike = new Map<string, Alike>();
+    for (const entry of batch) {
+      const time = entry.time as number;
+      const minute = time - (time % 60_000);
+      // Most requests are keyed by device and path alone; the rest of what makes them alike is compared.
+      let key = entry.client + " " + entry.path;
+      let a = alike.get(key);
+      if (
+        a !== undefined &&
+        (a.minute !== minute || a.entry.status !== entry.status || a.entry.method !== entry.method ||
+          a.entry.cache !== entry.cache)
+      ) {
+        key = `${key} ${minute} ${entry.method} ${entry.status} ${entry.cache}`;
+        a = alike.get(key);
+      }
+      if (a !== undefined) {
+        a.count++;
+        a.bytes += entry.bytes;
+        a.last = time;
+      } else alike.set(key, { entry, minute, count: 1, bytes: entry.bytes, last: time });
+    }
+    for (const a of alike.values()) this.#o.stats.add(a.entry, a.count);
     if (this.#dropped > 0) {
       this.#o.logger.warn("Install records fell behind; requests were left out", { requests: this.#dropped });
       this.#dropped = 0;
@@ -293,35 +331,25 @@ export class InstallRecorder {
     try {
       db.transaction(() => {
         const seen = new Map<string, number>();
-        const rows = new Map<string, RequestRow>();
-        for (const entry of batch) {
+        for (const a of alike.values()) {
+          const entry = a.entry;
           if (!isDeviceRoute(entry.route)) continue;
           const time = entry.time as number;
           const device = entry.client;
-          if ((seen.get(device) ?? 0) < time) seen.set(device, time);
-          const installId = entry.method === "GET" ? this.#group(db, entry, time) : null;
-          const minute = time - (time % 60_000);
-          const cache = entry.cache ?? null;
-          const key = `${minute} ${device} ${entry.method} ${entry.status} ${cache} ${installId} ${entry.path}`;
-          const row = rows.get(key);
-          if (row) {
-            row.count++;
-            row.bytes += entry.bytes;
-          } else {
-            rows.set(key, {
-              time: minute,
-              device,
-              method: entry.method,
-              path: entry.path,
-              status: entry.status,
-              cache,
-              install_id: installId,
-              count: 1,
-              bytes: entry.bytes,
-            });
-          }
+          if ((seen.get(device) ?? 0) < a.last) seen.set(device, a.last);
+          const installId = entry.method === "GET" ? this.#group(db, entry, time, a.bytes, a.last) : null;
+          db.addRequests({
+            time: a.minute,
+            device,
+            method: entry.method,
+            path: entry.path,
+            status: entry.status,
+            cache: entry.cache ?? null,
+            install_id: installId,
+            count: a.count,
+            bytes: a.bytes,
+          });
         }
-        for (const row of rows.values()) db.addRequests(row);
         for (const [device, time] of seen) db.touchDevice(device, time);
         this.#closeExpired(now);
         for (const list of this.#open.values()) {
@@ -356,7 +384,7 @@ export class InstallRecorder {
   }
 
   /** Places one GET in an install; returns the install's id. */
-  #group(db: AuditDb, entry: RequestEntry, time: number): number | null {
+  #group(db: AuditDb, entry: RequestEntry, time: number, bytes: number, last: number): number | null {
     const c = this.#classify(entry.route, entry.path);
     const device = entry.client;
     if (c.kind === "manifest") {
@@ -375,9 +403,9 @@ export class InstallRecorder {
           status: "partial",
           files_listed: info?.files.length ?? 0,
           files_served: 0,
-          bytes: entry.bytes,
+          bytes,
           started_at: time,
-          finished_at: time,
+          finished_at: last,
           error: failed ? `${entry.status} on ${entry.path}` : null,
         },
         listed: new Set(info?.files ?? []),
@@ -414,9 +442,9 @@ export class InstallRecorder {
     if (ok) target.served.add(c.key);
     else target.row.error ??= `${entry.status} on ${entry.path}`;
     if (!ok) target.row.status = "failed";
-    target.row.bytes += entry.bytes;
+    target.row.bytes += bytes;
     target.row.files_served = target.served.size;
-    target.row.finished_at = Math.max(target.row.finished_at, time);
+    target.row.finished_at = Math.max(target.row.finished_at, last);
     target.dirty = true;
     this.#status(target);
     return target.row.id;

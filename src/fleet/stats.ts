@@ -41,8 +41,8 @@ export class Stats {
   hits = 0;
   lookups = 0;
 
-  /** Counts one request. */
-  add(entry: RequestEntry): void {
+  /** Counts `count` requests like `entry` (the same minute and cache outcome). */
+  add(entry: RequestEntry, count = 1): void {
     const time = typeof entry.time === "number" ? entry.time : Date.parse(entry.time);
     const m = Math.floor(time / MINUTE);
     const slot = ((m % MINUTES) + MINUTES) % MINUTES;
@@ -50,13 +50,13 @@ export class Stats {
       this.#minute[slot] = m;
       this.#requests[slot] = this.#hits[slot] = this.#lookups[slot] = 0;
     }
-    this.#requests[slot]++;
-    this.requests++;
+    this.#requests[slot] += count;
+    this.requests += count;
     const cache = entry.cache;
     if (cache === "hit" || cache === "miss" || cache === "stale") {
-      this.#lookups[slot]++;
-      this.lookups++;
-      if (cache === "hit") (this.#hits[slot]++, this.hits++);
+      this.#lookups[slot] += count;
+      this.lookups += count;
+      if (cache === "hit") (this.#hits[slot] += count, this.hits += count);
     }
   }
 
