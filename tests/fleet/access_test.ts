@@ -120,7 +120,7 @@ Deno.test("without a token: loopback and admin_from only; a trusted proxy's forw
   assert.equal(await status("/healthz", "10.1.1.1"), 200);
 });
 
-Deno.test("ten failures from one address within a minute: 429 for a minute, other addresses unaffected", async () => {
+Deno.test("ten failures from one address within a minute: 429 for a minute, other addresses unaffected", () => {
   let t = 1_000_000;
   const logger = memoryLogger();
   const access = new AdminAccess({ token: TOKEN, from: [], logger, now: () => t });
