@@ -202,7 +202,7 @@ export class InstallRecorder {
   #now: () => number;
   #pending: RequestEntry[] = [];
   #dropped = 0;
-  #manifests = new Map<string, ManifestInfo | Promise<ManifestInfo | undefined>>();
+  #manifests = new Map<string, Uint8Array | ManifestInfo | Promise<ManifestInfo | undefined>>();
   #open = new Map<string, OpenInstall[]>();
   #openCount = 0;
   #nextId: number;
@@ -251,12 +251,12 @@ export class InstallRecorder {
       );
       return;
     }
-    if (this.#o.db === null || entry.method !== "GET" || entry.status !== 200) return;
-    const c = classify(entry.route, entry.path);
-    if (c.kind !== "manifest") return;
+    if (this.#o.db === null || entry.status !== 200 || entry.method !== "GET" || !mayBeManifest(entry.route)) return;
+    if (this.#classify(entry.route, entry.path).kind !== "manifest") return;
     const key = manifestKey(entry.path);
+    // Kept as bytes (read later, off the request path) or as the promise of a copy of the body.
     const info = shareable
-      ? manifestInfo(shareable.body)
+      ? shareable.body
       : response.clone().arrayBuffer().then((b) => manifestInfo(new Uint8Array(b)), () => undefined);
     this.#manifests.delete(key);
     if (info !== undefined) this.#manifests.set(key, info);
@@ -389,7 +389,13 @@ export class InstallRecorder {
     const device = entry.client;
     if (c.kind === "manifest") {
       const failed = entry.status >= 400;
-      const cached = this.#manifests.get(manifestKey(entry.path));
+      const mkey = manifestKey(entry.path);
+      let cached = this.#manifests.get(mkey);
+      if (cached instanceof Uint8Array) {
+        cached = manifestInfo(cached);
+        if (cached) this.#manifests.set(mkey, cached);
+        else this.#manifests.delete(mkey);
+      }
       const info = failed || cached instanceof Promise ? undefined : cached;
       const version = info?.version ?? (c.requested !== null && c.requested !== "latest" ? c.requested : null);
       const open: OpenInstall = {
@@ -515,6 +521,13 @@ export class InstallRecorder {
     if (list.length === 0) this.#open.delete(oldest.device);
     this.#openCount--;
   }
+}
+
+/** Route patterns that can answer a manifest (mirror routes answer files too; the path tells). */
+const MANIFEST_ROUTE = /\/package\/|\/repo\/|^\/(?:github|gitlab|url)\//;
+
+function mayBeManifest(route: string): boolean {
+  return MANIFEST_ROUTE.test(route);
 }
 
 function manifestKey(path: string): string {
