@@ -97,3 +97,37 @@ Deno.test("installs from a real mip and replayed devices: records, statuses, inv
     await up.stop();
   }
 });
+
+Deno.test("behind a trusted proxy, devices are recorded by their forwarded address, repeated hits included", async () => {
+  const idx = await standardIndex();
+  const up = new FakeUpstream(idx.root).start();
+  const server = await serve({
+    cache: { dir: tempDir() },
+    upstreams: { index: up.url, retries: 0 },
+    server: { trusted_proxies: ["127.0.0.1"] },
+  }, "127.0.0.1");
+  try {
+    const base = `http://127.0.0.1:${server.port}`;
+    const h = idx.hashes.get("6/hello/1.1/hello.mpy")!;
+    // The same install from three devices behind one proxy, back to back: the edge would repeat these answers.
+    for (const device of ["10.7.0.1", "10.7.0.2", "10.7.0.3"]) {
+      for (const path of ["/package/6/hello/latest.json", `/file/${h.slice(0, 2)}/${h}`]) {
+        const res = await fetch(`${base}${path}`, { headers: { "x-forwarded-for": device } });
+        assert.equal(res.status, 200);
+        await res.arrayBuffer();
+      }
+    }
+    const installs = (await (await fetch(`${base}/_/installs`)).json()).installs as Record<string, unknown>[];
+    assert.deepEqual(installs.map((i) => [i.device, i.status]), [
+      ["10.7.0.3", "complete"],
+      ["10.7.0.2", "complete"],
+      ["10.7.0.1", "complete"],
+    ]);
+    const forwarded = await fetch(`${base}/_/installs`, { headers: { "x-forwarded-for": "10.7.0.1" } });
+    assert.equal(forwarded.status, 403, "a LAN client behind the proxy is not loopback");
+    await forwarded.body?.cancel();
+  } finally {
+    await server.stop();
+    await up.stop();
+  }
+});
