@@ -181,7 +181,14 @@ export async function createApp(options: AppOptions): Promise<App> {
     }),
   });
   const stats = new Stats();
-  const db = config.audit.enabled ? new AuditDb(join(store.root, "audit.sqlite")) : null;
+  let db: AuditDb | null = null;
+  if (config.audit.enabled) {
+    try {
+      db = new AuditDb(join(store.root, "audit.sqlite"));
+    } catch (e) {
+      logger.error("Cannot open the install records; serving without them", { error: (e as Error).message });
+    }
+  }
   const recorder = new InstallRecorder({
     db,
     stats,

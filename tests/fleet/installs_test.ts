@@ -295,3 +295,16 @@ Deno.test("audit.enabled false writes nothing, and the queries say so", async ()
     await env.close();
   }
 });
+
+Deno.test("a database that cannot be opened leaves the server serving, without records, and says why", async () => {
+  const dir = tempDir();
+  Deno.mkdirSync(join(dir, "audit.sqlite")); // a folder where the database file should be
+  const env = await setup({}, dir);
+  try {
+    assert.match(env.logger.lines.join("\n"), /Cannot open the install records/);
+    await env.install("10.1.1.1", "hello/latest");
+    assert.deepEqual(JSON.parse((await env.admin("/_/installs")).text).enabled, false);
+  } finally {
+    await env.close();
+  }
+});
