@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Cache-hit throughput with install records on (audit.enabled: true) against off, in alternating rounds; prints each
-# round and the ratio of the sums (on / off), which should be at least 0.95.
+# round and the ratio of the sums (on / off), which should be at least 0.95. It also prints the server's CPU time per
+# request (all its threads, from /proc), which other load on the machine disturbs less than throughput.
 # Needs wrk; run from the repository root:  bash bench/audit.sh
 # Environment: ROUNDS (default 6), DURATION (per round and server, default 5s), CONNECTIONS (default 64),
 # THREADS (wrk threads, default 2), CLOSE=1 to send `Connection: close` as mip does (one request per connection),
@@ -46,9 +47,15 @@ for port in "$ON_PORT" "$OFF_PORT"; do
 done
 
 HEADER=(); [ "${CLOSE:-0}" = 1 ] && HEADER=(-H "Connection: close")
-rps() { # port -> requests per second
-  wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" "${HEADER[@]}" "http://127.0.0.1:$1$path" |
-    awk '/Requests\/sec/ {print $2}'
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+rps() { # port [pid] -> "requests-per-second cpu-microseconds-per-request"
+  local before after
+  before=$(cpu_ticks "${2:-$$}")
+  wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" "${HEADER[@]}" "http://127.0.0.1:$1$path" > "$OUT/wrk.txt"
+  after=$(cpu_ticks "${2:-$$}")
+  awk -v t="$((after - before))" -v hz="$(getconf CLK_TCK)" '
+    /requests in/ {n = $1} /Requests\/sec/ {r = $2}
+    END {printf "%s %.1f\n", r, (n > 0 ? t / hz * 1e6 / n : 0)}' "$OUT/wrk.txt"
 }
 # Warm-up, not measured.
 DURATION=2s rps "$ON_PORT" >/dev/null
@@ -56,18 +63,29 @@ DURATION=2s rps "$OFF_PORT" >/dev/null
 
 echo "mipserver $(git rev-parse --short HEAD 2>/dev/null || echo '?'): cache hits on $ROUTE with install records on vs off," \
   "$(nproc) cores, wrk -t$THREADS -c$CONNECTIONS -d$DURATION${HEADER:+ -H 'Connection: close'}, $ROUNDS alternating rounds"
-printf '| round | %12s | %12s | ratio |\n|-------|--------------|--------------|-------|\n' "on rps" "off rps"
+printf '| round | %12s | %12s | ratio | %13s | %13s |\n' "on rps" "off rps" "on CPU us/req" "off CPU us/req"
+printf '|-------|--------------|--------------|-------|---------------|----------------|\n'
 sum_on=0
 sum_off=0
+cpu_on=0
+cpu_off=0
 for r in $(seq 1 "$ROUNDS"); do
   # Alternate which goes first, so that drift in the machine's load falls on both sides.
-  if [ $((r % 2)) = 1 ]; then on=$(rps "$ON_PORT"); off=$(rps "$OFF_PORT"); else off=$(rps "$OFF_PORT"); on=$(rps "$ON_PORT"); fi
+  if [ $((r % 2)) = 1 ]; then
+    read -r on on_cpu < <(rps "$ON_PORT" "$ON_PID"); read -r off off_cpu < <(rps "$OFF_PORT" "$OFF_PID")
+  else
+    read -r off off_cpu < <(rps "$OFF_PORT" "$OFF_PID"); read -r on on_cpu < <(rps "$ON_PORT" "$ON_PID")
+  fi
   sum_on=$(awk -v a="$sum_on" -v b="$on" 'BEGIN {print a + b}')
   sum_off=$(awk -v a="$sum_off" -v b="$off" 'BEGIN {print a + b}')
-  printf '| %5s | %12s | %12s | %5s |\n' "$r" "$on" "$off" "$(awk -v a="$on" -v b="$off" 'BEGIN {printf "%.3f", a / b}')"
+  cpu_on=$(awk -v a="$cpu_on" -v b="$on_cpu" 'BEGIN {print a + b}')
+  cpu_off=$(awk -v a="$cpu_off" -v b="$off_cpu" 'BEGIN {print a + b}')
+  printf '| %5s | %12s | %12s | %5s | %13s | %14s |\n' "$r" "$on" "$off" \
+    "$(awk -v a="$on" -v b="$off" 'BEGIN {printf "%.3f", a / b}')" "$on_cpu" "$off_cpu"
 done
 ratio=$(awk -v a="$sum_on" -v b="$sum_off" 'BEGIN {printf "%.3f", a / b}')
 echo "ratio of sums (on / off): $ratio"
+echo "CPU per request, ratio of sums (off / on, 1.0 = no cost): $(awk -v a="$cpu_off" -v b="$cpu_on" 'BEGIN {printf "%.3f", a / b}')"
 recorded=$(curl -sf "http://127.0.0.1:$ON_PORT/_/installs?limit=1" >/dev/null && echo yes || echo no)
 rows=$(python3 -c "import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute('select count(*) from requests').fetchone()[0])" \
   "$OUT/on/cache/audit.sqlite" 2>/dev/null || echo '?')
