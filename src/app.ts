@@ -23,20 +23,8 @@ import { Fetcher } from "./upstream/fetcher.ts";
 import { VERSION } from "./version.ts";
 import { CompileService } from "./compile/compile_service.ts";
 import { findMpyCross } from "./compile/find.ts";
-import { join } from "node:path";
-import {
-  addFleetRoutes,
-  AdminAccess,
-  AuditDb,
-  CidrSet,
-  clientAddress,
-  Fleet,
-  InstallRecorder,
-  isAdminPath,
-  Stats,
-  UpstreamHealth,
-} from "./fleet/mod.ts";
-import { cachedFigures } from "./fleet/cache_figures.ts";
+import { createFleet } from "./fleet/wire.ts";
+import type { AdminAccess, Fleet, InstallRecorder } from "./fleet/mod.ts";
 
 /** What an app is built from. */
 export interface AppOptions {
@@ -90,7 +78,7 @@ export async function createApp(options: AppOptions): Promise<App> {
   const store = new DiskStore(cacheDir, { now, memoryBytes: config.cache.memory });
   const leftovers = await store.open();
   if (leftovers > 0) logger.warn("Removed unfinished cache writes left by an earlier crash", { files: leftovers });
-  const upstreamHealth = new UpstreamHealth();
+  let fleetParts: ReturnType<typeof createFleet> | undefined; // made once the resolver exists; counts upstream calls
   const fetcher = new Fetcher({
     connectTimeout: config.upstreams.connect_timeout,
     timeout: config.upstreams.timeout,
@@ -102,7 +90,7 @@ export async function createApp(options: AppOptions): Promise<App> {
     onAttempt: (url, status, seconds) => {
       metrics.upstream.inc({ host: url.host, status: String(status) });
       metrics.upstreamDuration.observe({ host: url.host }, seconds);
-      upstreamHealth.attempt(url.host, status, now());
+      fleetParts?.upstreamHealth.attempt(url.host, status, now());
     },
   });
   const cache = new FreshCache({
@@ -180,99 +168,21 @@ export async function createApp(options: AppOptions): Promise<App> {
       profiles: compiler.profiles(),
     }),
   });
-  const stats = new Stats();
-  let db: AuditDb | null = null;
-  if (config.audit.enabled) {
-    try {
-      db = new AuditDb(join(store.root, "audit.sqlite"));
-    } catch (e) {
-      logger.error("Cannot open the install records; serving without them", { error: (e as Error).message });
-    }
-  }
-  const recorder = new InstallRecorder({
-    db,
-    stats,
+  const parts = (fleetParts = createFleet({
+    config,
     logger,
     now,
-    windowMs: config.audit.window,
-    retentionMs: config.audit.retention,
-  });
-  recorder.prune();
-  requestLog.listener = recorder.push;
-  const fleet = new Fleet({
-    db,
-    recorder,
-    names: config.devices,
+    started,
+    version: VERSION,
+    router,
+    store,
+    index,
+    resolver,
+    compiler,
     gather: options.gather,
-    latest: async () => {
-      const doc = JSON.parse(new TextDecoder().decode((await resolver.indexJson()).body));
-      const out = new Map<string, string>();
-      for (const p of Array.isArray(doc.packages) ? doc.packages : []) {
-        if (typeof p?.name === "string" && typeof p.version === "string") out.set(p.name, p.version);
-      }
-      for (const [name, version] of Object.entries(config.pins)) out.set(name, version);
-      return out;
-    },
-  });
-  const cacheFigures = cachedFigures(store.root, 60_000, now);
-  addFleetRoutes(router, {
-    fleet,
-    facts: async () => {
-      await fleet.settle();
-      const t = now();
-      const hosts = upstreamHealth.hosts();
-      const indexHosts = new Set<string>();
-      const upstreams = await Promise.all(
-        index.indexKeys().map(async ({ url, key }) => {
-          const host = new URL(url).host;
-          indexHosts.add(host);
-          const stored = await store.get(key).catch(() => undefined);
-          return {
-            url,
-            host,
-            health: hosts.find((h) => h.host === host) ?? null,
-            index_age_ms: stored ? t - stored.storedAt : null,
-          };
-        }),
-      );
-      return {
-        version: VERSION,
-        uptimeMs: t - started,
-        now: t,
-        upstreams,
-        otherHosts: hosts.filter((h) => !indexHosts.has(h.host)),
-        cache: await cacheFigures().catch(() => null),
-        requests: stats.requests,
-        hitRatio: stats.lookups ? stats.hits / stats.lookups : null,
-        spans: stats.spans(t),
-        errors: stats.errors(),
-        compiler: {
-          version: compiler.version?.text ?? null,
-          mpy: compiler.version ? `${compiler.version.major}.${compiler.version.minor}` : null,
-        },
-        profiles: compiler.profiles(),
-        audit: { enabled: db !== null, window_ms: config.audit.window, retention_ms: config.audit.retention },
-      };
-    },
-  });
-  const access = new AdminAccess({
-    token: config.server.admin_token,
-    from: config.server.admin_from,
-    logger,
-    now,
-  });
-  const trusted = new CidrSet(config.server.trusted_proxies);
-  const handler = createHandler(router, {
-    logger,
-    requestLog,
-    metrics,
-    now,
-    access: { isAdmin: isAdminPath, check: (request, client, inProcess) => access.check(request, client, inProcess) },
-    clientOf: trusted.size
-      ? (socket, request) => clientAddress(socket, request.headers.get("x-forwarded-for"), trusted)
-      : undefined,
-    tap: recorder.tap,
-  });
+  }));
+  requestLog.listener = parts.recorder.push;
+  const handler = createHandler(router, { logger, requestLog, metrics, now, ...parts.handlerDeps });
   return {
     handler,
     router,
@@ -282,14 +192,11 @@ export async function createApp(options: AppOptions): Promise<App> {
     index,
     resolver,
     compiler,
-    fleet,
-    recorder,
-    access,
+    fleet: parts.fleet,
+    recorder: parts.recorder,
+    access: parts.access,
     idle: () => index.idle(),
-    startRecording: () => recorder.start(),
-    async close() {
-      await recorder.stop();
-      db?.close();
-    },
+    startRecording: () => parts.recorder.start(),
+    close: () => parts.close(),
   };
 }

@@ -4,6 +4,7 @@
  * - `installs.ts` groups device requests into installs, off the request path; `audit_db.ts` keeps them in SQLite.
  * - `fleet.ts` answers the queries (installs, inventory, who runs which version); `routes.ts` serves them and the
  *   status page (`status_page.ts`), with figures from `stats.ts`, `health.ts` and `cache_figures.ts`.
+ * - `wire.ts` builds all of it for an app.
  * - `access.ts` guards the admin routes (token, or loopback and `server.admin_from`); `net.ts` reads addresses and
  *   CIDR ranges and the client behind a trusted proxy.
  * @module
@@ -16,3 +17,4 @@ export { CidrSet, clientAddress, isLoopback } from "./net.ts";
 export { addFleetRoutes } from "./routes.ts";
 export { Stats } from "./stats.ts";
 export { UpstreamHealth } from "./health.ts";
+export { createFleet } from "./wire.ts";
