@@ -29,6 +29,8 @@ import { VERSION } from "./version.ts";
 import { CompileService } from "./compile/compile_service.ts";
 import { findMpyCross } from "./compile/find.ts";
 import { BundleLayer } from "./bundle/layer.ts";
+import { createFleet } from "./fleet/wire.ts";
+import type { AdminAccess, Fleet, InstallRecorder } from "./fleet/mod.ts";
 
 /** What an app is built from. */
 export interface AppOptions {
@@ -61,8 +63,17 @@ export interface App {
   compiler: CompileService;
   /** What `mipserver import` brought in. */
   imported: BundleLayer;
+  /** Install records and the inventory. */
+  fleet: Fleet;
+  recorder: InstallRecorder;
+  /** Who may use the admin routes. */
+  access: AdminAccess;
   /** Waits for background refreshes and prefetches to finish. */
   idle(): Promise<void>;
+  /** Starts writing install records in batches (about once a second) and pruning them every minute. */
+  startRecording(): void;
+  /** Writes the install records still waiting and closes their database. */
+  close(): Promise<void>;
 }
 
 /** Builds the router, cache, upstream client, request log and metrics for `config`, and opens the cache. */
@@ -110,6 +121,8 @@ export async function createApp(options: AppOptions): Promise<App> {
     },
   });
   registerBreakerMetrics(metrics.registry, breakers, hosts);
+
+  let fleetParts: ReturnType<typeof createFleet> | undefined; // made once the resolver exists; counts upstream calls
   const fetcher = new Fetcher({
     connectTimeout: config.upstreams.connect_timeout,
     timeout: config.upstreams.timeout,
@@ -123,6 +136,7 @@ export async function createApp(options: AppOptions): Promise<App> {
     onAttempt: (url, status, seconds) => {
       metrics.upstream.inc({ host: url.host, status: String(status) });
       metrics.upstreamDuration.observe({ host: url.host }, seconds);
+      fleetParts?.upstreamHealth.attempt(url.host, status, now());
     },
   });
   const cache = new FreshCache({
@@ -224,19 +238,29 @@ export async function createApp(options: AppOptions): Promise<App> {
     gather: options.gather,
     health: () => ({
       mpy_cross: compiler.version
-        ? {
-          path: compiler.path,
-          version: compiler.version.text,
-          mpy: `${compiler.version.major}.${compiler.version.minor}`,
-        }
-        : { path: compiler.path, error: "not available: .py sources are served uncompiled" },
+        ? { version: compiler.version.text, mpy: `${compiler.version.major}.${compiler.version.minor}` }
+        : { error: "not available: .py sources are served uncompiled" },
       profiles: compiler.profiles(),
       upstreams: {
         breakers: Object.fromEntries([...hosts].sort().map((host) => [host, breakers.state(host)])),
       },
     }),
   });
-  const handler = createHandler(router, { logger, requestLog, metrics, now });
+  const parts = (fleetParts = createFleet({
+    config,
+    logger,
+    now,
+    started,
+    version: VERSION,
+    router,
+    store,
+    index,
+    resolver,
+    compiler,
+    gather: options.gather,
+  }));
+  requestLog.listener = parts.recorder.push;
+  const handler = createHandler(router, { logger, requestLog, metrics, now, ...parts.handlerDeps });
   return {
     handler,
     router,
@@ -248,6 +272,11 @@ export async function createApp(options: AppOptions): Promise<App> {
     resolver,
     compiler,
     imported,
+    fleet: parts.fleet,
+    recorder: parts.recorder,
+    access: parts.access,
     idle: () => index.idle(),
+    startRecording: () => parts.recorder.start(),
+    close: () => parts.close(),
   };
 }

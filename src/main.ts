@@ -139,10 +139,17 @@ export async function main(args: string[]): Promise<number> {
     return 1;
   }
   logger.info("Listening", { address: `${host}:${port}`, workers: server.workers });
+  logger.info("Admin routes (/, /_/*, /metrics, /echo)", {
+    ...app.access.describe(),
+    trusted_proxies: config.server.trusted_proxies.length,
+    install_records: config.audit.enabled ? "on" : "off",
+  });
+  app.startRecording();
   if (signalled) server.shutdown();
   await server.finished;
   unlisten();
   await app.idle();
+  await app.close();
   logger.info("Stopped");
   out.flush();
   return 0;

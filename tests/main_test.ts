@@ -98,6 +98,11 @@ Deno.test("the server starts, answers, and shuts down gracefully on SIGTERM, eve
     assert.match(stdout, /Shutting down signal=SIGTERM/);
     assert.match(stdout, /Stopped/);
     assert.match(stdout, /GET \/healthz 200/);
+    assert.match(
+      stdout,
+      /Admin routes .*admin="no token set: loopback clients only"/,
+      "the start-up log names the mode",
+    );
   } catch (e) {
     try {
       child.kill("SIGKILL");

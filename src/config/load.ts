@@ -21,6 +21,7 @@ export const ENV_OVERRIDES: Record<string, string> = {
   MIPSERVER_INDEX: "upstreams.index",
   GITHUB_TOKEN: "upstreams.github_token",
   MIPSERVER_GITHUB_TOKEN: "upstreams.github_token",
+  MIPSERVER_ADMIN_TOKEN: "server.admin_token",
 };
 
 /** The configuration could not be loaded; `problems` holds one readable line each. */

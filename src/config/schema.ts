@@ -5,7 +5,7 @@
  */
 import { z } from "zod";
 import { formatDuration, formatSize, parseDuration, parseSize } from "./units.ts";
-import { PACKAGE_NAME, VERSION } from "../packages/names.ts";
+import { PACKAGE_NAME, specProblem, VERSION } from "../packages/names.ts";
 
 const show = (v: unknown): string => {
   if (v === undefined) return "nothing";
@@ -140,10 +140,20 @@ const blockList = field(`a list of "name" or "name@version" entries`, (v) => {
   const out: string[] = [];
   for (const item of v) {
     const t = typeof item === "string" ? item.trim() : undefined;
-    if (!t || !/^[A-Za-z0-9][A-Za-z0-9._-]{0,99}(@[A-Za-z0-9_][A-Za-z0-9._+-]{0,99})?$/.test(t)) return undefined;
+    if (!t || specProblem(t) !== undefined) return undefined;
     out.push(t);
   }
   return out;
+});
+
+/** An IPv4 or IPv6 address with an optional prefix length, e.g. `10.0.0.0/8`, `192.168.1.5`, `fd00::/8`. */
+export const CIDR_PATTERN = /^(?:\d{1,3}(?:\.\d{1,3}){3}(?:\/\d{1,2})?|[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*(?:\/\d{1,3})?)$/;
+
+const cidrList = field("a list of addresses or CIDR ranges such as 10.0.0.0/8", (v) => {
+  if (!Array.isArray(v)) return undefined;
+  return v.every((c) => typeof c === "string" && CIDR_PATTERN.test(c.trim()))
+    ? v.map((c: string) => c.trim())
+    : undefined;
 });
 
 /** The whole configuration. Input is the merged YAML; output is typed, with units converted. */
@@ -154,6 +164,9 @@ export const configSchema = z.strictObject({
     public_url: nullable(httpUrl()).prefault(null),
     workers: field(`"auto" or a whole number 0-64`, (v) => v === "auto" ? "auto" as const : intIn(0, 64)(v))
       .prefault("auto"),
+    trusted_proxies: cidrList.prefault([]),
+    admin_token: nullable(text("a token")).prefault(null),
+    admin_from: cidrList.prefault([]),
   }).prefault({}),
   cache: z.strictObject({
     dir: nullable(text("a directory path")).prefault(null),
@@ -229,6 +242,15 @@ export const configSchema = z.strictObject({
     format: oneOf(["text", "json"] as const).prefault("text"),
     requests_kept: field("a whole number 0-1000000", intIn(0, 1_000_000)).prefault(1000),
   }).prefault({}),
+  audit: z.strictObject({
+    enabled: boolean().prefault(true),
+    window: duration().prefault("30s"),
+    retention: duration().prefault("90d"),
+  }).prefault({}),
+  devices: z.record(
+    z.string().regex(CIDR_PATTERN, "expected a device address such as 10.0.4.17"),
+    text("a device name"),
+  ).prefault({}),
 }).superRefine((config, ctx) => {
   for (const name of Object.keys(config.pins)) {
     const source = config.packages[name]?.source;
@@ -254,11 +276,13 @@ export const DURATION_KEYS = [
   "upstreams.timeout",
   "upstreams.breaker.open_for",
   "mpy_cross.timeout",
+  "audit.window",
+  "audit.retention",
 ];
 /** Key paths whose values are sizes (bytes once parsed). */
 export const SIZE_KEYS = ["cache.memory", "cache.max_size", "upstreams.max_size"];
 /** Keys whose values are secrets and never printed or logged. */
-export const SECRET_KEYS = ["upstreams.github_token"];
+export const SECRET_KEYS = ["upstreams.github_token", "server.admin_token"];
 
 /** The configuration as a person writes it: units as text, secrets redacted. For `check-config`. */
 export function displayConfig(config: Config): Record<string, unknown> {

@@ -39,6 +39,11 @@ export class RequestLog {
   #entries: (RequestEntry | undefined)[];
   #next = 0;
   #size = 0;
+  /**
+   * Hears every entry added, kept or not (the install records, `src/fleet/`): every request this thread answered or
+   * an edge worker thread handed over lands here. It must only take the entry, never work on it.
+   */
+  listener?: (entry: RequestEntry) => void;
 
   constructor(capacity: number) {
     this.#entries = new Array(Math.max(0, capacity));
@@ -51,6 +56,7 @@ export class RequestLog {
 
   /** Adds an entry, evicting the oldest once full. */
   add(entry: RequestEntry): void {
+    this.listener?.(entry);
     if (this.#entries.length === 0) return;
     this.#entries[this.#next] = entry;
     this.#next = (this.#next + 1) % this.#entries.length;

@@ -25,6 +25,22 @@ export interface HandlerDeps {
   metrics: Metrics;
   /** The wall clock for log times (default: `Date.now`). */
   now?: () => number;
+  /**
+   * Admin access (`src/fleet/access.ts`): asked about admin paths (`isAdmin`) before routing; a Response refuses.
+   * Admin answers are never handed to the edge.
+   */
+  access?: {
+    isAdmin(pathname: string): boolean;
+    /** `inProcess`: the call came with no connection (`info` absent: a test or a call inside the process). */
+    check(request: Request, client: string, inProcess: boolean): Response | undefined;
+  };
+  /**
+   * The client a request stands for, from the connection's address (trusted proxies' `X-Forwarded-For`). When set,
+   * no answer is handed to the edge, so every request reaches this handler and is judged by its forwarded address.
+   */
+  clientOf?: (socket: string, request: Request) => string;
+  /** Hears every request this handler answered, with its response (not to be consumed; clone it to read it). */
+  tap?: (entry: RequestEntry, response: Response, shareable: Shareable | undefined) => void;
 }
 
 /**
@@ -106,6 +122,7 @@ export function createHandler(router: Router, deps: HandlerDeps): ServeHandler {
     meta: Record<string, unknown>,
     response: Response,
     errorId?: string,
+    shareable?: Shareable,
   ): Response => {
     const bytes = request.method === "HEAD" ? 0 : Number(response.headers.get("content-length") ?? 0);
     const entry: RequestEntry = {
@@ -120,6 +137,7 @@ export function createHandler(router: Router, deps: HandlerDeps): ServeHandler {
       ...meta,
     };
     if (errorId) entry.error_id = errorId;
+    deps.tap?.(entry, response, shareable);
     record(entry);
     return response;
   };
@@ -140,8 +158,14 @@ export function createHandler(router: Router, deps: HandlerDeps): ServeHandler {
     const arrived = now();
     const started = performance.now();
     const { pathname, search } = splitUrl(request.url);
-    const client = info?.remoteAddr.hostname ?? "unknown";
+    const socket = info?.remoteAddr.hostname ?? "unknown";
+    const client = deps.clientOf ? deps.clientOf(socket, request) : socket;
     const meta: Record<string, unknown> = {};
+    const admin = deps.access !== undefined && deps.access.isAdmin(pathname);
+    if (admin) {
+      const refused = deps.access!.check(request, client, info === undefined);
+      if (refused) return finish(request, pathname, search, client, "admin", started, arrived, meta, refused);
+    }
     const match = router.match(request.method, pathname);
     if ("error" in match) {
       const { response } = fail(request, pathname, match.error);
@@ -162,10 +186,24 @@ export function createHandler(router: Router, deps: HandlerDeps): ServeHandler {
       if (!response.headers.has("content-length") && response.body !== null) {
         response = await withContentLength(response);
       }
-      if (share && ctx.shareable && (response.status === 200 || response.status === 304)) {
+      if (
+        share && ctx.shareable && !admin && !deps.clientOf && (response.status === 200 || response.status === 304)
+      ) {
         share({ ...ctx.shareable, route: match.route });
       }
-      return finish(request, pathname, search, client, match.route, started, arrived, meta, response);
+      return finish(
+        request,
+        pathname,
+        search,
+        client,
+        match.route,
+        started,
+        arrived,
+        meta,
+        response,
+        undefined,
+        ctx.shareable,
+      );
     } catch (e) {
       const { response, errorId } = fail(request, pathname, e);
       return finish(request, pathname, search, client, match.route, started, arrived, meta, response, errorId);

@@ -53,6 +53,11 @@ export class IndexService {
     );
   }
 
+  /** Each upstream index with the cache key of its `index.json` (the status page shows the index's age). */
+  indexKeys(): { url: string; key: string }[] {
+    return this.#o.indexes.map((url, i) => ({ url, key: `index/${this.#ids[i]}/index.json` }));
+  }
+
   /** Resolves once every background refresh and prefetch has finished (for tests and shutdown). */
   async idle(): Promise<void> {
     while (this.#o.cache.busy || this.#prefetchQueue.length > 0 || this.#prefetchActive > 0) {

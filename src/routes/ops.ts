@@ -1,5 +1,6 @@
 /**
- * Operational routes: `/healthz`, `/echo`, `/_/requests` and `/metrics`.
+ * Operational routes: `/healthz` (open: status, version, uptime, no paths), and the admin routes `/echo`,
+ * `/_/requests` and `/metrics`, which the handler lets through only with the admin key (`src/fleet/access.ts`).
  * @module
  */
 import { join } from "node:path";
@@ -88,7 +89,6 @@ export function addOpsRoutes(router: Router, deps: OpsDeps): void {
       version: deps.version,
       uptime_seconds: Math.floor(deps.uptime() / 1000),
       cache: {
-        dir: deps.cacheDir,
         writable: await (deps.writable?.() ?? isWritable(deps.cacheDir)),
         ...cacheFigures(deps.cacheStats?.()),
       },

@@ -140,6 +140,7 @@ Deno.test("the nginx snippet passes nginx -t and fronts mipserver: devices on HT
     assert.equal(await curl("--http1.0", `http://127.0.0.1:${httpPort}/index.json`), "502", "upstream down: 502");
     assert.equal(await curl(`http://127.0.0.1:${httpPort}/_/requests`), "403");
     assert.equal(await curl(`http://127.0.0.1:${httpPort}/metrics`), "403");
+    assert.equal(await curl(`http://127.0.0.1:${httpPort}/`), "403", "the status page is not on the device port");
     assert.equal(await curl(`https://127.0.0.1:${httpsPort}/_/requests`), "401");
     assert.equal(await curl("-u", "admin:s3cret", `https://127.0.0.1:${httpsPort}/_/requests`), "200");
     assert.equal(await curl("-u", "admin:wrong", `https://127.0.0.1:${httpsPort}/metrics`), "401");

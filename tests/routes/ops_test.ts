@@ -13,7 +13,7 @@ async function app(overrides: Record<string, unknown> = {}, now = () => Date.now
 
 const client = (hostname: string) => ({ remoteAddr: { hostname, port: 5555 } });
 
-Deno.test("/healthz reports version, uptime and a writable cache dir", async () => {
+Deno.test("/healthz reports version, uptime and a writable cache dir, and no paths", async () => {
   let t = 1_000_000;
   const a = await app({}, () => t);
   t += 42_000;
@@ -28,6 +28,8 @@ Deno.test("/healthz reports version, uptime and a writable cache dir", async () 
     [body.cache.size_bytes, body.cache.objects, body.cache.evictions, body.cache.max_bytes],
     [0, 0, 0, null],
   );
+  const text = JSON.stringify(body);
+  assert.ok(!text.includes(a.config.cache.dir!) && !/"\//.test(text), `an absolute path in /healthz: ${text}`);
   const left = [...Deno.readDirSync(a.config.cache.dir!)].filter((e) => e.name.startsWith(".healthz"));
   assert.deepEqual(left, [], "the probe file was left behind");
 });
@@ -42,7 +44,7 @@ Deno.test("/healthz says so when the cache dir is not writable", async () => {
 });
 
 Deno.test("/echo shows the request with Authorization and Cookie redacted", async () => {
-  const a = await app();
+  const a = await app({ server: { admin_from: ["192.168.4.0/24"] } });
   const res = await a.handler(
     new Request("http://gw/echo?a=1&a=2&b=x", {
       headers: { Authorization: "Bearer secret-token", Cookie: "session=abc", "X-Device": "esp32-17" },
@@ -63,7 +65,7 @@ Deno.test("/echo shows the request with Authorization and Cookie redacted", asyn
 });
 
 Deno.test("/_/requests lists requests newest first and filters them", async () => {
-  const a = await app();
+  const a = await app({ server: { admin_from: ["10.0.0.0/8"] } });
   await a.handler(new Request("http://gw/healthz"), client("10.0.0.1"));
   await a.handler(new Request("http://gw/nope"), client("10.0.0.2"));
   await a.handler(new Request("http://gw/echo?x=1"), client("10.0.0.1"));

@@ -1,0 +1,536 @@
+/**
+ * Install records: every device request on the index routes and the mirrors is recorded, and a manifest fetch and
+ * the files it lists, from one device, each within `audit.window` of the one before, make one install.
+ *
+ * The request path only hands entries over ({@linkcode InstallRecorder.push}: one array push); a timer works through
+ * them in batches and writes each batch to SQLite in one transaction. Manifest bodies are taken from the main
+ * thread's answers ({@linkcode InstallRecorder.tap}); the edge only repeats answers the main thread gave a moment
+ * before, so a manifest the edge repeats has been seen here.
+ * @module
+ */
+import type { RequestEntry } from "../http/request_log.ts";
+import type { Shareable } from "../http/router.ts";
+import type { Logger } from "../log.ts";
+import type { AuditDb, InstallRow } from "./audit_db.ts";
+import type { Stats } from "./stats.ts";
+
+/** What a request means for the install records. */
+export type Classified =
+  | { kind: "manifest"; package: string; requested: string | null; mpy: string | null; profile: string | null }
+  | { kind: "file"; key: string }
+  | { kind: "other" };
+
+/** What a manifest lists. */
+export interface ManifestInfo {
+  version: string | null;
+  /** File keys: `file:<hash>` for hashes, the path on this server for mirror urls, else the url as given. */
+  files: string[];
+}
+
+/** Device routes (the index API and the mirrors), by the first segment of the route pattern. */
+const DEVICE_ROUTE = /^\/(?:t\/:profile\/)?(?:index\.json|package|file|repo|github|gitlab|url)(?:\/|$)/;
+
+/** Tells whether a route pattern is a device route. */
+export function isDeviceRoute(route: string): boolean {
+  return DEVICE_ROUTE.test(route);
+}
+
+function decode(segment: string): string {
+  try {
+    return decodeURIComponent(segment);
+  } catch {
+    return segment;
+  }
+}
+
+/** Reads what a device request on `route` for `path` is: a manifest (which package), a file (its key), or other. */
+export function classify(route: string, path: string): Classified {
+  const q = path.indexOf("?");
+  const pathname = q < 0 ? path : path.slice(0, q);
+  let segs = pathname.split("/").slice(1).map(decode);
+  let profile: string | null = null;
+  if (route.startsWith("/t/:profile/")) {
+    profile = segs[1];
+    segs = segs.slice(2);
+  }
+  switch (segs[0]) {
+    case "package":
+      return {
+        kind: "manifest",
+        package: segs[2],
+        requested: segs[3].replace(/\.json$/, ""),
+        mpy: segs[1],
+        profile,
+      };
+    case "repo": {
+      const [, mpy, host, owner, repo, ref, ...rest] = segs;
+      const dir = rest.slice(0, -1).join("/");
+      return {
+        kind: "manifest",
+        package: `${host}:${owner}/${repo}${dir ? `/${dir}` : ""}`,
+        requested: ref,
+        mpy,
+        profile,
+      };
+    }
+    case "file":
+      return { kind: "file", key: `file:${segs[2]}` };
+    case "github":
+    case "gitlab": {
+      const [host, owner, repo, ref, ...rest] = segs;
+      if (rest[rest.length - 1] !== "package.json") return { kind: "file", key: pathname };
+      const dir = rest.slice(0, -1).join("/");
+      return {
+        kind: "manifest",
+        package: `${host}:${owner}/${repo}${dir ? `/${dir}` : ""}`,
+        requested: ref,
+        mpy: null,
+        profile: null,
+      };
+    }
+    case "url": {
+      const [, scheme, host, ...rest] = segs;
+      if (rest[rest.length - 1] !== "package.json") return { kind: "file", key: pathname };
+      const dir = rest.slice(0, -1).join("/");
+      return {
+        kind: "manifest",
+        package: `url:${scheme}://${host}${dir ? `/${dir}` : ""}`,
+        requested: null,
+        mpy: null,
+        profile: null,
+      };
+    }
+    default:
+      return { kind: "other" };
+  }
+}
+
+const MIRROR_PATH = /^\/(?:github|gitlab|url)\//;
+
+/** Reads a manifest body (`hashes`, `urls`, `version`) into what the install records need. */
+export function manifestInfo(body: Uint8Array): ManifestInfo | undefined {
+  let doc: unknown;
+  try {
+    doc = JSON.parse(new TextDecoder().decode(body));
+  } catch {
+    return undefined;
+  }
+  if (typeof doc !== "object" || doc === null) return undefined;
+  const m = doc as { version?: unknown; hashes?: unknown; urls?: unknown };
+  const files: string[] = [];
+  for (const item of Array.isArray(m.hashes) ? m.hashes : []) {
+    if (Array.isArray(item) && typeof item[1] === "string") files.push(`file:${item[1]}`);
+  }
+  for (const item of Array.isArray(m.urls) ? m.urls : []) {
+    if (!Array.isArray(item) || typeof item[1] !== "string") continue;
+    const url = item[1];
+    let key = url;
+    try {
+      const u = new URL(url);
+      if (MIRROR_PATH.test(u.pathname)) key = u.pathname;
+    } catch {
+      // A relative or odd url stays as it is; the server never serves it, so it counts as not accounted for.
+    }
+    files.push(key);
+  }
+  const version = typeof m.version === "string" && m.version !== "" ? m.version : null;
+  return { version, files: [...new Set(files)] };
+}
+
+interface OpenInstall {
+  row: InstallRow;
+  listed: Set<string>;
+  served: Set<string>;
+  earlier: Set<string>;
+  /** Listing unknown (the manifest's body was not seen): never complete. */
+  unknown: boolean;
+  dirty: boolean;
+}
+
+/** What an {@linkcode InstallRecorder} is built from. */
+export interface InstallRecorderOptions {
+  /** null: nothing is written (audit.enabled false); the status page figures are still counted. */
+  db: AuditDb | null;
+  stats: Stats;
+  logger: Logger;
+  /** `audit.window` in ms. */
+  windowMs: number;
+  /** `audit.retention` in ms. */
+  retentionMs: number;
+  now?: () => number;
+  /** How often a batch is written (ms, default 1000). */
+  batchMs?: number;
+}
+
+/** Requests waiting for the next batch at most; beyond it they are counted and dropped. */
+const MAX_PENDING = 200_000;
+/** Manifests remembered for requests the edge repeated. */
+const MANIFESTS_KEPT = 1024;
+/** Installs open at once, at most; the oldest is closed beyond it. */
+const MAX_OPEN = 10_000;
+const PRUNE_EVERY_MS = 60_000;
+/** How long a request waits before the timer's batch takes it (ms). */
+export const SETTLE_MS = 200;
+
+/** Requests that are alike within a batch, taken together. */
+interface Alike {
+  entry: RequestEntry;
+  minute: number;
+  count: number;
+  bytes: number;
+  /** When the last of them came. */
+  last: number;
+}
+
+function isSorted(batch: RequestEntry[]): boolean {
+  for (let i = 1; i < batch.length; i++) if ((batch[i - 1].time as number) > (batch[i].time as number)) return false;
+  return true;
+}
+
+/** Orders requests by arrival; at the same millisecond a manifest comes before files. */
+function byArrival(a: RequestEntry, b: RequestEntry): number {
+  return (a.time as number) - (b.time as number) || rank(a.route) - rank(b.route);
+}
+
+function rank(route: string): number {
+  return route.includes("package") ? 0 : 1;
+}
+
+/** Groups device requests into installs and writes them, in batches, to the {@linkcode AuditDb}. */
+export class InstallRecorder {
+  #o: InstallRecorderOptions;
+  #now: () => number;
+  #pending: RequestEntry[] = [];
+  #dropped = 0;
+  #manifests = new Map<string, Uint8Array | ManifestInfo | Promise<ManifestInfo | undefined>>();
+  #open = new Map<string, OpenInstall[]>();
+  #openCount = 0;
+  #nextId: number;
+  #timer: ReturnType<typeof setInterval> | undefined;
+  #lastPrune = 0;
+  #flushing: Promise<void> = Promise.resolve();
+  #filesWritten = new Map<string, number>();
+  #classified = new Map<string, Classified>();
+
+  constructor(options: InstallRecorderOptions) {
+    this.#o = options;
+    this.#now = options.now ?? Date.now;
+    this.#nextId = (options.db?.maxInstallId() ?? 0) + 1;
+  }
+
+  /** Prunes old rows and starts the batch timer. */
+  start(): void {
+    this.prune();
+    this.#timer ??= setInterval(() => this.flush(false).catch(() => {}), this.#o.batchMs ?? 1000);
+  }
+
+  /** Takes one served request (on the request path: only a push). */
+  push = (entry: RequestEntry): void => {
+    if (this.#pending.length >= MAX_PENDING) {
+      this.#dropped++;
+      return;
+    }
+    this.#pending.push(entry);
+  };
+
+  /** Hears the main thread's answers: keeps manifest bodies and the reasons of errors. */
+  tap = (entry: RequestEntry, response: Response, shareable: Shareable | undefined): void => {
+    if (entry.status >= 400) {
+      const reasonOf = response.bodyUsed || response.body === null
+        ? Promise.resolve("")
+        : response.clone().text().catch(() => "");
+      reasonOf.then((reason) =>
+        this.#o.stats.addError({
+          time: entry.time as number,
+          client: entry.client,
+          method: entry.method,
+          path: entry.path,
+          status: entry.status,
+          reason: reason.trim(),
+        })
+      );
+      return;
+    }
+    if (this.#o.db === null || entry.status !== 200 || entry.method !== "GET" || !mayBeManifest(entry.route)) return;
+    if (this.#classify(entry.route, entry.path).kind !== "manifest") return;
+    const key = manifestKey(entry.path);
+    // Kept as bytes (read later, off the request path) or as the promise of a copy of the body.
+    const info = shareable
+      ? shareable.body
+      : response.clone().arrayBuffer().then((b) => manifestInfo(new Uint8Array(b)), () => undefined);
+    this.#manifests.delete(key);
+    if (info !== undefined) this.#manifests.set(key, info);
+    if (this.#manifests.size > MANIFESTS_KEPT) this.#manifests.delete(this.#manifests.keys().next().value!);
+  };
+
+  /**
+   * Works through the requests waiting: counts them, groups them into installs and writes the batch. The timer leaves
+   * the newest {@linkcode SETTLE_MS} for the next batch, since worker threads hand their requests over up to 20 ms late
+   * (a file must not be placed before the manifest that lists it); `all` takes everything (after a gather).
+   */
+  flush(all = true): Promise<void> {
+    // One batch at a time: a caller that flushes to read the records waits for a batch already under way.
+    const run = this.#flushing.then(() => this.#flushNow(all));
+    this.#flushing = run.catch(() => {});
+    return run;
+  }
+
+  async #flushNow(all: boolean): Promise<void> {
+    const now = this.#now();
+    let batch = this.#pending;
+    this.#pending = [];
+    if (!isSorted(batch)) batch.sort(byArrival);
+    if (!all) {
+      const cutoff = now - SETTLE_MS;
+      let n = batch.length;
+      while (n > 0 && (batch[n - 1].time as number) > cutoff) n--;
+      if (n < batch.length) {
+        this.#pending = batch.slice(n).concat(this.#pending);
+        batch = batch.slice(0, n);
+      }
+    }
+    // Manifest bodies still being read are awaited first, so their installs know what they list.
+    const waiting = [...this.#manifests.entries()].filter(([, v]) => v instanceof Promise);
+    for (const [key, promise] of waiting) {
+      const info = await promise;
+      if (this.#manifests.get(key) === promise) {
+        if (info) this.#manifests.set(key, info);
+        else this.#manifests.delete(key);
+      }
+    }
+    // Alike requests (same minute, device, method, status, cache outcome and path) are taken together, in the order
+    // the first of them came: one grouping step and one row for all of them.
+    const alike = new Map<string, Alike>();
+    for (const entry of batch) {
+      const time = entry.time as number;
+      const minute = time - (time % 60_000);
+      // Most requests are keyed by device and path alone; the rest of what makes them alike is compared.
+      let key = entry.client + " " + entry.path;
+      let a = alike.get(key);
+      if (
+        a !== undefined &&
+        (a.minute !== minute || a.entry.status !== entry.status || a.entry.method !== entry.method ||
+          a.entry.cache !== entry.cache)
+      ) {
+        key = `${key} ${minute} ${entry.method} ${entry.status} ${entry.cache}`;
+        a = alike.get(key);
+      }
+      if (a !== undefined) {
+        a.count++;
+        a.bytes += entry.bytes;
+        a.last = time;
+      } else alike.set(key, { entry, minute, count: 1, bytes: entry.bytes, last: time });
+    }
+    for (const a of alike.values()) this.#o.stats.add(a.entry, a.count);
+    if (this.#dropped > 0) {
+      this.#o.logger.warn("Install records fell behind; requests were left out", { requests: this.#dropped });
+      this.#dropped = 0;
+    }
+    const db = this.#o.db;
+    if (db === null) return;
+    try {
+      db.transaction(() => {
+        const seen = new Map<string, number>();
+        for (const a of alike.values()) {
+          const entry = a.entry;
+          if (!isDeviceRoute(entry.route)) continue;
+          const time = entry.time as number;
+          const device = entry.client;
+          if ((seen.get(device) ?? 0) < a.last) seen.set(device, a.last);
+          const installId = entry.method === "GET" ? this.#group(db, entry, time, a.bytes, a.last) : null;
+          db.addRequests({
+            time: a.minute,
+            device,
+            method: entry.method,
+            path: entry.path,
+            status: entry.status,
+            cache: entry.cache ?? null,
+            install_id: installId,
+            count: a.count,
+            bytes: a.bytes,
+          });
+        }
+        for (const [device, time] of seen) db.touchDevice(device, time);
+        this.#closeExpired(now);
+        for (const list of this.#open.values()) {
+          for (const open of list) this.#save(db, open);
+        }
+      });
+    } catch (e) {
+      this.#o.logger.error("Cannot write install records", { error: (e as Error).message });
+    }
+    if (now - this.#lastPrune >= PRUNE_EVERY_MS) this.prune();
+  }
+
+  /** Deletes records older than `audit.retention`. */
+  prune(): void {
+    const db = this.#o.db;
+    if (db === null) return;
+    const now = this.#now();
+    this.#lastPrune = now;
+    try {
+      const deleted = db.prune(now - this.#o.retentionMs);
+      if (deleted > 0) this.#o.logger.info("Pruned old install records", { rows: deleted });
+    } catch (e) {
+      this.#o.logger.error("Cannot prune install records", { error: (e as Error).message });
+    }
+  }
+
+  /** Writes what is waiting and stops the timer. */
+  async stop(): Promise<void> {
+    if (this.#timer !== undefined) clearInterval(this.#timer);
+    this.#timer = undefined;
+    await this.flush();
+  }
+
+  /** Places one GET in an install; returns the install's id. */
+  #group(db: AuditDb, entry: RequestEntry, time: number, bytes: number, last: number): number | null {
+    const c = this.#classify(entry.route, entry.path);
+    const device = entry.client;
+    if (c.kind === "manifest") {
+      const failed = entry.status >= 400;
+      const mkey = manifestKey(entry.path);
+      let cached = this.#manifests.get(mkey);
+      if (cached instanceof Uint8Array) {
+        cached = manifestInfo(cached);
+        if (cached) this.#manifests.set(mkey, cached);
+        else this.#manifests.delete(mkey);
+      }
+      const info = failed || cached instanceof Promise ? undefined : cached;
+      const version = info?.version ?? (c.requested !== null && c.requested !== "latest" ? c.requested : null);
+      const open: OpenInstall = {
+        row: {
+          id: this.#nextId++,
+          device,
+          package: c.package,
+          version: c.package.includes(":") && c.requested !== null ? c.requested : version,
+          mpy: c.mpy,
+          profile: c.profile,
+          status: "partial",
+          files_listed: info?.files.length ?? 0,
+          files_served: 0,
+          bytes,
+          started_at: time,
+          finished_at: last,
+          error: failed ? `${entry.status} on ${entry.path}` : null,
+        },
+        listed: new Set(info?.files ?? []),
+        served: new Set(),
+        earlier: new Set(),
+        unknown: !failed && info === undefined,
+        dirty: true,
+      };
+      if (open.unknown) open.row.error = "manifest body not seen: files cannot be accounted for";
+      for (const file of open.listed) if (db.hasServedFile(device, file)) open.earlier.add(file);
+      const list = this.#open.get(device) ?? [];
+      list.push(open);
+      this.#open.set(device, list);
+      if (++this.#openCount > MAX_OPEN) this.#closeOldest(db);
+      this.#status(open);
+      return open.row.id;
+    }
+    if (c.kind !== "file") return null;
+    const ok = entry.status < 400;
+    if (ok) this.#servedFile(db, device, c.key, time);
+    const list = this.#open.get(device);
+    if (!list) return null;
+    let target: OpenInstall | undefined;
+    for (let i = list.length - 1; i >= 0; i--) {
+      const open = list[i];
+      if (!open.listed.has(c.key)) continue;
+      if (!open.served.has(c.key)) {
+        target = open;
+        break;
+      }
+      target ??= open;
+    }
+    if (!target) return null;
+    if (ok) target.served.add(c.key);
+    else target.row.error ??= `${entry.status} on ${entry.path}`;
+    if (!ok) target.row.status = "failed";
+    target.row.bytes += bytes;
+    target.row.files_served = target.served.size;
+    target.row.finished_at = Math.max(target.row.finished_at, last);
+    target.dirty = true;
+    this.#status(target);
+    return target.row.id;
+  }
+
+  /** Notes a served file, writing it at most once a minute per device and file (a busy device repeats files). */
+  #servedFile(db: AuditDb, device: string, key: string, time: number): void {
+    const id = `${device} ${key}`;
+    const written = this.#filesWritten.get(id);
+    if (written !== undefined && time - written < 60_000 && time >= written) return;
+    if (this.#filesWritten.size >= 100_000) this.#filesWritten.clear();
+    this.#filesWritten.set(id, time);
+    db.addServedFile(device, key, time);
+  }
+
+  /** {@linkcode classify}, remembered for recent route and path pairs (devices ask for the same paths). */
+  #classify(route: string, path: string): Classified {
+    const id = `${route} ${path}`;
+    let c = this.#classified.get(id);
+    if (c === undefined) {
+      c = classify(route, path);
+      if (this.#classified.size >= 10_000) this.#classified.clear();
+      this.#classified.set(id, c);
+    }
+    return c;
+  }
+
+  #status(open: OpenInstall): void {
+    const row = open.row;
+    if (row.error !== null && !open.unknown) {
+      row.status = "failed";
+      return;
+    }
+    const accounted = !open.unknown && [...open.listed].every((f) => open.served.has(f) || open.earlier.has(f));
+    row.status = accounted ? "complete" : "partial";
+  }
+
+  #save(db: AuditDb, open: OpenInstall): void {
+    if (!open.dirty) return;
+    db.saveInstall(open.row);
+    open.dirty = false;
+  }
+
+  #closeExpired(now: number): void {
+    for (const [device, list] of this.#open) {
+      const kept = list.filter((open) => {
+        const expired = now - open.row.finished_at > this.#o.windowMs;
+        if (expired && open.dirty) this.#save(this.#o.db!, open);
+        return !expired;
+      });
+      this.#openCount -= list.length - kept.length;
+      if (kept.length) this.#open.set(device, kept);
+      else this.#open.delete(device);
+    }
+  }
+
+  #closeOldest(db: AuditDb): void {
+    let oldest: { device: string; index: number; at: number } | undefined;
+    for (const [device, list] of this.#open) {
+      list.forEach((open, index) => {
+        if (!oldest || open.row.finished_at < oldest.at) oldest = { device, index, at: open.row.finished_at };
+      });
+    }
+    if (!oldest) return;
+    const list = this.#open.get(oldest.device)!;
+    this.#save(db, list[oldest.index]);
+    list.splice(oldest.index, 1);
+    if (list.length === 0) this.#open.delete(oldest.device);
+    this.#openCount--;
+  }
+}
+
+/** Route patterns that can answer a manifest (mirror routes answer files too; the path tells). */
+const MANIFEST_ROUTE = /\/package\/|\/repo\/|^\/(?:github|gitlab|url)\//;
+
+function mayBeManifest(route: string): boolean {
+  return MANIFEST_ROUTE.test(route);
+}
+
+function manifestKey(path: string): string {
+  const q = path.indexOf("?");
+  return q < 0 ? path : path.slice(0, q);
+}
