@@ -86,7 +86,10 @@ export function createFleet(w: FleetWiring): FleetParts {
       for (const p of Array.isArray(doc.packages) ? doc.packages : []) {
         if (typeof p?.name === "string" && typeof p.version === "string") out.set(p.name, p.version);
       }
-      for (const [name, version] of Object.entries(config.pins)) out.set(name, version);
+      // Under policy.lock the index above already lists the locked versions, which win over pins.
+      if (config.policy.lock === null) {
+        for (const [name, version] of Object.entries(config.pins)) out.set(name, version);
+      }
       return out;
     },
   });

@@ -4,6 +4,8 @@
  * restart survival and retention.
  */
 import assert from "node:assert/strict";
+import { createLock } from "../../src/bundle/lock.ts";
+import { formatLock } from "../../src/bundle/lock_file.ts";
 import { createApp } from "../../src/app.ts";
 import { AuditDb } from "../../src/fleet/audit_db.ts";
 import { classify, manifestInfo } from "../../src/fleet/installs.ts";
@@ -254,6 +256,26 @@ Deno.test("the inventory flags devices behind the index or a pin; /_/packages/NA
       package: "hello",
       latest: "1.2",
       outdated: true,
+    });
+    await env.app.close();
+
+    // Under a lock at hello 1.0 (and the pin still set), the lock is what the fleet should run: the board on 1.0 is
+    // current, and the lock's version beats the pin.
+    const lock = await createLock(["hello@1.0"], {
+      resolver: env.app.resolver,
+      named: env.app.named,
+      mpy: "6",
+      profiles: [],
+    });
+    const lockPath = join(tempDir(), "fleet.lock");
+    Deno.writeTextFileSync(lockPath, formatLock(lock));
+    env.app = await env.make({ pins: { hello: "1.2" }, policy: { lock: lockPath } });
+    const locked = JSON.parse((await env.admin("/_/devices")).text).devices;
+    assert.deepEqual(locked[0].packages[0], {
+      ...locked[0].packages[0],
+      package: "hello",
+      latest: "1.0",
+      outdated: false,
     });
   } finally {
     await env.close();
