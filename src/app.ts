@@ -229,7 +229,6 @@ export async function createApp(options: AppOptions): Promise<App> {
   });
   addOpsRoutes(router, {
     version: VERSION,
-    cacheDir,
     cacheStats: () => store.stats(),
     writable: () => store.writable(),
     requestLog,

@@ -3,7 +3,6 @@
  * `/_/requests` and `/metrics`, which the handler lets through only with the admin key (`src/fleet/access.ts`).
  * @module
  */
-import { join } from "node:path";
 import type { Metrics } from "../http/metrics.ts";
 import type { RequestLog, RequestQuery } from "../http/request_log.ts";
 import { bytesResponse, HttpError, jsonResponse } from "../http/responses.ts";
@@ -12,11 +11,10 @@ import type { Router } from "../http/router.ts";
 /** What the operational routes read. */
 export interface OpsDeps {
   version: string;
-  cacheDir: string;
   /** The cache store's figures, shown under `cache` in /healthz. */
   cacheStats?: () => { sizeBytes: number; objects: number; evictions: number; maxBytes: number | null };
-  /** Tells whether the cache can be written to, leaving nothing behind (default: {@linkcode isWritable}). */
-  writable?: () => Promise<boolean>;
+  /** Tells whether the cache can be written to, leaving nothing behind (`DiskStore.writable`). */
+  writable: () => Promise<boolean>;
   requestLog: RequestLog;
   metrics: Metrics;
   /** Milliseconds since the server started. */
@@ -29,20 +27,6 @@ export interface OpsDeps {
 
 /** Headers whose values /echo never shows. */
 export const REDACTED_HEADERS = new Set(["authorization", "proxy-authorization", "cookie", "set-cookie"]);
-
-/** Tells whether a file can be created in `dir` (creating `dir` if needed); the probe is removed even when it fails. */
-export async function isWritable(dir: string): Promise<boolean> {
-  const probe = join(dir, `.healthz-${crypto.randomUUID()}`);
-  try {
-    await Deno.mkdir(dir, { recursive: true });
-    await Deno.writeTextFile(probe, "ok");
-    return true;
-  } catch {
-    return false;
-  } finally {
-    await Deno.remove(probe).catch(() => {});
-  }
-}
 
 function parseRequestQuery(params: URLSearchParams, capacity: number): RequestQuery {
   const query: RequestQuery = { limit: 100 };
@@ -89,7 +73,7 @@ export function addOpsRoutes(router: Router, deps: OpsDeps): void {
       version: deps.version,
       uptime_seconds: Math.floor(deps.uptime() / 1000),
       cache: {
-        writable: await (deps.writable?.() ?? isWritable(deps.cacheDir)),
+        writable: await deps.writable(),
         ...cacheFigures(deps.cacheStats?.()),
       },
       ...deps.health?.(),
