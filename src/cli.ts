@@ -2,6 +2,7 @@
  * Command-line parsing. Pure: returns what to do, never exits.
  * @module
  */
+import { readArgs } from "./args.ts";
 import { specProblem } from "./packages/names.ts";
 import { BUNDLE_COMMANDS, type BundleCommand, parseBundleArgs } from "./bundle/args.ts";
 
@@ -59,16 +60,7 @@ export function parseArgs(args: string[]): Command {
   const overrides: Record<string, string> = {};
   const specs: string[] = [];
   let output: string | undefined;
-  for (let i = 0; i < args.length; i++) {
-    const arg = args[i];
-    const [flag, inline] = arg.startsWith("--") && arg.includes("=")
-      ? [arg.slice(0, arg.indexOf("=")), arg.slice(arg.indexOf("=") + 1)]
-      : [arg, undefined];
-    const value = () => {
-      const v = inline ?? args[++i];
-      if (v === undefined || v === "") throw new Error(`${flag} needs a value`);
-      return v;
-    };
+  for (const { arg, flag, value } of readArgs(args)) {
     try {
       switch (flag) {
         case "-h":

@@ -2,6 +2,7 @@
  * Command lines of `warm`, `export` and `import`. Pure: returns what to do, never exits.
  * @module
  */
+import { readArgs } from "../args.ts";
 import { specProblem } from "../packages/names.ts";
 
 /** The subcommands this room runs. */
@@ -39,16 +40,7 @@ export function parseBundleArgs(
   let output: string | undefined;
   const rest: Record<string, unknown> = {};
   try {
-    for (let i = 1; i < args.length; i++) {
-      const arg = args[i];
-      const [flag, inline] = arg.startsWith("--") && arg.includes("=")
-        ? [arg.slice(0, arg.indexOf("=")), arg.slice(arg.indexOf("=") + 1)]
-        : [arg, undefined];
-      const value = () => {
-        const v = inline ?? args[++i];
-        if (v === undefined || v === "") throw new Error(`${flag} needs a value`);
-        return v;
-      };
+    for (const { arg, flag, value } of readArgs(args, 1)) {
       if (flag === "-h" || flag === "--help") return { kind: "help" };
       if (flag === "--config") configPath = value();
       else if (flag === "--profile" && kind === "warm") profiles.push(value());
