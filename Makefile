@@ -23,7 +23,7 @@ ARM64_MPY_CROSS := $(abspath $(ARM64)/mpy-cross)
 X64_DENO        := $(TOOLS)/x64-$(DENO_VERSION)/deno
 
 RUN_FLAGS  := --allow-net --allow-read --allow-write --allow-env --allow-run
-TEST_FLAGS := --allow-net --allow-read --allow-write --allow-env --allow-run
+TEST_FLAGS := --allow-net --allow-read --allow-write --allow-env --allow-run --allow-sys
 
 # deno compile (deploy/compile.sh, the one recipe make, the Dockerfile and the release workflow run): targets and
 # output folder. Permissions come from deploy/permissions; config.yaml and the edge worker module are embedded.

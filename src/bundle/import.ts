@@ -13,6 +13,7 @@ import { dirname, join } from "node:path";
 import { Readable } from "node:stream";
 import { createGunzip } from "node:zlib";
 import { createTarDecoder } from "modern-tar";
+import { TmpOwner } from "../cache/tmp_owner.ts";
 import { BASE_PLACEHOLDER } from "../packages/locations.ts";
 import { type BundleManifest, type BundleObject, MANIFEST_ENTRY, MANIFEST_MAX, parseManifest } from "./format.ts";
 import { type Catalog, LAYER, readCatalog } from "./layer.ts";
@@ -58,8 +59,8 @@ async function readAll(stream: ReadableStream<Uint8Array>, max: number, what: st
 }
 
 /** Writes `bytes` to `path` atomically: a temp file in `tmpDir`, fsynced, renamed into place. */
-async function writeAtomic(tmpDir: string, path: string, bytes: Uint8Array): Promise<void> {
-  const tmp = join(tmpDir, `${crypto.randomUUID()}.part`);
+async function writeAtomic(owner: TmpOwner, tmpDir: string, path: string, bytes: Uint8Array): Promise<void> {
+  const tmp = join(tmpDir, owner.name("part"));
   try {
     await Deno.writeFile(tmp, bytes, { createNew: true, mode: 0o644 });
     const file = await Deno.open(tmp, { read: true, write: true });
@@ -119,7 +120,9 @@ export async function importBundle(root: string, bundlePath: string): Promise<Im
   const madeTmp = !(await exists(tmpRoot));
   const madeRoot = !(await exists(root));
   await Deno.mkdir(tmpRoot, { recursive: true });
-  const staging = join(tmpRoot, `import-${crypto.randomUUID()}`);
+  // Temp names carry this process's claim, so a server opening the cache meanwhile leaves them alone.
+  const owner = await TmpOwner.claim(root);
+  const staging = join(tmpRoot, owner.name("import"));
   await Deno.mkdir(staging);
   let committed = false;
   try {
@@ -161,7 +164,12 @@ export async function importBundle(root: string, bundlePath: string): Promise<Im
     }
     const packages = [...kept.filter((p) => !names.has(String(p.name))), ...imported]
       .sort((a, b) => (String(a.name) < String(b.name) ? -1 : String(a.name) > String(b.name) ? 1 : 0));
-    await writeAtomic(tmpRoot, join(root, LAYER.index), enc.encode(JSON.stringify({ v: 2, updated: 0, packages })));
+    await writeAtomic(
+      owner,
+      tmpRoot,
+      join(root, LAYER.index),
+      enc.encode(JSON.stringify({ v: 2, updated: 0, packages })),
+    );
     const catalog: Catalog = {
       served: [
         ...new Set([
@@ -171,7 +179,7 @@ export async function importBundle(root: string, bundlePath: string): Promise<Im
       ].sort(),
       profiles: [...new Set([...before.profiles, ...manifest.profiles])].sort(),
     };
-    await writeAtomic(tmpRoot, join(root, LAYER.catalog), enc.encode(JSON.stringify(catalog)));
+    await writeAtomic(owner, tmpRoot, join(root, LAYER.catalog), enc.encode(JSON.stringify(catalog)));
     return {
       objects: manifest.objects.length,
       newFiles,
@@ -180,6 +188,7 @@ export async function importBundle(root: string, bundlePath: string): Promise<Im
     };
   } finally {
     await Deno.remove(staging, { recursive: true }).catch(() => {});
+    await owner.release();
     if (!committed) {
       if (madeTmp) await Deno.remove(tmpRoot, { recursive: true }).catch(() => {});
       if (madeRoot) await Deno.remove(root, { recursive: true }).catch(() => {});

@@ -5,7 +5,7 @@
  * crash or power cut never leaves a partial object under a real key nor loses a finished one. When a write fails (a
  * full disk, a read-only or broken file system) the object is still returned, kept in memory only, and the cause is
  * logged once until writes work again. Opening the store removes every leftover: temp files of processes that are gone
- * (a running server's writes are left alone, so warm or import can open its cache), `/healthz` probe files,
+ * (`tmp_owner.ts`: a running server's writes are left alone, so warm or import can open its cache), `/healthz` probe files,
  * stray hidden files in the object folders and empty content files; a content-addressed file (`files/...`) whose bytes
  * do not match its name is removed when read, so it is fetched afresh.
  *
@@ -22,6 +22,7 @@ import type { Logger } from "../log.ts";
 import { isSafeKey } from "../packages/names.ts";
 import { sha256Hex } from "./hash.ts";
 import { causeOf, denoFs, type StoreFs } from "./store_fs.ts";
+import { TmpOwner } from "./tmp_owner.ts";
 
 export { isSafeKey };
 
@@ -69,39 +70,6 @@ export function isObjectKey(key: string): boolean {
   return key.startsWith("mirror/") && !key.endsWith("/package.json");
 }
 
-/** A write older than this is dead whoever started it (upstream and compile timeouts are far shorter). */
-const STALE_TMP_MS = 60 * 60 * 1000;
-
-/**
- * A name in `tmp/` for a write of this process: it starts with the process id, so a command opening the store of a
- * running server (warm, import, lock) never removes that server's writes in progress.
- */
-function tmpName(kind: string): string {
-  return `${Deno.pid}-${kind}-${crypto.randomUUID()}`;
-}
-
-/**
- * Tells whether a `tmp/` entry was left by a process that is gone: its name has no live process id (Linux's
- * `/proc`), or it is older than an hour.
- */
-async function leftBehind(name: string, path: string): Promise<boolean> {
-  const pid = /^(\d+)-/.exec(name)?.[1];
-  if (pid === undefined) return true;
-  try {
-    const stat = await Deno.lstat(path);
-    if (Date.now() - (stat.mtime?.getTime() ?? 0) > STALE_TMP_MS) return true;
-  } catch {
-    return false; // gone already
-  }
-  if (Number(pid) === Deno.pid) return false;
-  try {
-    await Deno.stat(`/proc/${pid}`);
-    return false;
-  } catch {
-    return true;
-  }
-}
-
 /** Options for a {@linkcode DiskStore}. */
 export interface StoreOptions {
   /** Clock for `storedAt` and use stamps (default `Date.now`). */
@@ -136,6 +104,7 @@ export class DiskStore {
    */
   protect: (key: string) => boolean;
   #tmp: string;
+  #owner?: Promise<TmpOwner>;
   #now: () => number;
   #fs: StoreFs;
   #logger?: Logger;
@@ -171,20 +140,28 @@ export class DiskStore {
     if (this.#max !== null) this.#uses = new Map();
   }
 
+  /** This process's claim on `tmp/`, taken once and kept for the life of the process. */
+  #claim(): Promise<TmpOwner> {
+    this.#owner ??= TmpOwner.claim(this.root);
+    return this.#owner;
+  }
+
   /**
-   * Creates the folder, removes what an earlier run left behind (temp files, probe files, stray hidden files and
-   * empty content files in the object folders), counts the stored objects and, with a size limit, evicts the least
+   * Creates the folder, removes what an earlier run left behind (temp files of processes that are gone, probe files,
+   * stray hidden files and empty content files in the object folders), counts the stored objects and, with a size limit, evicts the least
    * recently used until they fit. Returns how many leftovers were removed.
    */
   async open(): Promise<number> {
     await Deno.mkdir(this.#tmp, { recursive: true });
+    const owner = await this.#claim();
     let removed = 0;
+    const verdicts = new Map<string, boolean>();
     for await (const entry of Deno.readDir(this.#tmp)) {
-      const path = join(this.#tmp, entry.name);
-      if (!(await leftBehind(entry.name, path))) continue;
-      await Deno.remove(path, { recursive: true }).catch(() => {});
+      if (!(await owner.isLeftover(entry.name, verdicts))) continue;
+      await Deno.remove(join(this.#tmp, entry.name), { recursive: true }).catch(() => {});
       removed++;
     }
+    await owner.sweepOwners();
     this.#bytes = 0;
     this.#objects = 0;
     const found: [string, Use][] = [];
@@ -347,7 +324,7 @@ export class DiskStore {
   async #write(path: string, object: StoredObject): Promise<number | undefined> {
     const dir = dirname(path);
     const created = await this.#ensureDir(dir);
-    const tmp = join(this.#tmp, tmpName("part"));
+    const tmp = join(this.#tmp, (await this.#claim()).name("part"));
     let oldSize: number | undefined;
     try {
       await this.#fs.writeNew(tmp, object.body);
@@ -498,7 +475,7 @@ export class DiskStore {
    * next start); the probe is removed whatever happens.
    */
   async writable(): Promise<boolean> {
-    const probe = join(this.#tmp, tmpName("healthz"));
+    const probe = join(this.#tmp, (await this.#claim()).name("healthz"));
     try {
       await Deno.mkdir(this.#tmp, { recursive: true });
       await Deno.writeTextFile(probe, "ok");
@@ -549,7 +526,7 @@ export class DiskStore {
       for (const entry of entries) {
         const childRel = rel ? `${rel}/${entry.name}` : entry.name;
         if (entry.isDirectory) {
-          if (childRel !== "tmp") yield* walk(join(dir, entry.name), childRel);
+          if (childRel !== "tmp" && childRel !== "locks") yield* walk(join(dir, entry.name), childRel);
         } else {
           yield childRel;
         }

@@ -11,6 +11,7 @@ import { commandApp } from "../../src/bundle/run.ts";
 import { warm } from "../../src/bundle/warm.ts";
 import { FakeUpstream } from "../fixtures/fake_upstream.ts";
 import { standardIndex } from "../fixtures/index_fixture.ts";
+import { type OtherWriter, otherWriter } from "../fixtures/tmp_owner.ts";
 import { tempDir, testConfig } from "../helpers.ts";
 import { mpyCrossPath } from "../e2e/tools.ts";
 import { cli, configFile, serve } from "./helpers.ts";
@@ -86,13 +87,11 @@ Deno.test("warm names every package that failed, leaves a running server's temp 
   const idx = await standardIndex();
   const index = new FakeUpstream(idx.root).start();
   const dir = tempDir();
-  let server: Deno.ChildProcess | undefined;
+  let server: OtherWriter | undefined;
   try {
-    // A write the running server (another process: `sleep` stands in for it) has under way.
-    server = new Deno.Command("sleep", { args: ["60"] }).spawn();
-    const inFlight = `${server.pid}-part-in-flight`;
-    Deno.mkdirSync(join(dir, "tmp"), { recursive: true });
-    Deno.writeTextFileSync(join(dir, "tmp", inFlight), "half");
+    // A write the running server (another process) has under way.
+    server = await otherWriter(dir);
+    const inFlight = server.name;
     const config = testConfig({
       cache: { dir },
       upstreams: { index: index.url, retries: 0 },
@@ -108,7 +107,7 @@ Deno.test("warm names every package that failed, leaves a running server's temp 
     assert.deepEqual([...result.failed.keys()], ["nosuch", "mathx@9.9"]);
     assert.match(result.failed.get("nosuch")!, /^py: \/package\/py\/nosuch\/latest\.json: 404/);
     assert.deepEqual(lines, ["warm 1/3 hello: ok\n", "warm 2/3 nosuch: FAILED\n", "warm 3/3 mathx@9.9: FAILED\n"]);
-    assert.equal(Deno.readTextFileSync(join(dir, "tmp", inFlight)), "half", "a running server's write");
+    assert.equal(Deno.readTextFileSync(join(dir, "tmp", inFlight)), "a write in progress", "a running server's write");
     assert.equal(await cli("warm", "--config", configFile({ ...config, cache: { dir } }), "hello", "nosuch"), 1);
     await assert.rejects(
       async () =>
@@ -119,8 +118,7 @@ Deno.test("warm names every package that failed, leaves a running server's temp 
       /Unknown target profile "nope"/,
     );
   } finally {
-    server?.kill();
-    await server?.status;
+    await server?.stop();
     await index.stop();
   }
 });

@@ -5,6 +5,7 @@ import { SingleFlight } from "../../src/cache/single_flight.ts";
 import { DiskStore, isObjectKey, isSafeKey } from "../../src/cache/store.ts";
 import { denoFs, type StoreFs } from "../../src/cache/store_fs.ts";
 import { memoryLogger } from "../../src/log.ts";
+import { otherWriter } from "../fixtures/tmp_owner.ts";
 import { tempDir } from "../helpers.ts";
 
 const bytes = (s: string) => new TextEncoder().encode(s);
@@ -93,7 +94,8 @@ Deno.test("single-flight shares one run per key and forgets it when done", async
 
 /** A file system layer that records the store's calls (paths relative to `root`, temp names generalised). */
 function recordingFs(root: string, calls: string[], inner: StoreFs = denoFs): StoreFs {
-  const rel = (p: string) => relative(root, p).replace(/^tmp\/\d+-part-[0-9a-f-]{36}$/, "tmp/*.part") || ".";
+  const rel = (p: string) =>
+    relative(root, p).replace(/^tmp\/\d+\.[0-9a-f]{8}-part-[0-9a-f-]{36}$/, "tmp/*.part") || ".";
   return {
     writeNew: (p, b) => (calls.push(`writeNew ${rel(p)}`), inner.writeNew(p, b)),
     setTimes: (p, a, m) => (calls.push(`setTimes ${rel(p)}`), inner.setTimes(p, a, m)),
@@ -229,8 +231,8 @@ Deno.test("a restart removes every kind of leftover: temp files, probe files, hi
   Deno.writeTextFileSync(join(dir, "tmp", "0123.part"), "half a fi");
   Deno.writeTextFileSync(join(dir, "tmp", ".healthz-1234"), "");
   Deno.writeTextFileSync(join(dir, ".healthz-5678"), "o");
-  // A write of a process that is gone (pid 2^22 + 1 is above Linux's pid_max, so it is never alive).
-  Deno.writeTextFileSync(join(dir, "tmp", "4194305-part-0b1c"), "half");
+  // A write of a process that is gone (no owner file names it).
+  Deno.writeTextFileSync(join(dir, "tmp", "4194305.0b1c0b1c-part-0b1c"), "half");
   Deno.writeTextFileSync(join(dir, "files", key.split("/")[1], ".abc.tmp"), "half");
   Deno.writeTextFileSync(join(dir, "index/abc/.index.json.swp"), "half");
   Deno.mkdirSync(join(dir, "files/12"));
@@ -397,21 +399,22 @@ Deno.test("the writability probe leaves nothing behind", async () => {
   assert.equal(await store.writable(), false);
 });
 
-Deno.test("opening a store leaves the temp files of a process that is still running alone (warm or import beside a server)", async () => {
+Deno.test("opening a store leaves another running process's temp files alone, and removes them once it is gone", async () => {
   const dir = tempDir();
   await new DiskStore(dir).open();
-  const sleeper = new Deno.Command("sleep", { args: ["30"] }).spawn();
+  const tmp = () => [...Deno.readDirSync(join(dir, "tmp"))].map((e) => e.name).sort();
+  const other = await otherWriter(dir); // a server (or warm, import) in another process, mid-write
   try {
-    const live = `${sleeper.pid}-part-5f3a`;
-    Deno.writeTextFileSync(join(dir, "tmp", live), "a write in progress");
-    Deno.writeTextFileSync(join(dir, "tmp", "4194305-part-0b1c"), "a dead process's write");
-    const old = `${sleeper.pid}-part-old`;
-    Deno.writeTextFileSync(join(dir, "tmp", old), "an hour old");
-    Deno.utimeSync(join(dir, "tmp", old), new Date(Date.now() - 2 * 3600_000), new Date(Date.now() - 2 * 3600_000));
-    assert.equal(await new DiskStore(dir).open(), 2);
-    assert.deepEqual([...Deno.readDirSync(join(dir, "tmp"))].map((e) => e.name), [live]);
+    // A write named after an owner whose owner file is gone: left by a process that died.
+    Deno.writeTextFileSync(join(dir, "tmp", "123.deadbeef-part-0b1c"), "a dead process's write");
+    assert.equal(await new DiskStore(dir).open(), 1);
+    assert.deepEqual(tmp(), [other.name], "the live process's write stays");
   } finally {
-    sleeper.kill();
-    await sleeper.status;
+    await other.stop(); // SIGKILL: its lock goes with it, its owner file and temp file stay behind
   }
+  assert.equal(await new DiskStore(dir).open(), 1);
+  assert.deepEqual(tmp(), []);
+  const owners = [...Deno.readDirSync(join(dir, "locks"))].map((e) => e.name);
+  assert.equal(owners.length, 1, `only this process's owner file is left: ${owners}`);
+  assert.ok(owners[0].startsWith(`${Deno.pid}.`));
 });

@@ -41,7 +41,17 @@ Deno.test("objects stay whole across SIGKILL during writes; leftovers are cleane
     `server: {host: 127.0.0.1, port: ${port}}\ncache: {dir: ./cache}\nupstreams: {index: "${up.url}", retries: 0}\nlog: {level: warn}\n`,
   );
   try {
-    for (const killAfter of [40, 90, 150, 250]) {
+    const stored = () => {
+      try {
+        const files = join(dir, "cache", "files");
+        return [...Deno.readDirSync(files)].some((h2) => [...Deno.readDirSync(join(files, h2.name))].length > 0);
+      } catch {
+        return false;
+      }
+    };
+    // Four kills at fixed moments, then one as soon as the first object is stored (on a busy machine the fixed ones
+    // may all come before any write finished), with the other writes still under way.
+    for (const killAfter of [40, 90, 150, 250, "first stored"] as const) {
       const child = startServer(configPath);
       await waitUp(port);
       const requests = packages.flatMap((p) => [
@@ -51,7 +61,12 @@ Deno.test("objects stay whole across SIGKILL during writes; leftovers are cleane
       const inflight = requests.map((path) =>
         fetch(`http://127.0.0.1:${port}${path}`).then((r) => r.arrayBuffer()).catch(() => undefined)
       );
-      await new Promise((r) => setTimeout(r, killAfter));
+      if (killAfter === "first stored") {
+        const end = Date.now() + 30_000;
+        while (!stored() && Date.now() < end) await new Promise((r) => setTimeout(r, 5));
+      } else {
+        await new Promise((r) => setTimeout(r, killAfter));
+      }
       child.kill("SIGKILL");
       await child.output();
       await Promise.all(inflight);
