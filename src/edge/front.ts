@@ -10,7 +10,9 @@
  * finish it within the head timeout (counted from the connection's start for its first request), and a keep-alive
  * connection with nothing under way is closed after the idle timeout. For a handed-over connection, which this loop
  * no longer parses, the relay watches the bytes: a request starts with the client's first byte after an answer (or
- * the hand-over), its head ends at the first blank line, and an answer is any byte from the server. One sweep per
+ * the hand-over), its head ends at the first blank line, and an answer is any byte from the server; bytes the
+ * client sends after a head and before its answer (a body, a pipelined request) are due a head timeout from the
+ * first of them, so a body sent slowly to a server that waits for it is cut off too. One sweep per
  * front closes the connections past their deadline, so the fast path pays a clock read, not a timer.
  * @module
  */
@@ -218,7 +220,11 @@ export class Front {
     const blank = new BlankLine();
     let state: "head" | "working" | "answered" = "head";
     const fromClient = (bytes: Uint8Array) => {
-      if (state === "working") return;
+      if (state === "working") {
+        // More from the client before the answer (a body, a pipelined request): due a head timeout from its start.
+        if (open.deadline === 0) open.deadline = Date.now() + this.#headMs;
+        return;
+      }
       if (state === "answered") {
         state = "head";
         blank.reset();

@@ -268,12 +268,12 @@ async function serveFront(options: ListenOptions): Promise<Listener> {
   const record = createRecorder(options);
   const edge = createEdgeHandler(options.handler, { cache, record });
   const listener = await bindSoon(options, () => Deno.listen({ hostname: options.hostname, port: options.port }));
-  let front: Front | undefined;
+  const ref: { front?: Front } = {};
   let server: Deno.HttpServer;
   try {
     server = Deno.serve(
       { hostname: "127.0.0.1", port: 0, onListen: () => {} },
-      (request, info) => edge(request, { remoteAddr: front?.clientOf(info.remoteAddr.port) ?? info.remoteAddr }),
+      (request, info) => edge(request, { remoteAddr: ref.front?.clientOf(info.remoteAddr.port) ?? info.remoteAddr }),
     );
   } catch (e) {
     listener.close();
@@ -290,7 +290,7 @@ async function serveFront(options: ListenOptions): Promise<Listener> {
     const body = response.body === null ? null : new Uint8Array(await response.arrayBuffer());
     return { status: response.status, headers: response.headers, body, shared };
   };
-  front = new Front({
+  const front = ref.front = new Front({
     listener,
     handover: server.addr as Deno.NetAddr,
     answer: plainAnswerer(cache, record, miss),
