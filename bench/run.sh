@@ -77,7 +77,7 @@ measure() { # pid url connections [header] -> "rps p99 cpu_us_per_request"
   else wrk -t"$t" -c"$3" -d"$DURATION" --latency "$2" > "$OUT/wrk.txt"; fi
   after=$(cpu_ticks "$1")
   awk -v ticks=$((after - before)) -v hz="$TICK" '/requests in/ {n = $1} /Requests\/sec/ {rps = $2} /^ +99%/ {p99 = $2}
-    END {printf "%s %s %.1f\n", rps, p99, n > 0 ? ticks / hz / n * 1e6 : 0}' "$OUT/wrk.txt"
+    END {printf "%s %s %.1f\n", rps, p99, (n > 0 ? ticks / hz / n * 1e6 : 0)}' "$OUT/wrk.txt"
 }
 
 sleep 1

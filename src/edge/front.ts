@@ -69,7 +69,9 @@ export class Front {
   #o: FrontOptions;
   #date: () => Uint8Array;
   #open = new Set<Open>();
-  #running = new Set<Promise<void>>();
+  /** Connections being served; `#drained` hears when none are left. */
+  #active = 0;
+  #drained?: () => void;
   #clients = new Map<number, Deno.NetAddr>();
   #stopping = false;
   #accepting: Promise<void>;
@@ -122,7 +124,7 @@ export class Front {
     } catch { /* already closed */ }
     for (const open of this.#open) if (!open.busy && !open.handedOver) close(open.conn);
     await this.#accepting;
-    while (this.#running.size > 0) await Promise.all(this.#running);
+    if (this.#active > 0) await new Promise<void>((resolve) => (this.#drained = resolve));
   }
 
   async #accept(): Promise<void> {
@@ -136,8 +138,10 @@ export class Front {
         await new Promise((resolve) => setTimeout(resolve, 100));
         continue;
       }
-      const running: Promise<void> = this.#serve(conn).finally(() => this.#running.delete(running));
-      this.#running.add(running);
+      this.#active++;
+      this.#serve(conn).finally(() => {
+        if (--this.#active === 0) this.#drained?.();
+      });
     }
   }
 
@@ -146,12 +150,14 @@ export class Front {
     const open: Open = { conn, busy: false, handedOver: false, deadline: Date.now() + this.#headMs };
     this.#open.add(open);
     const maxHead = this.#o.maxHead ?? 8192;
-    let buf = new Uint8Array(Math.min(maxHead, 4096) + 1);
+    // A device's head is a few hundred bytes: start small, grow up to `maxHead`.
+    let buf = new Uint8Array(Math.min(maxHead, 1024) + 1);
+    /** Answers written; from the second on, Nagle's algorithm could hold one back behind the last (pipelining). */
+    let answered = 0;
     let fill = 0;
     /** Waiting for a request after an answer, with no byte of it read yet: the idle deadline applies. */
     let idle = false;
     try {
-      (conn as Deno.TcpConn).setNoDelay?.(true);
       for (;;) {
         if (fill > 0) {
           // The next request has begun: its head is due a head timeout from now.
@@ -177,6 +183,7 @@ export class Front {
               answer = FAILED;
               request = { ...request, keepAlive: false };
             }
+            if (answered++ === 1) (conn as Deno.TcpConn).setNoDelay?.(true);
             await writeAll(conn, responseBytes(request, answer, this.#date()));
             open.busy = false;
             buf.copyWithin(0, request.length, fill);
