@@ -13,7 +13,8 @@
  * the hand-over), its head ends at the first blank line, and an answer is any byte from the server; bytes the
  * client sends after a head and before its answer (a body, a pipelined request) are due a head timeout from the
  * first of them, so a body sent slowly to a server that waits for it is cut off too. One sweep per
- * front closes the connections past their deadline, so the fast path pays a clock read, not a timer.
+ * front closes the connections past their deadline, so the fast path pays a clock read, not a timer. An answer being
+ * written must make progress within the idle timeout, so a client that stops reading does not hold it either.
  * @module
  */
 import { type Answer, dateLine, encodeFields, type PlainRequest, readHead, responseBytes } from "./h1.ts";
@@ -184,7 +185,7 @@ export class Front {
               request = { ...request, keepAlive: false };
             }
             if (answered++ === 1) (conn as Deno.TcpConn).setNoDelay?.(true);
-            await writeAll(conn, responseBytes(request, answer, this.#date()));
+            await this.#write(open, responseBytes(request, answer, this.#date()));
             open.busy = false;
             buf.copyWithin(0, request.length, fill);
             fill -= request.length;
@@ -210,6 +211,18 @@ export class Front {
       this.#open.delete(open);
       close(conn);
     }
+  }
+
+  /**
+   * Writes an answer. A client that stops reading cannot hold the connection: each write must make progress within the
+   * idle timeout (a large answer to a slow but reading client goes on as long as it moves).
+   */
+  async #write(open: Open, bytes: Uint8Array): Promise<void> {
+    for (let at = 0; at < bytes.length;) {
+      open.deadline = Date.now() + this.#idleMs;
+      at += await open.conn.write(bytes.subarray(at));
+    }
+    open.deadline = 0;
   }
 
   /**

@@ -387,6 +387,25 @@ Deno.test("front: a large body goes out whole", async () => {
   }
 });
 
+Deno.test("front: a client that stops reading a large answer is disconnected after the idle timeout", async () => {
+  const big = "0123456789abcdef".repeat(1024 * 1024); // 16 MiB: more than the socket buffers hold
+  const env = start({ answer: () => textAnswer(200, big), idleTimeoutMs: 300 });
+  const client = await Client.open(env.port);
+  try {
+    await client.send(`GET /big HTTP/1.0\r\n${H}\r\n`);
+    // The client reads nothing: the answer's writes stall.
+    let open = env.front.connections;
+    for (let i = 0; i < 60 && open > 0; i++) {
+      await new Promise((r) => setTimeout(r, 100));
+      open = env.front.connections;
+    }
+    assert.equal(open, 0, "a client that reads nothing held its connection past the idle timeout");
+  } finally {
+    client.close();
+    await env.stop();
+  }
+});
+
 Deno.test("front: shutdown closes idle connections, lets an answer under way finish, then stops listening", async () => {
   let release!: () => void;
   const gate = new Promise<void>((resolve) => (release = resolve));
