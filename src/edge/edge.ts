@@ -9,6 +9,7 @@
  * changes, devices see it at most a window later. Only GET and HEAD are repeated; If-None-Match gets its 304.
  * @module
  */
+import { KINDS_KEPT } from "./h1.ts";
 import type { RequestEntry } from "../http/request_log.ts";
 import { representationResponse } from "../http/responses.ts";
 import type { ClientInfo, Recorder, ServeHandler, Shared } from "../http/server.ts";
@@ -21,18 +22,43 @@ export const EDGE_WINDOW_MS = 1000;
 export interface EdgeCacheOptions {
   /** How long an answer is repeated, in ms. 0 turns the edge off. */
   windowMs: number;
-  /** Most body bytes kept at once; the oldest answers go first. One answer may use at most an eighth of it. */
+  /**
+   * Most bytes held at once, as {@linkcode entryCost} counts them (keys, bodies, headers, the response bytes made
+   * from them); the oldest answers go first. One answer may cost at most an eighth of it.
+   */
   maxBytes: number;
   /** The clock, in ms (default: `Date.now`). */
   now?: () => number;
 }
 
+/** What an entry costs beyond its key, body and headers: the Map slot, the entry and answer objects. */
+export const ENTRY_OVERHEAD = 1024;
+
+/**
+ * The bytes an entry holds, as counted against the budget: the key (Host, path and query, up to the 8 KiB a head
+ * may have), the body, the header text, and the response bytes made from them (`KINDS_KEPT` copies of the body and
+ * headers, `h1.ts`), plus a fixed overhead for the objects around them. An upper bound rather than a measurement: the
+ * body may be shared with the memory cache, and not every kind of response is made.
+ */
+export function entryCost(key: string, shared: Shared): number {
+  let headers = 0;
+  for (const fields of [shared.headers, shared.notModified]) {
+    for (const name in fields) headers += name.length + fields[name].length + 4;
+  }
+  return key.length + (1 + KINDS_KEPT) * (shared.body.byteLength + headers) + ENTRY_OVERHEAD;
+}
+
 interface Entry {
   shared: Shared;
   until: number;
+  cost: number;
 }
 
-/** The answers the edge may repeat, each for `windowMs`, within a byte budget. */
+/**
+ * The answers the edge may repeat, each for `windowMs`, within a byte budget that counts keys too. Entries leave in
+ * the order they came (every window is as long), so the expired ones are always the oldest: each `put` and `get`
+ * drops those first, and an expired answer does not linger until the budget pushes it out.
+ */
 export class EdgeCache {
   #o: EdgeCacheOptions;
   #now: () => number;
@@ -49,7 +75,7 @@ export class EdgeCache {
     return this.#entries.size;
   }
 
-  /** Body bytes kept. */
+  /** Bytes held, as {@linkcode entryCost} counts them. */
   get bytes(): number {
     return this.#bytes;
   }
@@ -58,27 +84,40 @@ export class EdgeCache {
   get(key: string): Shared | undefined {
     const entry = this.#entries.get(key);
     if (entry === undefined) return undefined;
-    if (this.#now() < entry.until) return entry.shared;
-    this.#delete(key, entry);
+    const now = this.#now();
+    if (now < entry.until) return entry.shared;
+    this.#expire(now);
     return undefined;
   }
 
-  /** Keeps `shared` for `key` for one window from now, unless the edge is off or the body is too large. */
+  /** Keeps `shared` for `key` for one window from now, unless the edge is off or the answer costs too much. */
   put(key: string, shared: Shared): void {
-    if (this.#o.windowMs <= 0 || shared.body.byteLength > this.#o.maxBytes / 8) return;
+    if (this.#o.windowMs <= 0) return;
+    const cost = entryCost(key, shared);
+    if (cost > this.#o.maxBytes / 8) return;
+    const now = this.#now();
     const old = this.#entries.get(key);
     if (old) this.#delete(key, old);
-    this.#entries.set(key, { shared, until: this.#now() + this.#o.windowMs });
-    this.#bytes += shared.body.byteLength;
+    this.#expire(now);
+    this.#entries.set(key, { shared, until: now + this.#o.windowMs, cost });
+    this.#bytes += cost;
     for (const [k, e] of this.#entries) {
       if (this.#bytes <= this.#o.maxBytes) break;
       this.#delete(k, e);
     }
   }
 
+  /** Drops the entries whose window has closed: the oldest ones. */
+  #expire(now: number): void {
+    for (const [k, e] of this.#entries) {
+      if (now < e.until) break;
+      this.#delete(k, e);
+    }
+  }
+
   #delete(key: string, entry: Entry): void {
     this.#entries.delete(key);
-    this.#bytes -= entry.shared.body.byteLength;
+    this.#bytes -= entry.cost;
   }
 }
 

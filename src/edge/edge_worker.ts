@@ -11,13 +11,13 @@
  */
 /// <reference lib="deno.worker" />
 import { createLogger } from "../log.ts";
-import { createEdgeHandler, EdgeCache, edgeKey, hitEntry } from "./edge.ts";
+import { createEdgeHandler, EdgeCache } from "./edge.ts";
 import { Front } from "./front.ts";
-import { type Answer, bodiless, encodeFields, type PlainRequest } from "./h1.ts";
+import type { PlainRequest } from "./h1.ts";
+import { type Missed, plainAnswerer } from "./plain.ts";
 import type { ToMain, ToWorker } from "./listen.ts";
 import { RequestTally } from "../http/metrics.ts";
 import { RequestLog } from "../http/request_log.ts";
-import { etagMatches } from "../http/responses.ts";
 import { type ClientInfo, createRecorder, type Recorder, type Shared } from "../http/server.ts";
 
 /**
@@ -70,64 +70,19 @@ async function forward(request: Request, info?: ClientInfo, share?: (shared: Sha
   return new Response(reply.body, { status: reply.status, headers: reply.headers });
 }
 
-/** The encoded 200 and 304 answers of each kept answer, made when first needed. */
-const encoded = new WeakMap<Shared, { ok: Answer; notModified: Answer }>();
-
-function encodedOf(shared: Shared): { ok: Answer; notModified: Answer } {
-  let answers = encoded.get(shared);
-  if (answers === undefined) {
-    answers = {
-      ok: {
-        status: 200,
-        fields: encodeFields(Object.entries(shared.headers), shared.body.length),
-        body: shared.body,
-        repeated: true,
-      },
-      notModified: {
-        status: 304,
-        fields: encodeFields(Object.entries(shared.notModified)),
-        body: null,
-        repeated: true,
-      },
-    };
-    encoded.set(shared, answers);
-  }
-  return answers;
-}
-
-/**
- * The edge for the requests `front.ts` reads: what `createEdgeHandler` does for `Deno.serve` requests, without
- * building a Request or a Response, in the same cache.
- */
-function plainAnswerer(cache: EdgeCache, record: Recorder) {
-  return async (request: PlainRequest, client: Deno.NetAddr): Promise<Answer> => {
-    const started = performance.now();
-    const key = edgeKey(request.host, request.target);
-    const shared = cache.get(key);
-    if (shared !== undefined) {
-      const answers = encodedOf(shared);
-      const answer = etagMatches(request.ifNoneMatch, shared.etag) ? answers.notModified : answers.ok;
-      const entry = hitEntry(shared, {
-        method: request.method,
-        path: request.target,
-        client: client.hostname,
-        status: answer.status,
-        started,
-        time: Date.now(),
-      });
-      record(entry, shared.kind);
-      return answer;
-    }
-    const reply = await ask({
-      method: request.method,
-      url: `http://${request.host}${request.target}`,
-      headers: request.headers,
-      client: client.hostname,
-    });
-    if (reply.shared) cache.put(key, reply.shared);
-    const body = reply.body === null ? null : new Uint8Array(reply.body);
-    const length = body?.length ?? (bodiless(reply.status) ? undefined : 0);
-    return { status: reply.status, fields: encodeFields(reply.headers, length), body };
+/** A request the edge does not keep an answer for goes to the main thread. */
+async function miss(request: PlainRequest, client: Deno.NetAddr): Promise<Missed> {
+  const reply = await ask({
+    method: request.method,
+    url: `http://${request.host}${request.target}`,
+    headers: request.headers,
+    client: client.hostname,
+  });
+  return {
+    status: reply.status,
+    headers: reply.headers,
+    body: reply.body === null ? null : new Uint8Array(reply.body),
+    shared: reply.shared,
   };
 }
 
@@ -159,7 +114,9 @@ function start(message: Extract<ToWorker, { type: "start" }>): void {
     front = new Front({
       listener,
       handover: server.addr as Deno.NetAddr,
-      answer: plainAnswerer(cache, edgeRecord),
+      answer: plainAnswerer(cache, edgeRecord, miss),
+      headTimeoutMs: message.headTimeoutMs,
+      idleTimeoutMs: message.idleTimeoutMs,
       onError: (e) => {
         logger.error("Cannot answer a request", { error: e instanceof Error ? (e.stack ?? e.message) : String(e) });
         sendSoon();

@@ -4,7 +4,17 @@
  * loop reads plain GET and HEAD requests itself (`h1.ts`) and writes each answer in one buffer. A connection that
  * carries anything else (a body, an upgrade, an absolute URL, odd bytes, a head too long, a second Host) is handed
  * over as it is, unread bytes included, to a `Deno.serve` on loopback, which answers it and the rest of that
- * connection exactly as it answers every connection when there are no worker threads.
+ * connection exactly as it answers any connection.
+ *
+ * Every connection, read here or handed over, has two deadlines: a client that has started a request head must
+ * finish it within the head timeout (counted from the connection's start for its first request), and a keep-alive
+ * connection with nothing under way is closed after the idle timeout. For a handed-over connection, which this loop
+ * no longer parses, the relay watches the bytes: a request starts with the client's first byte after an answer (or
+ * the hand-over), its head ends at the first blank line, and an answer is any byte from the server; bytes the
+ * client sends after a head and before its answer (a body, a pipelined request) are due a head timeout from the
+ * first of them, so a body sent slowly to a server that waits for it is cut off too. One sweep per
+ * front closes the connections past their deadline, so the fast path pays a clock read, not a timer. An answer being
+ * written must make progress within the idle timeout, so a client that stops reading does not hold it either.
  * @module
  */
 import { type Answer, dateLine, encodeFields, type PlainRequest, readHead, responseBytes } from "./h1.ts";
@@ -27,8 +37,13 @@ export interface FrontOptions {
   onError?: (error: unknown) => void;
   /** The `Deno.serve` on loopback that takes every connection this loop does not read itself. */
   handover: Deno.NetAddr;
-  /** How long a client may take to send a request head it has started, in ms (default 30 s). */
+  /**
+   * How long a client may take to send a request head, in ms (default 30 s): from the connection's start for its
+   * first request, from the first byte of each later one.
+   */
   headTimeoutMs?: number;
+  /** How long a keep-alive connection may wait for its next request, in ms (default 60 s). */
+  idleTimeoutMs?: number;
   /** Longest request head read here (default 8 KiB); a longer one goes to the handover server. */
   maxHead?: number;
   /** The wall clock for the Date header (default: `Date.now`). */
@@ -41,22 +56,51 @@ interface Open {
   busy: boolean;
   /** Handed over: the handover server finishes it. */
   handedOver: boolean;
+  /** When the connection is closed unless something happens first (`Date.now()` ms; 0: no deadline). */
+  deadline: number;
 }
+
+/** The default head timeout, in ms. */
+export const HEAD_TIMEOUT_MS = 30_000;
+/** The default idle keep-alive timeout, in ms. */
+export const IDLE_TIMEOUT_MS = 60_000;
 
 /** Serves the connections of one listener until {@linkcode Front.shutdown}. */
 export class Front {
   #o: FrontOptions;
   #date: () => Uint8Array;
   #open = new Set<Open>();
-  #running = new Set<Promise<void>>();
+  /** Connections being served; `#drained` hears when none are left. */
+  #active = 0;
+  #drained?: () => void;
   #clients = new Map<number, Deno.NetAddr>();
   #stopping = false;
   #accepting: Promise<void>;
+  #headMs: number;
+  #idleMs: number;
+  #sweeper: ReturnType<typeof setInterval>;
 
   constructor(options: FrontOptions) {
     this.#o = options;
     this.#date = dateLine(options.now);
+    this.#headMs = options.headTimeoutMs ?? HEAD_TIMEOUT_MS;
+    this.#idleMs = options.idleTimeoutMs ?? IDLE_TIMEOUT_MS;
+    // A deadline is kept to within a quarter of the shorter timeout (between 10 ms and a second).
+    const tick = Math.max(10, Math.min(1000, Math.min(this.#headMs, this.#idleMs) / 4));
+    this.#sweeper = setInterval(() => this.#sweep(), tick);
+    Deno.unrefTimer(this.#sweeper);
     this.#accepting = this.#accept();
+  }
+
+  /** Closes the connections past their deadline. */
+  #sweep(): void {
+    const now = Date.now();
+    for (const open of this.#open) {
+      if (open.deadline !== 0 && now >= open.deadline) {
+        open.deadline = 0;
+        close(open.conn);
+      }
+    }
   }
 
   /**
@@ -75,12 +119,13 @@ export class Front {
   /** Stops accepting, closes idle connections, lets answers under way finish, and resolves when all are closed. */
   async shutdown(): Promise<void> {
     this.#stopping = true;
+    clearInterval(this.#sweeper);
     try {
       this.#o.listener.close();
     } catch { /* already closed */ }
     for (const open of this.#open) if (!open.busy && !open.handedOver) close(open.conn);
     await this.#accepting;
-    while (this.#running.size > 0) await Promise.all(this.#running);
+    if (this.#active > 0) await new Promise<void>((resolve) => (this.#drained = resolve));
   }
 
   async #accept(): Promise<void> {
@@ -94,31 +139,43 @@ export class Front {
         await new Promise((resolve) => setTimeout(resolve, 100));
         continue;
       }
-      const running: Promise<void> = this.#serve(conn).finally(() => this.#running.delete(running));
-      this.#running.add(running);
+      this.#active++;
+      this.#serve(conn).finally(() => {
+        if (--this.#active === 0) this.#drained?.();
+      });
     }
   }
 
   async #serve(conn: Deno.Conn): Promise<void> {
-    const open: Open = { conn, busy: false, handedOver: false };
+    // The first request's head is due a head timeout after the connection starts.
+    const open: Open = { conn, busy: false, handedOver: false, deadline: Date.now() + this.#headMs };
     this.#open.add(open);
     const maxHead = this.#o.maxHead ?? 8192;
-    let buf = new Uint8Array(Math.min(maxHead, 4096) + 1);
+    // A device's head is a few hundred bytes: start small, grow up to `maxHead`.
+    let buf = new Uint8Array(Math.min(maxHead, 1024) + 1);
+    /** Answers written; from the second on, Nagle's algorithm could hold one back behind the last (pipelining). */
+    let answered = 0;
     let fill = 0;
-    let timer: ReturnType<typeof setTimeout> | undefined;
+    /** Waiting for a request after an answer, with no byte of it read yet: the idle deadline applies. */
+    let idle = false;
     try {
-      (conn as Deno.TcpConn).setNoDelay?.(true);
       for (;;) {
         if (fill > 0) {
+          // The next request has begun: its head is due a head timeout from now.
+          if (idle) {
+            idle = false;
+            open.deadline = Date.now() + this.#headMs;
+          }
           const head = readHead(buf, fill, maxHead);
           if (head.kind === "other") {
             open.handedOver = true;
-            await this.#handOver(conn, buf.subarray(0, fill));
+            await this.#handOver(open, buf.subarray(0, fill));
             return;
           }
           if (head.kind === "plain") {
             let request = head.request;
             open.busy = true;
+            open.deadline = 0;
             let answer: Answer;
             try {
               answer = await this.#o.answer(request, conn.remoteAddr as Deno.NetAddr);
@@ -127,11 +184,14 @@ export class Front {
               answer = FAILED;
               request = { ...request, keepAlive: false };
             }
-            await writeAll(conn, responseBytes(request, answer, this.#date()));
+            if (answered++ === 1) (conn as Deno.TcpConn).setNoDelay?.(true);
+            await this.#write(open, responseBytes(request, answer, this.#date()));
             open.busy = false;
             buf.copyWithin(0, request.length, fill);
             fill -= request.length;
             if (!request.keepAlive || this.#stopping) return;
+            open.deadline = Date.now() + this.#idleMs;
+            idle = true;
             continue;
           }
         }
@@ -141,38 +201,100 @@ export class Front {
           bigger.set(buf);
           buf = bigger;
         }
-        if (fill > 0) timer = setTimeout(() => close(conn), this.#o.headTimeoutMs ?? 30_000);
         const n = await conn.read(buf.subarray(fill));
-        clearTimeout(timer);
         if (n === null) return;
         fill += n;
       }
     } catch {
-      // A connection reset, or closed by shutdown or the head timeout: nothing more to send.
+      // A connection reset, or closed by shutdown or a deadline: nothing more to send.
     } finally {
-      clearTimeout(timer);
       this.#open.delete(open);
       close(conn);
     }
   }
 
-  /** Relays `conn` to the handover server, `head` (what was read so far) first, until either side is done. */
-  async #handOver(conn: Deno.Conn, head: Uint8Array): Promise<void> {
+  /**
+   * Writes an answer. A client that stops reading cannot hold the connection: each write must make progress within the
+   * idle timeout (a large answer to a slow but reading client goes on as long as it moves).
+   */
+  async #write(open: Open, bytes: Uint8Array): Promise<void> {
+    for (let at = 0; at < bytes.length;) {
+      open.deadline = Date.now() + this.#idleMs;
+      at += await open.conn.write(bytes.subarray(at));
+    }
+    open.deadline = 0;
+  }
+
+  /**
+   * Relays `open.conn` to the handover server, `head` (what was read so far) first, until either side is done. The
+   * relay keeps the connection's deadlines: see the module doc.
+   */
+  async #handOver(open: Open, head: Uint8Array): Promise<void> {
+    const { conn } = open;
     const { hostname, port: serverPort } = this.#o.handover;
     const server = await Deno.connect({ hostname, port: serverPort });
     const port = (server.localAddr as Deno.NetAddr).port;
     this.#clients.set(port, conn.remoteAddr as Deno.NetAddr);
+    // The head under way keeps the deadline it has; `blank` finds where it ends. Then the server is at work (no
+    // deadline) until it answers; then the client may idle until its next request's first byte starts a head.
+    const blank = new BlankLine();
+    let state: "head" | "working" | "answered" = "head";
+    const fromClient = (bytes: Uint8Array) => {
+      if (state === "working") {
+        // More from the client before the answer (a body, a pipelined request): due a head timeout from its start.
+        if (open.deadline === 0) open.deadline = Date.now() + this.#headMs;
+        return;
+      }
+      if (state === "answered") {
+        state = "head";
+        blank.reset();
+        open.deadline = Date.now() + this.#headMs;
+      }
+      if (blank.in(bytes)) {
+        state = "working";
+        open.deadline = 0;
+      }
+    };
+    const fromServer = () => {
+      state = "answered";
+      open.deadline = Date.now() + this.#idleMs;
+    };
+    fromClient(head);
     try {
       await writeAll(server, head);
       // The client's further bytes go on; when it stops sending, the server hears so and may still answer. When the
       // client's side fails (a reset), the server's side is closed, which ends the relay below.
-      copy(conn, server).then(() => server.closeWrite()).catch(() => close(server));
+      copy(conn, server, fromClient).then(() => server.closeWrite()).catch(() => close(server));
       // The server's answers go back until it closes the connection, which ends this one too.
-      await copy(server, conn);
+      await copy(server, conn, fromServer);
     } finally {
       this.#clients.delete(port);
       close(server);
     }
+  }
+}
+
+/** Finds the blank line that ends a request head (CRLF CRLF, or bare LFs as `Deno.serve` also takes), across reads. */
+class BlankLine {
+  #lf = false;
+
+  /** Starts looking for a new head. */
+  reset(): void {
+    this.#lf = false;
+  }
+
+  /** Whether `bytes`, following what was seen since the last reset, complete a blank line. */
+  in(bytes: Uint8Array): boolean {
+    for (let i = 0; i < bytes.length; i++) {
+      const b = bytes[i];
+      if (b === 10) {
+        if (this.#lf) return true;
+        this.#lf = true;
+      } else if (b !== 13) {
+        this.#lf = false;
+      }
+    }
+    return false;
   }
 }
 
@@ -186,11 +308,12 @@ async function writeAll(conn: Deno.Conn, bytes: Uint8Array): Promise<void> {
   for (let at = 0; at < bytes.length;) at += await conn.write(bytes.subarray(at));
 }
 
-async function copy(from: Deno.Conn, to: Deno.Conn): Promise<void> {
+async function copy(from: Deno.Conn, to: Deno.Conn, seen: (bytes: Uint8Array) => void): Promise<void> {
   const buf = new Uint8Array(32 * 1024);
   for (;;) {
     const n = await from.read(buf);
     if (n === null) return;
+    seen(buf.subarray(0, n));
     await writeAll(to, buf.subarray(0, n));
   }
 }

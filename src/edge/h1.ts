@@ -188,23 +188,33 @@ export function bodiless(status: number): boolean {
 const statusLines = new Map<number, Uint8Array>();
 
 /** Response bytes made for repeated answers: per answer, the Date line they were made with, and per kind. */
-const made = new WeakMap<Answer, { date: Uint8Array; bytes: (Uint8Array | undefined)[] }>();
+const made = new WeakMap<Answer, { date: Uint8Array; bytes: (Uint8Array | undefined)[]; count: number }>();
+/** Kinds of response kept per repeated answer and second (the edge's budget counts this many copies). */
+export const KINDS_KEPT = 2;
 
 /**
  * The bytes of a whole response to `request`: status line in the request's HTTP version, the answer's fields,
  * `date`, `connection` when it differs from the version's default, the blank line, and the body unless the request
  * is a HEAD or the status has none. One buffer, so that one write sends it all. The buffer is not to be changed:
- * for a repeated answer, the next request of the same kind gets the same one within the same second.
+ * for a repeated answer, the next request of the same kind gets the same one within the same second (for the first
+ * two kinds of request asked for in that second; a client seldom mixes more).
  */
 export function responseBytes(request: PlainRequest, answer: Answer, date: Uint8Array): Uint8Array {
   if (!answer.repeated) return build(request, answer, date);
   let kinds = made.get(answer);
   if (kinds === undefined || kinds.date !== date) {
-    kinds = { date, bytes: [] };
+    kinds = { date, bytes: [], count: 0 };
     made.set(answer, kinds);
   }
   const kind = (request.method === "HEAD" ? 4 : 0) + request.minor * 2 + (request.keepAlive ? 1 : 0);
-  return kinds.bytes[kind] ??= build(request, answer, date);
+  const kept = kinds.bytes[kind];
+  if (kept !== undefined) return kept;
+  const bytes = build(request, answer, date);
+  if (kinds.count < KINDS_KEPT) {
+    kinds.bytes[kind] = bytes;
+    kinds.count++;
+  }
+  return bytes;
 }
 
 function build(request: PlainRequest, answer: Answer, date: Uint8Array): Uint8Array {

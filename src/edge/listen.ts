@@ -1,5 +1,7 @@
 /**
- * Puts the handler on the network, with the edge (`edge.ts`) in front of it. With `workers` > 0, that many edge
+ * Puts the handler on the network, with the edge (`edge.ts`) in front of it. With `workers` 0 (the default), this
+ * thread reads its connections itself (`front.ts`), answers kept cache hits in one write each and everything else
+ * with the handler, and hands odd connections to a `Deno.serve` on loopback. With `workers` > 0, that many edge
  * worker threads (`edge_worker.ts`) share the port through SO_REUSEPORT and answer repeated cache hits in
  * parallel, while this thread runs everything else; a worker that dies is replaced. If the threads cannot listen
  * (no SO_REUSEPORT, or Deno run without `--unstable-net`), this thread serves alone and says why.
@@ -8,9 +10,12 @@
 import type { Config } from "../config/schema.ts";
 import type { Logger, LogLevel } from "../log.ts";
 import { createEdgeHandler, EDGE_WINDOW_MS, EdgeCache } from "./edge.ts";
+import { Front, HEAD_TIMEOUT_MS, IDLE_TIMEOUT_MS } from "./front.ts";
+import { type Missed, plainAnswerer } from "./plain.ts";
 import type { Metrics, TallySnapshot } from "../http/metrics.ts";
 import type { RequestEntry, RequestLog } from "../http/request_log.ts";
 import { createRecorder, type ServeHandler, type Shared, splitUrl } from "../http/server.ts";
+import type { PlainRequest } from "./h1.ts";
 
 /** How edge workers write request log lines, as the main logger would. */
 export interface WorkerLog {
@@ -31,7 +36,16 @@ export interface WorkerBatch {
 
 /** Messages from the main thread to an edge worker. */
 export type ToWorker =
-  | { type: "start"; hostname: string; port: number; windowMs: number; maxBytes: number; log: WorkerLog }
+  | {
+    type: "start";
+    hostname: string;
+    port: number;
+    windowMs: number;
+    maxBytes: number;
+    headTimeoutMs: number;
+    idleTimeoutMs: number;
+    log: WorkerLog;
+  }
   | {
     type: "response";
     id: number;
@@ -69,6 +83,15 @@ export interface ListenOptions {
   windowMs: number;
   /** The edge's byte budget per thread. */
   maxBytes: number;
+  /** How long a client may take to send a request head, in ms (`server.head_timeout`; default 30 s). */
+  headTimeoutMs?: number;
+  /** How long an idle keep-alive connection stays open, in ms (`server.idle_timeout`; default 60 s). */
+  idleTimeoutMs?: number;
+  /**
+   * Whether this thread reads its connections itself (default true); false puts the edge on a plain `Deno.serve`,
+   * without the connection deadlines (tests compare the two).
+   */
+  front?: boolean;
   /** How long to wait for the worker threads to listen, in ms (default 10 s). */
   startTimeout?: number;
   /** How long shutdown waits for requests under way in the worker threads, in ms (default 30 s). */
@@ -124,18 +147,67 @@ export function forwardedRequest(message: { method: string; url: string; headers
  * per-thread byte budget, and how the worker threads log.
  */
 export function configSettings(
-  config: Pick<Config, "cache" | "log">,
-): Pick<ListenOptions, "windowMs" | "maxBytes" | "log"> {
+  config: Pick<Config, "cache" | "log" | "server">,
+): Required<Pick<ListenOptions, "windowMs" | "maxBytes" | "log" | "headTimeoutMs" | "idleTimeoutMs">> {
   return {
     windowMs: Math.min(EDGE_WINDOW_MS, config.cache.ttl),
     maxBytes: Math.min(16 * 1024 * 1024, config.cache.memory / 4),
+    headTimeoutMs: config.server.head_timeout,
+    idleTimeoutMs: config.server.idle_timeout,
     log: { level: config.log.level, format: config.log.format, requestsKept: config.log.requests_kept },
   };
 }
 
-/** The worker count `auto` stands for: one per CPU, at most 4, none on a single CPU. */
-export function autoWorkers(cpus: number = navigator.hardwareConcurrency ?? 1): number {
-  return cpus < 2 ? 0 : Math.min(cpus, 4);
+/** Reads a text file; undefined when it cannot be read (absent, or not permitted). */
+export type ReadText = (path: string) => string | undefined;
+
+function readText(path: string): string | undefined {
+  try {
+    return Deno.readTextFileSync(path);
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * The CPUs a container's limit allows this process, if one is set: the smallest quota over its cgroup and the
+ * cgroups above it (cgroup v2 `cpu.max`, "max" or `<quota> <period>`), else the cgroup v1 CFS quota
+ * (`cpu.cfs_quota_us` / `cpu.cfs_period_us`, -1 for none). Undefined when there is no limit or nothing can be read.
+ */
+export function cgroupCpus(read: ReadText = readText): number | undefined {
+  let limit: number | undefined;
+  const keep = (quota: number, period: number) => {
+    if (quota > 0 && period > 0) limit = Math.min(limit ?? Infinity, quota / period);
+  };
+  const own = /^0::(\/\S*)$/m.exec(read("/proc/self/cgroup") ?? "")?.[1] ?? "/";
+  const dirs = ["/sys/fs/cgroup"];
+  for (let path = own; path !== "/" && path !== ""; path = path.slice(0, path.lastIndexOf("/")) || "/") {
+    dirs.push(`/sys/fs/cgroup${path}`);
+  }
+  for (const dir of dirs) {
+    const [quota, period] = (read(`${dir}/cpu.max`) ?? "").trim().split(/\s+/);
+    if (quota && quota !== "max") keep(Number(quota), Number(period));
+  }
+  if (limit !== undefined) return limit;
+  for (const dir of ["/sys/fs/cgroup/cpu,cpuacct", "/sys/fs/cgroup/cpu"]) {
+    const quota = read(`${dir}/cpu.cfs_quota_us`);
+    if (quota === undefined) continue;
+    keep(Number(quota.trim()), Number((read(`${dir}/cpu.cfs_period_us`) ?? "").trim()));
+    break;
+  }
+  return limit;
+}
+
+/**
+ * The worker count `auto` stands for: one per CPU, at most 4, none on a single CPU. A container's CPU limit
+ * (`cgroupCpus`) counts as the number of CPUs when it is lower, rounded down (1.5 CPUs: none).
+ */
+export function autoWorkers(
+  cpus: number = navigator.hardwareConcurrency ?? 1,
+  limit: number | undefined = cgroupCpus(),
+): number {
+  const usable = limit === undefined ? cpus : Math.min(cpus, Math.floor(limit));
+  return usable < 2 ? 0 : Math.min(usable, 4);
 }
 
 /**
@@ -156,25 +228,89 @@ export async function listen(options: ListenOptions): Promise<Listener> {
       });
     }
   }
-  const cache = new EdgeCache({ windowMs: options.windowMs, maxBytes: options.maxBytes });
-  const handler = createEdgeHandler(options.handler, { cache, record: createRecorder(options) });
-  const serve = () => Deno.serve({ hostname: options.hostname, port: options.port, onListen: () => {} }, handler);
-  let server: Deno.HttpServer;
-  // Worker threads that were just stopped may hold the port for a moment yet.
+  return options.front === false ? await serveAlone(options) : await serveFront(options);
+}
+
+/** Binds with `bind`, retrying a moment while worker threads that were just stopped still hold the port. */
+async function bindSoon<T>(options: ListenOptions, bind: () => T): Promise<T> {
   for (let attempt = 1;; attempt++) {
     try {
-      server = serve();
-      break;
+      return bind();
     } catch (e) {
       if (options.workers === 0 || !(e instanceof Deno.errors.AddrInUse) || attempt === 40) throw e;
       await new Promise((resolve) => setTimeout(resolve, 50));
     }
   }
+}
+
+/** This thread serves alone through `Deno.serve`, the edge in front of the handler. */
+async function serveAlone(options: ListenOptions): Promise<Listener> {
+  const cache = new EdgeCache({ windowMs: options.windowMs, maxBytes: options.maxBytes });
+  const handler = createEdgeHandler(options.handler, { cache, record: createRecorder(options) });
+  const server = await bindSoon(
+    options,
+    () => Deno.serve({ hostname: options.hostname, port: options.port, onListen: () => {} }, handler),
+  );
   return {
     workers: 0,
     flush: () => Promise.resolve(),
     shutdown: () => server.shutdown(),
     finished: server.finished,
+  };
+}
+
+/**
+ * This thread serves alone, reading its connections itself (`front.ts`): kept answers go out in one write, other
+ * plain requests go to the handler, and odd connections to a `Deno.serve` on loopback with the same edge in front.
+ */
+async function serveFront(options: ListenOptions): Promise<Listener> {
+  const cache = new EdgeCache({ windowMs: options.windowMs, maxBytes: options.maxBytes });
+  const record = createRecorder(options);
+  const edge = createEdgeHandler(options.handler, { cache, record });
+  const listener = await bindSoon(options, () => Deno.listen({ hostname: options.hostname, port: options.port }));
+  const ref: { front?: Front } = {};
+  let server: Deno.HttpServer;
+  try {
+    server = Deno.serve(
+      { hostname: "127.0.0.1", port: 0, onListen: () => {} },
+      (request, info) => edge(request, { remoteAddr: ref.front?.clientOf(info.remoteAddr.port) ?? info.remoteAddr }),
+    );
+  } catch (e) {
+    listener.close();
+    throw e;
+  }
+  const miss = async (request: PlainRequest, client: Deno.NetAddr): Promise<Missed> => {
+    let shared: Shared | undefined;
+    const forwarded = forwardedRequest({
+      method: request.method,
+      url: `http://${request.host}${request.target}`,
+      headers: request.headers,
+    });
+    const response = await options.handler(forwarded, { remoteAddr: client }, (s) => (shared = s));
+    const body = response.body === null ? null : new Uint8Array(await response.arrayBuffer());
+    return { status: response.status, headers: response.headers, body, shared };
+  };
+  const front = ref.front = new Front({
+    listener,
+    handover: server.addr as Deno.NetAddr,
+    answer: plainAnswerer(cache, record, miss),
+    onError: (e) =>
+      options.logger.error("Cannot answer a request", { error: e instanceof Error ? e.message : String(e) }),
+    headTimeoutMs: options.headTimeoutMs,
+    idleTimeoutMs: options.idleTimeoutMs,
+  });
+  let finish!: () => void;
+  const finished = new Promise<void>((resolve) => (finish = resolve));
+  let stopped: Promise<void> | undefined;
+  return {
+    workers: 0,
+    flush: () => Promise.resolve(),
+    shutdown: () =>
+      stopped ??= Promise.all([front.shutdown(), server.shutdown()]).then(async () => {
+        await server.finished;
+        finish();
+      }),
+    finished,
   };
 }
 
@@ -287,6 +423,8 @@ async function startWorkers(options: ListenOptions): Promise<Listener> {
           port: options.port,
           windowMs: options.windowMs,
           maxBytes: options.maxBytes,
+          headTimeoutMs: options.headTimeoutMs ?? HEAD_TIMEOUT_MS,
+          idleTimeoutMs: options.idleTimeoutMs ?? IDLE_TIMEOUT_MS,
           log: options.log,
         } satisfies ToWorker,
       );

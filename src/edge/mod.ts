@@ -1,10 +1,13 @@
 /**
  * The connection room: everything that sees sockets and bytes, and nothing that knows packages.
  *
- * - `listen.ts` puts a handler on the port, starts the edge worker threads and replaces one that dies.
+ * - `listen.ts` puts a handler on the port: by default the main thread's own front, or edge worker threads beside it
+ *   (`server.workers`), replacing one that dies; it also says what `auto` means within a container's CPU limit.
  * - `edge_worker.ts` is one such thread: it answers repeated cache hits itself and forwards the rest.
- * - `front.ts` reads a thread's own connections and hands anything it does not read to `Deno.serve`.
+ * - `front.ts` reads a thread's own connections, keeps their head and idle deadlines, and hands anything it does not
+ *   read to `Deno.serve`.
  * - `h1.ts` is the strict HTTP/1 head reader and the one-write response encoder `front.ts` uses.
+ * - `plain.ts` is the edge for the requests `front.ts` reads: kept answers at once, the rest to a miss function.
  * - `edge.ts` is the bounded cache of recent hit answers, shared by both paths.
  *
  * The request room next door, `src/http/`, holds the router, responses, the request log and metrics: it turns a

@@ -46,7 +46,7 @@ Deno.test("defaults match the public contract", () => {
   assert.equal(c.server.host, "0.0.0.0");
   assert.equal(c.server.port, 18891);
   assert.equal(c.server.public_url, null);
-  assert.equal(c.server.workers, "auto");
+  assert.equal(c.server.workers, 0);
   assert.equal(c.cache.dir, null, "null: $CACHE_DIRECTORY, else .cache beside the config file");
   assert.equal(c.cache.ttl, 600_000);
   assert.equal(c.cache.offline, false);

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { createApp } from "../../src/app.ts";
-import { createEdgeHandler, EDGE_WINDOW_MS, EdgeCache } from "../../src/edge/edge.ts";
+import { createEdgeHandler, EDGE_WINDOW_MS, EdgeCache, entryCost } from "../../src/edge/edge.ts";
 import type { Shared } from "../../src/http/server.ts";
 import { createRecorder } from "../../src/http/server.ts";
 import { memoryLogger } from "../../src/log.ts";
@@ -35,17 +35,49 @@ Deno.test("the edge cache keeps an answer for its window only", () => {
   assert.equal(cache.bytes, 0);
 });
 
-Deno.test("the edge cache keeps to its byte budget, oldest first, and refuses bodies over an eighth of it", () => {
-  const cache = new EdgeCache({ windowMs: 1000, maxBytes: 8000, now: () => T0 });
+Deno.test("the edge cache keeps to its byte budget, oldest first, and refuses answers over an eighth of it", () => {
+  const one = entryCost("gw /0", shared(1000));
+  const cache = new EdgeCache({ windowMs: 1000, maxBytes: one * 8, now: () => T0 });
   for (let i = 0; i < 10; i++) cache.put(`gw /${i}`, shared(1000));
-  assert.equal(cache.bytes, 8000);
+  assert.equal(cache.bytes, one * 8);
   assert.equal(cache.get("gw /0"), undefined, "the oldest answer was kept over budget");
   assert.equal(cache.get("gw /1"), undefined);
   assert.ok(cache.get("gw /9"));
   cache.put("gw /big", shared(1001));
-  assert.equal(cache.get("gw /big"), undefined, "a body over an eighth of the budget was kept");
+  assert.equal(cache.get("gw /big"), undefined, "an answer over an eighth of the budget was kept");
   cache.put("gw /9", shared(500));
-  assert.equal(cache.bytes, 7500, "replacing an answer did not release the old body's bytes");
+  assert.equal(cache.bytes, one * 7 + entryCost("gw /9", shared(500)), "replacing an answer kept the old one's cost");
+});
+
+Deno.test("the edge cache counts keys, headers and the response bytes it makes, not bodies alone", () => {
+  const body = shared(100);
+  const key = `gw /file/ab/abcd?${"q".repeat(8000)}`;
+  const cost = entryCost(key, body);
+  assert.ok(cost >= key.length + 3 * 100, `cost ${cost} leaves out the key or the made response bytes`);
+  const cache = new EdgeCache({ windowMs: 1000, maxBytes: 1 << 20, now: () => T0 });
+  // Thousands of unique query strings on one cached file: the keys, not the shared body, take the memory.
+  for (let i = 0; i < 5000; i++) cache.put(`${key}${i}`, body);
+  let keyBytes = 0;
+  for (let i = 4999; i >= 0 && cache.get(`${key}${i}`); i--) keyBytes += key.length;
+  assert.ok(cache.bytes <= 1 << 20, `${cache.bytes} bytes held`);
+  assert.ok(keyBytes <= 1 << 20, `the keys alone hold ${keyBytes} bytes, over the 1 MiB budget`);
+  assert.equal(cache.size, Math.floor((1 << 20) / cost));
+});
+
+Deno.test("expired answers leave the edge cache at the next put or get, not when the budget needs room", () => {
+  let clock = T0;
+  const cache = new EdgeCache({ windowMs: 1000, maxBytes: 1 << 20, now: () => clock });
+  for (let i = 0; i < 100; i++) cache.put(`gw /${i}?${i}`, shared(10));
+  assert.equal(cache.size, 100);
+  clock += 1000;
+  cache.put("gw /new", shared(10));
+  assert.equal(cache.size, 1, "expired answers lingered");
+  assert.equal(cache.bytes, entryCost("gw /new", shared(10)));
+  for (let i = 0; i < 10; i++) cache.put(`gw /${i}`, shared(10));
+  clock += 1000;
+  assert.equal(cache.get("gw /9"), undefined);
+  assert.equal(cache.size, 0, "a get left expired answers behind");
+  assert.equal(cache.bytes, 0);
 });
 
 Deno.test("a window of 0 turns the edge off", () => {
@@ -55,7 +87,7 @@ Deno.test("a window of 0 turns the edge off", () => {
 });
 
 /** An app on a fake index, with the edge in front of it, both on one test clock. */
-async function setup(ttl = "10m") {
+async function setup(ttl = "10m", maxBytes = 1 << 20) {
   const idx = await buildIndex();
   const up = new FakeUpstream(idx.root).start();
   let clock = T0;
@@ -63,7 +95,7 @@ async function setup(ttl = "10m") {
   const logger = memoryLogger();
   const config = testConfig({ cache: { dir: tempDir(), ttl }, upstreams: { index: up.url, retries: 0 } });
   const app = await createApp({ config, logger, now });
-  const cache = new EdgeCache({ windowMs: EDGE_WINDOW_MS, maxBytes: 1 << 20, now });
+  const cache = new EdgeCache({ windowMs: EDGE_WINDOW_MS, maxBytes, now });
   let handled = 0;
   const counted: typeof app.handler = (request, info, share) => {
     handled++;
@@ -205,6 +237,31 @@ Deno.test("errors, misses and other methods are never kept by the edge", async (
     }
     assert.equal(env.cache.size, 0);
     assert.equal(env.handled, 6);
+  } finally {
+    await env.close();
+  }
+});
+
+Deno.test("thousands of unique query strings on a cached /file/ keep the edge within its budget", async () => {
+  const maxBytes = 512 * 1024;
+  const env = await setup("10m", maxBytes);
+  try {
+    const [hash] = env.idx.files.keys();
+    const path = `/file/${hash.slice(0, 2)}/${hash}`;
+    await text(await env.get(path));
+    assert.equal((await env.get(path)).status, 200);
+    const padding = "p".repeat(4000);
+    let most = 0;
+    for (let i = 0; i < 3000; i++) {
+      const res = await env.get(`${path}?${padding}${i}`);
+      assert.equal(res.status, 200);
+      await res.body?.cancel();
+      most = Math.max(most, env.cache.bytes);
+    }
+    assert.ok(most <= maxBytes, `the edge held ${most} bytes against a budget of ${maxBytes}`);
+    const keys = env.cache.size * (padding.length + path.length);
+    assert.ok(keys <= maxBytes, `${env.cache.size} answers kept: their keys alone take ${keys} bytes`);
+    assert.ok(env.cache.size > 10, "the edge kept next to nothing");
   } finally {
     await env.close();
   }

@@ -18,6 +18,7 @@ function start(
   options: {
     answer?: (r: PlainRequest) => Answer | Promise<Answer>;
     headTimeoutMs?: number;
+    idleTimeoutMs?: number;
     onError?: (e: unknown) => void;
   } = {},
 ) {
@@ -26,7 +27,7 @@ function start(
   const ref: { front?: Front } = {};
   const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: () => {} }, async (request, info) => {
     const client = ref.front?.clientOf(info.remoteAddr.port);
-    handedOver.push({ method: request.method, body: await request.text(), client });
+    handedOver.push({ method: request.method, body: await request.text().catch(() => ""), client });
     return new Response(`handed over ${request.method}`);
   });
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
@@ -34,6 +35,7 @@ function start(
     listener,
     handover: server.addr as Deno.NetAddr,
     headTimeoutMs: options.headTimeoutMs,
+    idleTimeoutMs: options.idleTimeoutMs,
     onError: options.onError,
     answer: (request) => {
       seen.push(request);
@@ -237,6 +239,111 @@ Deno.test("front: a head that stops arriving is dropped after the head timeout; 
   }
 });
 
+/** Sends `text` a byte every `everyMs` until the connection fails; resolves when it stops. */
+async function drip(client: Client, text: string, everyMs: number): Promise<void> {
+  for (const ch of text) {
+    await new Promise((r) => setTimeout(r, everyMs));
+    try {
+      await client.send(ch);
+    } catch {
+      return;
+    }
+  }
+}
+
+Deno.test("front: a head sent a byte at a time is dropped at the head timeout, though each byte comes in time", async () => {
+  const env = start({ headTimeoutMs: 300 });
+  const slow = await Client.open(env.port);
+  try {
+    const dripping = drip(slow, `GET /slow HTTP/1.1\r\n${H}X-Pad: ${"p".repeat(100)}\r\n\r\n`, 50);
+    assert.ok(await slow.closedWithin(3000), "a head trickling in held its connection past the head timeout");
+    slow.close();
+    await dripping;
+    assert.equal(env.seen.length, 0);
+  } finally {
+    slow.close();
+    await env.stop();
+  }
+});
+
+Deno.test("front: a connection that sends nothing is dropped at the head timeout", async () => {
+  const env = start({ headTimeoutMs: 200 });
+  const silent = await Client.open(env.port);
+  try {
+    assert.ok(await silent.closedWithin(3000), "a silent connection stayed open");
+    assert.equal(env.front.connections, 0);
+  } finally {
+    silent.close();
+    await env.stop();
+  }
+});
+
+Deno.test("front: an idle keep-alive connection is closed after the idle timeout; a busy one stays", async () => {
+  const env = start({ idleTimeoutMs: 300 });
+  const idle = await Client.open(env.port);
+  const busy = await Client.open(env.port);
+  try {
+    await idle.send(`GET /a HTTP/1.1\r\n${H}\r\n`);
+    assert.equal((await idle.response())!.body, "GET /a");
+    for (let i = 0; i < 8; i++) {
+      await busy.send(`GET /b${i} HTTP/1.1\r\n${H}\r\n`);
+      assert.equal((await busy.response())!.body, `GET /b${i}`, "a connection in use was closed");
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    assert.ok(await idle.closedWithin(3000), "an idle keep-alive connection stayed open");
+  } finally {
+    idle.close();
+    busy.close();
+    await env.stop();
+  }
+});
+
+Deno.test("front: handed-over connections keep both deadlines: a slow head, a slow body, an idle connection", async () => {
+  const env = start({ headTimeoutMs: 300, idleTimeoutMs: 300 });
+  const clients: Client[] = [];
+  const open = async () => {
+    const c = await Client.open(env.port);
+    clients.push(c);
+    return c;
+  };
+  try {
+    // A non-ASCII byte hands the head over before it ends; the rest trickles in.
+    const utf8 = await open();
+    await utf8.send(`GET /x HTTP/1.1\r\nX-Name: caf\u00e9\r\n`);
+    const a = drip(utf8, `${H}X-Pad: ${"p".repeat(100)}\r\n\r\n`, 50);
+    // A head over 8 KiB is handed over unfinished.
+    const long = await open();
+    await long.send(`GET /x HTTP/1.1\r\n${H}X-Long: ${"y".repeat(9000)}`);
+    const b = drip(long, `${"y".repeat(100)}\r\n\r\n`, 50);
+    // A body announced and sent slowly, to a server that reads it.
+    const body = await open();
+    await body.send(`POST /x HTTP/1.1\r\n${H}Content-Length: 100\r\n\r\n`);
+    const c = drip(body, "z".repeat(100), 50);
+    // A lower-case method, answered; then the connection idles.
+    const idle = await open();
+    await idle.send(`get /x HTTP/1.1\r\n${H}\r\n`);
+    assert.equal((await idle.response())!.body, "handed over get");
+    // A lower-case method answered; then the next head trickles in.
+    const next = await open();
+    await next.send(`get /x HTTP/1.1\r\n${H}\r\n`);
+    assert.equal((await next.response())!.body, "handed over get");
+    const d = drip(next, `get /y HTTP/1.1\r\n${H}X-Pad: ${"p".repeat(100)}\r\n\r\n`, 50);
+    const names = ["non-ASCII head", "long head", "slow body", "idle after an answer", "slow second head"];
+    const closed = await Promise.all(clients.map((client) => client.closedWithin(4000)));
+    assert.deepEqual(
+      names.filter((_, i) => !closed[i]),
+      [],
+      "handed-over connections outlived their deadlines",
+    );
+    for (const client of clients) client.close();
+    await Promise.all([a, b, c, d]);
+    assert.equal(env.front.connections, 0);
+  } finally {
+    for (const client of clients) client.close();
+    await env.stop();
+  }
+});
+
 Deno.test("front: a failed answer gets a 500, is reported, closes its connection, and the front goes on", async () => {
   const errors: unknown[] = [];
   const env = start({
@@ -274,6 +381,25 @@ Deno.test("front: a large body goes out whole", async () => {
     const res = await client.response();
     assert.equal(res!.body.length, big.length);
     assert.equal(res!.body, big);
+  } finally {
+    client.close();
+    await env.stop();
+  }
+});
+
+Deno.test("front: a client that stops reading a large answer is disconnected after the idle timeout", async () => {
+  const big = "0123456789abcdef".repeat(1024 * 1024); // 16 MiB: more than the socket buffers hold
+  const env = start({ answer: () => textAnswer(200, big), idleTimeoutMs: 300 });
+  const client = await Client.open(env.port);
+  try {
+    await client.send(`GET /big HTTP/1.0\r\n${H}\r\n`);
+    // The client reads nothing: the answer's writes stall.
+    let open = env.front.connections;
+    for (let i = 0; i < 60 && open > 0; i++) {
+      await new Promise((r) => setTimeout(r, 100));
+      open = env.front.connections;
+    }
+    assert.equal(open, 0, "a client that reads nothing held its connection past the idle timeout");
   } finally {
     client.close();
     await env.stop();

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { createApp } from "../../src/app.ts";
-import { autoWorkers, listen, type Listener, type ListenOptions } from "../../src/edge/listen.ts";
+import { autoWorkers, cgroupCpus, listen, type Listener, type ListenOptions } from "../../src/edge/listen.ts";
 import { Metrics } from "../../src/http/metrics.ts";
 import { RequestLog } from "../../src/http/request_log.ts";
 import { Router } from "../../src/http/router.ts";
@@ -12,6 +12,7 @@ import { freePort, parseRaw, rawRequest, tempDir, testConfig } from "../helpers.
 
 /** A real app on a fake index, put on a free port by `listen` with `workers` edge threads. */
 async function serve(workers: number, extra: Partial<ListenOptions> = {}) {
+  workers = extra.workers ?? workers;
   const idx = await buildIndex();
   const up = new FakeUpstream(idx.root).start();
   const logger = memoryLogger();
@@ -189,7 +190,39 @@ Deno.test("shutdown lets a request under way in a worker thread finish", async (
 });
 
 Deno.test("auto means one worker thread per CPU, at most 4, and none on a single CPU", () => {
-  assert.deepEqual([1, 2, 3, 4, 16].map(autoWorkers), [0, 2, 3, 4, 4]);
+  assert.deepEqual([1, 2, 3, 4, 16].map((cpus) => autoWorkers(cpus, undefined)), [0, 2, 3, 4, 4]);
+});
+
+Deno.test("auto keeps within a container's CPU limit: cgroup v2 cpu.max, or the cgroup v1 CFS quota", () => {
+  const files = (entries: Record<string, string>) => (path: string) => entries[path];
+  // cgroup v2, limit on the container's own cgroup as it sees it (a cgroup namespace: "0::/").
+  assert.equal(cgroupCpus(files({ "/proc/self/cgroup": "0::/\n", "/sys/fs/cgroup/cpu.max": "200000 100000\n" })), 2);
+  assert.equal(
+    cgroupCpus(files({ "/proc/self/cgroup": "0::/\n", "/sys/fs/cgroup/cpu.max": "max 100000\n" })),
+    undefined,
+  );
+  // cgroup v2 without a namespace: the process's cgroup and those above it; the lowest quota counts.
+  const nested = files({
+    "/proc/self/cgroup": "0::/system.slice/mipserver.service\n",
+    "/sys/fs/cgroup/system.slice/mipserver.service/cpu.max": "max 100000",
+    "/sys/fs/cgroup/system.slice/cpu.max": "150000 100000",
+  });
+  assert.equal(cgroupCpus(nested), 1.5);
+  // cgroup v1: the CFS quota over its period; -1 is no limit.
+  const v1 = (quota: string) =>
+    files({
+      "/proc/self/cgroup": "4:cpu,cpuacct:/docker/abc\n",
+      "/sys/fs/cgroup/cpu,cpuacct/cpu.cfs_quota_us": quota,
+      "/sys/fs/cgroup/cpu,cpuacct/cpu.cfs_period_us": "100000\n",
+    });
+  assert.equal(cgroupCpus(v1("300000\n")), 3);
+  assert.equal(cgroupCpus(v1("-1\n")), undefined);
+  assert.equal(cgroupCpus(files({})), undefined, "nothing readable is no limit");
+  // The limit counts as the CPUs when lower, rounded down.
+  assert.equal(autoWorkers(16, 2), 2);
+  assert.equal(autoWorkers(16, 1.5), 0);
+  assert.equal(autoWorkers(2, 8), 2);
+  assert.equal(autoWorkers(16, cgroupCpus(nested)), 0);
 });
 
 Deno.test("shutdown stops worker threads whose requests do not finish in time, and says so", async () => {
@@ -206,7 +239,8 @@ Deno.test("shutdown stops worker threads whose requests do not finish in time, a
 Deno.test("a worker thread that fails is replaced, and serving goes on", async () => {
   const marker = `${tempDir()}/failed`;
   const module = new URL(`../fixtures/failing_edge_worker.ts?marker=${encodeURIComponent(marker)}`, import.meta.url);
-  const env = await serve(1, { workerModule: module });
+  // Under load, type-checking the fixture module alone can take longer than the default 10 s start timeout.
+  const env = await serve(1, { workerModule: module, startTimeout: 60_000 });
   try {
     assert.equal(env.listener.workers, 1);
     const failed = () => env.logger.lines.some((l) => /A worker thread failed; starting another/.test(l));
@@ -263,7 +297,7 @@ Deno.test("methods a Request cannot carry (TRACE, TRACK) get the router's answer
   }
 });
 
-Deno.test("worker threads give the same answers as the main thread alone, header for header: odd Hosts, hostile paths, odd requests", async () => {
+Deno.test("the main thread's front and worker threads give the same answers as Deno.serve, header for header: odd Hosts, hostile paths, odd requests", async () => {
   const h = "Host: gw.lan\r\n";
   const requests = [
     ...["a b", "x:99999", "[::1", "gw.lan", "GW.LAN:18891", "a/b", "gw.lan "].flatMap((host) =>
@@ -318,8 +352,8 @@ Deno.test("worker threads give the same answers as the main thread alone, header
       (_, status: string, fields: string) =>
         `${status}${fields.split("\r\n").filter(Boolean).sort().join("\r\n")}\r\n\r\n`,
     );
-  const answers = async (workers: number) => {
-    const env = await serve(workers);
+  const answers = async (extra: Partial<ListenOptions>) => {
+    const env = await serve(0, extra);
     try {
       const out: string[] = [];
       for (const request of requests) out.push(normal(await rawRequest(env.port, request)));
@@ -329,17 +363,88 @@ Deno.test("worker threads give the same answers as the main thread alone, header
       await env.close();
     }
   };
-  const alone = await answers(0);
-  const threaded = await answers(2);
-  const differ = requests.flatMap((r, i) =>
-    threaded[i] === alone[i] ? [] : [
-      `${JSON.stringify(r.slice(0, 80))}:\n  alone:    ${JSON.stringify(alone[i].slice(0, 300))}\n  threaded: ${
-        JSON.stringify(threaded[i].slice(0, 300))
-      }`,
-    ]
-  );
+  // The reference: Deno.serve alone, the edge in front. Then the main thread's own front, then two threads.
+  const alone = await answers({ front: false });
+  const differ: string[] = [];
+  for (const [name, extra] of [["main front", {}], ["threads", { workers: 2 }]] as const) {
+    const got = await answers(extra);
+    differ.push(...requests.flatMap((r, i) =>
+      got[i] === alone[i] ? [] : [
+        `${JSON.stringify(r.slice(0, 80))}:\n  Deno.serve: ${JSON.stringify(alone[i].slice(0, 300))}\n  ${name}: ${
+          JSON.stringify(got[i].slice(0, 300))
+        }`,
+      ]
+    ));
+  }
   assert.deepEqual(differ, []);
   const statuses = alone.map((a) => a.split("\r\n")[0]);
   assert.ok(statuses.some((s) => / 400 /.test(s)), `an invalid Host was not refused: ${statuses.join(", ")}`);
   assert.ok(statuses.some((s) => / 200 /.test(s)), `nothing was served: ${statuses.join(", ")}`);
 });
+
+/** Sends `text` a byte every `everyMs` until the connection fails. */
+async function drip(conn: Deno.Conn, text: string, everyMs: number): Promise<void> {
+  for (const byte of new TextEncoder().encode(text)) {
+    await new Promise((r) => setTimeout(r, everyMs));
+    try {
+      await conn.write(new Uint8Array([byte]));
+    } catch {
+      return;
+    }
+  }
+}
+
+/** Whether the server closes `conn` within `ms`, after reading whatever it sends first. */
+async function closedWithin(conn: Deno.Conn, ms: number): Promise<boolean> {
+  const buf = new Uint8Array(65536);
+  const deadline = Date.now() + ms;
+  for (;;) {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const late = new Promise<"late">((resolve) => (timer = setTimeout(() => resolve("late"), deadline - Date.now())));
+    const read = conn.read(buf).catch(() => null);
+    const n = await Promise.race([read, late]);
+    clearTimeout(timer);
+    if (n === "late") return false;
+    if (n === null) return true;
+  }
+}
+
+for (const [mode, workers] of [["the main thread", 0], ["worker threads", 2]] as const) {
+  Deno.test(`slowloris connections to ${mode} are closed on every path: read here or handed over`, async () => {
+    const env = await serve(workers, { headTimeoutMs: 400, idleTimeoutMs: 400 });
+    const h = "Host: gw.lan\r\n";
+    const pad = `X-Pad: ${"p".repeat(200)}\r\n\r\n`;
+    // What each connection sends at once, then a byte at a time.
+    const cases: [string, string, string][] = [
+      ["nothing", "", ""],
+      ["a plain head, slowly", "", `GET /index.json HTTP/1.1\r\n${h}${pad}`],
+      ["a non-ASCII byte", `GET /index.json HTTP/1.1\r\nX-Name: caf\u00e9\r\n`, `${h}${pad}`],
+      ["a lower-case method", `get /index.json HTTP/1.1\r\n${h}`, pad],
+      ["a body header", `POST /index.json HTTP/1.1\r\n${h}Content-Length: 300\r\n`, pad],
+      ["a head over 8 KiB", `GET /index.json HTTP/1.1\r\n${h}X-Long: ${"y".repeat(9000)}`, `\r\n${pad}`],
+      ["idle after a handed-over answer", `get /index.json HTTP/1.1\r\n${h}\r\n`, ""],
+      ["idle after an answer", `GET /index.json HTTP/1.1\r\n${h}\r\n`, ""],
+    ];
+    const conns: Deno.Conn[] = [];
+    try {
+      const dripping: Promise<void>[] = [];
+      for (const [, first, rest] of cases) {
+        const conn = await Deno.connect({ hostname: "127.0.0.1", port: env.port });
+        conns.push(conn);
+        if (first) await conn.write(new TextEncoder().encode(first));
+        dripping.push(drip(conn, rest, 50));
+      }
+      const closed = await Promise.all(conns.map((conn) => closedWithin(conn, 5000)));
+      assert.deepEqual(cases.filter((_, i) => !closed[i]).map(([name]) => name), [], "connections left open");
+      for (const conn of conns) conn.close();
+      await Promise.all(dripping);
+    } finally {
+      for (const conn of conns) {
+        try {
+          conn.close();
+        } catch { /* closed */ }
+      }
+      await env.close();
+    }
+  });
+}
