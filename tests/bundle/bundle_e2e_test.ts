@@ -11,8 +11,8 @@ import { unpackTar } from "modern-tar";
 import { parseMpyHeader } from "../../src/compile/mpy_header.ts";
 import { startUpstreams } from "../fixtures/upstreams.ts";
 import { freePort, tempDir } from "../helpers.ts";
-import { mipInstall, mpyCrossPath, runIn } from "../e2e/tools.ts";
-import { cli, configFile, serve } from "./helpers.ts";
+import { mipInstall, mpyCrossPath, runIn, serveApp } from "../e2e/tools.ts";
+import { cli, configFile } from "./helpers.ts";
 
 const PACKAGES = ["hello", "hello@1.0", "mathx", "bigmod", "sensorkit", "fastmath"];
 
@@ -56,7 +56,7 @@ Deno.test("warm, export, import into an offline instance, and install everything
     mpy_cross: { path: mpyCrossPath() },
   };
   assert.equal(await cli("import", "--config", configFile(shipConfig), bundle), 0);
-  const { base, stop } = await serve(shipConfig);
+  const { base, stop } = await serveApp(shipConfig);
   try {
     const t = tempDir("mip-target-");
     for (const spec of ["hello", "mathx", "bigmod", "sensorkit"]) await mipInstall(base, t, spec);
@@ -106,7 +106,7 @@ Deno.test("warm, export, import into an offline instance, and install everything
   assert.deepEqual(await paths(relay), await paths(bundle));
 
   // cache.offline: true, nothing listening anywhere: the same answers.
-  const offline = await serve({ ...shipConfig, cache: { dir: ship, offline: true } });
+  const offline = await serveApp({ ...shipConfig, cache: { dir: ship, offline: true } });
   try {
     const t = tempDir("mip-target-");
     await mipInstall(offline.base, t, "sensorkit");

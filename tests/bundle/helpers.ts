@@ -2,11 +2,8 @@
 import { createHash } from "node:crypto";
 import { join } from "node:path";
 import { stringify } from "yaml";
-import { createApp } from "../../src/app.ts";
-import { configSettings, listen } from "../../src/edge/listen.ts";
-import { memoryLogger } from "../../src/log.ts";
 import { main } from "../../src/main.ts";
-import { freePort, tempDir, testConfig } from "../helpers.ts";
+import { tempDir } from "../helpers.ts";
 
 /** Writes `config` as a config file in a new folder and returns its path. */
 export function configFile(config: Record<string, unknown>): string {
@@ -45,36 +42,4 @@ export function tree(dir: string): string[] {
   };
   walk(dir, "");
   return out.sort();
-}
-
-/**
- * Serves an app for `config` on 127.0.0.1 like `serveApp` in tests/e2e/tools.ts, with two edge worker threads when
- * they start in time; on a machine too busy for that the main thread serves alone (the bundle tests are about what is
- * served, not which thread answers; the edge has its own tests).
- */
-export async function serve(
-  config: Record<string, unknown>,
-): Promise<{ base: string; stop(): Promise<void> }> {
-  const port = freePort();
-  const full = testConfig({ ...config, server: { port } });
-  const logger = memoryLogger();
-  const app = await createApp({ config: full, logger });
-  const server = await listen({
-    hostname: "127.0.0.1",
-    port,
-    workers: 2,
-    handler: app.handler,
-    logger,
-    requestLog: app.requestLog,
-    metrics: app.metrics,
-    write: () => {},
-    ...configSettings(full),
-  });
-  return {
-    base: `http://127.0.0.1:${port}`,
-    async stop() {
-      await server.shutdown();
-      await app.idle();
-    },
-  };
 }

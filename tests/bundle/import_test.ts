@@ -11,8 +11,8 @@ import { importBundle } from "../../src/bundle/import.ts";
 import { FakeUpstream } from "../fixtures/fake_upstream.ts";
 import { standardIndex } from "../fixtures/index_fixture.ts";
 import { freePort, tempDir } from "../helpers.ts";
-import { mipInstall, mpyCrossPath, runIn } from "../e2e/tools.ts";
-import { cli, configFile, serve, tree } from "./helpers.ts";
+import { mipInstall, mpyCrossPath, runIn, serveApp } from "../e2e/tools.ts";
+import { cli, configFile, tree } from "./helpers.ts";
 
 /** Bundles made once from a warmed office cache: everything (hello, mathx, bigmod), and hello alone. */
 async function officeBundles(): Promise<{ all: string; hello: string }> {
@@ -114,7 +114,7 @@ Deno.test("importing into a running server's cache: served within seconds, no fa
   const ship = tempDir("mipserver-ship-");
   await importBundle(ship, hello);
   const dead = `http://127.0.0.1:${freePort()}`;
-  const { base, stop } = await serve({
+  const { base, stop } = await serveApp({
     cache: { dir: ship },
     upstreams: { index: `${dead}/pi/v2`, github: dead, retries: 0 },
     mpy_cross: { path: mpyCrossPath() },
@@ -177,7 +177,7 @@ Deno.test("an upstream that swallows connections: once found unreachable, what n
     }
   })();
   const hole = `http://127.0.0.1:${(sink.addr as Deno.NetAddr).port}`;
-  const { base, stop } = await serve({
+  const { base, stop } = await serveApp({
     cache: { dir: ship },
     upstreams: { index: `${hole}/pi/v2`, github: hole, retries: 0, connect_timeout: "2s", timeout: "3s" },
     mpy_cross: { path: mpyCrossPath() },

@@ -8,12 +8,11 @@ import { join } from "node:path";
 import { purge } from "../../src/bundle/purge.ts";
 import { sha256Hex } from "../../src/cache/hash.ts";
 import { main } from "../../src/main.ts";
-import { mpyCrossPath } from "../e2e/tools.ts";
+import { mpyCrossPath, serveApp } from "../e2e/tools.ts";
 import { FakeUpstream } from "../fixtures/fake_upstream.ts";
 import { buildIndex, STANDARD_PACKAGES } from "../fixtures/index_fixture.ts";
 import { startUpstreams } from "../fixtures/upstreams.ts";
 import { tempDir } from "../helpers.ts";
-import { serveMain } from "./serve_main.ts";
 
 const A = `def a():\n    return "a"\n`;
 const PACKAGES = [
@@ -49,12 +48,12 @@ Deno.test("purge removes only what one release uses while the server keeps answe
   const up = await startUpstreams();
   const index = new FakeUpstream(built.root).start();
   const cacheDir = tempDir();
-  const { base, stop } = await serveMain({
+  const { base, stop } = await serveApp({
     cache: { dir: cacheDir },
     upstreams: { ...up.upstreams, index: index.url },
     packages: { sensorkit: { source: "github:acme/sensorkit" } },
     mpy_cross: { path: mpyCrossPath() },
-  });
+  }, { workers: 0 });
   const get = async (path: string) => {
     const res = await fetch(`${base}${path}`);
     const body = new Uint8Array(await res.arrayBuffer());

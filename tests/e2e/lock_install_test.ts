@@ -12,8 +12,7 @@ import { formatLock } from "../../src/bundle/lock_file.ts";
 import { memoryLogger } from "../../src/log.ts";
 import { startUpstreams } from "../fixtures/upstreams.ts";
 import { tempDir, testConfig } from "../helpers.ts";
-import { micropythonPath, mipInstall, mpyCrossPath, runIn, runTool } from "./tools.ts";
-import { serveMain } from "../bundle/serve_main.ts";
+import { micropythonPath, mipInstall, mpyCrossPath, runIn, runTool, serveApp } from "./tools.ts";
 
 async function mipFails(index: string, spec: string): Promise<string> {
   const target = tempDir("mip-target-");
@@ -53,11 +52,11 @@ Deno.test("real mip under policy.lock installs only the locked versions and byte
       "def scale(x):\n    return x * 1000\n",
     );
   }
-  const { app, base, stop } = await serveMain({
+  const { app, base, stop } = await serveApp({
     ...config,
     cache: { dir: cacheDir, ttl: "1ms" },
     policy: { lock: lockPath },
-  });
+  }, { workers: 0 });
   try {
     // The stale manifests the lock was made from are rebuilt from the changed branch first.
     for (const path of ["/package/py/", "/package/6/", "/t/unix/package/6/"]) {
@@ -88,11 +87,11 @@ Deno.test("real mip under policy.lock installs only the locked versions and byte
 
 Deno.test("real mip under policy.block installs the newest unblocked release and refuses a blocked package", async () => {
   const up = await startUpstreams();
-  const { base, stop } = await serveMain({
+  const { base, stop } = await serveApp({
     cache: { dir: tempDir() },
     upstreams: up.upstreams,
     policy: { block: ["hello@1.1", "mathx"] },
-  });
+  }, { workers: 0 });
   try {
     const t = tempDir("mip-target-");
     await mipInstall(base, t, "hello");

@@ -4,7 +4,7 @@
  */
 import assert from "node:assert/strict";
 import { type App, createApp } from "../../src/app.ts";
-import { configSettings, listen } from "../../src/edge/listen.ts";
+import { configSettings, listen, type Listener } from "../../src/edge/listen.ts";
 import { memoryLogger } from "../../src/log.ts";
 import { freePort, testConfig } from "../helpers.ts";
 import { existsSync } from "node:fs";
@@ -71,38 +71,68 @@ export async function runIn(target: string, code: string): Promise<string> {
   return r.stdout.trim();
 }
 
+/** How {@linkcode serveApp} serves. */
+export interface ServeOptions {
+  /** Edge worker threads in front (default 2, as a big site runs it; 0 is the default configuration). */
+  workers?: number;
+  /** The address to listen on (default 127.0.0.1). */
+  hostname?: string;
+  /** Start the install recorder's batches, as `main.ts` does. */
+  record?: boolean;
+}
+
+/** A running server. */
+export interface ServedApp {
+  app: App;
+  port: number;
+  /** `http://127.0.0.1:{port}`. */
+  base: string;
+  /** Every log line written, by the main thread and the worker threads. */
+  lines: string[];
+  /** Waits until the worker threads have handed over the requests they answered (request log, metrics). */
+  flush(): Promise<void>;
+  /** Shuts the server down and waits for background work. */
+  stop(): Promise<void>;
+}
+
 /**
- * Builds an app from `config` (test defaults, `server.port` set) and serves it on 127.0.0.1 at that port, as a
- * device would reach it. `stop` shuts the server down and waits for background work.
+ * Builds an app from `config` (test defaults, `server.port` set) and serves it through the production listener at
+ * that port, as a device would reach it.
  */
-export async function serveApp(
-  config: Record<string, unknown>,
-): Promise<{ app: App; base: string; flush(): Promise<void>; stop(): Promise<void> }> {
+export async function serveApp(config: Record<string, unknown>, options: ServeOptions = {}): Promise<ServedApp> {
   const port = freePort();
-  const full = testConfig({ ...config, server: { port } });
+  const full = testConfig({ ...config, server: { ...(config.server as object ?? {}), port } });
   const logger = memoryLogger();
-  const app = await createApp({ config: full, logger });
-  // The production listener: the edge in front, two edge worker threads sharing the port.
-  const server = await listen({
-    hostname: "127.0.0.1",
+  const lines = logger.lines;
+  const workers = options.workers ?? 2;
+  // The app gathers the worker threads' requests through the listener, which needs the app first.
+  const ref: { server?: Listener } = {};
+  const app = await createApp({ config: full, logger, gather: () => ref.server?.flush() ?? Promise.resolve() });
+  const server = ref.server = await listen({
+    hostname: options.hostname ?? "127.0.0.1",
     port,
-    workers: 2,
+    workers,
     handler: app.handler,
     logger,
     requestLog: app.requestLog,
     metrics: app.metrics,
-    write: () => {},
+    write: (text) => lines.push(...text.split("\n")),
     ...configSettings(full),
+    // The threads type-check their module on first start; on a busy machine that takes a while.
+    startTimeout: 60_000,
   });
-  assert.equal(server.workers, 2, logger.lines.join("\n"));
+  assert.equal(server.workers, workers, lines.join("\n"));
+  if (options.record) app.startRecording();
   return {
     app,
+    port,
     base: `http://127.0.0.1:${port}`,
-    /** Waits until the worker threads have handed over the requests they answered (request log, metrics). */
+    lines,
     flush: () => server.flush(),
     async stop() {
       await server.shutdown();
       await app.idle();
+      await app.close();
     },
   };
 }

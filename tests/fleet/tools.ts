@@ -3,51 +3,14 @@
  * requests captured on their way to it, and replays of them from other loopback addresses (127.0.0.2, ...).
  */
 import assert from "node:assert/strict";
-import { type App, createApp } from "../../src/app.ts";
-import { configSettings, listen } from "../../src/edge/listen.ts";
-import { memoryLogger } from "../../src/log.ts";
-import { freePort, testConfig } from "../helpers.ts";
+import { serveApp, type ServedApp } from "../e2e/tools.ts";
 
 /** A running server: its app, its port, every log line written (main thread and worker threads). */
-export interface Served {
-  app: App;
-  port: number;
-  lines: string[];
-  stop(): Promise<void>;
-}
+export type Served = ServedApp;
 
-/** Serves an app for `config` on `hostname` (default every interface) with two edge worker threads. */
-export async function serve(config: Record<string, unknown>, hostname = "0.0.0.0"): Promise<Served> {
-  const port = freePort();
-  const full = testConfig({ ...config, server: { ...(config.server as object ?? {}), port } });
-  const logger = memoryLogger();
-  const lines = logger.lines;
-  const app = await createApp({ config: full, logger, gather: () => server.flush() });
-  const server = await listen({
-    hostname,
-    port,
-    workers: 2,
-    handler: app.handler,
-    logger,
-    requestLog: app.requestLog,
-    metrics: app.metrics,
-    write: (text) => lines.push(...text.split("\n")),
-    ...configSettings(full),
-    // The threads type-check their module on first start; on a busy machine that takes a while.
-    startTimeout: 60_000,
-  });
-  assert.equal(server.workers, 2, lines.join("\n"));
-  app.startRecording();
-  return {
-    app,
-    port,
-    lines,
-    async stop() {
-      await server.shutdown();
-      await app.idle();
-      await app.close();
-    },
-  };
+/** Serves an app for `config` on `hostname` (default every interface) with two edge worker threads, recording. */
+export function serve(config: Record<string, unknown>, hostname = "0.0.0.0"): Promise<Served> {
+  return serveApp(config, { hostname, record: true });
 }
 
 /**
