@@ -13,6 +13,7 @@ import { dirname, join } from "node:path";
 import { Readable } from "node:stream";
 import { createGunzip } from "node:zlib";
 import { createTarDecoder } from "modern-tar";
+import { joinChunks } from "../bytes.ts";
 import { TmpOwner } from "../cache/tmp_owner.ts";
 import { BASE_PLACEHOLDER } from "../packages/locations.ts";
 import { type BundleManifest, type BundleObject, MANIFEST_ENTRY, MANIFEST_MAX, parseManifest } from "./format.ts";
@@ -49,13 +50,7 @@ async function readAll(stream: ReadableStream<Uint8Array>, max: number, what: st
     if (size > max) throw new BundleError(`${what} is larger than ${max} bytes`);
     chunks.push(chunk);
   }
-  const out = new Uint8Array(size);
-  let off = 0;
-  for (const c of chunks) {
-    out.set(c, off);
-    off += c.byteLength;
-  }
-  return out;
+  return joinChunks(chunks, size);
 }
 
 /** Writes `bytes` to `path` atomically: a temp file in `tmpDir`, fsynced, renamed into place. */
@@ -283,12 +278,7 @@ async function stage(bundlePath: string, staging: string): Promise<{
       staged.set(name, path);
       expected.delete(name);
       if (keep) {
-        const bytes = new Uint8Array(size);
-        let off = 0;
-        for (const c of chunks) {
-          bytes.set(c, off);
-          off += c.byteLength;
-        }
+        const bytes = joinChunks(chunks, size);
         if (name === "index.json") index = bytes;
         else served.set(name, bytes);
       }

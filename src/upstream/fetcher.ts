@@ -5,6 +5,7 @@
  * @module
  */
 import type { Logger } from "../log.ts";
+import { joinChunks } from "../bytes.ts";
 import type { Breakers } from "./breaker.ts";
 
 /** Why an upstream request failed. */
@@ -218,12 +219,6 @@ export class Fetcher {
     if (Number.isFinite(declared) && size !== declared) {
       throw new UpstreamError("network", url, `Upstream body was ${size} bytes, expected ${declared}: ${url}`);
     }
-    const out = new Uint8Array(size);
-    let off = 0;
-    for (const c of chunks) {
-      out.set(c, off);
-      off += c.byteLength;
-    }
-    return out;
+    return joinChunks(chunks, size);
   }
 }

@@ -10,22 +10,11 @@ import { sha256Hex } from "../../src/cache/hash.ts";
 import { main } from "../../src/main.ts";
 import { mpyCrossPath, serveApp } from "../e2e/tools.ts";
 import { FakeUpstream } from "../fixtures/fake_upstream.ts";
-import { buildIndex, STANDARD_PACKAGES } from "../fixtures/index_fixture.ts";
+import { buildIndex, STANDARD_PACKAGES, TWOFILE } from "../fixtures/index_fixture.ts";
 import { startUpstreams } from "../fixtures/upstreams.ts";
 import { tempDir } from "../helpers.ts";
 
-const A = `def a():\n    return "a"\n`;
-const PACKAGES = [
-  ...STANDARD_PACKAGES,
-  {
-    name: "twofile",
-    description: "Two releases sharing a file",
-    versions: [
-      { version: "1.0", files: { "tf/a.py": A, "tf/b.py": `B = 1\n` } },
-      { version: "2.0", files: { "tf/a.py": A, "tf/b.py": `B = 2\n` } },
-    ],
-  },
-];
+const PACKAGES = [...STANDARD_PACKAGES, TWOFILE];
 
 async function keys(root: string, top: string): Promise<string[]> {
   const out: string[] = [];

@@ -11,23 +11,11 @@ import { memoryLogger } from "../../src/log.ts";
 import { join } from "node:path";
 import { mpyCrossPath } from "../e2e/tools.ts";
 import { FakeUpstream } from "../fixtures/fake_upstream.ts";
-import { buildIndex, type BuiltIndex, STANDARD_PACKAGES } from "../fixtures/index_fixture.ts";
+import { buildIndex, type BuiltIndex, STANDARD_PACKAGES, TWOFILE } from "../fixtures/index_fixture.ts";
 import { startUpstreams, type Upstreams } from "../fixtures/upstreams.ts";
 import { tempDir, testConfig } from "../helpers.ts";
 
-const A = `def a():\n    return "a"\n`;
-/** hello, mathx, bigmod, and twofile whose two releases share tf/a.py and differ in tf/b.py. */
-const PACKAGES = [
-  ...STANDARD_PACKAGES,
-  {
-    name: "twofile",
-    description: "Two releases sharing a file",
-    versions: [
-      { version: "1.0", files: { "tf/a.py": A, "tf/b.py": `B = 1\n` } },
-      { version: "2.0", files: { "tf/a.py": A, "tf/b.py": `B = 2\n` } },
-    ],
-  },
-];
+const PACKAGES = [...STANDARD_PACKAGES, TWOFILE];
 
 let built: Promise<BuiltIndex> | undefined;
 
