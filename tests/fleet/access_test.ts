@@ -164,3 +164,18 @@ Deno.test("over the network with edge threads: a key is needed every time, the e
     await server.stop();
   }
 });
+
+Deno.test("admin actions of other issues sit behind the same key: POST /_/refresh needs it, from loopback too", async () => {
+  const config = testConfig({ cache: { dir: tempDir() }, server: { admin_token: TOKEN } });
+  const a = await createApp({ config, logger: memoryLogger() });
+  const post = (headers: Record<string, string> = {}) =>
+    a.handler(
+      new Request("http://gw/_/refresh/github/acme/sensorkit/v1.0", { method: "POST", headers }),
+      from("127.0.0.1"),
+    );
+  const refused = await post();
+  assert.equal(refused.status, 401, await refused.text());
+  const allowed = await post({ authorization: `Bearer ${TOKEN}` });
+  assert.equal(allowed.status, 200, await allowed.clone().text());
+  assert.deepEqual(await allowed.json(), { host: "github", owner: "acme", repo: "sensorkit", ref: "v1.0", expired: 0 });
+});
