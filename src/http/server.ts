@@ -26,7 +26,7 @@ export interface HandlerDeps {
   /** The wall clock for log times (default: `Date.now`). */
   now?: () => number;
   /**
-   * Admin access (`src/fleet/access.ts`): asked about admin paths (`isAdmin`) before routing; a Response refuses.
+   * Admin access (`src/fleet/access.ts`): asked about the path as sent and the route it matched (`isAdmin`) before the handler runs; a Response refuses.
    * Admin answers are never handed to the edge.
    */
   access?: {
@@ -161,12 +161,14 @@ export function createHandler(router: Router, deps: HandlerDeps): ServeHandler {
     const socket = info?.remoteAddr.hostname ?? "unknown";
     const client = deps.clientOf ? deps.clientOf(socket, request) : socket;
     const meta: Record<string, unknown> = {};
-    const admin = deps.access !== undefined && deps.access.isAdmin(pathname);
+    const match = router.match(request.method, pathname);
+    // Judged by the path as sent and by the route it matched: the router decodes segments, so `/%5F/...` reaches the
+    // `/_/...` routes and must need the key as well.
+    const admin = deps.access !== undefined && (deps.access.isAdmin(pathname) || deps.access.isAdmin(match.route));
     if (admin) {
       const refused = deps.access!.check(request, client, info === undefined);
       if (refused) return finish(request, pathname, search, client, "admin", started, arrived, meta, refused);
     }
-    const match = router.match(request.method, pathname);
     if ("error" in match) {
       const { response } = fail(request, pathname, match.error);
       return finish(request, pathname, search, client, match.route, started, arrived, meta, response);

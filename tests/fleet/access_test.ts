@@ -179,3 +179,25 @@ Deno.test("admin actions of other issues sit behind the same key: POST /_/refres
   assert.equal(allowed.status, 200, await allowed.clone().text());
   assert.deepEqual(await allowed.json(), { host: "github", owner: "acme", repo: "sensorkit", ref: "v1.0", expired: 0 });
 });
+
+Deno.test("a percent-encoded admin path (/%5F/...) needs the key like /_/...: the router decodes it to the same route", async () => {
+  const withToken = await app({ admin_token: TOKEN });
+  for (const path of ["/%5F/packages/hello", "/%5f/packages/hello"]) {
+    const res = await withToken.get(path, "127.0.0.1");
+    assert.equal(res.status, 401, `${path}: ${await res.text()}`);
+  }
+  // Static admin routes match the path as sent only: an encoded one is simply not found.
+  assert.equal((await withToken.get("/%5F/installs", "127.0.0.1")).status, 404);
+  const post = (headers: Record<string, string> = {}) => {
+    const config = testConfig({ cache: { dir: tempDir() }, server: { admin_token: TOKEN } });
+    return createApp({ config, logger: memoryLogger() }).then((a) =>
+      a.handler(new Request("http://gw/%5F/refresh/github/o/r/main", { method: "POST", headers }), from("127.0.0.1"))
+    );
+  };
+  assert.equal((await post()).status, 401);
+  assert.equal((await post({ authorization: `Bearer ${TOKEN}` })).status, 200);
+  // Without a token, only loopback (and admin_from) may: a LAN client gets 403 on the encoded path too.
+  const open = await app({});
+  const res = await open.get("/%5F/packages/hello", "192.0.2.50");
+  assert.equal(res.status, 403, await res.text());
+});
