@@ -245,9 +245,15 @@ export class Resolver {
   async #urlsForm(served: Served, base: string, profile: string | null, mpy: string): Promise<Served> {
     const doc = JSON.parse(dec.decode(served.body));
     const bases = this.#o.bases ?? { github: "https://raw.githubusercontent.com", gitlab: "https://gitlab.com" };
-    const body = enc.encode(
-      JSON.stringify(toUrlsForm(doc, { base, prefix: profile ? `/t/${profile}` : "", mpy, bases })),
-    );
+    let form: Record<string, unknown>;
+    try {
+      form = toUrlsForm(doc, { base, prefix: profile ? `/t/${profile}` : "", mpy, bases });
+    } catch (e) {
+      // An upstream manifest whose urls or deps hold something that is not a URL: the upstream's fault, not ours.
+      if (!(e instanceof TypeError)) throw e;
+      throw new HttpError(502, `Refused manifest in urls form: it names something that is not a URL (${e.message})`);
+    }
+    const body = enc.encode(JSON.stringify(form));
     return { ...served, body, etag: await etagOf(body) };
   }
 

@@ -8,6 +8,7 @@ import { join } from "node:path";
 import { createApp } from "../../src/app.ts";
 import { memoryLogger } from "../../src/log.ts";
 import { writeDepGraphs } from "../fixtures/deps_fixture.ts";
+import { FakeUpstream } from "../fixtures/fake_upstream.ts";
 import { startUpstreams } from "../fixtures/upstreams.ts";
 import { tempDir, testConfig } from "../helpers.ts";
 import { mpyCrossPath } from "../e2e/tools.ts";
@@ -149,5 +150,31 @@ Deno.test("hashes in a repository package.json become /file/ URLs here (mip woul
     assert.equal((await env.get(`/file/${hash.slice(0, 2)}/${hash}`)).status, 200);
   } finally {
     await env.close();
+  }
+});
+
+Deno.test("an upstream index manifest whose deps or urls are not URLs is a 502 in urls form, not a 500", async () => {
+  const root = tempDir();
+  const write = (name: string, doc: unknown) => {
+    Deno.mkdirSync(join(root, "package", "py", name), { recursive: true });
+    Deno.writeTextFileSync(join(root, "package", "py", name, "latest.json"), JSON.stringify(doc));
+  };
+  write("baddep", { v: 1, hashes: [], version: "1.0", deps: [["https://exa mple.com/lib", "latest"]] });
+  write("badurl", { v: 1, hashes: [], version: "1.0", urls: [["x.py", "http://[bad"]] });
+  const index = new FakeUpstream(root).start();
+  try {
+    const app = await createApp({
+      config: testConfig({ cache: { dir: tempDir() }, upstreams: { index: index.url, retries: 0 } }),
+      logger: memoryLogger(),
+    });
+    for (const name of ["baddep", "badurl"]) {
+      const res = await app.handler(new Request(`http://gw/urls/package/py/${name}/latest.json`));
+      const text = await res.text();
+      assert.equal(res.status, 502, `${name}: ${text}`);
+      assert.match(text, /not a URL/);
+    }
+    await app.idle();
+  } finally {
+    await index.stop();
   }
 });
