@@ -4,7 +4,8 @@
  * point at, and only then moves the objects into place: files, mirrored files and manifests first, the merged
  * `bundle/index.json` next, and `bundle/catalog.json` last, which is what makes a running server serve them. A
  * truncated, tampered or foreign bundle is refused with the entry that failed, and the cache is left as it was: the
- * staging folder is removed.
+ * staging folder is removed. (A failure of the disk itself while objects are moved into place, after every check
+ * passed, can leave some of them moved; the catalog, written last, is then unchanged, so nothing new is served.)
  * @module
  */
 import { createHash } from "node:crypto";

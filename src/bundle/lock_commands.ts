@@ -48,8 +48,9 @@ export async function runLockCommand(
       );
       return 0;
     }
-    // The lock being made is not held to an earlier one.
-    const app = await createApp({ config: { ...config, policy: { ...config.policy, lock: null } }, logger, env });
+    // The lock being made is not held to an earlier one; its walk is not a device install (no records).
+    const shaped = { ...config, policy: { ...config.policy, lock: null }, audit: { ...config.audit, enabled: false } };
+    const app = await createApp({ config: shaped, logger, env });
     const version = app.compiler.version;
     if (!version) {
       console.error(`mipserver: mpy-cross is not available (${app.compiler.path}); a lock needs its .mpy version`);

@@ -25,8 +25,10 @@ export async function commandApp(config: Config, offline: boolean, env: { PATH?:
     ...config,
     server: { ...config.server, public_url: BASE_PLACEHOLDER },
     cache: { ...config.cache, offline: offline || config.cache.offline },
+    // The walk's own requests are not device installs, and the server owns the records database.
+    audit: { ...config.audit, enabled: false },
   };
-  // Opening the store leaves a running server's writes in tmp/ alone (their names carry its process id).
+  // Opening the store leaves a running server's writes in tmp/ alone (see cache/tmp_owner.ts).
   return await createApp({ config: shaped, logger, env });
 }
 
@@ -38,6 +40,16 @@ export async function runBundleCommand(
   config: Config,
   env: { PATH?: string } = {},
 ): Promise<number> {
+  try {
+    return await runBundle(command, config, env);
+  } catch (e) {
+    // A folder that cannot be written, a disk that fills up: said in one line, not a stack trace.
+    console.error(`mipserver: ${command.kind} failed: ${(e as Error).message}`);
+    return 1;
+  }
+}
+
+async function runBundle(command: BundleCommand, config: Config, env: { PATH?: string }): Promise<number> {
   const cacheDir = config.cache.dir ?? ".cache";
   if (command.kind === "import") {
     try {

@@ -184,3 +184,20 @@ Deno.test("warm fills a running server's cache while it serves; the server then 
     await index.stop();
   }
 });
+
+Deno.test("export into a folder that does not exist, and import into a cache that is a file, end with one line and exit 1", async () => {
+  const idx = await standardIndex();
+  const index = new FakeUpstream(idx.root).start();
+  try {
+    const config = configFile({ cache: { dir: tempDir() }, upstreams: { index: index.url, retries: 0 } });
+    assert.equal(await cli("warm", "--config", config, "hello"), 0);
+    assert.equal(await cli("export", "--config", config, "--output", join(tempDir(), "no", "such", "x.tar.gz")), 1);
+    const notADir = join(tempDir(), "cache-file");
+    Deno.writeTextFileSync(notADir, "not a folder");
+    const bundle = join(tempDir(), "b.tar.gz");
+    assert.equal(await cli("export", "--config", config, "--output", bundle), 0);
+    assert.equal(await cli("import", "--config", configFile({ cache: { dir: notADir } }), bundle), 1);
+  } finally {
+    await index.stop();
+  }
+});
