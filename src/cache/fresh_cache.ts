@@ -119,8 +119,9 @@ export class FreshCache {
     const entry = await this.#o.store.get(key);
     if (entry) {
       // storedAt 0: marked expired (DiskStore.expire), re-read even when kept for good otherwise.
-      const fresh = entry.storedAt !== 0 &&
-        (!mutable || this.#now() - entry.storedAt < (mutable === true ? this.#o.ttl : mutable));
+      // A number is a ttl of its own, 0 included (always re-read); only `false` is for good.
+      const ttl = mutable === true ? this.#o.ttl : mutable === false ? Infinity : mutable;
+      const fresh = entry.storedAt !== 0 && this.#now() - entry.storedAt < ttl;
       if (!fresh && !this.#o.offline) this.#refresh(kind, key, load);
       const outcome = fresh || this.#o.offline ? "hit" : "stale";
       metrics?.cache.inc({ kind, outcome });

@@ -134,3 +134,29 @@ Deno.test("forgetNotFound: a remembered 404 is forgotten (all, or by key), so an
   assert.equal(cache.forgetNotFound(), 2, "aaaa1111 (found in the store, its 404 still remembered) and cccc3333");
   assert.equal(cache.forgetNotFound(), 0);
 });
+
+Deno.test("a ttl of its own is honoured to 0 (always re-read, e.g. cache.tag_ttl: 0); false alone keeps for good", async () => {
+  let clock = 1_000_000;
+  const store = new DiskStore(tempDir(), { now: () => clock });
+  await store.open();
+  const cache = new FreshCache({
+    store,
+    logger: memoryLogger(),
+    now: () => clock,
+    ttl: 60_000,
+    negativeTtl: 60_000,
+    offline: false,
+  });
+  const load = () => Promise.resolve({ body: enc.encode("v"), ms: 0 });
+  for (const [mutable, later, outcome] of [[0, 1, "stale"], [5_000, 1_000, "hit"], [5_000, 6_000, "stale"]] as const) {
+    const key = `mirror/t/${mutable}-${later}`;
+    assert.equal((await cache.get("raw", key, mutable, load)).outcome, "miss");
+    clock += later;
+    assert.equal((await cache.get("raw", key, mutable, load)).outcome, outcome, `ttl ${mutable} after ${later} ms`);
+  }
+  const kept = "mirror/t/kept";
+  await cache.get("raw", kept, false, load);
+  clock += 10 * 86_400_000;
+  assert.equal((await cache.get("raw", kept, false, load)).outcome, "hit");
+  while (cache.busy) await new Promise((r) => setTimeout(r, 5));
+});
