@@ -119,13 +119,15 @@ export class Front {
   /** Stops accepting, closes idle connections, lets answers under way finish, and resolves when all are closed. */
   async shutdown(): Promise<void> {
     this.#stopping = true;
-    clearInterval(this.#sweeper);
     try {
       this.#o.listener.close();
     } catch { /* already closed */ }
     for (const open of this.#open) if (!open.busy && !open.handedOver) close(open.conn);
     await this.#accepting;
+    // The sweep goes on until the last connection is gone: a client that stops reading an answer under way is cut off
+    // by its deadline, so it cannot hold the shutdown.
     if (this.#active > 0) await new Promise<void>((resolve) => (this.#drained = resolve));
+    clearInterval(this.#sweeper);
   }
 
   async #accept(): Promise<void> {

@@ -406,6 +406,24 @@ Deno.test("front: a client that stops reading a large answer is disconnected aft
   }
 });
 
+Deno.test("front: a client that stops reading an answer under way cannot hold a shutdown past the idle timeout", async () => {
+  const big = "0123456789abcdef".repeat(1024 * 1024); // 16 MiB: more than the socket buffers hold
+  const env = start({ answer: () => textAnswer(200, big), idleTimeoutMs: 300 });
+  const client = await Client.open(env.port);
+  try {
+    await client.send(`GET /big HTTP/1.0\r\n${H}\r\n`);
+    for (let i = 0; i < 50 && env.front.connections === 0; i++) await new Promise((r) => setTimeout(r, 20));
+    await new Promise((r) => setTimeout(r, 50)); // the answer's writes are under way, and stall
+    let stopped = false;
+    const stopping = env.stop().then(() => (stopped = true));
+    for (let i = 0; i < 50 && !stopped; i++) await new Promise((r) => setTimeout(r, 100));
+    assert.ok(stopped, "shutdown still waited for a client that reads nothing, 5 s after its 300 ms idle timeout");
+    await stopping;
+  } finally {
+    client.close();
+  }
+});
+
 Deno.test("front: shutdown closes idle connections, lets an answer under way finish, then stops listening", async () => {
   let release!: () => void;
   const gate = new Promise<void>((resolve) => (release = resolve));
