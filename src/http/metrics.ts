@@ -111,8 +111,12 @@ export class RequestTally {
   #count(route: string, rawMethod: string, rawStatus: number, n: number): void {
     const method = methodLabel(rawMethod);
     const status = statusLabel(rawStatus);
-    if (this.#requests.size >= client.MAX_SERIES) route = client.OTHER;
-    const key = `${route} ${method} ${status}`;
+    let key = `${route} ${method} ${status}`;
+    // Past the cap, only series already counted go on under their own route.
+    if (this.#requests.size >= client.MAX_SERIES && !this.#requests.has(key)) {
+      route = client.OTHER;
+      key = `${route} ${method} ${status}`;
+    }
     const count = this.#requests.get(key);
     if (count) count[3] += n;
     else this.#requests.set(key, [route, method, status, n]);
