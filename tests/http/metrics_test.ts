@@ -173,3 +173,15 @@ Deno.test("over HTTP: 2,000 made-up methods and a 10 KB method leave /metrics wi
     await app.idle();
   }
 });
+
+Deno.test("past the series cap, a series already counted keeps its route; only new ones count under OTHER", () => {
+  const tally = new RequestTally();
+  tally.observe("/kept", "GET", 200, 0.001, 1);
+  for (let i = 0; i < MAX_SERIES + 10; i++) tally.observe(`/r${i}`, "GET", 200, 0.001, 1);
+  tally.observe("/kept", "GET", 200, 0.001, 1);
+  const taken = tally.take()!;
+  const kept = taken.requests.find(([route]) => route === "/kept");
+  assert.equal(kept?.[3], 2, "the second /kept request went to OTHER");
+  assert.ok(taken.requests.some(([route]) => route === "OTHER"));
+  assert.ok(taken.requests.length <= MAX_SERIES + 1);
+});
