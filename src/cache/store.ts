@@ -197,10 +197,17 @@ export class DiskStore {
         continue;
       }
       if (!entry.isFile) continue;
-      const stat = await Deno.stat(path);
+      // Another process on the same cache (a running server) may evict or replace a file meanwhile: gone is fine.
+      const stat = await Deno.stat(path).catch((e) => {
+        if (e instanceof Deno.errors.NotFound) return undefined;
+        throw e;
+      });
+      if (stat === undefined) continue;
       const content = CONTENT_KEY.exec(key);
       if (!isSafeKey(key) || (content && stat.size === 0 && !EMPTY_SHA256.startsWith(content[1]))) {
-        await Deno.remove(path);
+        await Deno.remove(path).catch((e) => {
+          if (!(e instanceof Deno.errors.NotFound)) throw e;
+        });
         removed++;
         continue;
       }
