@@ -23,14 +23,9 @@ export type BundleCommand =
   | { kind: "export"; configPath?: string; overrides: Record<string, string>; packages: string[]; output: string }
   | { kind: "import"; configPath?: string; overrides: Record<string, string>; bundle: string };
 
-/**
- * Parses `args` (the subcommand first). Returns the command, or `{kind: "error"}` with a message. `extra` lets
- * another command add flags (e.g. `warm --from LOCKFILE`): it gets the flag and a value reader, and returns whether
- * it took the flag.
- */
+/** Parses `args` (the subcommand first). Returns the command, or `{kind: "error"}` with a message. */
 export function parseBundleArgs(
   args: string[],
-  extra?: (flag: string, value: () => string, into: Record<string, unknown>) => boolean,
 ): BundleCommand | { kind: "help" } | { kind: "error"; message: string } {
   const kind = args[0] as BundleCommand["kind"];
   let configPath: string | undefined;
@@ -52,7 +47,6 @@ export function parseBundleArgs(
         mpy.push(v);
       } else if ((flag === "--output" || flag === "-o") && kind === "export") output = value();
       else if (flag === "--from" && kind === "warm") rest.from = value();
-      else if (extra?.(flag, value, rest)) continue;
       else if (flag.startsWith("-")) throw new Error(`Unknown option ${JSON.stringify(arg)} for ${kind}; see --help`);
       else if (kind === "import") {
         if (output !== undefined) throw new Error("import takes one bundle");

@@ -8,6 +8,7 @@ import { sha256Hex } from "../cache/hash.ts";
 import type { Served } from "../cache/fresh_cache.ts";
 import { HttpError } from "../http/responses.ts";
 import { LOCK_FORMAT, type LockedPackage, type LockFile, repoId, variantKey } from "./lock_file.ts";
+import { parseSpec } from "./walk.ts";
 
 /** The parts of the resolver a lock is made with. */
 export interface LockResolver {
@@ -47,13 +48,6 @@ interface Node {
   /** Who asked (for conflict messages). */
   from: string;
   repo?: RepoSpec;
-}
-
-/** Splits `name[@version]`. */
-export function parseSpec(spec: string): { name: string; version: string } {
-  const at = spec.indexOf("@");
-  if (at < 0) return { name: spec, version: "latest" };
-  return { name: spec.slice(0, at), version: spec.slice(at + 1) || "latest" };
 }
 
 /** A dependency as this server rewrote it, as a node of the closure; undefined for mirror URLs (recorded only). */

@@ -7,7 +7,8 @@ import { dirname, join } from "node:path";
 import { createApp } from "../app.ts";
 import type { Config } from "../config/schema.ts";
 import { createLogger } from "../log.ts";
-import { createLock, parseSpec } from "./lock.ts";
+import { createLock } from "./lock.ts";
+import { parseSpec } from "./walk.ts";
 import { formatLock } from "./lock_file.ts";
 import { purge } from "./purge.ts";
 

@@ -218,9 +218,8 @@ export class InstallRecorder {
     this.#nextId = (options.db?.maxInstallId() ?? 0) + 1;
   }
 
-  /** Prunes old rows and starts the batch timer. */
+  /** Starts the batch timer (old rows were pruned when the recorder was made; the batches prune every minute). */
   start(): void {
-    this.prune();
     this.#timer ??= setInterval(() => this.flush(false).catch(() => {}), this.#o.batchMs ?? 1000);
   }
 
