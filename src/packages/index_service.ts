@@ -10,7 +10,7 @@ import { type FreshCache, type Load, type Served, toHttpError } from "../cache/f
 import { HttpError } from "../http/responses.ts";
 import type { Logger } from "../log.ts";
 import { type Fetcher, UpstreamError } from "../upstream/fetcher.ts";
-import { cacheKey, checkManifest, UnsafeManifestError } from "./names.ts";
+import { cacheKey, checkManifest, listedHashes, UnsafeManifestError } from "./names.ts";
 
 export type { Served };
 
@@ -194,17 +194,7 @@ export class IndexService {
   }
 
   #prefetch(manifest: Uint8Array): void {
-    let hashes: unknown;
-    try {
-      hashes = JSON.parse(new TextDecoder().decode(manifest)).hashes;
-    } catch {
-      return;
-    }
-    if (!Array.isArray(hashes)) return;
-    for (const entry of hashes) {
-      const hash = Array.isArray(entry) ? entry[1] : undefined;
-      if (typeof hash === "string" && HEX.test(hash)) this.#prefetchQueue.push(hash);
-    }
+    for (const hash of listedHashes(manifest)) if (HEX.test(hash)) this.#prefetchQueue.push(hash);
     this.#pumpPrefetch();
   }
 

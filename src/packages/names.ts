@@ -52,6 +52,20 @@ export function specProblem(spec: string): string | undefined {
   return undefined;
 }
 
+/** The file hashes a manifest's `hashes` lists (none when the body is not JSON or lists none). */
+export function listedHashes(body: Uint8Array): string[] {
+  let hashes: unknown;
+  try {
+    hashes = JSON.parse(new TextDecoder().decode(body)).hashes;
+  } catch {
+    return [];
+  }
+  if (!Array.isArray(hashes)) return [];
+  const out: string[] = [];
+  for (const entry of hashes) if (Array.isArray(entry) && typeof entry[1] === "string") out.push(entry[1]);
+  return out;
+}
+
 /** The `{mpy}` part of index paths. */
 export const MPY: NameRule = { pattern: /^(py|\d{1,3})$/, expected: `"py" or an .mpy version number such as 6` };
 

@@ -5,7 +5,7 @@
  * @module
  */
 import type { DiskStore } from "../cache/store.ts";
-import { cacheKey } from "./names.ts";
+import { cacheKey, listedHashes } from "./names.ts";
 
 /** File hashes of pinned releases, and the store's `protect` test built on them. */
 export class PinnedFiles {
@@ -24,16 +24,7 @@ export class PinnedFiles {
 
   /** Notes the files a manifest of a pinned release lists (a manifest that is not JSON lists none). */
   note(body: Uint8Array): void {
-    let hashes: unknown;
-    try {
-      hashes = JSON.parse(new TextDecoder().decode(body)).hashes;
-    } catch {
-      return;
-    }
-    if (!Array.isArray(hashes)) return;
-    for (const entry of hashes) {
-      if (Array.isArray(entry) && typeof entry[1] === "string") this.#hashes.add(entry[1]);
-    }
+    for (const hash of listedHashes(body)) this.#hashes.add(hash);
   }
 
   /** Reads every cached index manifest of a pinned release (`index/{id}/package/{mpy}/{name}/{version}.json`). */

@@ -7,6 +7,7 @@
 import { HttpError } from "../http/responses.ts";
 import type { Logger } from "../log.ts";
 import { BASE_PLACEHOLDER } from "./locations.ts";
+import { listedHashes } from "./names.ts";
 
 /** A dependency as a package states it: `[name or URL, version]`. */
 export type Dep = [string, string];
@@ -106,16 +107,7 @@ export class Policy {
    */
   noteManifest(name: string, body: Uint8Array): void {
     if (!this.denying) return;
-    let hashes: unknown;
-    try {
-      hashes = JSON.parse(new TextDecoder().decode(body)).hashes;
-    } catch {
-      return; // A manifest that is not JSON lists no files.
-    }
-    if (!Array.isArray(hashes)) return;
-    for (const entry of hashes) {
-      const hash = Array.isArray(entry) ? entry[1] : undefined;
-      if (typeof hash !== "string") continue;
+    for (const hash of listedHashes(body)) {
       const names = this.#hashes.get(hash) ?? [];
       this.#hashes.delete(hash);
       if (!names.includes(name)) names.unshift(name);
