@@ -168,7 +168,7 @@ export async function createApp(options: AppOptions): Promise<App> {
   });
   await compiler.init();
   const bases = { github: config.upstreams.github, gitlab: config.upstreams.gitlab };
-  const repos = new RepoService({ cache, fetcher, ...bases });
+  const repos = new RepoService({ cache, fetcher, ...bases, tagTtl: config.cache.tag_ttl });
   const named = new NamedService({
     packages: config.packages,
     pins: config.pins,
@@ -206,11 +206,9 @@ export async function createApp(options: AppOptions): Promise<App> {
     ? new GuardedResolver({ ...resolverOptions, lock, block: config.policy.block, logger, ttl: config.cache.ttl, now })
     : new Resolver(resolverOptions);
   const publicUrl = config.server.public_url;
-  addIndexRoutes(router, resolver, {
-    publicUrl,
-    port: config.server.port,
-    checkProfile: (p) => imported.hasProfile(p) || compiler.checkProfile(p),
-  });
+  // A profile is known when configured or when an imported bundle holds it.
+  const checkProfile = (p: string) => imported.hasProfile(p) || compiler.checkProfile(p);
+  addIndexRoutes(router, resolver, { publicUrl, port: config.server.port, checkProfile });
   addRepoRoutes(router, repos, {
     publicUrl,
     port: config.server.port,
@@ -222,7 +220,7 @@ export async function createApp(options: AppOptions): Promise<App> {
     logger,
     tagTtl: config.cache.tag_ttl,
     refresh: (spec) => expireRef(store, config.packages, spec),
-    checkProfile: (p) => imported.hasProfile(p) || compiler.checkProfile(p),
+    checkProfile,
     profileMirror: (target, profile, base) => resolver.profileMirror(target, profile, base),
     explain: (e, what) => imported.explain(e, what),
     urlsManifest: (mpy, name, version, profile, base) => resolver.urlsManifest(mpy, name, version, profile, base),

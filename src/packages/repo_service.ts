@@ -12,10 +12,10 @@ import type { Fetcher } from "../upstream/fetcher.ts";
 import {
   BASE_PLACEHOLDER,
   type HostBases,
-  isImmutableRef,
   mirrorPath,
   parseSpec,
   rawUrl,
+  refMutability,
   specUrl,
 } from "./locations.ts";
 import { type PackageDoc, readPackageJson, upstreamUrls } from "./package_json.ts";
@@ -28,6 +28,8 @@ export interface RepoServiceOptions extends HostBases {
   fetcher: Fetcher;
   /** Longest chain of repository dependencies served (default {@linkcode MAX_DEPS_DEPTH}). */
   maxDepth?: number;
+  /** `cache.tag_ttl` in ms (null: tags for good), as the mirror routes cache content at a tag. */
+  tagTtl?: number | null;
 }
 
 /** Longest chain of repository dependencies (package.json → package.json) a manifest may start. */
@@ -175,7 +177,8 @@ export class RepoService {
       let current = known;
       if (!current) {
         try {
-          const mutable = !(this.#isRepoUrl(node) && isImmutableRef(nodeRef));
+          // Read as the mirror route caches it, so a moved tag is seen after cache.tag_ttl here too.
+          const mutable = this.#isRepoUrl(node) ? refMutability(nodeRef, this.#o.tagTtl ?? null) : true;
           current = readPackageJson((await this.raw(node, mutable)).body, `at ${node}`);
         } catch {
           heights.set(node, 1);

@@ -4,6 +4,7 @@
  * bounded number of upstream reads. Diamonds (a shared dependency) are fine.
  */
 import assert from "node:assert/strict";
+import { dirname, join } from "node:path";
 import { createApp } from "../../src/app.ts";
 import { memoryLogger } from "../../src/log.ts";
 import { MAX_DEPS_DEPTH } from "../../src/packages/repo_service.ts";
@@ -110,5 +111,40 @@ Deno.test("a diamond (two packages sharing a dependency) is no cycle", async () 
     assert.equal((await env.get("/t/lan/github/acme/diamond/main/package.json")).status, 200);
   } finally {
     await env.close();
+  }
+});
+
+Deno.test("the walk reads a tag as the mirror caches it: a tag moved into a cycle is seen after cache.tag_ttl", async () => {
+  const root = tempDir("mipserver-github-");
+  const github = new FakeUpstream(root, "").start();
+  const write = (path: string, doc: unknown) => {
+    Deno.mkdirSync(join(root, dirname(path)), { recursive: true });
+    Deno.writeTextFileSync(join(root, path), JSON.stringify(doc));
+  };
+  write("acme/tagroot/main/package.json", { urls: [], deps: [["github:acme/tagdep", "v1.0"]], version: "1.0" });
+  write("acme/tagdep/v1.0/package.json", { urls: [], deps: [], version: "1.0" });
+  const app = await createApp({
+    config: testConfig({
+      cache: { dir: tempDir(), tag_ttl: "0s" },
+      upstreams: { index: "http://127.0.0.1:9/none", github: github.url, retries: 0 },
+    }),
+    logger: memoryLogger(),
+  });
+  const get = async () => {
+    const res = await app.handler(new Request("http://gw/github/acme/tagroot/main/package.json"));
+    return { status: res.status, text: await res.text() };
+  };
+  try {
+    assert.equal((await get()).status, 200);
+    // The tag is moved upstream to a commit whose package.json depends back on the root.
+    write("acme/tagdep/v1.0/package.json", { urls: [], deps: [["github:acme/tagroot", "main"]], version: "1.1" });
+    await get(); // the stale copy answers while it is read again in the background
+    await app.idle();
+    const after = await get();
+    assert.equal(after.status, 502, after.text);
+    assert.match(after.text, /^Dependency cycle: .*tagroot.* -> .*tagdep\/v1\.0.* -> .*tagroot/);
+  } finally {
+    await app.idle();
+    await github.stop();
   }
 });
