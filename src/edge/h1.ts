@@ -7,21 +7,50 @@
  */
 
 /** A plain request: GET or HEAD, no body, HTTP/1.0 or 1.1, one Host that is a plain authority. */
-export interface PlainRequest {
-  method: "GET" | "HEAD";
-  /** The request target as sent (path and query). */
-  target: string;
-  /** 0 for HTTP/1.0, 1 for HTTP/1.1. */
-  minor: 0 | 1;
-  host: string;
-  /** Header fields as sent, names lower-cased, in order. */
-  headers: [string, string][];
-  /** If-None-Match, with repeated fields joined by ", " (null when absent). */
-  ifNoneMatch: string | null;
-  /** Whether the connection stays open after the answer. */
-  keepAlive: boolean;
-  /** Bytes of the head, blank line included. */
-  length: number;
+export class PlainRequest {
+  /** The head as sent, up to its blank line: the header fields are read from it only when asked for. */
+  #head: string;
+  /** Where the header fields start in `#head`. */
+  #fieldsAt: number;
+  #headers?: [string, string][];
+
+  constructor(
+    /** GET or HEAD. */
+    readonly method: "GET" | "HEAD",
+    /** The request target as sent (path and query). */
+    readonly target: string,
+    /** 0 for HTTP/1.0, 1 for HTTP/1.1. */
+    readonly minor: 0 | 1,
+    /** The Host field, as sent. */
+    readonly host: string,
+    /** If-None-Match, with repeated fields joined by ", " (null when absent). */
+    readonly ifNoneMatch: string | null,
+    /** Whether the connection stays open after the answer. */
+    readonly keepAlive: boolean,
+    /** Bytes of the head, blank line included. */
+    readonly length: number,
+    head: string,
+    fieldsAt: number,
+  ) {
+    this.#head = head;
+    this.#fieldsAt = fieldsAt;
+  }
+
+  /** Header fields as sent, names lower-cased, in order (values without the whitespace around them). */
+  get headers(): [string, string][] {
+    if (this.#headers === undefined) {
+      this.#headers = [];
+      const head = this.#head;
+      for (let at = this.#fieldsAt; at < head.length;) {
+        let end = head.indexOf("\r\n", at);
+        if (end < 0) end = head.length;
+        const colon = head.indexOf(":", at);
+        this.#headers.push([head.slice(at, colon).toLowerCase(), trimOws(head.slice(colon + 1, end))]);
+        at = end + 2;
+      }
+    }
+    return this.#headers;
+  }
 }
 
 /** What {@linkcode readHead} found at the start of a buffer. */
@@ -34,18 +63,72 @@ export type HeadResult =
 
 const CR = 13;
 const LF = 10;
+const SP = 32;
+const HT = 9;
+const OTHER: HeadResult = { kind: "other" };
+const INCOMPLETE: HeadResult = { kind: "incomplete" };
 const decoder = new TextDecoder();
-const REQUEST_LINE = /^(GET|HEAD) (\/[!-~]*) HTTP\/1\.([01])$/;
-const FIELD = /^([!#$%&'*+\-.^_`|~0-9A-Za-z]+):[ \t]*(.*?)[ \t]*$/;
+/** The bytes of a header field name (RFC 9110 `tchar`): 1 for each. */
+const TCHAR = new Uint8Array(128);
+for (const c of "!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz") {
+  TCHAR[c.charCodeAt(0)] = 1;
+}
 /** A Host that makes a valid authority on its own: a name or address, an IPv6 literal, an optional port. */
 const HOST = /^(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]*)?$/;
-/** Fields that give a request a body or change the protocol: such requests are not plain. */
-const NOT_PLAIN = new Set(["content-length", "transfer-encoding", "expect", "upgrade"]);
+
+/** The header fields {@linkcode readHead} looks at: any other, Host, If-None-Match, Connection. */
+const OTHER_FIELD = 0;
+const HOST_FIELD = 1;
+const IF_NONE_MATCH = 2;
+const CONNECTION = 3;
+/** Content-Length, Transfer-Encoding, Expect, Upgrade: a body or another protocol, so not a plain request. */
+const NOT_PLAIN = 4;
+
+/** Field names {@linkcode readHead} knows, lower-case, by length. */
+const KNOWN: Map<number, [Uint8Array, number][]> = new Map();
+for (
+  const [name, field] of [
+    ["host", HOST_FIELD],
+    ["if-none-match", IF_NONE_MATCH],
+    ["connection", CONNECTION],
+    ["content-length", NOT_PLAIN],
+    ["transfer-encoding", NOT_PLAIN],
+    ["expect", NOT_PLAIN],
+    ["upgrade", NOT_PLAIN],
+  ] as const
+) {
+  const list = KNOWN.get(name.length) ?? [];
+  list.push([new TextEncoder().encode(name), field]);
+  KNOWN.set(name.length, list);
+}
+
+/** Which known field `buf[from, to)` names, ASCII case ignored. */
+function fieldOf(buf: Uint8Array, from: number, to: number): number {
+  const known = KNOWN.get(to - from);
+  if (known === undefined) return OTHER_FIELD;
+  outer: for (const [name, field] of known) {
+    for (let i = 0; i < name.length; i++) {
+      const b = buf[from + i];
+      // Upper-case letters read as lower-case; the names hold no byte that this could make match wrongly.
+      if ((b >= 65 && b <= 90 ? b + 32 : b) !== name[i]) continue outer;
+    }
+    return field;
+  }
+  return OTHER_FIELD;
+}
+
+function trimOws(value: string): string {
+  let from = 0;
+  let to = value.length;
+  while (from < to && (value.charCodeAt(from) === SP || value.charCodeAt(from) === HT)) from++;
+  while (to > from && (value.charCodeAt(to - 1) === SP || value.charCodeAt(to - 1) === HT)) to--;
+  return value.slice(from, to);
+}
 
 /**
  * Reads the request head at the start of `buf[0, end)`. Every byte of the head must be printable ASCII, a space or
  * a tab, and every line must end in CRLF; anything else (bare LF, control bytes, UTF-8, obsolete line folding) is
- * "other". So is a head longer than `maxHead` bytes.
+ * "other". So is a head longer than `maxHead` bytes. The head is read from its bytes in one pass, and decoded once.
  */
 export function readHead(buf: Uint8Array, end: number, maxHead = 8192): HeadResult {
   let blank = -1;
@@ -53,10 +136,10 @@ export function readHead(buf: Uint8Array, end: number, maxHead = 8192): HeadResu
   for (let i = 0; i < limit; i++) {
     const b = buf[i];
     if (b >= 0x20 && b < 0x7f) continue;
-    if (b === 9) continue;
+    if (b === HT) continue;
     if (b === CR) {
       if (i + 1 >= end) break;
-      if (buf[i + 1] !== LF) return { kind: "other" };
+      if (buf[i + 1] !== LF) return OTHER;
       if (i >= 2 && buf[i - 1] === LF && buf[i - 2] === CR) {
         blank = i;
         break;
@@ -64,54 +147,71 @@ export function readHead(buf: Uint8Array, end: number, maxHead = 8192): HeadResu
       i++;
       continue;
     }
-    return { kind: "other" };
+    return OTHER;
   }
-  if (blank < 0) return end >= maxHead ? { kind: "other" } : { kind: "incomplete" };
-  // The head is ASCII: decode it once, without the CRLF that ends its last field and the blank line.
-  const lines = decoder.decode(buf.subarray(0, blank - 2)).split("\r\n");
-  const first = REQUEST_LINE.exec(lines[0]);
-  if (!first || first[2].includes("#")) return { kind: "other" };
-  const headers: [string, string][] = [];
+  if (blank < 0) return end >= maxHead ? OTHER : INCOMPLETE;
+  // From here on every CR is followed by LF, and the head's last field (or its request line) ends at `blank - 2`.
+  // The request line: `GET` or `HEAD`, one space, an origin-form target of visible ASCII without `#`, one space,
+  // `HTTP/1.0` or `HTTP/1.1`.
+  let method: "GET" | "HEAD";
+  let i: number;
+  if (buf[0] === 71 && buf[1] === 69 && buf[2] === 84 && buf[3] === SP) {
+    method = "GET";
+    i = 4;
+  } else if (buf[0] === 72 && buf[1] === 69 && buf[2] === 65 && buf[3] === 68 && buf[4] === SP) {
+    method = "HEAD";
+    i = 5;
+  } else return OTHER;
+  const targetAt = i;
+  if (buf[i] !== 47) return OTHER;
+  for (; buf[i] > SP && buf[i] < 0x7f; i++) if (buf[i] === 35) return OTHER;
+  const targetEnd = i;
+  if (
+    buf[i] !== SP || buf[i + 1] !== 72 || buf[i + 2] !== 84 || buf[i + 3] !== 84 || buf[i + 4] !== 80 ||
+    buf[i + 5] !== 47 || buf[i + 6] !== 49 || buf[i + 7] !== 46 || (buf[i + 8] !== 48 && buf[i + 8] !== 49) ||
+    buf[i + 9] !== CR
+  ) return OTHER;
+  const minor = buf[i + 8] === 49 ? 1 : 0;
+  const fieldsAt = i + 11;
+  // The fields: a token name, a colon, the value up to CRLF. Only Host, If-None-Match and Connection are decoded.
+  const head = decoder.decode(buf.subarray(0, blank - 2));
   let host: string | undefined;
   let hosts = 0;
   let ifNoneMatch: string | null = null;
   let close = false;
   let keepAliveAsked = false;
-  for (let i = 1; i < lines.length; i++) {
-    const field = FIELD.exec(lines[i]);
-    if (!field) return { kind: "other" };
-    const name = field[1].toLowerCase();
-    const value = field[2];
-    if (NOT_PLAIN.has(name)) return { kind: "other" };
-    headers.push([name, value]);
-    if (name === "host") {
-      host = value;
-      hosts++;
-    } else if (name === "if-none-match") {
-      ifNoneMatch = ifNoneMatch === null ? value : `${ifNoneMatch}, ${value}`;
-    } else if (name === "connection") {
-      for (const token of value.toLowerCase().split(",")) {
-        const t = token.trim();
-        if (t === "close") close = true;
-        else if (t === "keep-alive") keepAliveAsked = true;
+  for (i = fieldsAt; i < blank;) {
+    const nameAt = i;
+    while (buf[i] < 128 && TCHAR[buf[i]] === 1) i++;
+    if (i === nameAt || buf[i] !== 58) return OTHER;
+    const field = fieldOf(buf, nameAt, i);
+    if (field === NOT_PLAIN) return OTHER;
+    const valueAt = i + 1;
+    while (buf[i] !== CR) i++;
+    if (field !== OTHER_FIELD) {
+      const value = trimOws(head.slice(valueAt, i));
+      if (field === HOST_FIELD) {
+        host = value;
+        hosts++;
+      } else if (field === IF_NONE_MATCH) {
+        ifNoneMatch = ifNoneMatch === null ? value : `${ifNoneMatch}, ${value}`;
+      } else {
+        for (const token of value.toLowerCase().split(",")) {
+          const t = token.trim();
+          if (t === "close") close = true;
+          else if (t === "keep-alive") keepAliveAsked = true;
+        }
       }
     }
+    i += 2;
   }
   // One Host, plain: the edge keys answers by Host and target, and both must read the same to Deno.serve.
-  if (hosts !== 1 || host === undefined || !HOST.test(host)) return { kind: "other" };
-  const minor = first[3] === "1" ? 1 : 0;
+  if (hosts !== 1 || host === undefined || !HOST.test(host)) return OTHER;
+  const keepAlive = minor === 1 ? !close : keepAliveAsked && !close;
+  const target = head.slice(targetAt, targetEnd);
   return {
     kind: "plain",
-    request: {
-      method: first[1] as "GET" | "HEAD",
-      target: first[2],
-      minor,
-      host,
-      headers,
-      ifNoneMatch,
-      keepAlive: minor === 1 ? !close : keepAliveAsked && !close,
-      length: blank + 2,
-    },
+    request: new PlainRequest(method, target, minor, host, ifNoneMatch, keepAlive, blank + 2, head, fieldsAt),
   };
 }
 
@@ -185,6 +285,9 @@ export function bodiless(status: number): boolean {
   return status < 200 || status === 204 || status === 304;
 }
 
+/** What of a request decides the shape of its response: the method, the HTTP version and whether it keeps alive. */
+export type ResponseKind = Pick<PlainRequest, "method" | "minor" | "keepAlive">;
+
 const statusLines = new Map<number, Uint8Array>();
 
 /** Response bytes made for repeated answers: per answer, the Date line they were made with, and per kind. */
@@ -199,7 +302,7 @@ export const KINDS_KEPT = 2;
  * for a repeated answer, the next request of the same kind gets the same one within the same second (for the first
  * two kinds of request asked for in that second; a client seldom mixes more).
  */
-export function responseBytes(request: PlainRequest, answer: Answer, date: Uint8Array): Uint8Array {
+export function responseBytes(request: ResponseKind, answer: Answer, date: Uint8Array): Uint8Array {
   if (!answer.repeated) return build(request, answer, date);
   let kinds = made.get(answer);
   if (kinds === undefined || kinds.date !== date) {
@@ -217,7 +320,7 @@ export function responseBytes(request: PlainRequest, answer: Answer, date: Uint8
   return bytes;
 }
 
-function build(request: PlainRequest, answer: Answer, date: Uint8Array): Uint8Array {
+function build(request: ResponseKind, answer: Answer, date: Uint8Array): Uint8Array {
   const key = answer.status * 2 + request.minor;
   let statusLine = statusLines.get(key);
   if (statusLine === undefined) {
