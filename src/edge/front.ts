@@ -27,6 +27,12 @@ const FAILED: Answer = {
   body: FAILED_BODY,
 };
 
+/** The size of a connection's first read buffer: a device's head and then some. */
+const BUFFER_SIZE = 1025;
+/** Read buffers kept for the next connections (at most this many, 1 KiB each). */
+const BUFFERS_KEPT = 256;
+const BUFFERS: Uint8Array[] = [];
+
 /** What a {@linkcode Front} needs. */
 export interface FrontOptions {
   /** Where clients connect. */
@@ -142,19 +148,18 @@ export class Front {
         continue;
       }
       this.#active++;
-      this.#serve(conn).finally(() => {
-        if (--this.#active === 0) this.#drained?.();
-      });
+      this.#serve(conn);
     }
   }
 
+  /** Serves one connection until it closes; never rejects. */
   async #serve(conn: Deno.Conn): Promise<void> {
     // The first request's head is due a head timeout after the connection starts.
     const open: Open = { conn, busy: false, handedOver: false, deadline: Date.now() + this.#headMs };
     this.#open.add(open);
     const maxHead = this.#o.maxHead ?? 8192;
-    // A device's head is a few hundred bytes: start small, grow up to `maxHead`.
-    let buf = new Uint8Array(Math.min(maxHead, 1024) + 1);
+    // A device's head is a few hundred bytes: start small (a buffer from the pool), grow up to `maxHead`.
+    let buf = BUFFERS.pop() ?? new Uint8Array(BUFFER_SIZE);
     /** Answers written; from the second on, Nagle's algorithm could hold one back behind the last (pipelining). */
     let answered = 0;
     let fill = 0;
@@ -171,27 +176,34 @@ export class Front {
           const head = readHead(buf, fill, maxHead);
           if (head.kind === "other") {
             open.handedOver = true;
-            await this.#handOver(open, buf.subarray(0, fill));
+            await this.#handOver(open, buf.slice(0, fill));
             return;
           }
           if (head.kind === "plain") {
-            let request = head.request;
+            const request = head.request;
+            let keepAlive = request.keepAlive;
             open.busy = true;
             open.deadline = 0;
-            let answer: Answer;
+            let bytes: Uint8Array;
             try {
-              answer = await this.#o.answer(request, conn.remoteAddr as Deno.NetAddr);
+              // A kept answer comes back at once, not as a promise: no turn of the event loop is spent on it.
+              const given = this.#o.answer(request, conn.remoteAddr as Deno.NetAddr);
+              bytes = responseBytes(request, given instanceof Promise ? await given : given, this.#date());
             } catch (e) {
               this.#o.onError?.(e);
-              answer = FAILED;
-              request = { ...request, keepAlive: false };
+              keepAlive = false;
+              bytes = responseBytes({ method: request.method, minor: request.minor, keepAlive }, FAILED, this.#date());
             }
             if (answered++ === 1) (conn as Deno.TcpConn).setNoDelay?.(true);
-            await this.#write(open, responseBytes(request, answer, this.#date()));
+            // Most answers go out in one write; a large one to a slow client takes more.
+            open.deadline = Date.now() + this.#idleMs;
+            const written = await conn.write(bytes);
+            if (written < bytes.length) await this.#write(open, bytes.subarray(written));
+            open.deadline = 0;
             open.busy = false;
             buf.copyWithin(0, request.length, fill);
             fill -= request.length;
-            if (!request.keepAlive || this.#stopping) return;
+            if (!keepAlive || this.#stopping) return;
             open.deadline = Date.now() + this.#idleMs;
             idle = true;
             continue;
@@ -203,7 +215,7 @@ export class Front {
           bigger.set(buf);
           buf = bigger;
         }
-        const n = await conn.read(buf.subarray(fill));
+        const n = await conn.read(fill === 0 ? buf : buf.subarray(fill));
         if (n === null) return;
         fill += n;
       }
@@ -212,6 +224,9 @@ export class Front {
     } finally {
       this.#open.delete(open);
       close(conn);
+      // Nothing refers to the buffer now (requests hold strings read from it): the next connection may take it.
+      if (buf.length === BUFFER_SIZE && BUFFERS.length < BUFFERS_KEPT) BUFFERS.push(buf);
+      if (--this.#active === 0) this.#drained?.();
     }
   }
 

@@ -52,28 +52,32 @@ export function missAnswer(missed: Missed): Answer {
   return { status: missed.status, fields: encodeFields(missed.headers, length), body: missed.body };
 }
 
-/** The `answer` of a `Front` (`front.ts`): kept answers from `cache` (recorded as hits), the rest from `miss`. */
+/**
+ * The `answer` of a `Front` (`front.ts`): kept answers from `cache` (recorded as hits), at once and not as a promise,
+ * the rest from `miss`.
+ */
 export function plainAnswerer(cache: EdgeCache, record: Recorder, miss: Miss) {
-  return async (request: PlainRequest, client: Deno.NetAddr): Promise<Answer> => {
-    const started = performance.now();
-    const key = edgeKey(request.host, request.target);
-    const shared = cache.get(key);
-    if (shared !== undefined) {
-      const answers = encodedOf(shared);
-      const answer = etagMatches(request.ifNoneMatch, shared.etag) ? answers.notModified : answers.ok;
-      const entry = hitEntry(shared, {
-        method: request.method,
-        path: request.target,
-        client: client.hostname,
-        status: answer.status,
-        started,
-        time: Date.now(),
-      });
-      record(entry, shared.kind);
-      return answer;
-    }
+  const missed = async (key: string, request: PlainRequest, client: Deno.NetAddr): Promise<Answer> => {
     const missed = await miss(request, client);
     if (missed.shared) cache.put(key, missed.shared);
     return missAnswer(missed);
+  };
+  return (request: PlainRequest, client: Deno.NetAddr): Answer | Promise<Answer> => {
+    const started = performance.now();
+    const key = edgeKey(request.host, request.target);
+    const shared = cache.get(key);
+    if (shared === undefined) return missed(key, request, client);
+    const answers = encodedOf(shared);
+    const answer = etagMatches(request.ifNoneMatch, shared.etag) ? answers.notModified : answers.ok;
+    const entry = hitEntry(shared, {
+      method: request.method,
+      path: request.target,
+      client: client.hostname,
+      status: answer.status,
+      started,
+      time: Date.now(),
+    });
+    record(entry, shared.kind);
+    return answer;
   };
 }
