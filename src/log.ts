@@ -61,31 +61,37 @@ export function formatText(time: number, level: LogLevel, message: string, field
 }
 
 /**
- * A line writer for stdout that batches the lines of one event-loop turn into one write, so a busy server does
- * not pay a system call per request. Lines are flushed within a millisecond, and by `flush()` at shutdown.
+ * A line writer for stdout that gathers lines into one write, so a busy server does not pay a system call (or a
+ * timer) per request: lines are written within {@linkcode BATCH_MS} ms, at once when 256 are waiting, and by
+ * `flush()` at shutdown.
  */
 export function batchedStdout(): { write: (line: string) => void; flush: () => void } {
   const encoder = new TextEncoder();
-  let pending: string[] = [];
+  let pending = "";
+  let lines = 0;
   let timer: ReturnType<typeof setTimeout> | undefined;
   const flush = () => {
     if (timer !== undefined) clearTimeout(timer);
     timer = undefined;
-    if (pending.length === 0) return;
-    const data = encoder.encode(pending.join("\n") + "\n");
-    pending = [];
+    if (lines === 0) return;
+    const data = encoder.encode(pending);
+    pending = "";
+    lines = 0;
     let off = 0;
     while (off < data.length) off += Deno.stdout.writeSync(data.subarray(off));
   };
   return {
     write(line: string) {
-      pending.push(line);
-      if (pending.length >= 256) flush();
-      else timer ??= setTimeout(flush, 1);
+      pending += line + "\n";
+      if (++lines >= 256) flush();
+      else timer ??= setTimeout(flush, BATCH_MS);
     },
     flush,
   };
 }
+
+/** How long a line may wait in {@linkcode batchedStdout} before it is written, in ms. */
+export const BATCH_MS = 10;
 
 /** Creates a logger that drops events below `level`. */
 export function createLogger(options: LoggerOptions = {}): Logger {
