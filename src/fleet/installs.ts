@@ -182,9 +182,16 @@ interface Alike {
   last: number;
 }
 
-function isSorted(batch: RequestEntry[]): boolean {
-  for (let i = 1; i < batch.length; i++) if ((batch[i - 1].time as number) > (batch[i].time as number)) return false;
-  return true;
+/** Requests alike (device, path, method, status, cache outcome) that came in one {@linkcode SETTLE_MS} span. */
+interface Pending {
+  /** The earliest of them. */
+  entry: RequestEntry;
+  /** The span: arrival time divided by SETTLE_MS, rounded down. */
+  span: number;
+  count: number;
+  bytes: number;
+  /** When the last of them came. */
+  last: number;
 }
 
 /** Orders requests by arrival; at the same millisecond a manifest comes before files. */
@@ -200,7 +207,8 @@ function rank(route: string): number {
 export class InstallRecorder {
   #o: InstallRecorderOptions;
   #now: () => number;
-  #pending: RequestEntry[] = [];
+  /** Requests waiting for a batch, alike ones of the same {@linkcode SETTLE_MS} span taken together as they come. */
+  #pending = new Map<string, Pending>();
   #dropped = 0;
   #manifests = new Map<string, Uint8Array | ManifestInfo | Promise<ManifestInfo | undefined>>();
   #open = new Map<string, OpenInstall[]>();
@@ -223,14 +231,35 @@ export class InstallRecorder {
     this.#timer ??= setInterval(() => this.flush(false).catch(() => {}), this.#o.batchMs ?? 1000);
   }
 
-  /** Takes one served request (on the request path: only a push). */
+  /**
+   * Takes one served request (on the request path: a count). Requests alike in all the batch looks at (device, path,
+   * method, status, cache outcome) and arriving in the same {@linkcode SETTLE_MS} span are counted on the first
+   * one's record, so a busy device holds one record per path and span, not one per request.
+   */
   push = (entry: RequestEntry): void => {
-    if (this.#pending.length >= MAX_PENDING) {
+    const time = entry.time as number;
+    const span = Math.floor(time / SETTLE_MS);
+    const key = `${span} ${entry.client} ${entry.method} ${entry.status} ${entry.cache} ${entry.path}`;
+    const alike = this.#pending.get(key);
+    if (alike !== undefined) {
+      alike.count++;
+      alike.bytes += entry.bytes;
+      if (time > alike.last) alike.last = time;
+      // Worker threads hand requests over late: the earliest one stands for them all.
+      if (time < (alike.entry.time as number)) alike.entry = entry;
+      return;
+    }
+    if (this.#pending.size >= MAX_PENDING) {
       this.#dropped++;
       return;
     }
-    this.#pending.push(entry);
+    this.#pending.set(key, { entry, span, count: 1, bytes: entry.bytes, last: time });
   };
+
+  /** Records waiting for a batch: one per device, path and outcome in each {@linkcode SETTLE_MS} span. */
+  get waiting(): number {
+    return this.#pending.size;
+  }
 
   /** Hears the main thread's answers: keeps manifest bodies and the reasons of errors. */
   tap = (entry: RequestEntry, response: Response, shareable: Shareable | undefined): void => {
@@ -276,18 +305,14 @@ export class InstallRecorder {
 
   async #flushNow(all: boolean): Promise<void> {
     const now = this.#now();
-    let batch = this.#pending;
-    this.#pending = [];
-    if (!isSorted(batch)) batch.sort(byArrival);
-    if (!all) {
-      const cutoff = now - SETTLE_MS;
-      let n = batch.length;
-      while (n > 0 && (batch[n - 1].time as number) > cutoff) n--;
-      if (n < batch.length) {
-        this.#pending = batch.slice(n).concat(this.#pending);
-        batch = batch.slice(0, n);
-      }
+    // The spans wholly older than SETTLE_MS go (all of them for `all`); the rest wait for the next batch.
+    const batch: Pending[] = [];
+    for (const [key, pending] of this.#pending) {
+      if (!all && (pending.span + 1) * SETTLE_MS > now - SETTLE_MS) continue;
+      batch.push(pending);
+      this.#pending.delete(key);
     }
+    batch.sort((a, b) => byArrival(a.entry, b.entry));
     // Manifest bodies still being read are awaited first, so their installs know what they list.
     const waiting = [...this.#manifests.entries()].filter(([, v]) => v instanceof Promise);
     for (const [key, promise] of waiting) {
@@ -300,7 +325,8 @@ export class InstallRecorder {
     // Alike requests (same minute, device, method, status, cache outcome and path) are taken together, in the order
     // the first of them came: one grouping step and one row for all of them.
     const alike = new Map<string, Alike>();
-    for (const entry of batch) {
+    for (const pending of batch) {
+      const entry = pending.entry;
       const time = entry.time as number;
       const minute = time - (time % 60_000);
       // Most requests are keyed by device and path alone; the rest of what makes them alike is compared.
@@ -315,10 +341,10 @@ export class InstallRecorder {
         a = alike.get(key);
       }
       if (a !== undefined) {
-        a.count++;
-        a.bytes += entry.bytes;
-        a.last = time;
-      } else alike.set(key, { entry, minute, count: 1, bytes: entry.bytes, last: time });
+        a.count += pending.count;
+        a.bytes += pending.bytes;
+        a.last = Math.max(a.last, pending.last);
+      } else alike.set(key, { entry, minute, count: pending.count, bytes: pending.bytes, last: pending.last });
     }
     for (const a of alike.values()) this.#o.stats.add(a.entry, a.count);
     if (this.#dropped > 0) {

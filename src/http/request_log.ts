@@ -34,11 +34,50 @@ export interface RequestQuery {
   limit?: number;
 }
 
-/** A fixed-size ring buffer of request entries. */
+/** Strings kept as one copy each at most, in {@linkcode Interned}. */
+const INTERNED_MAX = 4096;
+
+/**
+ * One copy of each recent client address and path. A busy server sees the same few again and again, each as a new
+ * string read from the request; the ring keeps the copy it already has, so what it holds is not new memory that the
+ * garbage collector must move on (a cost per request otherwise, and a heap that grows between full collections).
+ */
+class Interned {
+  #strings = new Map<string, string>();
+
+  of(s: string): string {
+    const known = this.#strings.get(s);
+    if (known !== undefined) return known;
+    if (this.#strings.size >= INTERNED_MAX) this.#strings.clear();
+    this.#strings.set(s, s);
+    return s;
+  }
+}
+
+/** A slot of the ring: the fields of one entry, written over in place when the ring comes round. */
+interface Slot {
+  time: number | string;
+  client: string;
+  method: string;
+  path: string;
+  route: string;
+  status: number;
+  bytes: number;
+  duration_ms: number;
+  cache: string | undefined;
+  upstream_ms: number | undefined;
+  error_id: string | undefined;
+}
+
+/**
+ * A fixed-size ring buffer of request entries. Entries are copied into slots the ring owns (client and path
+ * interned), so the entry a request made is garbage at once, whatever the ring's size.
+ */
 export class RequestLog {
-  #entries: (RequestEntry | undefined)[];
+  #slots: Slot[];
   #next = 0;
   #size = 0;
+  #interned = new Interned();
   /**
    * Hears every entry added, kept or not (the install records, `src/fleet/`): every request this thread answered or
    * an edge worker thread handed over lands here. It must only take the entry, never work on it.
@@ -46,33 +85,75 @@ export class RequestLog {
   listener?: (entry: RequestEntry) => void;
 
   constructor(capacity: number) {
-    this.#entries = new Array(Math.max(0, capacity));
+    this.#slots = [];
+    for (let i = 0; i < Math.max(0, capacity); i++) {
+      this.#slots.push({
+        time: 0,
+        client: "",
+        method: "",
+        path: "",
+        route: "",
+        status: 0,
+        bytes: 0,
+        duration_ms: 0,
+        cache: undefined,
+        upstream_ms: undefined,
+        error_id: undefined,
+      });
+    }
   }
 
   /** How many entries the buffer keeps. */
   get capacity(): number {
-    return this.#entries.length;
+    return this.#slots.length;
   }
 
   /** Adds an entry, evicting the oldest once full. */
   add(entry: RequestEntry): void {
     this.listener?.(entry);
-    if (this.#entries.length === 0) return;
-    this.#entries[this.#next] = entry;
-    this.#next = (this.#next + 1) % this.#entries.length;
-    this.#size = Math.min(this.#size + 1, this.#entries.length);
+    if (this.#slots.length === 0) return;
+    const slot = this.#slots[this.#next];
+    slot.time = entry.time;
+    slot.client = this.#interned.of(entry.client);
+    slot.method = entry.method;
+    slot.path = this.#interned.of(entry.path);
+    slot.route = entry.route;
+    slot.status = entry.status;
+    slot.bytes = entry.bytes;
+    slot.duration_ms = entry.duration_ms;
+    slot.cache = entry.cache;
+    slot.upstream_ms = entry.upstream_ms;
+    slot.error_id = entry.error_id;
+    this.#next = (this.#next + 1) % this.#slots.length;
+    this.#size = Math.min(this.#size + 1, this.#slots.length);
   }
 
   /** The entries kept, oldest first, leaving the buffer empty (to hand them to another thread's buffer). */
   take(): RequestEntry[] {
     const out: RequestEntry[] = [];
-    for (let i = this.#size; i >= 1; i--) {
-      out.push(this.#entries[(this.#next - i + this.#entries.length) % this.#entries.length]!);
-    }
-    this.#entries.fill(undefined);
+    for (let i = this.#size; i >= 1; i--) out.push(this.#entry(i));
     this.#size = 0;
     this.#next = 0;
     return out;
+  }
+
+  /** A copy of the `i`th newest entry (1 is the newest), without the fields it does not have. */
+  #entry(i: number): RequestEntry {
+    const slot = this.#slots[(this.#next - i + this.#slots.length) % this.#slots.length];
+    const entry: RequestEntry = {
+      time: slot.time,
+      client: slot.client,
+      method: slot.method,
+      path: slot.path,
+      route: slot.route,
+      status: slot.status,
+      bytes: slot.bytes,
+      duration_ms: slot.duration_ms,
+    };
+    if (slot.cache !== undefined) entry.cache = slot.cache;
+    if (slot.upstream_ms !== undefined) entry.upstream_ms = slot.upstream_ms;
+    if (slot.error_id !== undefined) entry.error_id = slot.error_id;
+    return entry;
   }
 
   /** Entries matching every given filter, newest first. */
@@ -80,13 +161,15 @@ export class RequestLog {
     const out: RequestEntry[] = [];
     const limit = q.limit ?? Infinity;
     for (let i = 1; i <= this.#size && out.length < limit; i++) {
-      const e = this.#entries[(this.#next - i + this.#entries.length) % this.#entries.length]!;
+      const e = this.#slots[(this.#next - i + this.#slots.length) % this.#slots.length];
       if (q.ip !== undefined && e.client !== q.ip) continue;
       if (q.path !== undefined && !e.path.includes(q.path)) continue;
       if (q.status !== undefined) {
         if (q.status < 10 ? Math.floor(e.status / 100) !== q.status : e.status !== q.status) continue;
       }
-      out.push(typeof e.time === "number" ? { ...e, time: new Date(e.time).toISOString() } : e);
+      const entry = this.#entry(i);
+      if (typeof entry.time === "number") entry.time = new Date(entry.time).toISOString();
+      out.push(entry);
     }
     return out;
   }

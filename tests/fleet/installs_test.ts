@@ -330,3 +330,55 @@ Deno.test("a database that cannot be opened leaves the server serving, without r
     await env.close();
   }
 });
+
+Deno.test("a device hammering one file is counted on one record per span, and the newest span waits a batch", async () => {
+  const { InstallRecorder, SETTLE_MS } = await import("../../src/fleet/installs.ts");
+  const { Stats } = await import("../../src/fleet/stats.ts");
+  const dir = tempDir();
+  const db = new AuditDb(join(dir, "installs.db"));
+  let clock = T0;
+  const stats = new Stats();
+  const recorder = new InstallRecorder({
+    db,
+    stats,
+    logger: memoryLogger(),
+    windowMs: 30_000,
+    retentionMs: 86_400_000,
+    now: () => clock,
+  });
+  const hit = (time: number, client = "10.0.0.9") => ({
+    time,
+    client,
+    method: "GET",
+    path: "/file/ab/abcdef12",
+    route: "/file/:h2/:hash",
+    status: 200,
+    bytes: 100,
+    duration_ms: 0.1,
+    cache: "hit",
+  });
+  // 10,000 requests over one span: one record waits, however many came.
+  const spanStart = Math.ceil(T0 / SETTLE_MS) * SETTLE_MS;
+  for (let i = 0; i < 10_000; i++) recorder.push(hit(spanStart + (i % SETTLE_MS)));
+  assert.equal(recorder.waiting, 1);
+  // Another device, and a late request (from a worker thread) for an earlier span: records of their own.
+  recorder.push(hit(spanStart + 5, "10.0.0.10"));
+  recorder.push(hit(spanStart - 1));
+  assert.equal(recorder.waiting, 3);
+  // The timer's batch leaves the spans younger than SETTLE_MS for the next one.
+  clock = spanStart + SETTLE_MS + SETTLE_MS / 2;
+  await recorder.flush(false);
+  assert.equal(db.requestCount(), 1, "only the span that ended before the settle time");
+  assert.equal(recorder.waiting, 2);
+  clock = spanStart + 2 * SETTLE_MS;
+  await recorder.flush(false);
+  assert.equal(db.requestCount(), 10_002);
+  assert.equal(recorder.waiting, 0);
+  assert.equal(stats.requests, 10_002);
+  const rows = db.requests();
+  const byDevice = new Map(rows.map((r) => [r.device, 0]));
+  for (const r of rows) byDevice.set(r.device, byDevice.get(r.device)! + r.count);
+  assert.deepEqual(Object.fromEntries(byDevice), { "10.0.0.9": 10_001, "10.0.0.10": 1 });
+  assert.equal(rows.reduce((n, r) => n + r.bytes, 0), 10_002 * 100);
+  db.close();
+});

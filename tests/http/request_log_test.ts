@@ -38,3 +38,24 @@ Deno.test("a zero-capacity log keeps nothing", () => {
   log.add(entry(1));
   assert.deepEqual(log.query(), []);
 });
+
+Deno.test("the ring keeps copies of its entries, with only the fields they had, and take empties it", () => {
+  const log = new RequestLog(2);
+  const first = entry(1, { cache: "hit", upstream_ms: 3 });
+  log.add(first);
+  log.add(entry(2, { error_id: "abcd1234" }));
+  first.path = "/changed";
+  const [newest, older] = log.query();
+  assert.deepEqual(Object.keys(newest).sort(), [...Object.keys(entry(2)), "error_id"].sort());
+  assert.equal(older.path, "/file/1");
+  assert.equal(older.cache, "hit");
+  assert.equal(older.upstream_ms, 3);
+  assert.equal("error_id" in older, false);
+  // Slots are reused when the ring comes round: what was read before does not change.
+  log.add(entry(3));
+  assert.equal(older.path, "/file/1");
+  assert.deepEqual(log.take().map((e) => e.bytes), [2, 3]);
+  assert.deepEqual(log.query(), []);
+  log.add(entry(4));
+  assert.deepEqual(log.query().map((e) => e.bytes), [4]);
+});
