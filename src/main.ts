@@ -11,8 +11,6 @@ import { displayConfig } from "./config/schema.ts";
 import { batchedStdout, createLogger } from "./log.ts";
 import { autoWorkers, configSettings, listen, type Listener } from "./edge/mod.ts";
 import { VERSION } from "./version.ts";
-import { runLockCommand } from "./bundle/lock_commands.ts";
-import { runBundleCommand } from "./bundle/run.ts";
 
 /**
  * The environment variables mipserver reads, one by one, so that a binary compiled with `--allow-env=<these>` works
@@ -80,10 +78,13 @@ export async function main(args: string[]): Promise<number> {
   }
 
   if (command.kind === "healthcheck") return await healthcheck(config.server.port);
+  // The commands' modules are loaded only when asked for: a server does not hold them in memory.
   if (command.kind === "lock" || command.kind === "purge") {
+    const { runLockCommand } = await import("./bundle/lock_commands.ts");
     return await runLockCommand(command, config, env);
   }
   if (command.kind === "warm" || command.kind === "export" || command.kind === "import") {
+    const { runBundleCommand } = await import("./bundle/run.ts");
     return await runBundleCommand(command, config, env);
   }
 
