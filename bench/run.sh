@@ -2,17 +2,19 @@
 # Cache-hit throughput, latency, CPU and memory of mipserver side by side with nginx serving the same bytes from disk,
 # with keep-alive connections and with a new connection per request (Connection: close, as devices do).
 # Needs wrk and nginx (Debian: apt-get install wrk nginx-light); run from the repository root:  bash bench/run.sh
-# Environment: DURATION (default 10s), CONNECTIONS (keep-alive, default "1 64 256"), CLOSE_CONNECTIONS (Connection:
-# close, default "64"), THREADS (default 2), WARMUP (default 3s), MIPSERVER_WORKERS (server.workers; default: the
-# configuration's default), V8_FLAGS (default: the --v8-flags line of deploy/permissions, as `make run` and the binary
-# use; "" for V8's defaults), DENO_FLAGS (extra flags for mipserver's deno run).
+# Environment: ROUNDS (alternating runs of the two servers per row; the table shows medians; default 3), DURATION
+# (per run, default 5s), CONNECTIONS (keep-alive, default "1 64 256"), CLOSE_CONNECTIONS (Connection: close, default
+# "64"), THREADS (default 2), WARMUP (default 3s), MIPSERVER_WORKERS (server.workers; default: the configuration's
+# default), MEMORY_FLAGS (default: the --v8-flags and --no-code-cache lines of deploy/permissions, as `make run` and
+# the binary use; "" for Deno's defaults), DENO_FLAGS (extra flags for mipserver's deno run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DENO=${DENO:-$(command -v deno || echo .tools/npm/node_modules/.bin/deno)}
-DURATION=${DURATION:-10s}
+DURATION=${DURATION:-5s}
 CONNECTIONS=${CONNECTIONS:-"1 64 256"}
 CLOSE_CONNECTIONS=${CLOSE_CONNECTIONS:-"64"}
 THREADS=${THREADS:-2}
+ROUNDS=${ROUNDS:-3}
 WARMUP=${WARMUP:-3s}
 for tool in wrk nginx; do
   command -v "$tool" >/dev/null || { echo "bench: $tool not found (apt-get install wrk nginx-light)" >&2; exit 1; }
@@ -33,11 +35,11 @@ for _ in $(seq 1 300); do grep -q READY=1 "$OUT/prepare.out" 2>/dev/null && brea
 # shellcheck disable=SC1090
 source <(grep = "$OUT/prepare.out")
 
-# As `make run` starts it: the Makefile's RUN_FLAGS and V8_FLAGS, the configuration's defaults.
+# As `make run` starts it: the Makefile's RUN_FLAGS and MEMORY_FLAGS, the configuration's defaults.
 [ -n "${MIPSERVER_WORKERS:-}" ] && export MIPSERVER_WORKERS
-V8_FLAGS=${V8_FLAGS-$(grep '^--v8-flags' deploy/permissions || true)}
+MEMORY_FLAGS=${MEMORY_FLAGS-$(grep -E '^--(v8-flags|no-code-cache)' deploy/permissions | tr '\n' ' ' || true)}
 # shellcheck disable=SC2086
-"$DENO" run --allow-net --allow-read --allow-write --allow-env --allow-run $V8_FLAGS --frozen ${DENO_FLAGS:-} src/main.ts \
+"$DENO" run --allow-net --allow-read --allow-write --allow-env --allow-run $MEMORY_FLAGS --frozen ${DENO_FLAGS:-} src/main.ts \
   --config "$OUT/config.yaml" > "$OUT/mipserver.log" 2>&1 &
 MIP_PID=$!
 cat > "$OUT/nginx.conf" <<NGINX
@@ -83,13 +85,24 @@ measure() { # pid url connections [header] -> "rps p99 cpu_us_per_request"
     END {printf "%s %s %.1f\n", rps, p99, (n > 0 ? ticks / hz / n * 1e6 : 0)}' "$OUT/wrk.txt"
 }
 
+to_ms() { # a wrk latency (850.00us, 5.67ms, 1.01s) -> milliseconds
+  awk '{v = $1; n = v + 0; if (v ~ /us$/) n /= 1000; else if (v ~ /s$/ && v !~ /ms$/) n *= 1000; print n}'
+}
+medians() { # file of "rps p99 cpu" lines -> the median of each column (p99 as wrk wrote it)
+  local rps p99 cpu
+  rps=$(awk '{print $1}' "$1" | sort -g | awk '{a[NR] = $1} END {print a[int((NR + 1) / 2)]}')
+  cpu=$(awk '{print $3}' "$1" | sort -g | awk '{a[NR] = $1} END {print a[int((NR + 1) / 2)]}')
+  p99=$(while read -r _ p _; do echo "$(echo "$p" | to_ms) $p"; done < "$1" | sort -g | awk '{a[NR] = $2} END {print a[int((NR + 1) / 2)]}')
+  echo "$rps $p99 $cpu"
+}
+
 sleep 1
 idle_mip=$(mem_mib "$MIP_PID" VmRSS)
 idle_nginx=$(mem_mib "$NGINX_PID" VmRSS)
 workers=$(sed -n 's/.*Listening.* workers=\([0-9]*\).*/\1/p' "$OUT/mipserver.log")
-echo "mipserver $(git rev-parse --short HEAD 2>/dev/null || echo '?') (${workers:-?} edge worker threads${V8_FLAGS:+, $V8_FLAGS}) vs" \
+echo "mipserver $(git rev-parse --short HEAD 2>/dev/null || echo '?') (${workers:-?} edge worker threads${MEMORY_FLAGS:+, $MEMORY_FLAGS}) vs" \
   "$(nginx -v 2>&1 | sed 's/.*: //') (worker_processes auto), $(nproc) cores, wrk -t$THREADS -d$DURATION after" \
-  "$WARMUP of warm-up; body ${FILE_BYTES} B (.mpy file); CPU: server process tree, from /proc"
+  "$WARMUP of warm-up, median of $ROUNDS alternating runs; body ${FILE_BYTES} B (.mpy file); CPU: server process tree, from /proc"
 printf '| %-29s | %-10s | %5s | %11s | %11s | %6s | %19s | %15s |\n' route connection conns "mip rps" "nginx rps" ratio \
   "p99 mip / nginx" "CPU µs/req m / n"
 printf '|%s|\n' "-------------------------------|------------|-------|-------------|-------------|--------|---------------------|-----------------"
@@ -105,8 +118,15 @@ for route in file manifest; do
     conns=$CONNECTIONS; header=""
     [ "$pattern" = close ] && { conns=$CLOSE_CONNECTIONS; header="Connection: close"; }
     for c in $conns; do
-      read -r m_rps m_p99 m_cpu < <(measure "$MIP_PID" "http://127.0.0.1:$MIP_PORT$path" "$c" "$header")
-      read -r n_rps n_p99 n_cpu < <(measure "$NGINX_PID" "http://127.0.0.1:$NGINX_PORT$path" "$c" "$header")
+      # ROUNDS alternating runs of each server; each figure is the median of its runs, so a moment when the machine
+      # is busy elsewhere does not decide a row.
+      : > "$OUT/mip.rows"; : > "$OUT/nginx.rows"
+      for _ in $(seq 1 "$ROUNDS"); do
+        measure "$MIP_PID" "http://127.0.0.1:$MIP_PORT$path" "$c" "$header" >> "$OUT/mip.rows"
+        measure "$NGINX_PID" "http://127.0.0.1:$NGINX_PORT$path" "$c" "$header" >> "$OUT/nginx.rows"
+      done
+      read -r m_rps m_p99 m_cpu < <(medians "$OUT/mip.rows")
+      read -r n_rps n_p99 n_cpu < <(medians "$OUT/nginx.rows")
       ratio=$(awk -v a="$m_rps" -v b="$n_rps" 'BEGIN {printf "%.2fx", a / b}')
       printf '| %-29s | %-10s | %5s | %11s | %11s | %6s | %19s | %15s |\n' "$label" "$pattern" "$c" "$m_rps" "$n_rps" \
         "$ratio" "$m_p99 / $n_p99" "$m_cpu / $n_cpu"
