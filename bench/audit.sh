@@ -34,7 +34,7 @@ INDEX=$(sed -n 's/.*index: "\([^"]*\)".*/\1/p' "$OUT/config.yaml")
 
 # As `make run` starts it: the configuration's defaults (server.workers unless MIPSERVER_WORKERS) and the memory flags.
 [ -n "${MIPSERVER_WORKERS:-}" ] && export MIPSERVER_WORKERS
-MEMORY_FLAGS=${MEMORY_FLAGS-$(grep -E '^--(v8-flags|no-code-cache)' deploy/permissions | tr '\n' ' ' || true)}
+MEMORY_FLAGS=${MEMORY_FLAGS-$(grep -E '^--(v8-flags|no-code-cache)' deploy/permissions | paste -sd ' ' || true)}
 start() { # name port enabled -> pid
   mkdir -p "$OUT/$1"
   printf 'server: {host: 127.0.0.1, port: %s}\ncache: {dir: ./cache}\nupstreams: {index: "%s"}\naudit: {enabled: %s}\nlog: {level: warn}\n' \

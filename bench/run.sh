@@ -37,7 +37,7 @@ source <(grep = "$OUT/prepare.out")
 
 # As `make run` starts it: the Makefile's RUN_FLAGS and MEMORY_FLAGS, the configuration's defaults.
 [ -n "${MIPSERVER_WORKERS:-}" ] && export MIPSERVER_WORKERS
-MEMORY_FLAGS=${MEMORY_FLAGS-$(grep -E '^--(v8-flags|no-code-cache)' deploy/permissions | tr '\n' ' ' || true)}
+MEMORY_FLAGS=${MEMORY_FLAGS-$(grep -E '^--(v8-flags|no-code-cache)' deploy/permissions | paste -sd ' ' || true)}
 # shellcheck disable=SC2086
 "$DENO" run --allow-net --allow-read --allow-write --allow-env --allow-run $MEMORY_FLAGS --frozen ${DENO_FLAGS:-} src/main.ts \
   --config "$OUT/config.yaml" > "$OUT/mipserver.log" 2>&1 &
