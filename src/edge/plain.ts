@@ -57,7 +57,7 @@ export function missAnswer(missed: Missed): Answer {
  * the rest from `miss`.
  */
 export function plainAnswerer(cache: EdgeCache, record: Recorder, miss: Miss) {
-  const missed = async (key: string, request: PlainRequest, client: Deno.NetAddr): Promise<Answer> => {
+  const answerMiss = async (key: string, request: PlainRequest, client: Deno.NetAddr): Promise<Answer> => {
     const missed = await miss(request, client);
     if (missed.shared) cache.put(key, missed.shared);
     return missAnswer(missed);
@@ -66,7 +66,7 @@ export function plainAnswerer(cache: EdgeCache, record: Recorder, miss: Miss) {
     const started = performance.now();
     const key = edgeKey(request.host, request.target);
     const shared = cache.get(key);
-    if (shared === undefined) return missed(key, request, client);
+    if (shared === undefined) return answerMiss(key, request, client);
     const answers = encodedOf(shared);
     const answer = etagMatches(request.ifNoneMatch, shared.etag) ? answers.notModified : answers.ok;
     const entry = hitEntry(shared, {
