@@ -24,6 +24,20 @@ Deno.test("deploy/permissions allows every environment variable mipserver reads"
   for (const name of ENV_READ) assert.ok(env.includes(name), `${name} is read but not in --allow-env`);
 });
 
+Deno.test("deno task start, make run and the binary share the memory flags of deploy/permissions", () => {
+  const memory = permissions().filter((f) => f.startsWith("--v8-flags=") || f === "--no-code-cache");
+  assert.equal(memory.length, 2, "the --v8-flags and --no-code-cache lines");
+  const tasks = JSON.parse(Deno.readTextFileSync(join(ROOT, "deno.json"))).tasks as Record<string, string>;
+  const start = tasks.start.split(/\s+/);
+  for (const flag of memory) assert.ok(start.includes(flag), `deno task start lacks ${flag}`);
+  const makefile = Deno.readTextFileSync(join(ROOT, "Makefile"));
+  assert.match(
+    makefile,
+    /^MEMORY_FLAGS := \$\(shell grep -E '\^--\(v8-flags\|no-code-cache\)' deploy\/permissions\)$/m,
+  );
+  assert.match(makefile, /\$\(DENO\) run \$\(RUN_FLAGS\) \$\(MEMORY_FLAGS\) --frozen src\/main\.ts/);
+});
+
 Deno.test("under the binary's permissions: systemd config and cache dirs, compiles, healthcheck; nothing more", async () => {
   const base = tempDir("mipserver-perm-");
   const etc = join(base, "etc");
