@@ -34,18 +34,29 @@ export interface RequestQuery {
   limit?: number;
 }
 
-/** Strings kept as one copy each at most, in {@linkcode Interned}. */
-const INTERNED_MAX = 4096;
+/** Strings an {@linkcode Interned} keeps at most; it starts afresh beyond. */
+export const INTERNED_MAX = 4096;
+/** The longest string an {@linkcode Interned} keeps a copy of (a device's path is far shorter). */
+export const INTERNED_LENGTH = 256;
 
 /**
  * One copy of each recent client address and path. A busy server sees the same few again and again, each as a new
  * string read from the request; the ring keeps the copy it already has, so what it holds is not new memory that the
  * garbage collector must move on (a cost per request otherwise, and a heap that grows between full collections).
+ * Bounded whatever clients send: at most {@linkcode INTERNED_MAX} strings of at most {@linkcode INTERNED_LENGTH}
+ * characters; a longer one is used as it is.
  */
-class Interned {
+export class Interned {
   #strings = new Map<string, string>();
 
+  /** How many strings are kept. */
+  get size(): number {
+    return this.#strings.size;
+  }
+
+  /** The kept copy of `s`, keeping `s` if there is none. */
   of(s: string): string {
+    if (s.length > INTERNED_LENGTH) return s;
     const known = this.#strings.get(s);
     if (known !== undefined) return known;
     if (this.#strings.size >= INTERNED_MAX) this.#strings.clear();

@@ -59,3 +59,17 @@ Deno.test("the ring keeps copies of its entries, with only the fields they had, 
   log.add(entry(4));
   assert.deepEqual(log.query().map((e) => e.bytes), [4]);
 });
+
+Deno.test("interning is bounded whatever clients send: a count cap, and long strings are not kept", async () => {
+  const { Interned, INTERNED_LENGTH, INTERNED_MAX } = await import("../../src/http/request_log.ts");
+  const interned = new Interned();
+  const a = interned.of(["/file/", "ab"].join(""));
+  assert.equal(interned.of(`/file/${"ab"}`), a);
+  for (let i = 0; i < 3 * INTERNED_MAX; i++) interned.of(`/file/${i}`);
+  assert.ok(interned.size <= INTERNED_MAX, `${interned.size} kept`);
+  const before = interned.size;
+  for (let i = 0; i < 100; i++) {
+    assert.equal(interned.of(`/${"x".repeat(INTERNED_LENGTH)}${i}`).length, INTERNED_LENGTH + 1 + String(i).length);
+  }
+  assert.equal(interned.size, before, "long strings are used as they are, not kept");
+});
