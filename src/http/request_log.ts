@@ -65,20 +65,11 @@ export class Interned {
   }
 }
 
-/** A slot of the ring: the fields of one entry, written over in place when the ring comes round. */
-interface Slot {
-  time: number | string;
-  client: string;
-  method: string;
-  path: string;
-  route: string;
-  status: number;
-  bytes: number;
-  duration_ms: number;
-  cache: string | undefined;
-  upstream_ms: number | undefined;
-  error_id: string | undefined;
-}
+/**
+ * A slot of the ring: the fields of one entry, written over in place when the ring comes round. Every field is
+ * present (undefined where the entry has none), so all slots share one shape.
+ */
+type Slot = { [K in keyof Required<RequestEntry>]: RequestEntry[K] };
 
 /**
  * A fixed-size ring buffer of request entries. Entries are copied into slots the ring owns (client and path
