@@ -129,10 +129,10 @@ export function edgeKey(host: string | null, pathAndQuery: string): string {
   return `${host ?? ""} ${pathAndQuery}`;
 }
 
-/** The request log entry of an answer the edge gave from `shared` (`started` is a `performance.now()` time). */
+/** The request log entry of an answer the edge gave from `shared`. */
 export function hitEntry(
   shared: Shared,
-  request: { method: string; path: string; client: string; status: number; started: number; time: number },
+  request: { method: string; path: string; client: string; status: number; time: number; durationMs: number },
 ): RequestEntry {
   const { method, status } = request;
   return {
@@ -143,7 +143,7 @@ export function hitEntry(
     route: shared.route,
     status,
     bytes: method === "HEAD" || status === 304 ? 0 : shared.body.byteLength,
-    duration_ms: roundMs(performance.now() - request.started),
+    duration_ms: roundMs(request.durationMs),
     cache: "hit",
   };
 }
@@ -175,7 +175,8 @@ export function createEdgeHandler(handler: ServeHandler, options: EdgeOptions): 
     if (shared === undefined) return handler(request, info, (s) => cache.put(key, s));
     const response = representationResponse(request, shared);
     const client = (info as ClientInfo | undefined)?.remoteAddr.hostname ?? "unknown";
-    const entry = hitEntry(shared, { method, path, client, status: response.status, started, time: now() });
+    const durationMs = performance.now() - started;
+    const entry = hitEntry(shared, { method, path, client, status: response.status, time: now(), durationMs });
     record(entry, shared.kind);
     return Promise.resolve(response);
   };

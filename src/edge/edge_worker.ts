@@ -14,6 +14,7 @@ import { createLogger } from "../log.ts";
 import { createEdgeHandler, EdgeCache } from "./edge.ts";
 import { Front } from "./front.ts";
 import type { PlainRequest } from "./h1.ts";
+import { HitBatch } from "./hits.ts";
 import { type Missed, plainAnswerer } from "./plain.ts";
 import type { ToMain, ToWorker } from "./listen.ts";
 import { RequestTally } from "../http/metrics.ts";
@@ -39,8 +40,11 @@ let lines: string[] = [];
 let recent = new RequestLog(0);
 const tally = new RequestTally();
 let timer: ReturnType<typeof setTimeout> | undefined;
+/** The hits this thread's front answered and has not recorded yet (`hits.ts`). */
+let hits: HitBatch | undefined;
 
 function flush(): void {
+  hits?.drain();
   if (timer !== undefined) clearTimeout(timer);
   timer = undefined;
   const figures = tally.take();
@@ -104,6 +108,8 @@ function start(message: Extract<ToWorker, { type: "start" }>): void {
     sendSoon();
   };
   const handler = createEdgeHandler(forward, { cache, record: edgeRecord });
+  const batch = hits = new HitBatch(edgeRecord);
+  recent.catchUp = () => batch.drain();
   try {
     const listener = Deno.listen({ hostname: message.hostname, port: message.port, reusePort: true });
     // Connections the front does not read come here; their handler sees the client behind the relay.
@@ -114,7 +120,7 @@ function start(message: Extract<ToWorker, { type: "start" }>): void {
     front = new Front({
       listener,
       handover: server.addr as Deno.NetAddr,
-      answer: plainAnswerer(cache, edgeRecord, miss),
+      answer: plainAnswerer(cache, hits, miss),
       headTimeoutMs: message.headTimeoutMs,
       idleTimeoutMs: message.idleTimeoutMs,
       onError: (e) => {

@@ -11,6 +11,7 @@ import type { Config } from "../config/schema.ts";
 import type { Logger, LogLevel } from "../log.ts";
 import { createEdgeHandler, EDGE_WINDOW_MS, EdgeCache } from "./edge.ts";
 import { Front, HEAD_TIMEOUT_MS, IDLE_TIMEOUT_MS } from "./front.ts";
+import { HitBatch } from "./hits.ts";
 import { type Missed, plainAnswerer } from "./plain.ts";
 import type { Metrics, TallySnapshot } from "../http/metrics.ts";
 import type { RequestEntry, RequestLog } from "../http/request_log.ts";
@@ -290,10 +291,14 @@ async function serveFront(options: ListenOptions): Promise<Listener> {
     const body = response.body === null ? null : new Uint8Array(await response.arrayBuffer());
     return { status: response.status, headers: response.headers, body, shared };
   };
+  // Hits are recorded in batches; the request log brings them in before any other record, and a flush before a read.
+  const hits = new HitBatch(record);
+  const catchUp = () => hits.drain();
+  options.requestLog.catchUp = catchUp;
   const front = ref.front = new Front({
     listener,
     handover: server.addr as Deno.NetAddr,
-    answer: plainAnswerer(cache, record, miss),
+    answer: plainAnswerer(cache, hits, miss),
     onError: (e) =>
       options.logger.error("Cannot answer a request", { error: e instanceof Error ? e.message : String(e) }),
     headTimeoutMs: options.headTimeoutMs,
@@ -304,10 +309,12 @@ async function serveFront(options: ListenOptions): Promise<Listener> {
   let stopped: Promise<void> | undefined;
   return {
     workers: 0,
-    flush: () => Promise.resolve(),
+    flush: () => Promise.resolve(hits.drain()),
     shutdown: () =>
       stopped ??= Promise.all([front.shutdown(), server.shutdown()]).then(async () => {
         await server.finished;
+        hits.drain();
+        if (options.requestLog.catchUp === catchUp) options.requestLog.catchUp = undefined;
         finish();
       }),
     finished,

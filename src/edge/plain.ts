@@ -6,9 +6,10 @@
  * @module
  */
 import { etagMatches } from "../http/responses.ts";
-import type { Recorder, Shared } from "../http/server.ts";
-import { type EdgeCache, edgeKey, hitEntry } from "./edge.ts";
+import type { Shared } from "../http/server.ts";
+import { type EdgeCache, edgeKey } from "./edge.ts";
 import { type Answer, bodiless, encodeFields, type PlainRequest } from "./h1.ts";
+import type { HitBatch } from "./hits.ts";
 
 /** The encoded 200 and 304 answers of each kept answer, made when first needed. */
 const encoded = new WeakMap<Shared, { ok: Answer; notModified: Answer }>();
@@ -53,10 +54,10 @@ export function missAnswer(missed: Missed): Answer {
 }
 
 /**
- * The `answer` of a `Front` (`front.ts`): kept answers from `cache` (recorded as hits), at once and not as a promise,
- * the rest from `miss`.
+ * The `answer` of a `Front` (`front.ts`): kept answers from `cache`, at once and not as a promise (noted in `hits`,
+ * which records them), the rest from `miss`.
  */
-export function plainAnswerer(cache: EdgeCache, record: Recorder, miss: Miss) {
+export function plainAnswerer(cache: EdgeCache, hits: HitBatch, miss: Miss) {
   const answerMiss = async (key: string, request: PlainRequest, client: Deno.NetAddr): Promise<Answer> => {
     const missed = await miss(request, client);
     if (missed.shared) cache.put(key, missed.shared);
@@ -69,15 +70,7 @@ export function plainAnswerer(cache: EdgeCache, record: Recorder, miss: Miss) {
     if (shared === undefined) return answerMiss(key, request, client);
     const answers = encodedOf(shared);
     const answer = etagMatches(request.ifNoneMatch, shared.etag) ? answers.notModified : answers.ok;
-    const entry = hitEntry(shared, {
-      method: request.method,
-      path: request.target,
-      client: client.hostname,
-      status: answer.status,
-      started,
-      time: Date.now(),
-    });
-    record(entry, shared.kind);
+    hits.add(shared, request.method, request.target, client.hostname, answer.status, Date.now(), started);
     return answer;
   };
 }

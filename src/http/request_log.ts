@@ -85,6 +85,13 @@ export class RequestLog {
    * an edge worker thread handed over lands here. It must only take the entry, never work on it.
    */
   listener?: (entry: RequestEntry) => void;
+  /**
+   * Brings in the entries waiting elsewhere to be added (a batch of cache hits, `src/edge/hits.ts`): called before an
+   * entry is added and before the entries are read, so that the order and the contents are as if every entry were
+   * added at once. It adds them with {@linkcode RequestLog.add} (which does not call it again meanwhile).
+   */
+  catchUp?: () => void;
+  #catchingUp = false;
 
   constructor(capacity: number) {
     this.#slots = [];
@@ -112,6 +119,7 @@ export class RequestLog {
 
   /** Adds an entry, evicting the oldest once full. */
   add(entry: RequestEntry): void {
+    this.#caughtUp();
     this.listener?.(entry);
     if (this.#slots.length === 0) return;
     const slot = this.#slots[this.#next];
@@ -132,11 +140,22 @@ export class RequestLog {
 
   /** The entries kept, oldest first, leaving the buffer empty (to hand them to another thread's buffer). */
   take(): RequestEntry[] {
+    this.#caughtUp();
     const out: RequestEntry[] = [];
     for (let i = this.#size; i >= 1; i--) out.push(this.#entry(i));
     this.#size = 0;
     this.#next = 0;
     return out;
+  }
+
+  #caughtUp(): void {
+    if (this.catchUp === undefined || this.#catchingUp) return;
+    this.#catchingUp = true;
+    try {
+      this.catchUp();
+    } finally {
+      this.#catchingUp = false;
+    }
   }
 
   /** A copy of the `i`th newest entry (1 is the newest), without the fields it does not have. */
@@ -160,6 +179,7 @@ export class RequestLog {
 
   /** Entries matching every given filter, newest first. */
   query(q: RequestQuery = {}): RequestEntry[] {
+    this.#caughtUp();
     const out: RequestEntry[] = [];
     const limit = q.limit ?? Infinity;
     for (let i = 1; i <= this.#size && out.length < limit; i++) {

@@ -280,6 +280,38 @@ Deno.test("/_/requests and /metrics include what the worker threads answered a m
   }
 });
 
+Deno.test("hits the main thread's front records in batches keep their order among the other requests, and every read sees them", async () => {
+  const env = await serve(0);
+  try {
+    const manifest = "/package/6/hello/latest.json";
+    // A miss, then hits of the same manifest (batched), then a miss of another path (recorded at once).
+    await (await fetch(env.url(manifest))).body?.cancel();
+    for (let i = 0; i < 3; i++) await (await fetch(env.url(manifest))).body?.cancel();
+    await (await fetch(env.url("/index.json"))).body?.cancel();
+    const order = env.app.requestLog.query().map((e) => `${e.path} ${e.cache ?? "-"}`);
+    assert.deepEqual(order.slice(0, 5), [
+      "/index.json miss",
+      `${manifest} hit`,
+      `${manifest} hit`,
+      `${manifest} hit`,
+      `${manifest} miss`,
+    ]);
+    const lines = env.logger.lines.map((l) => JSON.parse(l)).filter((l) => /^GET /.test(l.msg)).map((l) => l.msg);
+    assert.deepEqual(lines.slice(-2), ["GET /package/6/hello/latest.json 200", "GET /index.json 200"]);
+    // More hits, read at once through /metrics and /_/requests (no wait for the batch's delay).
+    for (let i = 0; i < 4; i++) await (await fetch(env.url(manifest))).body?.cancel();
+    const metrics = await (await fetch(env.url("/metrics"))).text();
+    assert.match(
+      metrics,
+      /mipserver_http_requests_total\{route="\/package\/:mpy\/:name\/:version.json",method="GET",status="200"\} 8/,
+    );
+    const listed = await (await fetch(env.url(`/_/requests?path=${encodeURIComponent(manifest)}`))).json();
+    assert.equal(listed.count, 8);
+  } finally {
+    await env.close();
+  }
+});
+
 Deno.test("methods a Request cannot carry (TRACE, TRACK) get the router's answer through a worker thread", async () => {
   const env = await serve(2);
   try {
