@@ -380,5 +380,16 @@ Deno.test("a device hammering one file is counted on one record per span, and th
   for (const r of rows) byDevice.set(r.device, byDevice.get(r.device)! + r.count);
   assert.deepEqual(Object.fromEntries(byDevice), { "10.0.0.9": 10_001, "10.0.0.10": 1 });
   assert.equal(rows.reduce((n, r) => n + r.bytes, 0), 10_002 * 100);
+  // A request alike the last one, once that one's record is written, starts a record of its own.
+  recorder.push(hit(spanStart + 7));
+  await recorder.flush(true);
+  recorder.push(hit(spanStart + 8));
+  assert.equal(recorder.waiting, 1, "counted on a record already written");
+  // Alike requests that do not come one after the other are counted together too.
+  recorder.push(hit(spanStart + 9, "10.0.0.10"));
+  recorder.push(hit(spanStart + 10));
+  assert.equal(recorder.waiting, 2);
+  await recorder.flush(true);
+  assert.equal(db.requestCount(), 10_006);
   db.close();
 });
