@@ -196,10 +196,16 @@ export function readHead(buf: Uint8Array, end: number, maxHead = 8192): HeadResu
       } else if (field === IF_NONE_MATCH) {
         ifNoneMatch = ifNoneMatch === null ? value : `${ifNoneMatch}, ${value}`;
       } else {
-        for (const token of value.toLowerCase().split(",")) {
-          const t = token.trim();
-          if (t === "close") close = true;
-          else if (t === "keep-alive") keepAliveAsked = true;
+        // One token (what devices and most clients send) is read without splitting.
+        const tokens = value.toLowerCase();
+        if (tokens === "close") close = true;
+        else if (tokens === "keep-alive") keepAliveAsked = true;
+        else {
+          for (const token of tokens.split(",")) {
+            const t = token.trim();
+            if (t === "close") close = true;
+            else if (t === "keep-alive") keepAliveAsked = true;
+          }
         }
       }
     }
