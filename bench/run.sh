@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Cache-hit throughput, latency, CPU and memory of mipserver side by side with nginx serving the same bytes from disk,
-# with keep-alive connections and with a new connection per request (Connection: close, as devices do).
+# with keep-alive connections and with a new connection per request (Connection: close, as devices do). Each row
+# shows each server's median figures over ROUNDS runs, and the two ratios (requests/s, CPU per request) as the median
+# of the ratios run by run, each mipserver run paired with the nginx run right after it.
 # Needs wrk and nginx (Debian: apt-get install wrk nginx-light); run from the repository root:  bash bench/run.sh
-# Environment: ROUNDS (alternating runs of the two servers per row; the table shows medians; default 3), DURATION
+# Environment: ROUNDS (alternating runs of the two servers per row; the table shows medians; default 5), DURATION
 # (per run, default 5s), CONNECTIONS (keep-alive, default "1 64 256"), CLOSE_CONNECTIONS (Connection: close, default
 # "64"), THREADS (default 2), WARMUP (default 3s), MIPSERVER_WORKERS (server.workers; default: the configuration's
 # default), MEMORY_FLAGS (default: the --v8-flags and --no-code-cache lines of deploy/permissions, as `make run` and
@@ -14,7 +16,7 @@ DURATION=${DURATION:-5s}
 CONNECTIONS=${CONNECTIONS:-"1 64 256"}
 CLOSE_CONNECTIONS=${CLOSE_CONNECTIONS:-"64"}
 THREADS=${THREADS:-2}
-ROUNDS=${ROUNDS:-3}
+ROUNDS=${ROUNDS:-5}
 WARMUP=${WARMUP:-3s}
 for tool in wrk nginx; do
   command -v "$tool" >/dev/null || { echo "bench: $tool not found (apt-get install wrk nginx-light)" >&2; exit 1; }
@@ -96,6 +98,15 @@ medians() { # file of "rps p99 cpu" lines -> the median of each column (p99 as w
   echo "$rps $p99 $cpu"
 }
 
+paired() { # mip rows, nginx rows -> the medians of the two servers' ratios run by run: requests/s and CPU per request
+  # Each mipserver run is paired with the nginx run right after it, so both saw the machine in the same state.
+  paste -d ' ' "$1" "$2" | awk '{print $1 / $4, ($6 > 0 ? $3 / $6 : 0)}' > "$OUT/ratios"
+  local rps cpu
+  rps=$(awk '{print $1}' "$OUT/ratios" | sort -g | awk '{a[NR] = $1} END {printf "%.2fx", a[int((NR + 1) / 2)]}')
+  cpu=$(awk '{print $2}' "$OUT/ratios" | sort -g | awk '{a[NR] = $1} END {printf "%.2fx", a[int((NR + 1) / 2)]}')
+  echo "$rps $cpu"
+}
+
 sleep 1
 idle_mip=$(mem_mib "$MIP_PID" VmRSS)
 idle_nginx=$(mem_mib "$NGINX_PID" VmRSS)
@@ -103,9 +114,9 @@ workers=$(sed -n 's/.*Listening.* workers=\([0-9]*\).*/\1/p' "$OUT/mipserver.log
 echo "mipserver $(git rev-parse --short HEAD 2>/dev/null || echo '?') (${workers:-?} edge worker threads${MEMORY_FLAGS:+, $MEMORY_FLAGS}) vs" \
   "$(nginx -v 2>&1 | sed 's/.*: //') (worker_processes auto), $(nproc) cores, wrk -t$THREADS -d$DURATION after" \
   "$WARMUP of warm-up, median of $ROUNDS alternating runs; body ${FILE_BYTES} B (.mpy file); CPU: server process tree, from /proc"
-printf '| %-29s | %-10s | %5s | %11s | %11s | %6s | %19s | %15s |\n' route connection conns "mip rps" "nginx rps" ratio \
-  "p99 mip / nginx" "CPU µs/req m / n"
-printf '|%s|\n' "-------------------------------|------------|-------|-------------|-------------|--------|---------------------|-----------------"
+printf '| %-29s | %-10s | %5s | %11s | %11s | %6s | %19s | %16s | %7s |\n' route connection conns "mip rps" "nginx rps" \
+  ratio "p99 mip / nginx" "CPU µs/req m / n" "CPU m/n"
+printf '|%s|\n' "-------------------------------|------------|-------|-------------|-------------|--------|---------------------|------------------|---------"
 for route in file manifest; do
   path=$FILE_PATH; [ "$route" = manifest ] && path=$MANIFEST_PATH
   label="/file/{h2}/{hash}"; [ "$route" = manifest ] && label="/package/6/{name}/latest.json"
@@ -127,9 +138,9 @@ for route in file manifest; do
       done
       read -r m_rps m_p99 m_cpu < <(medians "$OUT/mip.rows")
       read -r n_rps n_p99 n_cpu < <(medians "$OUT/nginx.rows")
-      ratio=$(awk -v a="$m_rps" -v b="$n_rps" 'BEGIN {printf "%.2fx", a / b}')
-      printf '| %-29s | %-10s | %5s | %11s | %11s | %6s | %19s | %15s |\n' "$label" "$pattern" "$c" "$m_rps" "$n_rps" \
-        "$ratio" "$m_p99 / $n_p99" "$m_cpu / $n_cpu"
+      read -r ratio cpu_ratio < <(paired "$OUT/mip.rows" "$OUT/nginx.rows")
+      printf '| %-29s | %-10s | %5s | %11s | %11s | %6s | %19s | %16s | %7s |\n' "$label" "$pattern" "$c" "$m_rps" \
+        "$n_rps" "$ratio" "$m_p99 / $n_p99" "$m_cpu / $n_cpu" "$cpu_ratio"
     done
   done
 done
