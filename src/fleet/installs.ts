@@ -243,33 +243,33 @@ export class InstallRecorder {
     const span = Math.floor(time / SETTLE_MS);
     // A request alike the one before (a device retrying, a load test) is counted without making its key.
     const last = this.#last;
-    let alike: Pending | undefined;
     if (
       last !== undefined && last.span === span && last.entry.client === entry.client &&
       last.entry.path === entry.path && last.entry.method === entry.method && last.entry.status === entry.status &&
       last.entry.cache === entry.cache
-    ) {
-      alike = last;
-    } else {
-      alike = this.#pending.get(`${span} ${entry.client} ${entry.method} ${entry.status} ${entry.cache} ${entry.path}`);
-    }
-    if (alike !== undefined) {
-      this.#last = alike;
-      alike.count++;
-      alike.bytes += entry.bytes;
-      if (time > alike.last) alike.last = time;
-      // Worker threads hand requests over late: the earliest one stands for them all.
-      if (time < (alike.entry.time as number)) alike.entry = entry;
-      return;
-    }
+    ) return this.#countOn(last, entry);
+    const key = `${span} ${entry.client} ${entry.method} ${entry.status} ${entry.cache} ${entry.path}`;
+    const alike = this.#pending.get(key);
+    if (alike !== undefined) return this.#countOn(alike, entry);
     if (this.#pending.size >= MAX_PENDING) {
       this.#dropped++;
       return;
     }
     const pending = { entry, span, count: 1, bytes: entry.bytes, last: time };
-    this.#pending.set(`${span} ${entry.client} ${entry.method} ${entry.status} ${entry.cache} ${entry.path}`, pending);
+    this.#pending.set(key, pending);
     this.#last = pending;
   };
+
+  /** Counts `entry` on the record of the requests alike it. */
+  #countOn(alike: Pending, entry: RequestEntry): void {
+    const time = entry.time as number;
+    this.#last = alike;
+    alike.count++;
+    alike.bytes += entry.bytes;
+    if (time > alike.last) alike.last = time;
+    // Worker threads hand requests over late: the earliest one stands for them all.
+    if (time < (alike.entry.time as number)) alike.entry = entry;
+  }
 
   /** Records waiting for a batch: one per device, path and outcome in each {@linkcode SETTLE_MS} span. */
   get waiting(): number {
