@@ -387,10 +387,15 @@ Deno.test("front: a large body goes out whole", async () => {
   }
 });
 
-Deno.test("front: a client that stops reading a large answer is disconnected after the idle timeout", async () => {
-  const big = "0123456789abcdef".repeat(1024 * 1024); // 16 MiB: more than the socket buffers hold
+/** A front with a 300 ms idle timeout that answers 16 MiB (more than the socket buffers hold), and a client for it. */
+async function largeAnswerClient() {
+  const big = "0123456789abcdef".repeat(1024 * 1024);
   const env = start({ answer: () => textAnswer(200, big), idleTimeoutMs: 300 });
-  const client = await Client.open(env.port);
+  return { env, client: await Client.open(env.port) };
+}
+
+Deno.test("front: a client that stops reading a large answer is disconnected after the idle timeout", async () => {
+  const { env, client } = await largeAnswerClient();
   try {
     await client.send(`GET /big HTTP/1.0\r\n${H}\r\n`);
     // The client reads nothing: the answer's writes stall.
@@ -407,9 +412,7 @@ Deno.test("front: a client that stops reading a large answer is disconnected aft
 });
 
 Deno.test("front: a client that stops reading an answer under way cannot hold a shutdown past the idle timeout", async () => {
-  const big = "0123456789abcdef".repeat(1024 * 1024); // 16 MiB: more than the socket buffers hold
-  const env = start({ answer: () => textAnswer(200, big), idleTimeoutMs: 300 });
-  const client = await Client.open(env.port);
+  const { env, client } = await largeAnswerClient();
   try {
     await client.send(`GET /big HTTP/1.0\r\n${H}\r\n`);
     for (let i = 0; i < 50 && env.front.connections === 0; i++) await new Promise((r) => setTimeout(r, 20));
