@@ -18,6 +18,7 @@
  * @module
  */
 import { type Answer, dateLine, encodeFields, type PlainRequest, readHead, responseBytes } from "./h1.ts";
+import { type Slot, Slots } from "./slots.ts";
 
 const FAILED_BODY = new TextEncoder().encode("Internal server error\n");
 /** The answer when answering failed. */
@@ -64,6 +65,8 @@ interface Open {
   handedOver: boolean;
   /** When the connection is closed unless something happens first (`Date.now()` ms; 0: no deadline). */
   deadline: number;
+  /** Where it is held in `Front.#open`. */
+  slot: Slot;
 }
 
 /** The default head timeout, in ms. */
@@ -75,7 +78,8 @@ export const IDLE_TIMEOUT_MS = 60_000;
 export class Front {
   #o: FrontOptions;
   #date: () => Uint8Array;
-  #open = new Set<Open>();
+  /** Open connections: slots rather than a Set, which under per-request connections costs the GC dearly (`slots.ts`). */
+  #open = new Slots<Open>();
   /** Connections being served; `#drained` hears when none are left. */
   #active = 0;
   #drained?: () => void;
@@ -155,8 +159,8 @@ export class Front {
   /** Serves one connection until it closes; never rejects. */
   async #serve(conn: Deno.Conn): Promise<void> {
     // The first request's head is due a head timeout after the connection starts.
-    const open: Open = { conn, busy: false, handedOver: false, deadline: Date.now() + this.#headMs };
-    this.#open.add(open);
+    const open: Open = { conn, busy: false, handedOver: false, deadline: Date.now() + this.#headMs, slot: -1 };
+    open.slot = this.#open.add(open);
     const maxHead = this.#o.maxHead ?? 8192;
     // A device's head is a few hundred bytes: start small (a buffer from the pool), grow up to `maxHead`.
     let buf = BUFFERS.pop() ?? new Uint8Array(BUFFER_SIZE);
@@ -222,7 +226,7 @@ export class Front {
     } catch {
       // A connection reset, or closed by shutdown or a deadline: nothing more to send.
     } finally {
-      this.#open.delete(open);
+      this.#open.remove(open.slot);
       close(conn);
       // Nothing refers to the buffer now (requests hold strings read from it): the next connection may take it.
       if (buf.length === BUFFER_SIZE && BUFFERS.length < BUFFERS_KEPT) BUFFERS.push(buf);

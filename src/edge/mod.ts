@@ -5,10 +5,11 @@
  *   (`server.workers`), replacing one that dies; it also says what `auto` means within a container's CPU limit.
  * - `edge_worker.ts` is one such thread: it answers repeated cache hits itself and forwards the rest.
  * - `front.ts` reads a thread's own connections, keeps their head and idle deadlines, and hands anything it does not
- *   read to `Deno.serve`.
+ *   read to `Deno.serve`; `slots.ts` holds its open connections without a hash table, for the GC's sake.
  * - `h1.ts` is the strict HTTP/1 head reader and the one-write response encoder `front.ts` uses.
  * - `plain.ts` is the edge for the requests `front.ts` reads: kept answers at once, the rest to a miss function.
  * - `edge.ts` is the bounded cache of recent hit answers, shared by both paths.
+ * - `hits.ts` records the hits `plain.ts` answers, in batches.
  *
  * The request room next door, `src/http/`, holds the router, responses, the request log and metrics: it turns a
  * `Request` into a `Response` and never touches a socket.
