@@ -16,7 +16,8 @@ export type Slot = number;
 
 /**
  * Items in slots: add and remove in constant time without allocating (once the array has grown to the most items
- * held at once), iterate in slot order.
+ * held at once), iterate in slot order. The array keeps that length: for the front, the most connections open at
+ * once, which the process's file descriptor limit bounds (8 bytes a slot).
  */
 export class Slots<T> {
   #items: (T | undefined)[] = [];
