@@ -10,6 +10,7 @@
 # the binary use).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source bench/lib.sh
 DENO=${DENO:-$(command -v deno || echo .tools/npm/node_modules/.bin/deno)}
 ROUNDS=${ROUNDS:-6}
 DURATION=${DURATION:-5s}
@@ -26,10 +27,7 @@ cleanup() { kill "${ON_PID:-}" "${OFF_PID:-}" 2>/dev/null || true; exec 3>&- 2>/
 trap cleanup EXIT
 
 # The fixture upstream (kept alive through fd 3); its config.yaml names it.
-exec 3> >("$DENO" run -A --frozen bench/prepare.ts "$OUT" "$ON_PORT" > "$OUT/prepare.out")
-for _ in $(seq 1 300); do grep -q READY=1 "$OUT/prepare.out" 2>/dev/null && break; sleep 0.1; done
-# shellcheck disable=SC1090
-source <(grep = "$OUT/prepare.out")
+start_fixture "$OUT" "$ON_PORT"
 INDEX=$(sed -n 's/.*index: "\([^"]*\)".*/\1/p' "$OUT/config.yaml")
 
 # As `make run` starts it: the configuration's defaults (server.workers unless MIPSERVER_WORKERS) and the memory flags.

@@ -10,6 +10,7 @@
 # CONNECTIONS (default 64), THREADS (wrk's, default 2), WARMUP (default 3s), MIP_PORT and BARE_PORT (18993, 18994).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source bench/lib.sh
 DENO=${DENO:-$(command -v deno || echo .tools/npm/node_modules/.bin/deno)}
 DURATION=${DURATION:-5s}
 CONNECTIONS=${CONNECTIONS:-64}
@@ -27,10 +28,7 @@ cleanup() { kill "${MIP_PID:-}" "${BARE_PID:-}" 2>/dev/null || true; exec 3>&- 2
 trap cleanup EXIT
 
 # The fixture upstream (kept alive through fd 3), as bench/run.sh uses it.
-exec 3> >("$DENO" run -A --frozen bench/prepare.ts "$OUT" "$MIP_PORT" > "$OUT/prepare.out")
-for _ in $(seq 1 300); do grep -q READY=1 "$OUT/prepare.out" 2>/dev/null && break; sleep 0.1; done
-# shellcheck disable=SC1090
-source <(grep = "$OUT/prepare.out")
+start_fixture "$OUT" "$MIP_PORT"
 
 # The memory flags of the binary, with V8's GC trace (one JSON line per collection) added to them.
 V8_FLAGS=$(grep -E '^--v8-flags=' deploy/permissions | head -n 1)
@@ -71,7 +69,6 @@ measure() {
     /"gc":"mc"/ { mc++ }
     END { printf "%d %d %.3f %d %d %.1f\n", n, s, p, pr, mc, (n > 0 ? ticks / hz / n * 1e6 : 0) }'
 }
-median() { sort -g | awk '{a[NR] = $1} END {print a[int((NR + 1) / 2)]}'; }
 
 for port in "$MIP_PORT" "$BARE_PORT"; do
   url="http://127.0.0.1:$port/"; [ "$port" = "$MIP_PORT" ] && url="http://127.0.0.1:$port$FILE_PATH"

@@ -11,6 +11,7 @@
 # the binary use; "" for Deno's defaults), DENO_FLAGS (extra flags for mipserver's deno run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source bench/lib.sh
 DENO=${DENO:-$(command -v deno || echo .tools/npm/node_modules/.bin/deno)}
 DURATION=${DURATION:-5s}
 CONNECTIONS=${CONNECTIONS:-"1 64 256"}
@@ -32,10 +33,7 @@ cleanup() { kill "${MIP_PID:-}" 2>/dev/null || true; nginx -c "$OUT/nginx.conf" 
 trap cleanup EXIT
 
 # Fixture upstream (kept alive through fd 3) and the nginx document root.
-exec 3> >("$DENO" run -A --frozen bench/prepare.ts "$OUT" "$MIP_PORT" > "$OUT/prepare.out")
-for _ in $(seq 1 300); do grep -q READY=1 "$OUT/prepare.out" 2>/dev/null && break; sleep 0.1; done
-# shellcheck disable=SC1090
-source <(grep = "$OUT/prepare.out")
+start_fixture "$OUT" "$MIP_PORT"
 
 # As `make run` starts it: the Makefile's RUN_FLAGS and MEMORY_FLAGS, the configuration's defaults.
 [ -n "${MIPSERVER_WORKERS:-}" ] && export MIPSERVER_WORKERS
@@ -92,8 +90,8 @@ to_ms() { # a wrk latency (850.00us, 5.67ms, 1.01s) -> milliseconds
 }
 medians() { # file of "rps p99 cpu" lines -> the median of each column (p99 as wrk wrote it)
   local rps p99 cpu
-  rps=$(awk '{print $1}' "$1" | sort -g | awk '{a[NR] = $1} END {print a[int((NR + 1) / 2)]}')
-  cpu=$(awk '{print $3}' "$1" | sort -g | awk '{a[NR] = $1} END {print a[int((NR + 1) / 2)]}')
+  rps=$(awk '{print $1}' "$1" | median)
+  cpu=$(awk '{print $3}' "$1" | median)
   p99=$(while read -r _ p _; do echo "$(echo "$p" | to_ms) $p"; done < "$1" | sort -g | awk '{a[NR] = $2} END {print a[int((NR + 1) / 2)]}')
   echo "$rps $p99 $cpu"
 }
@@ -102,8 +100,8 @@ paired() { # mip rows, nginx rows -> the medians of the two servers' ratios run 
   # Each mipserver run is paired with the nginx run right after it, so both saw the machine in the same state.
   paste -d ' ' "$1" "$2" | awk '{print $1 / $4, ($6 > 0 ? $3 / $6 : 0)}' > "$OUT/ratios"
   local rps cpu
-  rps=$(awk '{print $1}' "$OUT/ratios" | sort -g | awk '{a[NR] = $1} END {printf "%.2fx", a[int((NR + 1) / 2)]}')
-  cpu=$(awk '{print $2}' "$OUT/ratios" | sort -g | awk '{a[NR] = $1} END {printf "%.2fx", a[int((NR + 1) / 2)]}')
+  rps=$(printf '%.2fx' "$(awk '{print $1}' "$OUT/ratios" | median)")
+  cpu=$(printf '%.2fx' "$(awk '{print $2}' "$OUT/ratios" | median)")
   echo "$rps $cpu"
 }
 
