@@ -248,6 +248,8 @@ export const configSchema = z.strictObject({
     enabled: boolean().prefault(true),
     window: duration().prefault("30s"),
     retention: duration().prefault("90d"),
+    max_size: size().prefault("64MiB"),
+    max_devices: field("a whole number 1-10000000", intIn(1, 10_000_000)).prefault(10_000),
   }).prefault({}),
   devices: z.record(
     z.string().regex(CIDR_PATTERN, "expected a device address such as 10.0.4.17"),
@@ -282,7 +284,7 @@ export const DURATION_KEYS = [
   "audit.retention",
 ];
 /** Key paths whose values are sizes (bytes once parsed). */
-export const SIZE_KEYS = ["cache.memory", "cache.max_size", "upstreams.max_size"];
+export const SIZE_KEYS = ["cache.memory", "cache.max_size", "upstreams.max_size", "audit.max_size"];
 /** Keys whose values are secrets and never printed or logged. */
 export const SECRET_KEYS = ["upstreams.github_token", "server.admin_token"];
 
