@@ -241,6 +241,7 @@ export async function createApp(options: AppOptions): Promise<App> {
       upstreams: {
         breakers: Object.fromEntries([...hosts].sort().map((host) => [host, breakers.state(host)])),
       },
+      ...(fleetParts && config.audit.enabled ? { records: fleetParts.recorder.figures() } : {}),
     }),
   });
   const parts = (fleetParts = createFleet({
@@ -250,6 +251,7 @@ export async function createApp(options: AppOptions): Promise<App> {
     started,
     version: VERSION,
     router,
+    metrics,
     store,
     index,
     resolver,

@@ -1,6 +1,12 @@
 /**
  * The install records' database: SQLite through `node:sqlite` (built into Deno), one file in the cache dir, in WAL
  * mode, so a crash loses at most the batch that was being written and never leaves a broken file.
+ *
+ * It stays within bounds that client input cannot move: the file and its WAL within `audit.max_size` (the oldest
+ * request rows go first, then the oldest installs), at most `audit.max_devices` devices (the one seen least recently
+ * is forgotten; named devices never are). Text is stored once (devices, packages, versions, paths and file keys are
+ * numbers in the rows), and an install's own requests are not rows of their own, so an install costs about a hundred
+ * bytes. A file that cannot be read as a database is moved aside and a new one started.
  * @module
  */
 import { DatabaseSync, type StatementSync } from "node:sqlite";
@@ -23,8 +29,9 @@ export interface InstallRow {
 }
 
 /**
- * Recorded device requests: alike requests (same device, method, path, status, cache outcome and install) within one
- * minute and one batch are one row with their `count` and summed `bytes`, so a busy gateway writes few rows.
+ * Successful device requests that are no part of an install (the index, a file no manifest listed): alike requests
+ * (same device, method, path, status and cache outcome) within one minute and one batch are one row with their
+ * `count` and summed `bytes`.
  */
 export interface RequestRow {
   /** The minute they came in (ms since the epoch, a whole minute). */
@@ -34,7 +41,19 @@ export interface RequestRow {
   path: string;
   status: number;
   cache: string | null;
-  install_id: number | null;
+  count: number;
+  bytes: number;
+}
+
+/**
+ * Failed device requests that are no part of an install, counted per device, minute and status (no path: a
+ * scanner's paths are not kept).
+ */
+export interface TrafficRow {
+  /** The minute (ms since the epoch, a whole minute). */
+  time: number;
+  device: string;
+  status: number;
   count: number;
   bytes: number;
 }
@@ -61,84 +80,272 @@ export interface DevicePackage {
   last_attempt_at: number;
 }
 
+/** The bounds of an {@linkcode AuditDb}. */
+export interface AuditDbOptions {
+  /** `audit.max_size`: the file and its WAL are kept within it (plus one batch). Default 64 MiB. */
+  maxBytes?: number;
+  /** `audit.max_devices`: devices remembered at most. Default 10,000. */
+  maxDevices?: number;
+  /** Devices never forgotten for `maxDevices` (the addresses named in `devices:`). */
+  keepDevices?: Iterable<string>;
+  /** Told when a corrupt file was moved aside (its new name) before a new one was started. */
+  onReplaced?: (movedTo: string, reason: string) => void;
+}
+
+/** What {@linkcode AuditDb.enforce} removed to stay within its bounds. */
+export interface Enforced {
+  /** Request, traffic and install rows deleted before their retention because of `maxBytes`. */
+  rows: number;
+  /** Devices forgotten because of `maxDevices`. */
+  devices: number;
+}
+
+/** The smallest `maxBytes` honoured: the schema and one batch need room. */
+export const MIN_MAX_BYTES = 1024 * 1024;
+/** The schema version this code writes (`pragma user_version`). Version 0 is the first layout, with text in rows. */
+export const SCHEMA_VERSION = 2;
+
+const STATUS = ["complete", "partial", "failed"] as const;
+const STATUS_CODE: Record<InstallRow["status"], number> = { complete: 0, partial: 1, failed: 2 };
+/** Interned texts remembered in memory (text → id); forgotten together when unused texts are deleted. */
+const INTERNED_KEPT = 4096;
+/** Rows deleted per step while the database is over its size. */
+const EVICT_STEP = 2000;
+
 const SCHEMA = `
+create table if not exists names (id integer primary key, text text not null unique);
 create table if not exists installs (
   id integer primary key,
-  device text not null,
-  package text not null,
-  version text,
-  mpy text,
-  profile text,
-  status text not null,
+  device integer not null,
+  package integer not null,
+  version integer,
+  mpy integer,
+  profile integer,
+  status integer not null,
   files_listed integer not null,
   files_served integer not null,
   bytes integer not null,
   started_at integer not null,
-  finished_at integer not null,
+  took integer not null,
+  requests integer not null default 0,
   error text
 );
 create index if not exists installs_started on installs (started_at);
-create index if not exists installs_device on installs (device, package, finished_at);
-create index if not exists installs_package on installs (package, started_at);
+create index if not exists installs_device on installs (device);
+create index if not exists installs_package on installs (package);
+create table if not exists traffic (
+  time integer not null,
+  device integer not null,
+  status integer not null,
+  count integer not null,
+  bytes integer not null
+);
+create unique index if not exists traffic_key on traffic (time, device, status);
 create table if not exists requests (
   time integer not null,
-  device text not null,
+  device integer not null,
   method text not null,
-  path text not null,
+  path integer not null,
   status integer not null,
   cache text,
-  install_id integer,
   count integer not null,
   bytes integer not null
 );
 create index if not exists requests_time on requests (time);
 create table if not exists device_files (
-  device text not null,
-  file text not null,
+  device integer not null,
+  file integer not null,
   time integer not null,
   primary key (device, file)
 ) without rowid;
 create index if not exists device_files_time on device_files (time);
-create table if not exists devices (
-  device text primary key,
-  last_seen integer not null
-) without rowid;
+create table if not exists devices (id integer primary key, last_seen integer not null);
+create index if not exists devices_seen on devices (last_seen);
 `;
+
+/** Moves the first layout's rows (text in every row) into the current one, in the open transaction. */
+const MIGRATE_FROM_0 = `
+alter table installs rename to old_installs;
+alter table requests rename to old_requests;
+alter table device_files rename to old_device_files;
+alter table devices rename to old_devices;
+drop index if exists installs_started;
+drop index if exists installs_device;
+drop index if exists installs_package;
+drop index if exists requests_time;
+drop index if exists device_files_time;
+${SCHEMA}
+insert or ignore into names (text)
+  select device from old_installs union select package from old_installs
+  union select version from old_installs where version is not null
+  union select mpy from old_installs where mpy is not null
+  union select profile from old_installs where profile is not null
+  union select device from old_requests union select device from old_device_files
+  union select file from old_device_files union select device from old_devices;
+insert into installs (id, device, package, version, mpy, profile, status, files_listed, files_served, bytes,
+    started_at, took, error)
+  select i.id, (select id from names where text = i.device), (select id from names where text = i.package),
+    (select id from names where text = i.version), (select id from names where text = i.mpy),
+    (select id from names where text = i.profile),
+    case i.status when 'complete' then 0 when 'partial' then 1 else 2 end,
+    i.files_listed, i.files_served, i.bytes, i.started_at, max(0, i.finished_at - i.started_at), i.error
+  from old_installs i;
+update installs set requests = coalesce((select sum(r.count) from old_requests r where r.install_id = installs.id), 0);
+insert into traffic (time, device, status, count, bytes)
+  select r.time, (select id from names where text = r.device), r.status, sum(r.count), sum(r.bytes)
+  from old_requests r where r.install_id is null and r.status >= 400 group by r.time, r.device, r.status;
+insert or ignore into names (text) select path from old_requests where install_id is null and status < 400;
+insert into requests (time, device, method, path, status, cache, count, bytes)
+  select r.time, (select id from names where text = r.device), r.method, (select id from names where text = r.path),
+    r.status, r.cache, r.count, r.bytes
+  from old_requests r where r.install_id is null and r.status < 400;
+insert into device_files (device, file, time)
+  select (select id from names where text = f.device), (select id from names where text = f.file), f.time
+  from old_device_files f;
+insert into devices (id, last_seen)
+  select (select id from names where text = d.device), d.last_seen from old_devices d;
+drop table old_installs;
+drop table old_requests;
+drop table old_device_files;
+drop table old_devices;
+`;
+
+/** Deletes texts no row refers to. */
+const DROP_UNUSED_NAMES = `
+delete from names where id not in (
+  select device from installs union select package from installs union select version from installs
+  union select mpy from installs union select profile from installs
+  union select device from traffic union select device from requests union select path from requests
+  union select device from device_files union select file from device_files union select id from devices
+)`;
+
+const INSTALL_COLUMNS = `i.id as id, d.text as device, p.text as package, v.text as version, m.text as mpy,
+  f.text as profile, i.status as status, i.files_listed as files_listed, i.files_served as files_served,
+  i.bytes as bytes, i.started_at as started_at, i.started_at + i.took as finished_at, i.error as error`;
+const INSTALL_JOINS = `join names d on d.id = i.device join names p on p.id = i.package
+  left join names v on v.id = i.version left join names m on m.id = i.mpy left join names f on f.id = i.profile`;
+
+type Raw = Record<string, unknown>;
+
+function toInstall(r: Raw): InstallRow {
+  return { ...r, status: STATUS[Number(r.status)] ?? "failed" } as unknown as InstallRow;
+}
+
+/** Tells whether a SQLite error means the file is not a sound database (as opposed to full, read-only or busy). */
+export function isCorruption(e: unknown): boolean {
+  return /malformed|not a database|file is encrypted|SQLITE_CORRUPT|SQLITE_NOTADB/i.test(String((e as Error)?.message));
+}
 
 /** The database behind the install records. Synchronous: callers batch their writes into one transaction. */
 export class AuditDb {
   readonly path: string;
-  #db: DatabaseSync;
-  #s: Record<string, StatementSync>;
+  #o: Required<Omit<AuditDbOptions, "onReplaced" | "keepDevices">> & Pick<AuditDbOptions, "onReplaced">;
+  #keep: string;
+  #db!: DatabaseSync;
+  #s!: Record<string, StatementSync>;
+  #ids = new Map<string, number>();
+  #walLimit: number;
 
-  /** Opens (creating if needed) the database at `path` (`:memory:` for tests). */
-  constructor(path: string) {
+  /** Opens (creating if needed) the database at `path` (`:memory:` for tests), moving a corrupt file aside. */
+  constructor(path: string, options: AuditDbOptions = {}) {
     this.path = path;
-    this.#db = new DatabaseSync(path);
-    this.#db.exec("pragma journal_mode = wal; pragma synchronous = normal; pragma busy_timeout = 5000;");
-    this.#db.exec(SCHEMA);
+    this.#o = {
+      maxBytes: Math.max(options.maxBytes ?? 64 * 1024 * 1024, MIN_MAX_BYTES),
+      maxDevices: Math.max(1, options.maxDevices ?? 10_000),
+      onReplaced: options.onReplaced,
+    };
+    this.#keep = JSON.stringify([...(options.keepDevices ?? [])]);
+    // The WAL is checkpointed and cut back each time it reaches a sixteenth of the budget (at most 4 MiB).
+    this.#walLimit = Math.min(4 * 1024 * 1024, Math.max(64 * 1024, Math.floor(this.#o.maxBytes / 16)));
+    try {
+      this.#open();
+    } catch (e) {
+      if (!isCorruption(e) || path === ":memory:") throw e;
+      this.replaceCorrupt((e as Error).message);
+    }
+  }
+
+  #open(): void {
+    this.#db = new DatabaseSync(this.path);
+    try {
+      // A short wait for a lock: the recorder runs on the thread that answers devices.
+      this.#db.exec("pragma journal_mode = wal; pragma synchronous = normal; pragma busy_timeout = 200;");
+      const pages = Math.max(16, Math.floor(this.#walLimit / 4096));
+      this.#db.exec(`pragma journal_size_limit = ${this.#walLimit}; pragma wal_autocheckpoint = ${pages};`);
+      const version = Number((this.#db.prepare("pragma user_version").get() as Raw).user_version);
+      const hasOld = this.#db.prepare("select 1 from sqlite_master where type = 'table' and name = 'installs'").get();
+      if (version === 0 && hasOld) {
+        this.transaction(() => {
+          this.#db.exec(MIGRATE_FROM_0);
+          this.#db.exec(`pragma user_version = ${SCHEMA_VERSION}`);
+        });
+      } else if (version > SCHEMA_VERSION) {
+        throw new Error(`Install records at ${this.path} were written by a newer mipserver (schema ${version})`);
+      } else {
+        this.#db.exec(SCHEMA);
+        this.#db.exec(`pragma user_version = ${SCHEMA_VERSION}`);
+      }
+    } catch (e) {
+      this.#db.close();
+      throw e;
+    }
+    this.#ids.clear();
     const p = (sql: string) => this.#db.prepare(sql);
     this.#s = {
+      intern: p("insert into names (text) values (?) returning id"),
+      idOf: p("select id from names where text = ?"),
+      traffic: p(
+        `insert into traffic (time, device, status, count, bytes) values (?, ?, ?, ?, ?)
+         on conflict (time, device, status) do update set count = count + excluded.count, bytes = bytes + excluded.bytes`,
+      ),
       request: p(
-        `insert into requests (time, device, method, path, status, cache, install_id, count, bytes)
-         values (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+        `insert into requests (time, device, method, path, status, cache, count, bytes) values (?, ?, ?, ?, ?, ?, ?, ?)`,
       ),
       install: p(
         `insert into installs (id, device, package, version, mpy, profile, status, files_listed, files_served, bytes,
-           started_at, finished_at, error) values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+           started_at, took, requests, error) values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
          on conflict (id) do update set version = excluded.version, status = excluded.status,
            files_listed = excluded.files_listed, files_served = excluded.files_served, bytes = excluded.bytes,
-           finished_at = excluded.finished_at, error = excluded.error`,
+           took = excluded.took, requests = excluded.requests, error = excluded.error`,
       ),
       servedFile: p(
         "insert into device_files (device, file, time) values (?, ?, ?) on conflict do update set time = excluded.time",
       ),
-      hasFile: p("select 1 as x from device_files where device = ? and file = ?"),
+      hasFile: p(
+        `select 1 as x from device_files where device = (select id from names where text = ?)
+         and file = (select id from names where text = ?)`,
+      ),
       seen: p(
-        "insert into devices (device, last_seen) values (?, ?) on conflict do update set last_seen = max(last_seen, excluded.last_seen)",
+        "insert into devices (id, last_seen) values (?, ?) on conflict do update set last_seen = max(last_seen, excluded.last_seen)",
       ),
       maxId: p("select coalesce(max(id), 0) as id from installs"),
+      pages: p(
+        "select (select page_count from pragma_page_count()) as pages, (select freelist_count from pragma_freelist_count()) as free, (select page_size from pragma_page_size()) as size",
+      ),
     };
+  }
+
+  /**
+   * Moves the database file (and its WAL and shared-memory files) aside as `<path>.corrupt-<time>` and starts a new
+   * one. Returns the name it was moved to.
+   */
+  replaceCorrupt(reason: string): string {
+    try {
+      if (this.#db?.isOpen) this.#db.close();
+    } catch {
+      // Closing a broken file may fail too; it is moved aside all the same.
+    }
+    const movedTo = `${this.path}.corrupt-${new Date().toISOString().replace(/[:.]/g, "-")}`;
+    for (const suffix of ["", "-wal", "-shm"]) {
+      try {
+        Deno.renameSync(this.path + suffix, movedTo + suffix);
+      } catch (e) {
+        if (!(e instanceof Deno.errors.NotFound)) throw e;
+      }
+    }
+    this.#open();
+    this.#o.onReplaced?.(movedTo, reason);
+    return movedTo;
   }
 
   /** Runs `fn` in one transaction (committed together, or not at all). */
@@ -148,9 +355,31 @@ export class AuditDb {
       fn();
       this.#db.exec("commit");
     } catch (e) {
-      this.#db.exec("rollback");
+      // Texts interned in the transaction are gone with it.
+      this.#ids.clear();
+      try {
+        this.#db.exec("rollback");
+      } catch {
+        // SQLite may have rolled back already (a full disk ends the transaction itself).
+      }
       throw e;
     }
+  }
+
+  /** The id of `text` in the names table, added if new. */
+  #id(text: string): number {
+    let id = this.#ids.get(text);
+    if (id === undefined) {
+      const row = (this.#s.idOf.get(text) ?? this.#s.intern.get(text)) as Raw;
+      id = Number(row.id);
+      if (this.#ids.size >= INTERNED_KEPT) this.#ids.clear();
+      this.#ids.set(text, id);
+    }
+    return id;
+  }
+
+  #idOrNull(text: string | null): number | null {
+    return text === null ? null : this.#id(text);
   }
 
   /** The highest install id used so far. */
@@ -158,33 +387,39 @@ export class AuditDb {
     return Number((this.#s.maxId.get() as { id: number }).id);
   }
 
-  /** Records alike device requests. */
-  addRequests(r: RequestRow): void {
-    this.#s.request.run(r.time, r.device, r.method, r.path, r.status, r.cache, r.install_id, r.count, r.bytes);
+  /** Counts failed device requests of one minute, device and status. */
+  addTraffic(r: TrafficRow): void {
+    this.#s.traffic.run(r.time, this.#id(r.device), r.status, r.count, r.bytes);
   }
 
-  /** Writes an install (inserted, or updated by id). */
-  saveInstall(i: InstallRow): void {
+  /** Records alike successful device requests that are no part of an install. */
+  addRequests(r: RequestRow): void {
+    this.#s.request.run(r.time, this.#id(r.device), r.method, this.#id(r.path), r.status, r.cache, r.count, r.bytes);
+  }
+
+  /** Writes an install (inserted, or updated by id) and how many device requests it took. */
+  saveInstall(i: InstallRow, requests = 1): void {
     this.#s.install.run(
       i.id,
-      i.device,
-      i.package,
-      i.version,
-      i.mpy,
-      i.profile,
-      i.status,
+      this.#id(i.device),
+      this.#id(i.package),
+      this.#idOrNull(i.version),
+      this.#idOrNull(i.mpy),
+      this.#idOrNull(i.profile),
+      STATUS_CODE[i.status],
       i.files_listed,
       i.files_served,
       i.bytes,
       i.started_at,
-      i.finished_at,
+      Math.max(0, i.finished_at - i.started_at),
+      requests,
       i.error,
     );
   }
 
   /** Notes that `device` was served `file` (a file hash or mirror path) at `time`. */
   addServedFile(device: string, file: string, time: number): void {
-    this.#s.servedFile.run(device, file, time);
+    this.#s.servedFile.run(this.#id(device), this.#id(file), time);
   }
 
   /** Tells whether `device` was ever served `file` (within the retention). */
@@ -194,57 +429,91 @@ export class AuditDb {
 
   /** Notes that `device` was seen at `time`. */
   touchDevice(device: string, time: number): void {
-    this.#s.seen.run(device, time);
+    this.#s.seen.run(this.#id(device), time);
   }
 
   /** Installs matching `q`, newest first. */
   installs(q: InstallQuery): InstallRow[] {
     const where: string[] = [];
     const args: (string | number)[] = [];
-    if (q.device !== undefined) (where.push("device = ?"), args.push(q.device));
-    if (q.package !== undefined) (where.push("package = ?"), args.push(q.package));
-    if (q.status !== undefined) (where.push("status = ?"), args.push(q.status));
-    if (q.since !== undefined) (where.push("started_at >= ?"), args.push(q.since));
-    const sql = `select * from installs ${where.length ? `where ${where.join(" and ")}` : ""}
-      order by started_at desc, id desc limit ?`;
-    return this.#db.prepare(sql).all(...args, q.limit) as unknown as InstallRow[];
+    const byName = (
+      column: string,
+      text: string,
+    ) => (where.push(`${column} = (select id from names where text = ?)`), args.push(text));
+    if (q.device !== undefined) byName("i.device", q.device);
+    if (q.package !== undefined) byName("i.package", q.package);
+    if (q.status !== undefined) {
+      where.push("i.status = ?");
+      args.push(STATUS_CODE[q.status as InstallRow["status"]] ?? -1);
+    }
+    if (q.since !== undefined) (where.push("i.started_at >= ?"), args.push(q.since));
+    const sql = `select ${INSTALL_COLUMNS} from installs i ${INSTALL_JOINS}
+      ${where.length ? `where ${where.join(" and ")}` : ""} order by i.started_at desc, i.id desc limit ?`;
+    return (this.#db.prepare(sql).all(...args, q.limit) as Raw[]).map(toInstall);
   }
 
-  /** How many device requests are recorded. */
+  /** How many device requests are recorded: those of installs, the failed ones counted, and the rest. */
   requestCount(): number {
-    return Number((this.#db.prepare("select coalesce(sum(count), 0) as n from requests").get() as { n: number }).n);
+    const sum = (table: string, column: string) =>
+      Number((this.#db.prepare(`select coalesce(sum(${column}), 0) as n from ${table}`).get() as Raw).n);
+    return sum("installs", "requests") + sum("traffic", "count") + sum("requests", "count");
   }
 
-  /** Recorded requests, newest first (for tests and troubleshooting). */
+  /** Failed requests outside installs per minute, device and status, newest first (for tests and troubleshooting). */
+  traffic(limit = 100): TrafficRow[] {
+    return this.#db.prepare(
+      `select t.time as time, d.text as device, t.status as status, t.count as count, t.bytes as bytes
+       from traffic t join names d on d.id = t.device order by t.time desc, t.rowid desc limit ?`,
+    ).all(limit) as unknown as TrafficRow[];
+  }
+
+  /** Recorded requests outside installs, newest first (for tests and troubleshooting). */
   requests(limit = 100): RequestRow[] {
-    return this.#db.prepare("select * from requests order by time desc, rowid desc limit ?").all(
-      limit,
-    ) as unknown as RequestRow[];
+    return this.#db.prepare(
+      `select r.time as time, d.text as device, r.method as method, p.text as path, r.status as status,
+         r.cache as cache, r.count as count, r.bytes as bytes
+       from requests r join names d on d.id = r.device join names p on p.id = r.path
+       order by r.time desc, r.rowid desc limit ?`,
+    ).all(limit) as unknown as RequestRow[];
   }
 
-  /** Every device seen, with when. */
+  /** Every device remembered, with when it was last seen. */
   devices(): { device: string; last_seen: number }[] {
-    return this.#db.prepare("select device, last_seen from devices order by device").all() as unknown as {
-      device: string;
-      last_seen: number;
-    }[];
+    return this.#db.prepare(
+      "select n.text as device, d.last_seen as last_seen from devices d join names n on n.id = d.id order by n.text",
+    ).all() as unknown as { device: string; last_seen: number }[];
+  }
+
+  /** How many devices are remembered. */
+  deviceCount(): number {
+    return Number((this.#db.prepare("select count(*) as n from devices").get() as Raw).n);
+  }
+
+  /** How many installs are kept. */
+  installCount(): number {
+    return Number((this.#db.prepare("select count(*) as n from installs").get() as Raw).n);
   }
 
   /** Per device and package: the newest complete install, and the status of the newest attempt. */
   devicePackages(pkg?: string): DevicePackage[] {
-    const filter = pkg === undefined ? "" : "where package = ?";
+    const filter = pkg === undefined ? "" : "i.package = (select id from names where text = ?)";
     const args = pkg === undefined ? [] : [pkg];
     const complete = this.#db.prepare(
-      `select device, package, version, mpy, profile, max(finished_at) as installed_at from installs
-       ${filter ? `${filter} and` : "where"} status = 'complete' group by device, package`,
+      `select d.text as device, p.text as package, v.text as version, m.text as mpy, f.text as profile,
+         max(i.started_at + i.took) as installed_at
+       from installs i ${INSTALL_JOINS}
+       where ${filter ? `${filter} and` : ""} i.status = 0 group by i.device, i.package`,
     ).all(...args) as unknown as DevicePackage[];
     const last = this.#db.prepare(
-      `select device, package, status, max(started_at) as at from installs ${filter} group by device, package`,
-    ).all(...args) as unknown as { device: string; package: string; status: string; at: number }[];
+      `select d.text as device, p.text as package, i.status as status, max(i.started_at) as at
+       from installs i join names d on d.id = i.device join names p on p.id = i.package
+       ${filter ? `where ${filter}` : ""} group by i.device, i.package`,
+    ).all(...args) as unknown as { device: string; package: string; status: number; at: number }[];
     const out = new Map<string, DevicePackage>();
     for (const row of complete) out.set(`${row.device}\n${row.package}`, row);
     for (const row of last) {
       const key = `${row.device}\n${row.package}`;
+      const status = STATUS[row.status] ?? "failed";
       const have = out.get(key) ??
         {
           device: row.device,
@@ -253,26 +522,119 @@ export class AuditDb {
           mpy: null,
           profile: null,
           installed_at: null,
-          last_status: row.status,
+          last_status: status,
           last_attempt_at: row.at,
         };
-      have.last_status = row.status;
+      have.last_status = status;
       have.last_attempt_at = row.at;
       out.set(key, have);
     }
     return [...out.values()].sort((a, b) => a.device.localeCompare(b.device) || a.package.localeCompare(b.package));
   }
 
-  /** Deletes everything older than `cutoff` (ms since the epoch); returns the rows deleted. */
+  /** Deletes everything older than `cutoff` (ms since the epoch), and texts left unused; returns the rows deleted. */
   prune(cutoff: number): number {
     let n = 0;
     this.transaction(() => {
-      n += Number(this.#db.prepare("delete from installs where finished_at < ?").run(cutoff).changes);
-      n += Number(this.#db.prepare("delete from requests where time < ?").run(cutoff).changes);
-      n += Number(this.#db.prepare("delete from device_files where time < ?").run(cutoff).changes);
-      n += Number(this.#db.prepare("delete from devices where last_seen < ?").run(cutoff).changes);
+      n += this.#run("delete from installs where started_at + took < ?", cutoff);
+      n += this.#run("delete from traffic where time < ?", cutoff);
+      n += this.#run("delete from requests where time < ?", cutoff);
+      n += this.#run("delete from device_files where time < ?", cutoff);
+      n += this.#run("delete from devices where last_seen < ?", cutoff);
+      if (n > 0) this.#dropUnusedNames();
     });
     return n;
+  }
+
+  #run(sql: string, ...args: (string | number)[]): number {
+    return Number(this.#db.prepare(sql).run(...args).changes);
+  }
+
+  #dropUnusedNames(): void {
+    this.#db.exec(DROP_UNUSED_NAMES);
+    this.#ids.clear();
+  }
+
+  /** Bytes the database's pages hold (free pages aside): what the next rows would add to. */
+  usedBytes(): number {
+    const r = this.#s.pages.get() as Raw;
+    return (Number(r.pages) - Number(r.free)) * Number(r.size);
+  }
+
+  /** The file's and its WAL's size on disk. */
+  sizeOnDisk(): number {
+    if (this.path === ":memory:") return this.usedBytes();
+    let total = 0;
+    for (const suffix of ["", "-wal"]) {
+      try {
+        total += Deno.statSync(this.path + suffix).size;
+      } catch {
+        // No WAL yet.
+      }
+    }
+    return total;
+  }
+
+  /** `audit.max_size` as honoured (at least {@linkcode MIN_MAX_BYTES}). */
+  get maxBytes(): number {
+    return this.#o.maxBytes;
+  }
+
+  /**
+   * Keeps the bounds: forgets the devices seen least recently past `maxDevices` (never a named one, and not their
+   * installs), then, while the pages in use pass the share of `maxBytes` the file may have (the rest is the WAL's),
+   * deletes the oldest request rows and, once none are left, the oldest installs, down to nine tenths of it. Freed
+   * pages are reused, so the file stops growing.
+   */
+  enforce(): Enforced {
+    const out: Enforced = { rows: 0, devices: 0 };
+    this.transaction(() => {
+      const over = this.deviceCount() - this.#o.maxDevices;
+      if (over > 0) {
+        const victims = `select d.id from devices d join names n on n.id = d.id
+          where n.text not in (select value from json_each(?)) order by d.last_seen limit ?`;
+        this.#run(`delete from device_files where device in (${victims})`, this.#keep, over);
+        out.devices = this.#run(`delete from devices where id in (${victims})`, this.#keep, over);
+      }
+      const high = this.#o.maxBytes - 2 * this.#walLimit;
+      if (this.usedBytes() > high) {
+        const low = Math.floor(high * 0.9);
+        const steps = [
+          "delete from requests where rowid in (select rowid from requests order by time limit ?)",
+          "delete from traffic where rowid in (select rowid from traffic order by time limit ?)",
+          "delete from installs where id in (select id from installs order by started_at limit ?)",
+        ];
+        for (const step of steps) {
+          while (this.usedBytes() > low) {
+            const n = this.#run(step, EVICT_STEP);
+            if (n === 0) break;
+            out.rows += n;
+          }
+        }
+        if (out.rows > 0) {
+          // The files served to devices matter only with installs to account for: those older than every install go.
+          this.#run("delete from device_files where time < (select coalesce(min(started_at), 0) from installs)");
+        }
+      }
+      if (out.rows > 0 || out.devices > 0) this.#dropUnusedNames();
+    });
+    // The WAL is cut back once past its share, so the file and the WAL together stay within maxBytes and a batch.
+    if (out.rows > 0 || this.#walSize() > this.#walLimit) this.#db.exec("pragma wal_checkpoint(truncate)");
+    return out;
+  }
+
+  #walSize(): number {
+    try {
+      return this.path === ":memory:" ? 0 : Deno.statSync(`${this.path}-wal`).size;
+    } catch {
+      return 0;
+    }
+  }
+
+  /** Rewrites the file to its pages in use (after it was found far above its budget, once at start). */
+  vacuum(): void {
+    this.#db.exec("vacuum");
+    this.#db.exec("pragma wal_checkpoint(truncate)");
   }
 
   /** `pragma integrity_check`: "ok" when the file is sound. */

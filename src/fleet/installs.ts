@@ -6,12 +6,19 @@
  * them in batches and writes each batch to SQLite in one transaction. Manifest bodies are taken from the main
  * thread's answers ({@linkcode InstallRecorder.tap}); the edge only repeats answers the main thread gave a moment
  * before, so a manifest the edge repeats has been seen here.
+ *
+ * What client input can grow is bounded: a request is recorded by its canonical path (no query string, at most
+ * {@linkcode MAX_RECORDED_PATH} characters); failed requests are counted per device, minute and status, not kept by
+ * path; failed manifests make at most {@linkcode FAILED_INSTALLS_PER_MINUTE} installs per device and minute; what
+ * waits for a batch is bounded by count and bytes ({@linkcode MAX_PENDING}, {@linkcode MAX_PENDING_BYTES}), past
+ * which requests are counted, not kept. A batch that cannot be written is counted and logged once per cause; a
+ * corrupt file is moved aside.
  * @module
  */
 import type { RequestEntry } from "../http/request_log.ts";
 import type { Shareable } from "../http/router.ts";
 import type { Logger } from "../log.ts";
-import type { AuditDb, InstallRow } from "./audit_db.ts";
+import { type AuditDb, type Enforced, type InstallRow, isCorruption } from "./audit_db.ts";
 import type { Stats } from "./stats.ts";
 
 /** What a request means for the install records. */
@@ -41,6 +48,37 @@ function decode(segment: string): string {
   } catch {
     return segment;
   }
+}
+
+/**
+ * The longest path recorded: the longest device path the name rules allow (`/t/{profile}/url/{scheme}/{host}/` and a
+ * file path of `MAX_PATH`, 1,000 characters; profile, owner, repository and ref are at most 100 each) with room to
+ * spare. A longer path names nothing the server can serve; it is recorded cut, ending in `...`.
+ */
+export const MAX_RECORDED_PATH = 1536;
+
+/** Characters a recorded path segment keeps percent-encoded after decoding (they would change what the path says). */
+// deno-lint-ignore no-control-regex
+const KEEP_ENCODED = /[\x00-\x20\x7f%\/?#]/g;
+
+/**
+ * What the records keep of a request path: the path without its query string or fragment, each segment
+ * percent-decoded (so `/package/6/%68ello/x.json` and `/package/6/hello/x.json` are one path), and at most
+ * {@linkcode MAX_RECORDED_PATH} characters.
+ */
+export function recordedPath(path: string): string {
+  let end = path.length;
+  const q = path.indexOf("?");
+  if (q >= 0) end = q;
+  const h = path.indexOf("#");
+  if (h >= 0 && h < end) end = h;
+  let out = end === path.length ? path : path.slice(0, end);
+  if (out.includes("%")) {
+    out = out.split("/").map((seg) =>
+      decode(seg).replace(KEEP_ENCODED, (c) => "%" + c.charCodeAt(0).toString(16).toUpperCase().padStart(2, "0"))
+    ).join("/");
+  }
+  return out.length > MAX_RECORDED_PATH ? `${out.slice(0, MAX_RECORDED_PATH - 3)}...` : out;
 }
 
 /** Reads what a device request on `route` for `path` is: a manifest (which package), a file (its key), or other. */
@@ -145,6 +183,8 @@ interface OpenInstall {
   /** Listing unknown (the manifest's body was not seen): never complete. */
   unknown: boolean;
   dirty: boolean;
+  /** Device requests that made it. */
+  requests: number;
 }
 
 /** What an {@linkcode InstallRecorder} is built from. */
@@ -162,19 +202,48 @@ export interface InstallRecorderOptions {
   batchMs?: number;
 }
 
-/** Requests waiting for the next batch at most; beyond it they are counted and dropped. */
-const MAX_PENDING = 200_000;
+/** What the records hold and what they left out, for `/healthz`, `/metrics` and the status page. */
+export interface RecordFigures {
+  /** The database file and its WAL, in bytes (0 without records). */
+  size_bytes: number;
+  /** `audit.max_size` as honoured (null without records). */
+  max_bytes: number | null;
+  /** Rows deleted before their retention to stay within `audit.max_size`, since start. */
+  rows_dropped: number;
+  /** Devices forgotten to stay within `audit.max_devices`, since start. */
+  devices_forgotten: number;
+  /** Requests counted but not kept for a batch (too many waiting at once), since start. */
+  requests_not_kept: number;
+  /** Requests in batches that could not be written (full or read-only disk, corrupt file), since start. */
+  requests_unwritten: number;
+  /** Why the last batch could not be written, or null when it was. */
+  write_error: string | null;
+}
+
+/** Records waiting for the next batch at most; past it requests are counted, not kept (failed ones at half of it). */
+export const MAX_PENDING = 50_000;
+/** Bytes the records waiting for the next batch hold at most (estimated from their strings); as above. */
+export const MAX_PENDING_BYTES = 16 * 1024 * 1024;
+/** Installs a device's failed manifest requests make per minute at most; the rest are counted as requests only. */
+export const FAILED_INSTALLS_PER_MINUTE = 10;
 /** Manifests remembered for requests the edge repeated. */
 const MANIFESTS_KEPT = 1024;
 /** Installs open at once, at most; the oldest is closed beyond it. */
 const MAX_OPEN = 10_000;
+/** Remembered classifications and written (device, file) pairs, each at most; they start afresh beyond. */
+const MEMO_KEPT = 4096;
 const PRUNE_EVERY_MS = 60_000;
+/** The least time between two warnings that requests were not kept. */
+const WARN_EVERY_MS = 60_000;
 /** How long a request waits before the timer's batch takes it (ms). */
 export const SETTLE_MS = 200;
+/** Bytes counted per waiting record besides its strings. */
+const RECORD_OVERHEAD = 160;
 
 /** Requests that are alike within a batch, taken together. */
 interface Alike {
   entry: RequestEntry;
+  path: string;
   minute: number;
   count: number;
   bytes: number;
@@ -186,6 +255,8 @@ interface Alike {
 interface Pending {
   /** The earliest of them. */
   entry: RequestEntry;
+  /** Its {@linkcode recordedPath}. */
+  path: string;
   /** The span: arrival time divided by SETTLE_MS, rounded down. */
   span: number;
   count: number;
@@ -203,15 +274,30 @@ function rank(route: string): number {
   return route.includes("package") ? 0 : 1;
 }
 
+/** A short name for why a write failed, so each cause is logged once. */
+function causeOf(e: unknown): string {
+  const message = String((e as Error)?.message ?? e);
+  if (isCorruption(e)) return "corrupt";
+  if (/full/i.test(message)) return "full";
+  if (/readonly|read-only|read only/i.test(message)) return "read-only";
+  if (/locked|busy/i.test(message)) return "busy";
+  return "other";
+}
+
 /** Groups device requests into installs and writes them, in batches, to the {@linkcode AuditDb}. */
 export class InstallRecorder {
   #o: InstallRecorderOptions;
   #now: () => number;
   /** Requests waiting for a batch, alike ones of the same {@linkcode SETTLE_MS} span taken together as they come. */
   #pending = new Map<string, Pending>();
+  #pendingBytes = 0;
+  #pendingErrors = 0;
+  #pendingErrorBytes = 0;
   /** The record the last request was counted on, while it waits in `#pending`. */
   #last: Pending | undefined;
-  #dropped = 0;
+  #notKept = 0;
+  #notKeptSinceWarning = 0;
+  #lastWarning = -Infinity;
   #manifests = new Map<string, Uint8Array | ManifestInfo | Promise<ManifestInfo | undefined>>();
   #open = new Map<string, OpenInstall[]>();
   #openCount = 0;
@@ -221,11 +307,20 @@ export class InstallRecorder {
   #flushing: Promise<void> = Promise.resolve();
   #filesWritten = new Map<string, number>();
   #classified = new Map<string, Classified>();
+  /** Failed manifests made into installs per device in the current minute. */
+  #failedInstalls = new Map<string, number>();
+  #failedMinute = 0;
+  #rowsDropped = 0;
+  #devicesForgotten = 0;
+  #unwritten = 0;
+  #writeError: string | null = null;
+  #size = 0;
 
   constructor(options: InstallRecorderOptions) {
     this.#o = options;
     this.#now = options.now ?? Date.now;
     this.#nextId = (options.db?.maxInstallId() ?? 0) + 1;
+    this.#size = options.db?.sizeOnDisk() ?? 0;
   }
 
   /** Starts the batch timer (old rows were pruned when the recorder was made; the batches prune every minute). */
@@ -248,15 +343,27 @@ export class InstallRecorder {
       last.entry.path === entry.path && last.entry.method === entry.method && last.entry.status === entry.status &&
       last.entry.cache === entry.cache
     ) return this.#countOn(last, entry);
-    const key = `${span} ${entry.client} ${entry.method} ${entry.status} ${entry.cache} ${entry.path}`;
+    const path = recordedPath(entry.path);
+    const key = `${span} ${entry.client} ${entry.method} ${entry.status} ${entry.cache} ${path}`;
     const alike = this.#pending.get(key);
     if (alike !== undefined) return this.#countOn(alike, entry);
-    if (this.#pending.size >= MAX_PENDING) {
-      this.#dropped++;
+    const bytes = RECORD_OVERHEAD + 2 * (key.length + path.length);
+    // Failed requests (a scanner's, a flood's) may fill half of what waits, so they cannot crowd out installs.
+    const failed = entry.status >= 400;
+    if (
+      this.#pending.size >= MAX_PENDING || this.#pendingBytes + bytes > MAX_PENDING_BYTES ||
+      (failed &&
+        (this.#pendingErrors >= MAX_PENDING / 2 || this.#pendingErrorBytes + bytes > MAX_PENDING_BYTES / 2))
+    ) {
+      this.#notKept++;
+      this.#notKeptSinceWarning++;
+      this.#o.stats.add(entry);
       return;
     }
-    const pending = { entry, span, count: 1, bytes: entry.bytes, last: time };
+    const pending = { entry, path, span, count: 1, bytes: entry.bytes, last: time };
     this.#pending.set(key, pending);
+    this.#pendingBytes += bytes;
+    if (failed) (this.#pendingErrors++, this.#pendingErrorBytes += bytes);
     this.#last = pending;
   };
 
@@ -276,6 +383,35 @@ export class InstallRecorder {
     return this.#pending.size;
   }
 
+  /** Bytes the records waiting for a batch hold, as estimated against {@linkcode MAX_PENDING_BYTES}. */
+  get waitingBytes(): number {
+    return this.#pendingBytes;
+  }
+
+  /** Entries held in memory between batches besides those waiting: manifests, open installs and memos. */
+  get held(): { manifests: number; open: number; classified: number; filesWritten: number; failedInstalls: number } {
+    return {
+      manifests: this.#manifests.size,
+      open: this.#openCount,
+      classified: this.#classified.size,
+      filesWritten: this.#filesWritten.size,
+      failedInstalls: this.#failedInstalls.size,
+    };
+  }
+
+  /** What the records hold and left out (the size as of the last batch). */
+  figures(): RecordFigures {
+    return {
+      size_bytes: this.#size,
+      max_bytes: this.#o.db?.maxBytes ?? null,
+      rows_dropped: this.#rowsDropped,
+      devices_forgotten: this.#devicesForgotten,
+      requests_not_kept: this.#notKept,
+      requests_unwritten: this.#unwritten,
+      write_error: this.#writeError,
+    };
+  }
+
   /** Hears the main thread's answers: keeps manifest bodies and the reasons of errors. */
   tap = (entry: RequestEntry, response: Response, shareable: Shareable | undefined): void => {
     if (entry.status >= 400) {
@@ -287,7 +423,7 @@ export class InstallRecorder {
           time: entry.time as number,
           client: entry.client,
           method: entry.method,
-          path: entry.path,
+          path: recordedPath(entry.path),
           status: entry.status,
           reason: reason.trim(),
         })
@@ -295,8 +431,8 @@ export class InstallRecorder {
       return;
     }
     if (this.#o.db === null || entry.status !== 200 || entry.method !== "GET" || !mayBeManifest(entry.route)) return;
-    if (this.#classify(entry.route, entry.path).kind !== "manifest") return;
-    const key = manifestKey(entry.path);
+    const key = recordedPath(entry.path);
+    if (this.#classify(entry.route, key).kind !== "manifest") return;
     // Kept as bytes (read later, off the request path) or as the promise of a copy of the body.
     const info = shareable
       ? shareable.body
@@ -328,6 +464,8 @@ export class InstallRecorder {
       this.#pending.delete(key);
       if (pending === this.#last) this.#last = undefined;
     }
+    if (this.#pending.size === 0) this.#pendingBytes = this.#pendingErrors = this.#pendingErrorBytes = 0;
+    else this.#recount();
     batch.sort((a, b) => byArrival(a.entry, b.entry));
     // Manifest bodies still being read are awaited first, so their installs know what they list.
     const waiting = [...this.#manifests.entries()].filter(([, v]) => v instanceof Promise);
@@ -346,7 +484,7 @@ export class InstallRecorder {
       const time = entry.time as number;
       const minute = time - (time % 60_000);
       // Most requests are keyed by device and path alone; the rest of what makes them alike is compared.
-      let key = entry.client + " " + entry.path;
+      let key = entry.client + " " + pending.path;
       let a = alike.get(key);
       if (
         a !== undefined &&
@@ -360,15 +498,31 @@ export class InstallRecorder {
         a.count += pending.count;
         a.bytes += pending.bytes;
         a.last = Math.max(a.last, pending.last);
-      } else alike.set(key, { entry, minute, count: pending.count, bytes: pending.bytes, last: pending.last });
+      } else {
+        alike.set(key, {
+          entry,
+          path: pending.path,
+          minute,
+          count: pending.count,
+          bytes: pending.bytes,
+          last: pending.last,
+        });
+      }
     }
     for (const a of alike.values()) this.#o.stats.add(a.entry, a.count);
-    if (this.#dropped > 0) {
-      this.#o.logger.warn("Install records fell behind; requests were left out", { requests: this.#dropped });
-      this.#dropped = 0;
+    if (this.#notKeptSinceWarning > 0 && now - this.#lastWarning >= WARN_EVERY_MS) {
+      this.#o.logger.warn("Install records fell behind; requests were counted but not kept", {
+        requests: this.#notKeptSinceWarning,
+        max_waiting: MAX_PENDING,
+      });
+      this.#notKeptSinceWarning = 0;
+      this.#lastWarning = now;
     }
     const db = this.#o.db;
     if (db === null) return;
+    let requests = 0;
+    for (const a of alike.values()) if (isDeviceRoute(a.entry.route)) requests += a.count;
+    let enforced: Enforced | undefined;
     try {
       db.transaction(() => {
         const seen = new Map<string, number>();
@@ -378,15 +532,22 @@ export class InstallRecorder {
           const time = entry.time as number;
           const device = entry.client;
           if ((seen.get(device) ?? 0) < a.last) seen.set(device, a.last);
-          const installId = entry.method === "GET" ? this.#group(db, entry, time, a.bytes, a.last) : null;
+          const installId = entry.method === "GET"
+            ? this.#group(db, entry, a.path, time, a.bytes, a.last, a.count)
+            : null;
+          // Requests of an install are in the install; failed ones outside installs are counted without their path.
+          if (installId !== null) continue;
+          if (entry.status >= 400) {
+            db.addTraffic({ time: a.minute, device, status: entry.status, count: a.count, bytes: a.bytes });
+            continue;
+          }
           db.addRequests({
             time: a.minute,
             device,
             method: entry.method,
-            path: entry.path,
+            path: a.path,
             status: entry.status,
             cache: entry.cache ?? null,
-            install_id: installId,
             count: a.count,
             bytes: a.bytes,
           });
@@ -397,10 +558,68 @@ export class InstallRecorder {
           for (const open of list) this.#save(db, open);
         }
       });
+      enforced = db.enforce();
+      this.#written();
     } catch (e) {
-      this.#o.logger.error("Cannot write install records", { error: (e as Error).message });
+      this.#failed(db, e, requests);
+    }
+    if (enforced) {
+      this.#rowsDropped += enforced.rows;
+      this.#devicesForgotten += enforced.devices;
+      if (enforced.rows > 0) {
+        this.#o.logger.warn("Install records reached audit.max_size; the oldest rows were deleted early", {
+          rows: enforced.rows,
+          max_size: db.maxBytes,
+        });
+      }
+    }
+    try {
+      this.#size = db.sizeOnDisk();
+    } catch {
+      // The size stays as it was last read.
     }
     if (now - this.#lastPrune >= PRUNE_EVERY_MS) this.prune();
+  }
+
+  /** Sums what is still waiting, after a batch took part of it. */
+  #recount(): void {
+    this.#pendingBytes = this.#pendingErrors = this.#pendingErrorBytes = 0;
+    for (const [key, p] of this.#pending) {
+      const bytes = RECORD_OVERHEAD + 2 * (key.length + p.path.length);
+      this.#pendingBytes += bytes;
+      if (p.entry.status >= 400) (this.#pendingErrors++, this.#pendingErrorBytes += bytes);
+    }
+  }
+
+  /** A batch was written: a failure before it is over. */
+  #written(): void {
+    if (this.#writeError === null) return;
+    this.#o.logger.info("Install records are written again", { requests_unwritten: this.#unwritten });
+    this.#writeError = null;
+  }
+
+  /**
+   * A batch could not be written: its requests are counted as unwritten, its installs written with the next batch,
+   * and the cause logged once; a corrupt file is moved aside and a new one started.
+   */
+  #failed(db: AuditDb, e: unknown, requests: number): void {
+    this.#unwritten += requests;
+    for (const list of this.#open.values()) for (const open of list) open.dirty = true;
+    this.#filesWritten.clear();
+    const cause = causeOf(e);
+    const message = (e as Error)?.message ?? String(e);
+    if (cause !== this.#writeError) {
+      this.#o.logger.error("Cannot write install records; devices are served all the same", { cause, error: message });
+    }
+    this.#writeError = cause;
+    if (cause !== "corrupt") return;
+    try {
+      const movedTo = db.replaceCorrupt(message);
+      this.#o.logger.warn("Install records were corrupt: moved aside, a new file started", { moved_to: movedTo });
+      this.#writeError = null;
+    } catch (err) {
+      this.#o.logger.error("Cannot move corrupt install records aside", { error: (err as Error).message });
+    }
   }
 
   /** Deletes records older than `audit.retention`. */
@@ -424,18 +643,26 @@ export class InstallRecorder {
     await this.flush();
   }
 
-  /** Places one GET in an install; returns the install's id. */
-  #group(db: AuditDb, entry: RequestEntry, time: number, bytes: number, last: number): number | null {
-    const c = this.#classify(entry.route, entry.path);
+  /** Places one GET in an install; returns the install's id, or null when it belongs to none. */
+  #group(
+    db: AuditDb,
+    entry: RequestEntry,
+    path: string,
+    time: number,
+    bytes: number,
+    last: number,
+    count: number,
+  ): number | null {
+    const c = this.#classify(entry.route, path);
     const device = entry.client;
     if (c.kind === "manifest") {
       const failed = entry.status >= 400;
-      const mkey = manifestKey(entry.path);
-      let cached = this.#manifests.get(mkey);
+      if (failed && !this.#mayFail(device, time)) return null;
+      let cached = this.#manifests.get(path);
       if (cached instanceof Uint8Array) {
         cached = manifestInfo(cached);
-        if (cached) this.#manifests.set(mkey, cached);
-        else this.#manifests.delete(mkey);
+        if (cached) this.#manifests.set(path, cached);
+        else this.#manifests.delete(path);
       }
       const info = failed || cached instanceof Promise ? undefined : cached;
       const version = info?.version ?? (c.requested !== null && c.requested !== "latest" ? c.requested : null);
@@ -453,13 +680,14 @@ export class InstallRecorder {
           bytes,
           started_at: time,
           finished_at: last,
-          error: failed ? `${entry.status} on ${entry.path}` : null,
+          error: failed ? `${entry.status} on ${path}` : null,
         },
         listed: new Set(info?.files ?? []),
         served: new Set(),
         earlier: new Set(),
         unknown: !failed && info === undefined,
         dirty: true,
+        requests: count,
       };
       if (open.unknown) open.row.error = "manifest body not seen: files cannot be accounted for";
       for (const file of open.listed) if (db.hasServedFile(device, file)) open.earlier.add(file);
@@ -487,9 +715,10 @@ export class InstallRecorder {
     }
     if (!target) return null;
     if (ok) target.served.add(c.key);
-    else target.row.error ??= `${entry.status} on ${entry.path}`;
+    else target.row.error ??= `${entry.status} on ${path}`;
     if (!ok) target.row.status = "failed";
     target.row.bytes += bytes;
+    target.requests += count;
     target.row.files_served = target.served.size;
     target.row.finished_at = Math.max(target.row.finished_at, last);
     target.dirty = true;
@@ -497,12 +726,25 @@ export class InstallRecorder {
     return target.row.id;
   }
 
+  /** Tells whether a failed manifest from `device` may still make an install this minute. */
+  #mayFail(device: string, time: number): boolean {
+    const minute = Math.floor(time / 60_000);
+    if (minute !== this.#failedMinute || this.#failedInstalls.size >= MEMO_KEPT) {
+      this.#failedMinute = minute;
+      this.#failedInstalls.clear();
+    }
+    const n = this.#failedInstalls.get(device) ?? 0;
+    if (n >= FAILED_INSTALLS_PER_MINUTE) return false;
+    this.#failedInstalls.set(device, n + 1);
+    return true;
+  }
+
   /** Notes a served file, writing it at most once a minute per device and file (a busy device repeats files). */
   #servedFile(db: AuditDb, device: string, key: string, time: number): void {
     const id = `${device} ${key}`;
     const written = this.#filesWritten.get(id);
     if (written !== undefined && time - written < 60_000 && time >= written) return;
-    if (this.#filesWritten.size >= 100_000) this.#filesWritten.clear();
+    if (this.#filesWritten.size >= MEMO_KEPT) this.#filesWritten.clear();
     this.#filesWritten.set(id, time);
     db.addServedFile(device, key, time);
   }
@@ -513,7 +755,7 @@ export class InstallRecorder {
     let c = this.#classified.get(id);
     if (c === undefined) {
       c = classify(route, path);
-      if (this.#classified.size >= 10_000) this.#classified.clear();
+      if (this.#classified.size >= MEMO_KEPT) this.#classified.clear();
       this.#classified.set(id, c);
     }
     return c;
@@ -531,7 +773,7 @@ export class InstallRecorder {
 
   #save(db: AuditDb, open: OpenInstall): void {
     if (!open.dirty) return;
-    db.saveInstall(open.row);
+    db.saveInstall(open.row, open.requests);
     open.dirty = false;
   }
 
@@ -569,9 +811,4 @@ const MANIFEST_ROUTE = /\/package\/|\/repo\/|^\/(?:github|gitlab|url)\//;
 
 function mayBeManifest(route: string): boolean {
   return MANIFEST_ROUTE.test(route);
-}
-
-function manifestKey(path: string): string {
-  const q = path.indexOf("?");
-  return q < 0 ? path : path.slice(0, q);
 }

@@ -5,6 +5,7 @@
  */
 import type { DeviceView, InstallView } from "./fleet.ts";
 import type { HostHealth } from "./health.ts";
+import type { RecordFigures } from "./installs.ts";
 import type { RecentError, Span } from "./stats.ts";
 
 /** Everything the page shows. */
@@ -23,7 +24,13 @@ export interface StatusFacts {
   errors: RecentError[];
   compiler: { version: string | null; mpy: string | null };
   profiles: string[];
-  audit: { enabled: boolean; window_ms: number; retention_ms: number };
+  audit: {
+    enabled: boolean;
+    window_ms: number;
+    retention_ms: number;
+    /** What the records hold and left out (`InstallRecorder.figures`). */
+    records: RecordFigures;
+  };
 }
 
 /** Escapes text for HTML content and attribute values. */
@@ -52,6 +59,20 @@ export function formatBytes(n: number): string {
   let i = 0;
   while (n >= 1024 && i < units.length - 1) (n /= 1024, i++);
   return `${i === 0 ? n : n.toFixed(1)} ${units[i]}`;
+}
+
+/** A warning paragraph when install records were dropped, forgotten, not kept or not written; else nothing. */
+export function recordsWarning(audit: StatusFacts["audit"]): string {
+  const r = audit.records;
+  if (!audit.enabled) return "";
+  const said: string[] = [];
+  if (r.rows_dropped > 0) said.push(`${r.rows_dropped} rows deleted early to stay within audit.max_size`);
+  if (r.devices_forgotten > 0) said.push(`${r.devices_forgotten} devices forgotten past audit.max_devices`);
+  if (r.requests_not_kept > 0) said.push(`${r.requests_not_kept} requests counted but not kept (too many at once)`);
+  if (r.requests_unwritten > 0) said.push(`${r.requests_unwritten} requests not written (the database failed)`);
+  if (r.write_error !== null) said.push(`writing fails now (${r.write_error})`);
+  if (said.length === 0) return "";
+  return `<p id="records-dropped" class="warn">Install records since start: ${escapeHtml(said.join("; "))}.</p>\n`;
 }
 
 const pct = (r: number | null) => (r === null ? "—" : `${(r * 100).toFixed(1)}%`);
@@ -103,6 +124,7 @@ tr.outdated,tr.partial,span.outdated,span.partial{background:var(--warn)}tr.fail
 .tag{font-size:.8em;border-radius:3px;padding:0 4px;border:1px solid var(--line)}.ok{color:var(--ok)}
 .chart{width:100%;max-width:600px;height:auto}.bar{fill:#8ab4f8}.ratio{fill:none;stroke:#e8710a;stroke-width:2}.dot{fill:#e8710a}
 .axis{stroke:var(--mut)}.lbl{font-size:11px;fill:var(--mut)}code{font-size:.92em}
+p.warn{background:var(--warn);padding:4px 8px;border-radius:4px}
 `;
 
 function table(head: string[], rows: string[]): string {
@@ -214,9 +236,11 @@ ${table(["time", "client", "status", "request", "reason"], errorRows)}
 <p>Profiles: <span id="profiles">${
     f.profiles.length ? f.profiles.map((p) => `<code>${e(p)}</code>`).join(", ") : "none"
   }</span></p>
-<p class="mut">Install records: ${
+${recordsWarning(f.audit)}<p class="mut">Install records: ${
     f.audit.enabled
-      ? `kept ${e(formatAge(f.audit.retention_ms))}, grouped within ${e(formatAge(f.audit.window_ms))}`
+      ? `kept ${e(formatAge(f.audit.retention_ms))}, grouped within ${e(formatAge(f.audit.window_ms))}, ${
+        e(formatBytes(f.audit.records.size_bytes))
+      } of ${e(formatBytes(f.audit.records.max_bytes ?? 0))} (audit.max_size)`
       : "off"
   }. JSON: <code>/_/installs</code>, <code>/_/devices</code>, <code>/_/packages/NAME</code> (add <code>?format=csv</code>).</p>
 </body></html>

@@ -9,6 +9,8 @@ import type { CompileService } from "../compile/compile_service.ts";
 import type { DiskStore } from "../cache/store.ts";
 import type { Config } from "../config/schema.ts";
 import type { HandlerDeps } from "../http/server.ts";
+import type { Metrics } from "../http/metrics.ts";
+import * as prom from "../http/prometheus.ts";
 import type { Router } from "../http/router.ts";
 import type { Logger } from "../log.ts";
 import type { IndexService } from "../packages/index_service.ts";
@@ -18,7 +20,7 @@ import { AuditDb } from "./audit_db.ts";
 import { cachedFigures } from "./cache_figures.ts";
 import { Fleet } from "./fleet.ts";
 import { UpstreamHealth } from "./health.ts";
-import { InstallRecorder } from "./installs.ts";
+import { InstallRecorder, type RecordFigures } from "./installs.ts";
 import { CidrSet, clientAddress } from "./net.ts";
 import { addFleetRoutes } from "./routes.ts";
 import { Stats } from "./stats.ts";
@@ -32,6 +34,7 @@ export interface FleetWiring {
   started: number;
   version: string;
   router: Router;
+  metrics: Metrics;
   store: DiskStore;
   index: IndexService;
   resolver: Resolver;
@@ -61,7 +64,7 @@ export function createFleet(w: FleetWiring): FleetParts {
   let db: AuditDb | null = null;
   if (config.audit.enabled) {
     try {
-      db = new AuditDb(join(store.root, "audit.sqlite"));
+      db = openRecords(join(store.root, "audit.sqlite"), config, logger);
     } catch (e) {
       logger.error("Cannot open the install records; serving without them", { error: (e as Error).message });
     }
@@ -75,6 +78,7 @@ export function createFleet(w: FleetWiring): FleetParts {
     retentionMs: config.audit.retention,
   });
   recorder.prune();
+  registerRecordMetrics(w.metrics, recorder);
   const fleet = new Fleet({
     db,
     recorder,
@@ -130,7 +134,12 @@ export function createFleet(w: FleetWiring): FleetParts {
           mpy: compiler.version ? `${compiler.version.major}.${compiler.version.minor}` : null,
         },
         profiles: compiler.profiles(),
-        audit: { enabled: db !== null, window_ms: config.audit.window, retention_ms: config.audit.retention },
+        audit: {
+          enabled: db !== null,
+          window_ms: config.audit.window,
+          retention_ms: config.audit.retention,
+          records: recorder.figures(),
+        },
       };
     },
   });
@@ -153,4 +162,84 @@ export function createFleet(w: FleetWiring): FleetParts {
       db?.close();
     },
   };
+}
+
+/**
+ * Opens the install records within `audit.max_size` and `audit.max_devices`. A file far over its budget (written
+ * before the bound, or after the setting was lowered) is cut to it and rewritten once, which is logged.
+ */
+function openRecords(path: string, config: Config, logger: Logger): AuditDb {
+  const db = new AuditDb(path, {
+    maxBytes: config.audit.max_size,
+    maxDevices: config.audit.max_devices,
+    keepDevices: Object.keys(config.devices),
+    onReplaced: (movedTo, reason) =>
+      logger.warn("Install records were corrupt: moved aside, a new file started", { moved_to: movedTo, reason }),
+  });
+  const before = db.sizeOnDisk();
+  if (before > db.maxBytes) {
+    const enforced = db.enforce();
+    db.vacuum();
+    logger.warn("Install records were over audit.max_size; the oldest rows were deleted and the file rewritten", {
+      before_bytes: before,
+      after_bytes: db.sizeOnDisk(),
+      rows: enforced.rows,
+      devices: enforced.devices,
+    });
+  }
+  return db;
+}
+
+/** The records' figures in `/metrics`, read at scrape time. */
+function registerRecordMetrics(metrics: Metrics, recorder: InstallRecorder): void {
+  const registers = [metrics.registry];
+  new prom.Gauge({
+    name: "mipserver_records_bytes",
+    help: "Bytes of the install records' database and its WAL (as of the last batch).",
+    registers,
+    collect() {
+      this.set(recorder.figures().size_bytes);
+    },
+  });
+  new prom.Gauge({
+    name: "mipserver_records_max_bytes",
+    help: "audit.max_size: the install records are kept within it.",
+    registers,
+    collect() {
+      this.set(recorder.figures().max_bytes ?? 0);
+    },
+  });
+  const counters: [string, string, keyof RecordFigures][] = [
+    [
+      "mipserver_records_rows_dropped_total",
+      "Install record rows deleted early to stay within audit.max_size.",
+      "rows_dropped",
+    ],
+    [
+      "mipserver_records_devices_forgotten_total",
+      "Devices forgotten to stay within audit.max_devices.",
+      "devices_forgotten",
+    ],
+    [
+      "mipserver_records_requests_not_kept_total",
+      "Requests counted but not kept for the install records (too many waiting).",
+      "requests_not_kept",
+    ],
+    [
+      "mipserver_records_requests_unwritten_total",
+      "Requests in batches the install records could not write.",
+      "requests_unwritten",
+    ],
+  ];
+  for (const [name, help, key] of counters) {
+    new prom.Counter({
+      name,
+      help,
+      registers,
+      collect() {
+        this.reset();
+        this.inc(recorder.figures()[key] as number);
+      },
+    });
+  }
 }

@@ -9,34 +9,8 @@ import { sha256Hex } from "../../src/cache/hash.ts";
 import { memoryLogger } from "../../src/log.ts";
 import { FakeUpstream } from "../fixtures/fake_upstream.ts";
 import { tempDir, testConfig } from "../helpers.ts";
+import { smallDisk } from "../small_disk.ts";
 
-/** This user's id (`id -u`) or group id (`id -g`); Deno.uid() would need --allow-sys. */
-async function id(flag: "-u" | "-g"): Promise<string> {
-  const out = await new Deno.Command("id", { args: [flag], stdout: "piped" }).output();
-  return new TextDecoder().decode(out.stdout).trim();
-}
-
-async function run(cmd: string[]): Promise<{ ok: boolean; text: string }> {
-  const argv = (await id("-u")) === "0" ? cmd : ["sudo", "-n", ...cmd];
-  try {
-    const out = await new Deno.Command(argv[0], { args: argv.slice(1), stdout: "piped", stderr: "piped" }).output();
-    return { ok: out.success, text: new TextDecoder().decode(out.stderr) };
-  } catch (e) {
-    return { ok: false, text: (e as Error).message };
-  }
-}
-
-/** Mounts a tmpfs of `size` on a new folder owned by this user; returns the folder and how to unmount it. */
-async function smallDisk(size: string): Promise<{ dir: string; unmount: () => Promise<void> }> {
-  const dir = tempDir("mipserver-full-");
-  const options = `size=${size},mode=0755,uid=${await id("-u")},gid=${await id("-g")}`;
-  const mounted = await run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", dir]);
-  assert.ok(
-    mounted.ok,
-    `Cannot mount a tmpfs for the disk-full test (needs root or passwordless sudo): ${mounted.text}`,
-  );
-  return { dir, unmount: async () => void await run(["umount", dir]) };
-}
 
 /** Writes zeros to `path` until the file system is full; returns the file. */
 function fill(path: string): void {

@@ -39,9 +39,23 @@ Deno.test("the status page escapes what devices and upstreams put in it", () => 
     errors: [{ time: 0, client: "c", method: "GET", path: "/<img src=x>", status: 404, reason: 'Not "found" & <b>' }],
     compiler: { version: null, mpy: null },
     profiles: [],
-    audit: { enabled: true, window_ms: 30_000, retention_ms: 86_400_000 },
+    audit: {
+      enabled: true,
+      window_ms: 30_000,
+      retention_ms: 86_400_000,
+      records: {
+        size_bytes: 1024,
+        max_bytes: 2048,
+        rows_dropped: 0,
+        devices_forgotten: 0,
+        requests_not_kept: 0,
+        requests_unwritten: 0,
+        write_error: null,
+      },
+    },
   });
   assert.ok(!html.includes("<script>") && !html.includes("<img src=x>") && !html.includes("<b>"), html);
+  assert.ok(!html.includes("records-dropped"), "no warning while nothing was dropped");
   assert.match(html, /&lt;script&gt;x&lt;\/script&gt;/);
   assert.ok(!/<script|src="http|href="http/i.test(html), "nothing is loaded from elsewhere");
 });

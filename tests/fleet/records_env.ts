@@ -1,0 +1,71 @@
+/** In-process install records: an app over a fake upstream index, a controlled clock, devices by address. */
+import assert from "node:assert/strict";
+import { createApp } from "../../src/app.ts";
+import { memoryLogger } from "../../src/log.ts";
+import { FakeUpstream } from "../fixtures/fake_upstream.ts";
+import { standardIndex } from "../fixtures/index_fixture.ts";
+import { tempDir, testConfig } from "../helpers.ts";
+
+/** The clock the records start at. */
+export const T0 = Date.parse("2026-03-01T12:00:00Z");
+/** A loopback admin client. */
+export const LOCAL = { remoteAddr: { hostname: "127.0.0.1", port: 1 } };
+
+/** An app on a fake upstream index and a controlled clock, called in-process as devices at addresses would call it. */
+export async function setup(overrides: Record<string, unknown> = {}, dir = tempDir()) {
+  const idx = await standardIndex();
+  const up = new FakeUpstream(idx.root).start();
+  let clock = T0;
+  const logger = memoryLogger();
+  const make = (o: Record<string, unknown> = overrides) =>
+    createApp({
+      config: testConfig({ cache: { dir }, upstreams: { index: up.url, retries: 0 }, ...o }),
+      logger,
+      now: () => clock,
+    });
+  const app = await make();
+  const env = {
+    app,
+    up,
+    idx,
+    dir,
+    logger,
+    make,
+    tick: (ms: number) => (clock += ms),
+    /** A device request from `device`, body read in full (as mip does). */
+    async device(device: string, path: string) {
+      const res = await env.app.handler(new Request(`http://gw${path}`), { remoteAddr: { hostname: device, port: 9 } });
+      const body = new Uint8Array(await res.arrayBuffer());
+      return { status: res.status, body };
+    },
+    /** Installs `name` as mip does: the manifest, then each listed file. `skip` leaves files out. */
+    async install(device: string, name: string, opts: { skip?: (path: string) => boolean; mpy?: string } = {}) {
+      const m = await env.device(
+        device,
+        `/package/${opts.mpy ?? "6"}/${name}.json`.replace(/\/([^/]+)\.json$/, "/$1.json"),
+      );
+      assert.equal(m.status, 200);
+      const manifest = JSON.parse(new TextDecoder().decode(m.body));
+      for (const [path, hash] of manifest.hashes) {
+        if (opts.skip?.(path)) continue;
+        const f = await env.device(device, `/file/${hash.slice(0, 2)}/${hash}`);
+        assert.equal(f.status, 200);
+      }
+      return manifest;
+    },
+    async admin(path: string) {
+      const res = await env.app.handler(new Request(`http://gw${path}`), LOCAL);
+      return { status: res.status, type: res.headers.get("content-type"), text: await res.text() };
+    },
+    async installs(query = "") {
+      const r = await env.admin(`/_/installs${query}`);
+      assert.equal(r.status, 200, r.text);
+      return JSON.parse(r.text).installs as Record<string, unknown>[];
+    },
+    async close() {
+      await env.app.close();
+      await up.stop();
+    },
+  };
+  return env;
+}
