@@ -43,6 +43,44 @@ const boolean = () =>
 const text = (what = "a string") =>
   field(what, (v) => (typeof v === "string" && v.trim() !== "" ? v.trim() : undefined));
 
+/** The shortest `server.admin_token` taken, and the fewest bits its {@linkcode tokenBits} estimate may come to. */
+export const ADMIN_TOKEN_MIN = { length: 16, bits: 64 } as const;
+
+/**
+ * A simple estimate of a token's entropy in bits: its length times log2 of the size of the character classes it uses
+ * (digits 10, lower case 26, upper case 26, anything else 33), where a token that is a shorter text repeated counts
+ * as that text. `openssl rand -hex 16` (32 characters of 36 possible) comes to about 165 bits.
+ */
+export function tokenBits(token: string): number {
+  let unit = token;
+  for (let p = 1; p <= token.length / 2; p++) {
+    // Repeats its first p code units (the last time perhaps cut short).
+    if (token.slice(p) === token.slice(0, token.length - p)) {
+      unit = token.slice(0, p);
+      break;
+    }
+  }
+  const length = [...unit].length;
+  const classes = [/[0-9]/, /[a-z]/, /[A-Z]/, /[^0-9a-zA-Z]/];
+  const sizes = [10, 26, 26, 33];
+  const pool = classes.reduce((sum, re, i) => (re.test(token) ? sum + sizes[i] : sum), 0);
+  return length * Math.log2(Math.max(pool, 1));
+}
+
+/** `server.admin_token`: a text, refused when it is too short or too guessable (its value is never in the message). */
+const adminToken = () =>
+  text("a token").superRefine((token, ctx) => {
+    const length = [...token].length;
+    const bits = tokenBits(token);
+    if (length >= ADMIN_TOKEN_MIN.length && bits >= ADMIN_TOKEN_MIN.bits) return;
+    ctx.addIssue({
+      code: "custom",
+      message: `too ${length < ADMIN_TOKEN_MIN.length ? "short" : "predictable"} to resist guessing (${length} ` +
+        `characters, about ${Math.floor(bits)} bits; at least ${ADMIN_TOKEN_MIN.length} characters and ` +
+        `${ADMIN_TOKEN_MIN.bits} bits are needed); make one with: openssl rand -hex 16`,
+    });
+  });
+
 const httpUrl = () =>
   field("an http(s) URL", (v) => {
     if (typeof v !== "string") return undefined;
@@ -167,7 +205,7 @@ export const configSchema = z.strictObject({
     head_timeout: duration().prefault("30s"),
     idle_timeout: duration().prefault("60s"),
     trusted_proxies: cidrList.prefault([]),
-    admin_token: nullable(text("a token")).prefault(null),
+    admin_token: nullable(adminToken()).prefault(null),
     admin_from: cidrList.prefault([]),
   }).prefault({}),
   cache: z.strictObject({

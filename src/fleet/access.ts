@@ -1,20 +1,58 @@
 /**
  * Who may use the admin routes (`/`, `/_/*`, `/metrics`, `/echo`). With `server.admin_token`, a request must carry it
  * (`Authorization: Bearer <token>`, or HTTP Basic with the token as password); without one, only loopback clients and
- * `server.admin_from` may. Tokens are compared in constant time, failures are logged without the value presented, and
- * an address that fails 10 times within a minute is answered 429 for a minute.
+ * `server.admin_from` may. Tokens are compared in constant time and failures are logged without the value presented.
+ *
+ * Failures are limited in three scopes, each counted within {@linkcode FAILURE_WINDOW_MS} (a minute) from its first
+ * failure and, once over its limit, answered 429 with `Retry-After` for a minute:
+ *
+ * - **one address**: {@linkcode MAX_FAILURES} (10) failures of any kind (no credentials, a wrong token, an address not
+ *   allowed), with or without a token;
+ * - **one network**: {@linkcode MAX_NETWORK_FAILURES} (30) wrong tokens from an IPv4 /24 or an IPv6 /64 (an IPv4-mapped
+ *   `::ffff:a.b.c.d` counts as IPv4); all of loopback (127.0.0.0/8 and ::1, and calls made in-process) is one network,
+ *   so a local process cannot rotate through 127.0.0.0/8's 65,536 /24s;
+ * - **everyone**: {@linkcode MAX_GLOBAL_FAILURES} (100) wrong tokens from all non-loopback clients together; then every
+ *   non-loopback client is answered 429.
+ *
+ * A blocked scope is answered 429 *before* the token is looked at, so no guess is compared while it is blocked: at
+ * most 100 guesses a minute reach the comparison from the network, plus 30 from the machine itself, however many
+ * addresses an attacker rotates through. (Making failed attempts wait instead would hold connections open, and would
+ * not bound guessing unless the right token waited too.) The price is that a flood of wrong tokens locks the admin
+ * routes for every LAN client, the operator included, a minute at a time; loopback is exempt from the global budget, so
+ * the operator can still come in from the machine itself (`ssh -L 18891:localhost:18891 gateway`) unless the guesses
+ * come from the machine too. Only wrong tokens count toward the network and global budgets: a request with no
+ * credentials guesses nothing (a browser's first visit is one), so it counts only toward its address. Without a token
+ * there is nothing to guess and only the per-address limit applies. The device routes are never affected.
+ *
+ * Memory is bounded: at most {@linkcode MAX_TRACKED_ADDRESSES} addresses and {@linkcode MAX_TRACKED_NETWORKS} networks
+ * are remembered, each forgotten a minute or two after its last failure, or sooner (the older half at once) when that
+ * many are full; the networks seen stay far fewer, since their wrong tokens are capped by the global budget, which is
+ * one counter. Refusals are logged one line each up to {@linkcode MAX_LOGGED_REFUSALS} a minute; beyond that they are
+ * counted, with the 429 answers, and reported in one line when the next minute's first refusal is logged. A block of
+ * a network or of everyone is logged once (at most once a minute per scope, as a block lasts a minute).
  * @module
  */
 import { timingSafeEqual } from "node:crypto";
 import type { Logger } from "../log.ts";
-import { CidrSet, isLoopback } from "./net.ts";
+import { CidrSet, isLoopback, parseAddress } from "./net.ts";
 
 /** Failures from one address within {@linkcode FAILURE_WINDOW_MS} before it is refused with 429. */
 export const MAX_FAILURES = 10;
-/** The window failures are counted in, and how long an address is then refused (ms). */
+/** Wrong tokens from one network (IPv4 /24, IPv6 /64, or all of loopback) within the window before it gets 429. */
+export const MAX_NETWORK_FAILURES = 30;
+/** Wrong tokens from all non-loopback clients together within the window before every one of them gets 429. */
+export const MAX_GLOBAL_FAILURES = 100;
+/** The window failures are counted in, and how long a scope (address, network, everyone) is then refused (ms). */
 export const FAILURE_WINDOW_MS = 60_000;
-/** Addresses whose failures are remembered at once; beyond that the oldest are forgotten. */
-const MAX_TRACKED = 10_000;
+/** Addresses whose failures are remembered at once; beyond that the older half is forgotten. */
+export const MAX_TRACKED_ADDRESSES = 10_000;
+/** Networks whose wrong tokens are remembered at once; beyond that the older half is forgotten. */
+export const MAX_TRACKED_NETWORKS = 10_000;
+/** Refusals logged one line each per window; the rest are counted and reported in one line. */
+export const MAX_LOGGED_REFUSALS = 20;
+
+/** The network all loopback clients (127.0.0.0/8, ::1) and in-process calls share. */
+const LOOPBACK_NETWORK = "loopback";
 
 /** Tells whether a request path is an admin route. */
 export function isAdminPath(pathname: string): boolean {
@@ -33,13 +71,103 @@ export interface AdminAccessOptions {
 
 const enc = new TextEncoder();
 
+/** Failures of one scope: counted since `since`, refused until `blockedUntil`. */
+interface Budget {
+  count: number;
+  since: number;
+  blockedUntil: number;
+}
+
+const stale = (budget: Budget, now: number) => now - budget.since > FAILURE_WINDOW_MS && budget.blockedUntil <= now;
+
+/**
+ * Counts one failure against `budget`; answers the count reached and whether that used the budget up, in which case
+ * the scope is refused for a window and counting starts again.
+ */
+function spend(budget: Budget, max: number, now: number): { count: number; blocked: boolean } {
+  if (stale(budget, now)) {
+    budget.count = 0;
+    budget.since = now;
+  }
+  const count = ++budget.count;
+  if (count < max) return { count, blocked: false };
+  budget.blockedUntil = now + FAILURE_WINDOW_MS;
+  budget.count = 0;
+  budget.since = now;
+  return { count, blocked: true };
+}
+
+/**
+ * Budgets by key, at most `max` of them, in two generations of `max / 2`: a budget goes into the newer when it is
+ * spent; when the newer is full, or a window old, it becomes the older and the older is forgotten at once. A budget
+ * is only forgotten a window or more after it was last spent (when it cannot matter any more), unless more than
+ * `max / 2` others were spent since. O(1) a failure: dropping the oldest entry of one big Map, as this replaces, makes
+ * V8 skip every slot deleted so far each time (its hash table keeps them until it is rebuilt).
+ */
+class Budgets {
+  #newer = new Map<string, Budget>();
+  #older = new Map<string, Budget>();
+  #newerSince = -Infinity;
+  #half: number;
+
+  constructor(max: number) {
+    this.#half = Math.max(1, Math.floor(max / 2));
+  }
+
+  get size(): number {
+    return this.#newer.size + this.#older.size;
+  }
+
+  /** How long `key` is still refused (ms; 0: it is not). */
+  blockedFor(key: string, now: number): number {
+    const budget = this.#newer.get(key) ?? this.#older.get(key);
+    return budget && budget.blockedUntil > now ? budget.blockedUntil - now : 0;
+  }
+
+  /** Counts one failure of `key` (see {@linkcode spend}). */
+  spend(key: string, max: number, now: number): { count: number; blocked: boolean } {
+    let budget = this.#newer.get(key);
+    if (!budget) {
+      budget = this.#older.get(key) ?? { count: 0, since: now, blockedUntil: 0 };
+      this.#older.delete(key);
+      if (this.#newer.size >= this.#half || now - this.#newerSince >= FAILURE_WINDOW_MS) {
+        this.#older = this.#newer;
+        this.#newer = new Map();
+        this.#newerSince = now;
+      }
+      this.#newer.set(key, budget);
+    }
+    return spend(budget, max, now);
+  }
+}
+
+/**
+ * The network a client is counted in: `a.b.c.0/24` for IPv4 (mapped IPv6 too), `w:x:y:z::/64` for IPv6, `loopback` for
+ * 127.0.0.0/8, ::1 and in-process calls, and the text itself for anything that is not an address.
+ */
+export function networkOf(client: string, inProcess = false): string {
+  if (inProcess) return LOOPBACK_NETWORK;
+  const address = parseAddress(client);
+  if (!address) return client;
+  if (address.family === 4) {
+    const n = Number(address.bits);
+    return n >>> 24 === 127 ? LOOPBACK_NETWORK : `${n >>> 24}.${(n >>> 16) & 255}.${(n >>> 8) & 255}.0/24`;
+  }
+  if (address.bits === 1n) return LOOPBACK_NETWORK;
+  const top = address.bits >> 64n;
+  return `${[48n, 32n, 16n, 0n].map((s) => ((top >> s) & 0xffffn).toString(16)).join(":")}::/64`;
+}
+
 /** Decides admin access, request by request. */
 export class AdminAccess {
   #token: Uint8Array | null;
   #from: CidrSet;
   #logger: Logger;
   #now: () => number;
-  #failures = new Map<string, { count: number; since: number; blockedUntil: number }>();
+  #addresses = new Budgets(MAX_TRACKED_ADDRESSES);
+  #networks = new Budgets(MAX_TRACKED_NETWORKS);
+  #everyone: Budget = { count: 0, since: -Infinity, blockedUntil: 0 };
+  #log = { since: -Infinity, lines: 0, notLogged: 0, throttled: 0 };
 
   constructor(options: AdminAccessOptions) {
     this.#token = options.token === null ? null : enc.encode(options.token);
@@ -57,21 +185,35 @@ export class AdminAccess {
     };
   }
 
+  /** How many addresses and networks have their failures remembered now (each at most its `MAX_TRACKED_*`). */
+  get tracked(): { addresses: number; networks: number } {
+    return { addresses: this.#addresses.size, networks: this.#networks.size };
+  }
+
   /**
    * Answers a refusal for an admin request from `client`, or undefined when it may go on. `inProcess` (a call that
    * came with no connection at all, as tests make) counts as loopback; every network request has an address.
    */
   check(request: Request, client: string, inProcess = false): Response | undefined {
     const now = this.#now();
-    const record = this.#failures.get(client);
-    if (record && record.blockedUntil > now) {
-      const seconds = Math.ceil((record.blockedUntil - now) / 1000);
+    const network = this.#token ? networkOf(client, inProcess) : undefined;
+    const wait = Math.max(
+      this.#addresses.blockedFor(client, now),
+      network === undefined ? 0 : this.#networks.blockedFor(network, now),
+      network === undefined || network === LOOPBACK_NETWORK ? 0 : this.#everyone.blockedUntil - now,
+    );
+    if (wait > 0) {
+      // Before the token is looked at: a blocked scope gets no guess compared.
+      this.#roll(now);
+      this.#log.throttled++;
+      const seconds = Math.ceil(wait / 1000);
       return refusal(429, "Too many failed attempts; try again later", { "retry-after": String(seconds) });
     }
     if (this.#token) {
       const presented = presentedToken(request.headers.get("authorization"));
       if (presented !== undefined && sameToken(enc.encode(presented), this.#token)) return undefined;
       this.#fail(client, now, presented === undefined ? "no credentials" : "wrong token", request);
+      if (presented !== undefined) this.#guessed(network!, now);
       return refusal(401, "Authentication required: send the admin token (Bearer, or Basic with it as password)", {
         "www-authenticate": 'Basic realm="mipserver"',
       });
@@ -85,22 +227,56 @@ export class AdminAccess {
   }
 
   #fail(client: string, now: number, reason: string, request: Request): void {
-    let record = this.#failures.get(client);
-    if (!record || now - record.since > FAILURE_WINDOW_MS) {
-      this.#failures.delete(client);
-      record = { count: 0, since: now, blockedUntil: 0 };
-      if (this.#failures.size >= MAX_TRACKED) this.#failures.delete(this.#failures.keys().next().value!);
-      this.#failures.set(client, record);
+    const { count, blocked } = this.#addresses.spend(client, MAX_FAILURES, now);
+    this.#refusalLine(now, "Admin access refused", () => ({
+      client,
+      path: new URL(request.url, "http://x").pathname,
+      reason,
+      failures: count,
+    }));
+    if (blocked) {
+      this.#refusalLine(now, "Admin access blocked for a minute after repeated failures", () => ({ client }));
     }
-    record.count++;
-    const path = new URL(request.url, "http://x").pathname;
-    this.#logger.warn("Admin access refused", { client, path, reason, failures: record.count });
-    if (record.count >= MAX_FAILURES) {
-      record.blockedUntil = now + FAILURE_WINDOW_MS;
-      record.count = 0;
-      record.since = now;
-      this.#logger.warn("Admin access blocked for a minute after repeated failures", { client });
+  }
+
+  /** Counts a wrong token against its network and, unless it is loopback, against everyone's budget. */
+  #guessed(network: string, now: number): void {
+    if (this.#networks.spend(network, MAX_NETWORK_FAILURES, now).blocked) {
+      this.#logger.warn("Admin access blocked for a minute for a whole network after repeated wrong tokens", {
+        network,
+        failures: MAX_NETWORK_FAILURES,
+      });
     }
+    if (network !== LOOPBACK_NETWORK && spend(this.#everyone, MAX_GLOBAL_FAILURES, now).blocked) {
+      this.#logger.warn("Admin access blocked for a minute for every client but loopback after repeated wrong tokens", {
+        failures: MAX_GLOBAL_FAILURES,
+      });
+    }
+  }
+
+  /** Logs a refusal, up to {@linkcode MAX_LOGGED_REFUSALS} lines a window; counts the rest (not making their fields). */
+  #refusalLine(now: number, message: string, fields: () => Record<string, unknown>): void {
+    this.#roll(now);
+    if (this.#log.lines >= MAX_LOGGED_REFUSALS) {
+      this.#log.notLogged++;
+      return;
+    }
+    this.#log.lines++;
+    this.#logger.warn(message, fields());
+  }
+
+  /** Starts a new log window when the last one is over, first reporting what it did not log line by line. */
+  #roll(now: number): void {
+    const log = this.#log;
+    if (now - log.since < FAILURE_WINDOW_MS) return;
+    if (log.notLogged > 0 || log.throttled > 0) {
+      this.#logger.warn("Admin access refusals not logged one by one", {
+        since: new Date(log.since).toISOString(),
+        not_logged: log.notLogged,
+        answered_429: log.throttled,
+      });
+    }
+    this.#log = { since: now, lines: 0, notLogged: 0, throttled: 0 };
   }
 }
 

@@ -395,3 +395,37 @@ Deno.test("sources, refs and pins are checked per kind, so check-config catches 
     problems.join("\n"),
   );
 });
+
+Deno.test("server.admin_token under 16 characters or about 64 bits is refused at start, saying how to make one, never showing it", () => {
+  const refusal = (length: number, bits: number, what = "short") =>
+    `server.admin_token: too ${what} to resist guessing (${length} characters, about ${bits} bits; at least 16 ` +
+    `characters and 64 bits are needed); make one with: openssl rand -hex 16`;
+  const viaEnv = (token: string) => loadConfig({ cwd: folder(""), env: { MIPSERVER_ADMIN_TOKEN: token } });
+  assert.deepEqual(problemsOf(() => viaEnv("pw12")), [`environment MIPSERVER_ADMIN_TOKEN: ${refusal(4, 20)}`]);
+  const fifteen = problemsOf(() => loadConfig({ cwd: folder("server: {admin_token: Kx7-pQ2m_Zr9wLe}\n") }));
+  assert.equal(fifteen.length, 1);
+  assert.ok(fifteen[0].endsWith(`config.yaml: ${refusal(15, 98)}`), fifteen[0]);
+  assert.ok(!fifteen[0].includes("Kx7-pQ2m_Zr9wLe"), "the token is in the message");
+  // Long enough, but guessable by the estimate: digits only (10 possible), or a shorter text repeated.
+  const weak: [string, number, number][] = [
+    ["4829301756284910", 16, 53],
+    ["4829301756284910375", 19, 63],
+    ["12345678901234567890", 20, 33],
+    ["passwordpassword", 16, 37],
+    ["xxxxxxxxxxxxxxxxxxxxxxxx", 24, 4],
+  ];
+  for (const [token, length, bits] of weak) {
+    const problems = problemsOf(() => viaEnv(token));
+    assert.deepEqual(problems, [`environment MIPSERVER_ADMIN_TOKEN: ${refusal(length, bits, "predictable")}`]);
+    assert.ok(!problems[0].includes(token));
+  }
+  // What `openssl rand -hex 16` prints (32 hex digits: at least 106 bits by the estimate, even if all are digits),
+  // 16 hex digits (64 random bits; 82 by the estimate, which sees 36 possible characters), 20 digits (about 66 bits).
+  const random = crypto.getRandomValues(new Uint8Array(16));
+  const opensslRandHex16 = Array.from(random, (b) => b.toString(16).padStart(2, "0")).join("");
+  const strong = [opensslRandHex16, "9f86d081884c7d65", "9F86D081884C7D65", "48293017562849103756", "Kx7-pQ2m_Zr9wLeT"];
+  for (const token of strong) {
+    assert.equal(viaEnv(token).config.server.admin_token, token);
+  }
+  assert.equal(configSchema.parse({}).server.admin_token, null, "no token stays allowed");
+});

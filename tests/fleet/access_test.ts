@@ -2,10 +2,23 @@
  * Admin routes need a key: with `server.admin_token` every admin route refuses a request without it (401, with a
  * Basic challenge), takes it as Bearer or as a Basic password, and never logs it; without a token only loopback
  * and `server.admin_from` may; ten failures in a minute get 429; a trusted proxy's forwarded address is judged.
+ * Guessing is bounded for clients that rotate addresses: 30 wrong tokens a minute per IPv4 /24 or IPv6 /64 (all of
+ * loopback counting as one network), 100 a minute from all non-loopback clients together; the refusal log is bounded
+ * too, and so is the memory behind all of it.
  */
 import assert from "node:assert/strict";
+import net from "node:net";
 import { createApp } from "../../src/app.ts";
-import { AdminAccess, presentedToken } from "../../src/fleet/access.ts";
+import {
+  AdminAccess,
+  FAILURE_WINDOW_MS,
+  MAX_GLOBAL_FAILURES,
+  MAX_LOGGED_REFUSALS,
+  MAX_NETWORK_FAILURES,
+  MAX_TRACKED_ADDRESSES,
+  networkOf,
+  presentedToken,
+} from "../../src/fleet/access.ts";
 import { CidrSet, clientAddress, inCidr, isLoopback, parseAddress, parseCidr } from "../../src/fleet/net.ts";
 import { memoryLogger } from "../../src/log.ts";
 import { tempDir, testConfig } from "../helpers.ts";
@@ -200,4 +213,256 @@ Deno.test("a percent-encoded admin path (/%5F/...) needs the key like /_/...: th
   const open = await app({});
   const res = await open.get("/%5F/packages/hello", "192.0.2.50");
   assert.equal(res.status, 403, await res.text());
+});
+
+const requests = new Map<string | undefined, Request>();
+/** An admin request carrying `auth` as its Authorization header (none when undefined); made once per `auth`. */
+const adminRequest = (auth?: string) => {
+  let request = requests.get(auth);
+  if (!request) {
+    request = new Request("http://gw/metrics", { headers: auth === undefined ? {} : { authorization: auth } });
+    requests.set(auth, request);
+  }
+  return request;
+};
+
+/** An AdminAccess (with a token unless told otherwise) on a clock the test moves; `status` answers 200 when let in. */
+function clocked(token: string | null = TOKEN) {
+  const clock = { t: 5_000_000 };
+  const logger = memoryLogger();
+  const access = new AdminAccess({ token, from: [], logger, now: () => clock.t });
+  const status = (client: string, auth?: string, inProcess = false) =>
+    access.check(adminRequest(auth), client, inProcess)?.status ?? 200;
+  return { clock, logger, access, status };
+}
+
+Deno.test("networks: IPv4 /24, IPv6 /64, mapped IPv4 as IPv4, all of loopback as one", () => {
+  assert.equal(networkOf("10.1.2.3"), "10.1.2.0/24");
+  assert.equal(networkOf("::ffff:10.1.2.99"), "10.1.2.0/24");
+  assert.equal(networkOf("2001:db8:1:2:3:4:5:6"), "2001:db8:1:2::/64");
+  assert.equal(networkOf("2001:db8:1:2::ffff"), "2001:db8:1:2::/64");
+  assert.equal(networkOf("fe80::1"), "fe80:0:0:0::/64");
+  for (const a of ["127.0.0.1", "127.3.200.9", "::1", "::ffff:127.9.9.9"]) assert.equal(networkOf(a), "loopback", a);
+  assert.equal(networkOf("unknown", true), "loopback", "in-process calls count as loopback");
+});
+
+Deno.test("rotating addresses within one /24 or /64: 30 wrong tokens a minute, then 429 for the network, the right token too", () => {
+  const { clock, access, status } = clocked();
+  // One wrong token from each of 30 addresses: no address comes near its own limit of 10.
+  for (let i = 1; i <= MAX_NETWORK_FAILURES; i++) assert.equal(status(`10.1.2.${i}`, "Bearer guess"), 401, `${i}`);
+  assert.equal(status("10.1.2.200", `Bearer ${TOKEN}`), 429, "the right token from the blocked /24");
+  assert.equal(status("::ffff:10.1.2.201", `Bearer ${TOKEN}`), 429, "IPv4-mapped IPv6 is the same /24");
+  assert.equal(status("10.1.3.1", `Bearer ${TOKEN}`), 200, "the next /24 is not blocked");
+  for (let i = 1; i <= MAX_NETWORK_FAILURES; i++) {
+    assert.equal(status(`2001:db8:1:2::${i.toString(16)}`, basic("admin", "guess")), 401, `${i}`);
+  }
+  assert.equal(status("2001:db8:1:2:ffff:ffff:ffff:ffff", `Bearer ${TOKEN}`), 429, "the right token from the /64");
+  assert.equal(status("2001:db8:1:3::1", `Bearer ${TOKEN}`), 200, "the next /64 is not blocked");
+  // Retry-After counts down to the end of the block (90 wrong tokens so far: below the global budget).
+  for (let i = 1; i <= MAX_NETWORK_FAILURES; i++) status(`10.7.7.${i}`, "Bearer guess");
+  clock.t += 20_000;
+  const blocked = access.check(adminRequest(`Bearer ${TOKEN}`), "10.7.7.99");
+  assert.equal(blocked?.status, 429);
+  assert.equal(blocked?.headers.get("retry-after"), "40");
+  // A minute after the block began, the network is let in again.
+  clock.t += FAILURE_WINDOW_MS - 20_000 + 1;
+  assert.equal(status("10.1.2.200", `Bearer ${TOKEN}`), 200);
+  assert.equal(status("2001:db8:1:2::77", `Bearer ${TOKEN}`), 200);
+  // Wrong tokens spread over more than a minute do not add up.
+  for (let i = 1; i < MAX_NETWORK_FAILURES; i++) assert.equal(status(`10.1.4.${i}`, "Bearer guess"), 401);
+  clock.t += FAILURE_WINDOW_MS + 1;
+  assert.equal(status("10.1.4.100", "Bearer guess"), 401);
+  assert.equal(status("10.1.4.101", `Bearer ${TOKEN}`), 200);
+});
+
+Deno.test("requests without credentials guess nothing: they count toward their address only, not their network", () => {
+  const { status } = clocked();
+  for (let i = 1; i <= 200; i++) assert.equal(status(`10.2.2.${i}`), 401);
+  assert.equal(status("10.2.2.250", `Bearer ${TOKEN}`), 200);
+});
+
+Deno.test("rotating networks: 100 wrong tokens a minute from everywhere, then every non-loopback client gets 429, loopback still comes in", () => {
+  const { clock, logger, access, status } = clocked();
+  // Half from IPv4 /24s, half from IPv6 /64s, each network far below its own limit.
+  for (let i = 0; i < MAX_GLOBAL_FAILURES; i++) {
+    const client = i % 2 ? `10.${i}.0.1` : `2001:db8:${i.toString(16)}::1`;
+    assert.equal(status(client, "Bearer guess"), 401, client);
+  }
+  for (const client of ["192.0.2.1", "2001:db8:ffff::1", "::ffff:198.51.100.7"]) {
+    const res = access.check(adminRequest(`Bearer ${TOKEN}`), client);
+    assert.equal(res?.status, 429, `${client}: the right token is not even compared`);
+    assert.equal(res?.headers.get("retry-after"), "60");
+  }
+  assert.equal(status("192.0.2.2", "Bearer guess"), 429);
+  for (const client of ["127.0.0.1", "127.9.8.7", "::1"]) assert.equal(status(client, `Bearer ${TOKEN}`), 200, client);
+  assert.equal(status("unknown", `Bearer ${TOKEN}`, true), 200, "in-process");
+  assert.equal(status("127.0.0.1", "Bearer guess"), 401, "loopback keeps its own budget");
+  const blocks = logger.lines.filter((l) => l.includes("for every client but loopback"));
+  assert.equal(blocks.length, 1, "one line for the block, not one per refusal");
+  clock.t += FAILURE_WINDOW_MS + 1;
+  assert.equal(status("192.0.2.1", `Bearer ${TOKEN}`), 200, "a minute later");
+  // The budget starts again: 99 more wrong tokens are answered 401, the 100th blocks.
+  for (let i = 0; i < MAX_GLOBAL_FAILURES - 1; i++) assert.equal(status(`172.16.${i}.1`, "Bearer guess"), 401);
+  assert.equal(status("172.17.0.1", "Bearer guess"), 401);
+  assert.equal(status("172.17.1.1", `Bearer ${TOKEN}`), 429);
+});
+
+Deno.test("loopback is one network: rotating through 127.0.0.0/8 gets 30 wrong tokens a minute, and LAN clients are not blocked by it", () => {
+  const { status } = clocked();
+  for (let i = 0; i < MAX_NETWORK_FAILURES; i++) assert.equal(status(`127.${i + 1}.${i}.9`, "Bearer guess"), 401);
+  for (const client of ["127.0.0.1", "127.200.1.1", "::1"]) {
+    assert.equal(status(client, `Bearer ${TOKEN}`), 429, client);
+  }
+  assert.equal(status("unknown", `Bearer ${TOKEN}`, true), 429, "in-process");
+  assert.equal(status("10.0.0.1", `Bearer ${TOKEN}`), 200, "loopback's wrong tokens do not count toward everyone's");
+});
+
+Deno.test("memory stays bounded: 100,000 addresses across 127.0.0.0/8 and IPv6 (30,000 without a token), and 30,000 guesses from new networks", () => {
+  for (const token of [TOKEN, null]) {
+    const { clock, access, status } = clocked(token);
+    // Without credentials (or without a token, from addresses not allowed): each address fails once.
+    for (let i = 0; i < (token ? 100_000 : 30_000); i++) {
+      // Without a token loopback is let in and not counted; the IPv4 half comes from 10.0.0.0/8 then.
+      const v4 = `${token ? 127 : 10}.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255}`;
+      const client = i % 2 ? v4 : `2001:db8:${i.toString(16)}::1`;
+      status(client);
+      assert.ok(access.tracked.addresses <= MAX_TRACKED_ADDRESSES);
+    }
+    assert.ok(access.tracked.addresses >= MAX_TRACKED_ADDRESSES / 2, "the newest half at least is kept");
+    // The newest addresses are still counted: ten failures block one.
+    for (let i = 0; i < 9; i++) status("2001:db8:ffff::1");
+    assert.equal(status("2001:db8:ffff::1"), token ? 401 : 403);
+    assert.equal(status("2001:db8:ffff::1"), 429);
+    // Wrong tokens from a new network each, over ten simulated minutes: the global budget lets at most 100 a minute
+    // be counted, and networks are forgotten a minute or two after their last one.
+    for (let i = 0; i < 30_000; i++) {
+      clock.t += 20;
+      status(i % 2 ? `10.${(i >> 8) & 255}.${i & 255}.1` : `2001:db8:${i.toString(16)}:1::1`, "Bearer guess");
+      assert.ok(access.tracked.networks <= 3 * MAX_GLOBAL_FAILURES, `${access.tracked.networks} networks`);
+    }
+    // The flood of addresses minutes ago is forgotten; with a token, only counted wrong tokens added addresses since.
+    assert.ok(access.tracked.addresses <= (token ? 3 * MAX_GLOBAL_FAILURES : MAX_TRACKED_ADDRESSES));
+  }
+});
+
+Deno.test("a flood of refusals is logged in 20 lines a minute and one line counting the rest", () => {
+  for (const token of [TOKEN, null]) {
+    const { clock, logger, status } = clocked(token);
+    // Without a token loopback is let in; the flood comes from the LAN then.
+    const net = token ? 127 : 10;
+    for (let i = 0; i < 3_000; i++) {
+      status(`${net}.3.${Math.floor(i / 250)}.${(i % 250) + 1}`, token ? "Bearer guess" : undefined);
+    }
+    const refused = logger.lines.filter((l) => l.includes("Admin access refused"));
+    assert.equal(refused.length, MAX_LOGGED_REFUSALS, `${refused.length} lines`);
+    assert.ok(logger.lines.length <= MAX_LOGGED_REFUSALS + 2, logger.lines.join("\n"));
+    clock.t += FAILURE_WINDOW_MS;
+    status("10.0.0.1", token ? "Bearer guess" : undefined);
+    const summary = logger.lines.find((l) => l.includes("not logged one by one"));
+    assert.ok(summary, logger.lines.slice(-3).join("\n"));
+    const fields = JSON.parse(summary);
+    // With a token, 30 wrong tokens block loopback and the rest are answered 429 without being counted.
+    const expected = token
+      ? { not_logged: MAX_NETWORK_FAILURES - MAX_LOGGED_REFUSALS, answered_429: 3_000 - MAX_NETWORK_FAILURES }
+      : { not_logged: 3_000 - MAX_LOGGED_REFUSALS, answered_429: 0 };
+    assert.deepEqual({ not_logged: fields.not_logged, answered_429: fields.answered_429 }, expected);
+    assert.ok(logger.lines.at(-1)!.includes("Admin access refused"), "the new minute logs again");
+    assert.ok(!logger.lines.join("\n").includes("guess"));
+  }
+});
+
+/** One HTTP/1.0 request to 127.0.0.1:`port` from a socket bound to `source` (any address in 127.0.0.0/8). */
+function getFrom(
+  source: string,
+  port: number,
+  path: string,
+  headers: Record<string, string> = {},
+): Promise<{ status: number; retryAfter: string | undefined }> {
+  return new Promise((resolve, reject) => {
+    const socket = net.connect({ host: "127.0.0.1", port, localAddress: source });
+    const chunks: Uint8Array[] = [];
+    socket.on("connect", () => {
+      const lines = Object.entries(headers).map(([k, v]) => `${k}: ${v}\r\n`).join("");
+      socket.write(`GET ${path} HTTP/1.0\r\nHost: gw\r\n${lines}\r\n`);
+    });
+    socket.on("data", (chunk: Uint8Array) => chunks.push(chunk));
+    socket.on("error", reject);
+    socket.on("close", () => {
+      const head = new TextDecoder().decode(Uint8Array.from(chunks.flatMap((c) => [...c]))).split("\r\n\r\n")[0];
+      const status = Number(head.split(" ")[1]);
+      const retryAfter = /\r\nretry-after:\s*(\S+)/i.exec(head)?.[1];
+      if (!status) reject(new Error(`No answer for ${source}: ${JSON.stringify(head)}`));
+      else resolve({ status, retryAfter });
+    });
+  });
+}
+
+/** Runs `task` for 0..count-1, `parallel` at a time; answers the results in order. */
+async function pool<T>(count: number, parallel: number, task: (i: number) => Promise<T>): Promise<T[]> {
+  const out: T[] = new Array(count);
+  let next = 0;
+  await Promise.all(Array.from({ length: parallel }, async () => {
+    while (next < count) {
+      const i = next++;
+      out[i] = await task(i);
+    }
+  }));
+  return out;
+}
+
+const tally = (statuses: number[]) =>
+  Object.fromEntries([...new Set(statuses)].map((s) => [s, statuses.filter((x) => x === s).length]));
+
+Deno.test("over TCP from 3,000 source addresses (127.3.0.1 onwards, 12 /24s): 30 wrong tokens get 401, the rest 429, and the right token is refused", async () => {
+  const server = await serve({ cache: { dir: tempDir() }, server: { admin_token: TOKEN } });
+  try {
+    const source = (i: number) => `127.3.${Math.floor(i / 250)}.${(i % 250) + 1}`;
+    const answers = await pool(
+      3_000,
+      16,
+      (i) => getFrom(source(i), server.port, "/metrics", { authorization: `Bearer guess-${i}` }),
+    );
+    assert.deepEqual(tally(answers.map((a) => a.status)), {
+      401: MAX_NETWORK_FAILURES,
+      429: 3_000 - MAX_NETWORK_FAILURES,
+    });
+    const limited = answers.find((a) => a.status === 429)!;
+    assert.ok(Number(limited.retryAfter) > 0 && Number(limited.retryAfter) <= 60, `Retry-After ${limited.retryAfter}`);
+    // The right token, from an address that has not tried yet and from one that has: refused while blocked.
+    for (const from of ["127.3.20.1", source(2_999), "127.0.0.1"]) {
+      const right = await getFrom(from, server.port, "/metrics", { authorization: `Bearer ${TOKEN}` });
+      assert.equal(right.status, 429, from);
+    }
+    // Device routes are not affected.
+    assert.equal((await getFrom("127.3.0.1", server.port, "/healthz")).status, 200);
+    const logged = server.lines.join("\n");
+    assert.equal(server.lines.filter((l) => l.includes("Admin access refused")).length, MAX_LOGGED_REFUSALS);
+    assert.equal(server.lines.filter((l) => l.includes("for a whole network")).length, 1);
+    assert.ok(!logged.includes(TOKEN) && !logged.includes("guess-"), "a token is in the log");
+  } finally {
+    await server.stop();
+  }
+});
+
+Deno.test("over TCP behind a trusted proxy, forwarded clients rotating through 3,000 /24s and /64s: 100 get 401, then everyone but loopback 429", async () => {
+  const server = await serve(
+    { cache: { dir: tempDir() }, server: { admin_token: TOKEN, trusted_proxies: ["127.0.0.1"] } },
+    "127.0.0.1",
+  );
+  try {
+    const forwarded = (i: number) => i % 2 ? `10.${i >> 8}.${i & 255}.9` : `2001:db8:${i.toString(16)}::9`;
+    const get = (client: string | undefined, token: string) =>
+      fetch(`${server.base}/metrics`, {
+        headers: { authorization: `Bearer ${token}`, ...(client ? { "x-forwarded-for": client } : {}) },
+      }).then(async (res) => {
+        await res.body?.cancel();
+        return res.status;
+      });
+    const statuses = await pool(3_000, 8, (i) => get(forwarded(i), `guess-${i}`));
+    assert.deepEqual(tally(statuses), { 401: MAX_GLOBAL_FAILURES, 429: 3_000 - MAX_GLOBAL_FAILURES });
+    assert.equal(await get("192.0.2.77", TOKEN), 429, "the right token from a fresh LAN address");
+    assert.equal(await get(undefined, TOKEN), 200, "the right token from the machine itself");
+  } finally {
+    await server.stop();
+  }
 });
