@@ -11,7 +11,6 @@ import { FakeUpstream } from "../fixtures/fake_upstream.ts";
 import { tempDir, testConfig } from "../helpers.ts";
 import { smallDisk } from "../small_disk.ts";
 
-
 /** Writes zeros to `path` until the file system is full; returns the file. */
 function fill(path: string): void {
   const file = Deno.openSync(path, { write: true, create: true });
