@@ -286,7 +286,8 @@ export const configSchema = z.strictObject({
     enabled: boolean().prefault(true),
     window: duration().prefault("30s"),
     retention: duration().prefault("90d"),
-    max_size: size().prefault("64MiB"),
+    max_size: size().refine((v) => v >= 1024 * 1024, "expected at least 1MiB (the schema and one batch need room)")
+      .prefault("64MiB"),
     max_devices: field("a whole number 1-10000000", intIn(1, 10_000_000)).prefault(10_000),
   }).prefault({}),
   devices: z.record(

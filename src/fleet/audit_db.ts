@@ -11,6 +11,7 @@
  * @module
  */
 import { DatabaseSync, type StatementSync } from "node:sqlite";
+import { recordedPath } from "./paths.ts";
 
 /** One install as stored and queried. */
 export interface InstallRow {
@@ -110,7 +111,7 @@ const STATUS = ["complete", "partial", "failed"] as const;
 const STATUS_CODE: Record<InstallRow["status"], number> = { complete: 0, partial: 1, failed: 2 };
 /** Interned texts remembered in memory (text → id); forgotten together when unused texts are deleted. */
 const INTERNED_KEPT = 4096;
-/** Rows deleted per step while the database is over its size. */
+/** Old installs looked at per step while pruning by age. */
 const EVICT_STEP = 2000;
 
 const SCHEMA = `
@@ -162,58 +163,12 @@ create table if not exists devices (id integer primary key, last_seen integer no
 create index if not exists devices_seen on devices (last_seen);
 `;
 
-/** Moves the first layout's rows (text in every row) into the current one, in the open transaction. */
-const MIGRATE_FROM_0 = `
-alter table installs rename to old_installs;
-alter table requests rename to old_requests;
-alter table device_files rename to old_device_files;
-alter table devices rename to old_devices;
-drop index if exists installs_started;
-drop index if exists installs_device;
-drop index if exists installs_package;
-drop index if exists requests_time;
-drop index if exists device_files_time;
-${SCHEMA}
-insert or ignore into names (text)
-  select device from old_installs union select package from old_installs
-  union select version from old_installs where version is not null
-  union select mpy from old_installs where mpy is not null
-  union select profile from old_installs where profile is not null
-  union select device from old_requests union select device from old_device_files
-  union select file from old_device_files union select device from old_devices;
-insert into installs (id, device, package, version, mpy, profile, status, files_listed, files_served, bytes,
-    started_at, took, error)
-  select i.id, (select id from names where text = i.device), (select id from names where text = i.package),
-    (select id from names where text = i.version), (select id from names where text = i.mpy),
-    (select id from names where text = i.profile),
-    case i.status when 'complete' then 0 when 'partial' then 1 else 2 end,
-    i.files_listed, i.files_served, i.bytes, i.started_at, max(0, i.finished_at - i.started_at), i.error
-  from old_installs i;
-update installs set requests = coalesce((select sum(r.count) from old_requests r where r.install_id = installs.id), 0);
-insert into traffic (time, device, status, count, bytes)
-  select r.time, (select id from names where text = r.device), r.status, sum(r.count), sum(r.bytes)
-  from old_requests r where r.install_id is null and r.status >= 400 group by r.time, r.device, r.status;
-insert or ignore into names (text) select path from old_requests where install_id is null and status < 400;
-insert into requests (time, device, method, path, status, cache, count, bytes)
-  select r.time, (select id from names where text = r.device), r.method, (select id from names where text = r.path),
-    r.status, r.cache, r.count, r.bytes
-  from old_requests r where r.install_id is null and r.status < 400;
-insert into device_files (device, file, time)
-  select (select id from names where text = f.device), (select id from names where text = f.file), f.time
-  from old_device_files f;
-insert into devices (id, last_seen)
-  select (select id from names where text = d.device), d.last_seen from old_devices d;
-drop table old_installs;
-drop table old_requests;
-drop table old_device_files;
-drop table old_devices;
-`;
-
-/** Deletes texts no row refers to. */
+/** Deletes texts no row refers to (the nullable columns filtered: `not in` a list holding null matches nothing). */
 const DROP_UNUSED_NAMES = `
 delete from names where id not in (
-  select device from installs union select package from installs union select version from installs
-  union select mpy from installs union select profile from installs
+  select device from installs union select package from installs
+  union select version from installs where version is not null union select mpy from installs where mpy is not null
+  union select profile from installs where profile is not null
   union select device from traffic union select device from requests union select path from requests
   union select device from device_files union select file from device_files union select id from devices
 )`;
@@ -228,6 +183,14 @@ type Raw = Record<string, unknown>;
 
 function toInstall(r: Raw): InstallRow {
   return { ...r, status: STATUS[Number(r.status)] ?? "failed" } as unknown as InstallRow;
+}
+
+function removeIfThere(path: string): void {
+  try {
+    Deno.removeSync(path);
+  } catch (e) {
+    if (!(e instanceof Deno.errors.NotFound)) throw e;
+  }
 }
 
 /** Tells whether a SQLite error means the file is not a sound database (as opposed to full, read-only or busy). */
@@ -265,19 +228,14 @@ export class AuditDb {
   }
 
   #open(): void {
-    this.#db = new DatabaseSync(this.path);
+    this.#db = this.#connect();
     try {
-      // A short wait for a lock: the recorder runs on the thread that answers devices.
-      this.#db.exec("pragma journal_mode = wal; pragma synchronous = normal; pragma busy_timeout = 200;");
-      const pages = Math.max(16, Math.floor(this.#walLimit / 4096));
-      this.#db.exec(`pragma journal_size_limit = ${this.#walLimit}; pragma wal_autocheckpoint = ${pages};`);
       const version = Number((this.#db.prepare("pragma user_version").get() as Raw).user_version);
-      const hasOld = this.#db.prepare("select 1 from sqlite_master where type = 'table' and name = 'installs'").get();
-      if (version === 0 && hasOld) {
-        this.transaction(() => {
-          this.#db.exec(MIGRATE_FROM_0);
-          this.#db.exec(`pragma user_version = ${SCHEMA_VERSION}`);
-        });
+      const tables = this.#db.prepare("select count(*) as n from sqlite_master where type = 'table'").get() as Raw;
+      if (version === 0 && Number(tables.n) > 0) {
+        this.#db.close();
+        this.#migrateFrom0();
+        this.#db = this.#connect();
       } else if (version > SCHEMA_VERSION) {
         throw new Error(`Install records at ${this.path} were written by a newer mipserver (schema ${version})`);
       } else {
@@ -285,7 +243,7 @@ export class AuditDb {
         this.#db.exec(`pragma user_version = ${SCHEMA_VERSION}`);
       }
     } catch (e) {
-      this.#db.close();
+      if (this.#db.isOpen) this.#db.close();
       throw e;
     }
     this.#ids.clear();
@@ -322,6 +280,78 @@ export class AuditDb {
         "select (select page_count from pragma_page_count()) as pages, (select freelist_count from pragma_freelist_count()) as free, (select page_size from pragma_page_size()) as size",
       ),
     };
+  }
+
+  #connect(): DatabaseSync {
+    const db = new DatabaseSync(this.path);
+    try {
+      // A new file gives its free pages back to the disk when asked (`shrink`): set before anything is written.
+      if (Number((db.prepare("pragma page_count").get() as Raw).page_count) === 0) {
+        db.exec("pragma auto_vacuum = incremental");
+      }
+      // A short wait for a lock: the recorder runs on the thread that answers devices.
+      db.exec("pragma journal_mode = wal; pragma synchronous = normal; pragma busy_timeout = 200;");
+      const pages = Math.max(16, Math.floor(this.#walLimit / 4096));
+      db.exec(`pragma journal_size_limit = ${this.#walLimit}; pragma wal_autocheckpoint = ${pages};`);
+    } catch (e) {
+      db.close();
+      throw e;
+    }
+    return db;
+  }
+
+  /**
+   * Copies a database of the first layout (text in every row, a row per request path) into a new file of the current
+   * one, which then takes its place: an install's requests become its count, failed requests outside installs counts
+   * per device, minute and status, other paths their canonical form. A crash before the new file takes the old one's
+   * place leaves the old one as it was (the half-made copy is removed at the next try).
+   */
+  #migrateFrom0(): void {
+    const tmp = `${this.path}.migrating`;
+    for (const suffix of ["", "-wal", "-shm"]) removeIfThere(tmp + suffix);
+    const old = new DatabaseSync(this.path);
+    const fresh = new AuditDb(tmp, { maxBytes: Number.MAX_SAFE_INTEGER });
+    try {
+      const requestsOf = new Map<number, number>();
+      for (
+        const r of old.prepare(
+          "select install_id as id, sum(count) as n from requests where install_id is not null group by install_id",
+        ).iterate() as Iterable<Raw>
+      ) requestsOf.set(Number(r.id), Number(r.n));
+      fresh.transaction(() => {
+        for (const r of old.prepare("select * from installs order by id").iterate() as Iterable<Raw>) {
+          fresh.saveInstall(r as unknown as InstallRow, requestsOf.get(Number(r.id)) ?? 0);
+        }
+        for (
+          const r of old.prepare(
+            `select time, device, status, sum(count) as count, sum(bytes) as bytes from requests
+             where install_id is null and status >= 400 group by time, device, status`,
+          ).iterate() as Iterable<Raw>
+        ) fresh.addTraffic(r as unknown as TrafficRow);
+        for (
+          const r of old.prepare(
+            `select time, device, method, path, status, cache, count, bytes from requests
+             where install_id is null and status < 400`,
+          ).iterate() as Iterable<Raw>
+        ) fresh.addRequests({ ...(r as unknown as RequestRow), path: recordedPath(String(r.path)) });
+        for (const r of old.prepare("select device, file, time from device_files").iterate() as Iterable<Raw>) {
+          fresh.addServedFile(String(r.device), String(r.file), Number(r.time));
+        }
+        for (const r of old.prepare("select device, last_seen from devices").iterate() as Iterable<Raw>) {
+          fresh.touchDevice(String(r.device), Number(r.last_seen));
+        }
+      });
+    } catch (e) {
+      fresh.close();
+      for (const suffix of ["", "-wal", "-shm"]) removeIfThere(tmp + suffix);
+      throw e;
+    } finally {
+      if (fresh.#db.isOpen) fresh.close();
+      old.close();
+    }
+    // The old file's WAL was folded in when it closed; a leftover must not be read as the new file's.
+    for (const suffix of ["-wal", "-shm"]) removeIfThere(this.path + suffix);
+    Deno.renameSync(tmp, this.path);
   }
 
   /**
@@ -592,9 +622,9 @@ export class AuditDb {
 
   /**
    * Keeps the bounds: forgets the devices seen least recently past `maxDevices` (never a named one, and not their
-   * installs), then, while the pages in use pass the share of `maxBytes` the file may have (the rest is the WAL's),
-   * deletes the oldest request rows and, once none are left, the oldest installs, down to nine tenths of it. Freed
-   * pages are reused, so the file stops growing.
+   * installs), then, when the pages in use pass the share of `maxBytes` the file may have (the rest is the WAL's),
+   * deletes the oldest request rows and, once none are left, the oldest installs, about down to nine tenths of it.
+   * Freed space is reused, so the file stops growing.
    */
   enforce(): Enforced {
     const out: Enforced = { rows: 0, devices: 0 };
@@ -607,19 +637,26 @@ export class AuditDb {
         out.devices = this.#run(`delete from devices where id in (${victims})`, this.#keep, over);
       }
       const high = this.#o.maxBytes - 2 * this.#walLimit;
-      if (this.usedBytes() > high) {
-        const low = Math.floor(high * 0.9);
-        const steps = [
-          "delete from requests where rowid in (select rowid from requests order by time limit ?)",
-          "delete from traffic where rowid in (select rowid from traffic order by time limit ?)",
-          "delete from installs where id in (select id from installs order by id limit ?)",
+      const used = this.usedBytes();
+      if (used > high) {
+        // The share of rows to delete is the share of bytes over nine tenths of the budget (at least a tenth): pages
+        // are freed as they empty, not row by row, so bytes freed cannot be measured step by step. Request rows go
+        // first, then installs; the next batch checks again.
+        const share = Math.max(0.1, (used - high * 0.9) / used);
+        const count = (table: string) =>
+          Number((this.#db.prepare(`select count(*) as n from ${table}`).get() as Raw).n);
+        const tables = [
+          ["requests", "delete from requests where rowid in (select rowid from requests order by time limit ?)"],
+          ["traffic", "delete from traffic where rowid in (select rowid from traffic order by time limit ?)"],
+          ["installs", "delete from installs where id in (select id from installs order by id limit ?)"],
         ];
-        for (const step of steps) {
-          while (this.usedBytes() > low) {
-            const n = this.#run(step, EVICT_STEP);
-            if (n === 0) break;
-            out.rows += n;
-          }
+        const sizes = tables.map(([table]) => count(table));
+        let left = Math.ceil(sizes.reduce((a, b) => a + b, 0) * share);
+        for (const [, step] of tables) {
+          if (left <= 0) break;
+          const n = this.#run(step, left);
+          out.rows += n;
+          left -= n;
         }
         if (out.rows > 0) {
           // The files served to devices matter only with installs to account for: those older than every install go.
@@ -643,9 +680,10 @@ export class AuditDb {
     }
   }
 
-  /** Rewrites the file to its pages in use (after it was found far above its budget, once at start). */
-  vacuum(): void {
-    this.#db.exec("vacuum");
+  /** Gives the file's free pages back to the disk, and cuts the WAL (after it was found over its budget at start). */
+  shrink(): void {
+    // Stepped to its end: each step frees one page (exec would stop after the first).
+    this.#db.prepare("pragma incremental_vacuum").all();
     this.#db.exec("pragma wal_checkpoint(truncate)");
   }
 

@@ -19,7 +19,10 @@ import type { RequestEntry } from "../http/request_log.ts";
 import type { Shareable } from "../http/router.ts";
 import type { Logger } from "../log.ts";
 import { type AuditDb, type Enforced, type InstallRow, isCorruption } from "./audit_db.ts";
+import { decodeSegment, MAX_RECORDED_PATH, recordedPath } from "./paths.ts";
 import type { Stats } from "./stats.ts";
+
+export { MAX_RECORDED_PATH, recordedPath };
 
 /** What a request means for the install records. */
 export type Classified =
@@ -42,50 +45,11 @@ export function isDeviceRoute(route: string): boolean {
   return DEVICE_ROUTE.test(route);
 }
 
-function decode(segment: string): string {
-  try {
-    return decodeURIComponent(segment);
-  } catch {
-    return segment;
-  }
-}
-
-/**
- * The longest path recorded: the longest device path the name rules allow (`/t/{profile}/url/{scheme}/{host}/` and a
- * file path of `MAX_PATH`, 1,000 characters; profile, owner, repository and ref are at most 100 each) with room to
- * spare. A longer path names nothing the server can serve; it is recorded cut, ending in `...`.
- */
-export const MAX_RECORDED_PATH = 1536;
-
-/** Characters a recorded path segment keeps percent-encoded after decoding (they would change what the path says). */
-// deno-lint-ignore no-control-regex
-const KEEP_ENCODED = /[\x00-\x20\x7f%\/?#]/g;
-
-/**
- * What the records keep of a request path: the path without its query string or fragment, each segment
- * percent-decoded (so `/package/6/%68ello/x.json` and `/package/6/hello/x.json` are one path), and at most
- * {@linkcode MAX_RECORDED_PATH} characters.
- */
-export function recordedPath(path: string): string {
-  let end = path.length;
-  const q = path.indexOf("?");
-  if (q >= 0) end = q;
-  const h = path.indexOf("#");
-  if (h >= 0 && h < end) end = h;
-  let out = end === path.length ? path : path.slice(0, end);
-  if (out.includes("%")) {
-    out = out.split("/").map((seg) =>
-      decode(seg).replace(KEEP_ENCODED, (c) => "%" + c.charCodeAt(0).toString(16).toUpperCase().padStart(2, "0"))
-    ).join("/");
-  }
-  return out.length > MAX_RECORDED_PATH ? `${out.slice(0, MAX_RECORDED_PATH - 3)}...` : out;
-}
-
 /** Reads what a device request on `route` for `path` is: a manifest (which package), a file (its key), or other. */
 export function classify(route: string, path: string): Classified {
   const q = path.indexOf("?");
   const pathname = q < 0 ? path : path.slice(0, q);
-  let segs = pathname.split("/").slice(1).map(decode);
+  let segs = pathname.split("/").slice(1).map(decodeSegment);
   let profile: string | null = null;
   if (route.startsWith("/t/:profile/")) {
     profile = segs[1];
@@ -200,6 +164,8 @@ export interface InstallRecorderOptions {
   now?: () => number;
   /** How often a batch is written (ms, default 1000). */
   batchMs?: number;
+  /** What was deleted early when the database was opened (counted in the figures since start). */
+  dropped?: Enforced;
 }
 
 /** What the records hold and what they left out, for `/healthz`, `/metrics` and the status page. */
@@ -321,6 +287,8 @@ export class InstallRecorder {
     this.#now = options.now ?? Date.now;
     this.#nextId = (options.db?.maxInstallId() ?? 0) + 1;
     this.#size = options.db?.sizeOnDisk() ?? 0;
+    this.#rowsDropped = options.dropped?.rows ?? 0;
+    this.#devicesForgotten = options.dropped?.devices ?? 0;
   }
 
   /** Starts the batch timer (old rows were pruned when the recorder was made; the batches prune every minute). */

@@ -16,7 +16,7 @@ import type { Logger } from "../log.ts";
 import type { IndexService } from "../packages/index_service.ts";
 import type { Resolver } from "../packages/resolver.ts";
 import { AdminAccess, isAdminPath } from "./access.ts";
-import { AuditDb } from "./audit_db.ts";
+import { AuditDb, type Enforced } from "./audit_db.ts";
 import { cachedFigures } from "./cache_figures.ts";
 import { Fleet } from "./fleet.ts";
 import { UpstreamHealth } from "./health.ts";
@@ -62,9 +62,10 @@ export function createFleet(w: FleetWiring): FleetParts {
   const stats = new Stats();
   const upstreamHealth = new UpstreamHealth();
   let db: AuditDb | null = null;
+  let dropped: Enforced | undefined;
   if (config.audit.enabled) {
     try {
-      db = openRecords(join(store.root, "audit.sqlite"), config, logger);
+      ({ db, dropped } = openRecords(join(store.root, "audit.sqlite"), config, logger));
     } catch (e) {
       logger.error("Cannot open the install records; serving without them", { error: (e as Error).message });
     }
@@ -76,6 +77,7 @@ export function createFleet(w: FleetWiring): FleetParts {
     now,
     windowMs: config.audit.window,
     retentionMs: config.audit.retention,
+    dropped,
   });
   recorder.prune();
   registerRecordMetrics(w.metrics, recorder);
@@ -168,7 +170,7 @@ export function createFleet(w: FleetWiring): FleetParts {
  * Opens the install records within `audit.max_size` and `audit.max_devices`. A file far over its budget (written
  * before the bound, or after the setting was lowered) is cut to it and rewritten once, which is logged.
  */
-function openRecords(path: string, config: Config, logger: Logger): AuditDb {
+function openRecords(path: string, config: Config, logger: Logger): { db: AuditDb; dropped?: Enforced } {
   const db = new AuditDb(path, {
     maxBytes: config.audit.max_size,
     maxDevices: config.audit.max_devices,
@@ -177,17 +179,22 @@ function openRecords(path: string, config: Config, logger: Logger): AuditDb {
       logger.warn("Install records were corrupt: moved aside, a new file started", { moved_to: movedTo, reason }),
   });
   const before = db.sizeOnDisk();
-  if (before > db.maxBytes) {
+  if (before <= db.maxBytes) return { db };
+  const dropped: Enforced = { rows: 0, devices: 0 };
+  // Each round deletes a share of the rows; a few rounds bring a file far over its budget within it.
+  for (let round = 0; round < 8 && db.sizeOnDisk() > db.maxBytes; round++) {
     const enforced = db.enforce();
-    db.vacuum();
-    logger.warn("Install records were over audit.max_size; the oldest rows were deleted and the file rewritten", {
-      before_bytes: before,
-      after_bytes: db.sizeOnDisk(),
-      rows: enforced.rows,
-      devices: enforced.devices,
-    });
+    dropped.rows += enforced.rows;
+    dropped.devices += enforced.devices;
+    db.shrink();
   }
-  return db;
+  logger.warn("Install records were over audit.max_size; the oldest rows were deleted and the file shrunk", {
+    before_bytes: before,
+    after_bytes: db.sizeOnDisk(),
+    rows: dropped.rows,
+    devices: dropped.devices,
+  });
+  return { db, dropped };
 }
 
 /** The records' figures in `/metrics`, read at scrape time. */

@@ -58,6 +58,17 @@ Deno.test("defaults match the public contract", () => {
   assert.equal(c.mpy_cross.path, null);
   assert.equal(c.log.level, "info");
   assert.equal(c.log.format, "text");
+  assert.equal(c.audit.max_size, 64 * 1024 * 1024);
+  assert.equal(c.audit.max_devices, 10_000);
+});
+
+Deno.test("audit.max_size takes a size of at least 1MiB; audit.max_devices a whole number of at least 1", () => {
+  const audit = (a: Record<string, unknown>) => configSchema.parse({ audit: a }).audit;
+  assert.equal(audit({ max_size: "2MiB" }).max_size, 2 * 1024 * 1024);
+  assert.throws(() => audit({ max_size: "512KiB" }), /at least 1MiB/);
+  assert.throws(() => audit({ max_size: "lots" }), /expected a size/);
+  assert.equal(audit({ max_devices: 50 }).max_devices, 50);
+  for (const bad of [0, -1, 1.5, "many"]) assert.throws(() => audit({ max_devices: bad }), `${bad} was taken`);
 });
 
 Deno.test("config.local.yaml deep-merges over config.yaml and keeps every other key", () => {

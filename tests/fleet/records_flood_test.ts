@@ -6,7 +6,7 @@
  */
 import assert from "node:assert/strict";
 import { DatabaseSync } from "node:sqlite";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { AuditDb, type InstallRow } from "../../src/fleet/audit_db.ts";
 import {
   FAILED_INSTALLS_PER_MINUTE,
@@ -396,8 +396,38 @@ Deno.test("a database of the first layout is moved into the current one, nothing
   } finally {
     db.close();
   }
+  assert.deepEqual([...Deno.readDirSync(dirname(path))].map((e) => e.name).filter((n) => n.includes("migrating")), []);
   // Opened again, it is not migrated twice.
   const again = new AuditDb(path);
   assert.equal(again.installCount(), 2);
   again.close();
+});
+
+Deno.test("a database over audit.max_size at start is cut and shrunk, and the status page says so", async () => {
+  const dir = tempDir();
+  const big = new AuditDb(join(dir, "audit.sqlite"), { maxBytes: 1 << 30 });
+  let id = 0;
+  for (let batch = 0; batch < 20; batch++) {
+    big.transaction(() => {
+      for (let i = 0; i < 2000; i++) big.saveInstall(installRow(++id, `10.${batch}.${i >> 8}.${i & 255}`, T0 + id));
+    });
+  }
+  big.close();
+  const before = Deno.statSync(join(dir, "audit.sqlite")).size;
+  assert.ok(before > 2 * 1024 * 1024, `${before} bytes`);
+  const env = await setup({ audit: { max_size: "1MiB", retention: "1000d" } }, dir);
+  try {
+    assert.match(env.logger.lines.join("\n"), /Install records were over audit\.max_size/);
+    const figures = env.app.recorder.figures();
+    assert.ok(figures.size_bytes <= 1024 * 1024, JSON.stringify(figures));
+    assert.ok(figures.rows_dropped > 0);
+    const newest = await env.installs("?limit=1");
+    assert.equal(newest[0].id, id, "the newest installs are kept");
+    const page = await env.admin("/");
+    assert.match(page.text, /id="records-dropped"[^>]*>Install records since start: \d+ rows deleted early/);
+    const metrics = await env.admin("/metrics");
+    assert.match(metrics.text, new RegExp(`^mipserver_records_rows_dropped_total ${figures.rows_dropped}$`, "m"));
+  } finally {
+    await env.close();
+  }
 });
