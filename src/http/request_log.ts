@@ -34,6 +34,20 @@ export interface RequestQuery {
   limit?: number;
 }
 
+/**
+ * The most characters of a path a ring slot keeps. A head handed over to `Deno.serve` may carry a path of about
+ * 100 KB, so a longer path is kept as its first `PATH_KEPT` characters followed by `...` (a copy: the ring holds
+ * nothing of the request's own string). Every slot then holds at most this much path, whatever clients send.
+ */
+export const PATH_KEPT = 2048;
+
+/** `path` as the ring keeps it: as it is, or cut to {@linkcode PATH_KEPT} characters and `...` in a fresh string. */
+function keptPath(path: string): string {
+  if (path.length <= PATH_KEPT) return path;
+  // A slice would keep the whole long string alive behind it; bytes decoded afresh do not.
+  return new TextDecoder().decode(new TextEncoder().encode(`${path.slice(0, PATH_KEPT)}...`));
+}
+
 /** Strings an {@linkcode Interned} keeps at most; it starts afresh beyond. */
 export const INTERNED_MAX = 4096;
 /** The longest string an {@linkcode Interned} keeps a copy of (a device's path is far shorter). */
@@ -73,7 +87,8 @@ type Slot = { [K in keyof Required<RequestEntry>]: RequestEntry[K] };
 
 /**
  * A fixed-size ring buffer of request entries. Entries are copied into slots the ring owns (client and path
- * interned), so the entry a request made is garbage at once, whatever the ring's size.
+ * interned, a path cut to {@linkcode PATH_KEPT} characters), so the entry a request made is garbage at once, whatever
+ * the ring's size, and the ring's memory is bounded by its capacity whatever clients send.
  */
 export class RequestLog {
   #slots: Slot[];
@@ -126,7 +141,7 @@ export class RequestLog {
     slot.time = entry.time;
     slot.client = this.#interned.of(entry.client);
     slot.method = entry.method;
-    slot.path = this.#interned.of(entry.path);
+    slot.path = this.#interned.of(keptPath(entry.path));
     slot.route = entry.route;
     slot.status = entry.status;
     slot.bytes = entry.bytes;
