@@ -55,7 +55,17 @@ export interface FreshCacheOptions {
 }
 
 /** Most upstream 404s remembered at once; the oldest is forgotten first (bounds memory under junk requests). */
-const NEGATIVE_LIMIT = 10_000;
+export const NEGATIVE_LIMIT = 10_000;
+/**
+ * Most characters the remembered 404s hold at once, keys and messages together plus {@linkcode NEGATIVE_OVERHEAD}
+ * each; the oldest is forgotten first. A message names the URL that was not found, which a redirect may make long.
+ */
+export const NEGATIVE_MAX_CHARS = 4 * 1024 * 1024;
+/** What a remembered 404 costs beyond its key and message, counted against {@linkcode NEGATIVE_MAX_CHARS}. */
+export const NEGATIVE_OVERHEAD = 64;
+
+/** The cost of one remembered 404, as {@linkcode NEGATIVE_MAX_CHARS} counts it. */
+const negativeCost = (key: string, message: string) => key.length + message.length + NEGATIVE_OVERHEAD;
 
 /** Maps an upstream failure to the status a client gets: 404, 403 for a refused host, 504 for timeouts, else 502. */
 export function toHttpError(e: unknown): HttpError {
@@ -82,6 +92,7 @@ export class FreshCache {
   #now: () => number;
   #flights = new SingleFlight<Fetched>();
   #negative = new Map<string, { until: number; message: string }>();
+  #negativeChars = 0;
   #background = new Set<Promise<unknown>>();
 
   constructor(options: FreshCacheOptions) {
@@ -153,6 +164,11 @@ export class FreshCache {
     }
   }
 
+  /** How many upstream 404s are remembered, and the characters they hold as {@linkcode NEGATIVE_MAX_CHARS} counts. */
+  get notFound(): { entries: number; chars: number } {
+    return { entries: this.#negative.size, chars: this.#negativeChars };
+  }
+
   /**
    * Forgets remembered upstream "not found" answers, so objects that appeared by other means (a bundle import) are
    * served at once: all of them, or those whose cache key `match` accepts.
@@ -163,12 +179,13 @@ export class FreshCache {
     if (!match) {
       const n = this.#negative.size;
       this.#negative.clear();
+      this.#negativeChars = 0;
       return n;
     }
     let n = 0;
     for (const key of [...this.#negative.keys()]) {
       if (match(key)) {
-        this.#negative.delete(key);
+        this.#forgetNotFound(key);
         n++;
       }
     }
@@ -194,7 +211,7 @@ export class FreshCache {
         if (err.status === 404) this.#rememberNotFound(key, err.message);
         throw err;
       }
-      this.#negative.delete(key);
+      this.#forgetNotFound(key);
       this.#o.metrics?.cacheBytes.inc({ from: "upstream" }, loaded.body.byteLength);
       return { object: await this.#o.store.put(key, loaded.body), fromUpstream: true, ms: loaded.ms };
     } finally {
@@ -203,9 +220,20 @@ export class FreshCache {
   }
 
   #rememberNotFound(key: string, message: string): void {
-    this.#negative.delete(key);
+    this.#forgetNotFound(key);
     this.#negative.set(key, { until: this.#now() + this.#o.negativeTtl, message });
-    if (this.#negative.size > NEGATIVE_LIMIT) this.#negative.delete(this.#negative.keys().next().value!);
+    this.#negativeChars += negativeCost(key, message);
+    for (const oldest of this.#negative.keys()) {
+      if (this.#negative.size <= NEGATIVE_LIMIT && this.#negativeChars <= NEGATIVE_MAX_CHARS) break;
+      this.#forgetNotFound(oldest);
+    }
+  }
+
+  #forgetNotFound(key: string): void {
+    const entry = this.#negative.get(key);
+    if (entry === undefined) return;
+    this.#negative.delete(key);
+    this.#negativeChars -= negativeCost(key, entry.message);
   }
 
   #refresh(kind: string, key: string, load: () => Promise<Load>): void {

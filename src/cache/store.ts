@@ -74,7 +74,7 @@ export function isObjectKey(key: string): boolean {
 export interface StoreOptions {
   /** Clock for `storedAt` and use stamps (default `Date.now`). */
   now?: () => number;
-  /** Bytes of hot objects kept in memory (default 64 MiB). */
+  /** Bytes of hot objects kept in memory, keys and a fixed overhead each included (default 64 MiB). */
   memoryBytes?: number;
   /** The most bytes of objects kept on disk (default: no limit). */
   maxBytes?: number | null;
@@ -226,6 +226,14 @@ export class DiskStore {
     const path = resolve(this.root, key);
     if (!path.startsWith(this.root + sep)) throw new Error(`Cache key escapes the cache: ${key}`);
     return path;
+  }
+
+  /**
+   * The hot objects kept in memory and the bytes they are counted for (key, body and {@linkcode HOT_ENTRY_OVERHEAD}
+   * each), at most `memoryBytes`.
+   */
+  get hot(): { objects: number; bytes: number } {
+    return { objects: this.#memory.size, bytes: this.#memoryBytes };
   }
 
   /** Reads an object, from memory when hot. */
@@ -596,14 +604,16 @@ export class DiskStore {
   }
 
   #remember(key: string, object: StoredObject): void {
-    const size = object.body.byteLength;
-    if (size > this.#memoryBudget / 8) return;
+    const cost = hotCost(key, object);
+    if (cost > this.#memoryBudget / 8) return;
+    // Two reads of one key may both have missed memory: the second replaces the first, counted once.
+    this.#forget(key);
     this.#memory.set(key, object);
-    this.#memoryBytes += size;
+    this.#memoryBytes += cost;
     for (const [oldKey, old] of this.#memory) {
       if (this.#memoryBytes <= this.#memoryBudget) break;
       this.#memory.delete(oldKey);
-      this.#memoryBytes -= old.body.byteLength;
+      this.#memoryBytes -= hotCost(oldKey, old);
     }
   }
 
@@ -611,9 +621,20 @@ export class DiskStore {
     const old = this.#memory.get(key);
     if (old) {
       this.#memory.delete(key);
-      this.#memoryBytes -= old.body.byteLength;
+      this.#memoryBytes -= hotCost(key, old);
     }
   }
+}
+
+/**
+ * What a hot object costs beyond its key and body: the Map slot, the object and its ETag. Counted so that many tiny
+ * objects cannot grow the hot set past its budget (empty files cost no body bytes at all).
+ */
+export const HOT_ENTRY_OVERHEAD = 256;
+
+/** The bytes a hot object is counted for against `memoryBytes`: its key, its body and {@linkcode HOT_ENTRY_OVERHEAD}. */
+function hotCost(key: string, object: StoredObject): number {
+  return key.length + object.body.byteLength + HOT_ENTRY_OVERHEAD;
 }
 
 /** A strong ETag from a body's hex sha256: quoted, cut to 32 hex characters (as `etagOf`). */

@@ -26,6 +26,12 @@ export interface IndexServiceOptions {
 }
 
 const PREFETCH_CONCURRENCY = 4;
+/**
+ * Most file hashes waiting to be prefetched. A flood of manifest misses (each may list 10,000 files) would otherwise
+ * queue without end behind a slow upstream; hashes listed past it are not prefetched (a device still fetches them
+ * when it installs).
+ */
+export const PREFETCH_QUEUE_LIMIT = 10_000;
 
 /** Whether a manifest's JSON text could hold an unsafe destination (`..`, `\`, a leading or doubled `/`). */
 function suspect(body: Uint8Array): boolean {
@@ -56,6 +62,11 @@ export class IndexService {
   /** Each upstream index with the cache key of its `index.json` (the status page shows the index's age). */
   indexKeys(): { url: string; key: string }[] {
     return this.#o.indexes.map((url, i) => ({ url, key: `index/${this.#ids[i]}/index.json` }));
+  }
+
+  /** File hashes waiting to be prefetched (at most {@linkcode PREFETCH_QUEUE_LIMIT}). */
+  get prefetchWaiting(): number {
+    return this.#prefetchQueue.length;
   }
 
   /** Resolves once every background refresh and prefetch has finished (for tests and shutdown). */
@@ -194,7 +205,11 @@ export class IndexService {
   }
 
   #prefetch(manifest: Uint8Array): void {
-    for (const hash of listedHashes(manifest)) if (HEX.test(hash)) this.#prefetchQueue.push(hash);
+    const queue = this.#prefetchQueue;
+    for (const hash of listedHashes(manifest)) {
+      if (queue.length >= PREFETCH_QUEUE_LIMIT) break;
+      if (HEX.test(hash)) queue.push(hash);
+    }
     this.#pumpPrefetch();
   }
 
