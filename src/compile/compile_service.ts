@@ -2,7 +2,8 @@
  * Compiles named packages' `.py` files for the device's target: under a numbered manifest `x.py` becomes `x.mpy`,
  * compiled once per (source sha256, compiler version, profile flags), also under concurrent requests, and checked
  * (`M`, the major version the device asked for, the profile's arch) before it is served. Failures fall back to the
- * source (`mpy_cross.on_error: source`) or answer 422 (`fail`).
+ * source (`mpy_cross.on_error: source`) or answer 422 (`fail`); a compile refused because the compiler's queue is
+ * full (`mpy_cross.ts`) answers 503 with Retry-After, whatever `on_error` says.
  * @module
  */
 import type { Config } from "../config/schema.ts";
@@ -173,6 +174,8 @@ export class CompileService {
       }
     });
     if (result instanceof CompileError) {
+      // A full queue says nothing about the source: no fallback (a manifest built from it would be kept), a 503.
+      if (result.kind === "busy") throw new HttpError(503, result.message, { "retry-after": "1" });
       if (this.#o.onError === "fail") {
         this.#o.metrics?.compiles.inc({ result: "failed" });
         throw new HttpError(422, result.message);

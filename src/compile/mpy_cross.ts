@@ -1,16 +1,24 @@
 /**
  * A `Deno.Command` wrapper around `mpy-cross`: argument arrays only (no shell), a private temp dir per job, a timeout
- * that kills the process, bounded concurrency with a queue, and the compiler's stderr turned into a message.
+ * that kills the process, bounded concurrency with a bounded queue, and the compiler's stderr turned into a message.
  * @module
  */
 import { join } from "node:path";
 import { parseEmittedVersion } from "./mpy_header.ts";
 
+/** Most compiles that wait for a slot of one compiler; one more is refused at once ({@linkcode CompileError} `busy`). */
+export const MAX_WAITING_COMPILES = 256;
+/** Most source bytes the compiles waiting for one compiler hold; one more is refused at once (`busy`). */
+export const MAX_WAITING_BYTES = 32 * 1024 * 1024;
+
 /** A compile that did not produce output; `message` is the compiler's own words where it gave any. */
 export class CompileError extends Error {
-  /** `failed` (the compiler refused the source), `timeout` or `missing` (no compiler). */
-  readonly kind: "failed" | "timeout" | "missing";
-  constructor(kind: "failed" | "timeout" | "missing", message: string) {
+  /**
+   * `failed` (the compiler refused the source), `timeout`, `missing` (no compiler) or `busy` (the queue is full:
+   * nothing was run, and a later try may succeed).
+   */
+  readonly kind: "failed" | "timeout" | "missing" | "busy";
+  constructor(kind: "failed" | "timeout" | "missing" | "busy", message: string) {
     super(message);
     this.name = "CompileError";
     this.kind = kind;
@@ -23,8 +31,16 @@ export interface MpyCrossOptions {
   path: string;
   /** A compile running longer is killed, in ms. */
   timeout: number;
-  /** Compiles at once; more wait. */
+  /**
+   * Compiles at once; more wait, at most {@linkcode MAX_WAITING_COMPILES} of them holding at most
+   * {@linkcode MAX_WAITING_BYTES} of source; beyond that a compile is refused as `busy`.
+   */
   concurrency: number;
+}
+
+interface Waiting {
+  start: () => void;
+  bytes: number;
 }
 
 /** What `--version` says. */
@@ -39,7 +55,8 @@ export interface CompilerVersion {
 export class MpyCross {
   #o: MpyCrossOptions;
   #active = 0;
-  #waiting: (() => void)[] = [];
+  #waiting: Waiting[] = [];
+  #waitingBytes = 0;
   /** Compiler processes started so far (for metrics and tests). */
   runs = 0;
 
@@ -60,6 +77,11 @@ export class MpyCross {
   /** Compiles waiting for a slot. */
   get queued(): number {
     return this.#waiting.length;
+  }
+
+  /** Source bytes the compiles waiting for a slot hold. */
+  get queuedBytes(): number {
+    return this.#waitingBytes;
   }
 
   /** Runs `--version`; throws a {@linkcode CompileError} (`missing`) when the compiler cannot run or says no version. */
@@ -86,9 +108,12 @@ export class MpyCross {
     return { text: text.split("\n")[0], ...v };
   }
 
-  /** Compiles `source` (named `name` in messages and tracebacks) with extra `flags`; returns the `.mpy` bytes. */
+  /**
+   * Compiles `source` (named `name` in messages and tracebacks) with extra `flags`; returns the `.mpy` bytes. Throws
+   * a {@linkcode CompileError}: `busy` at once when the queue is full.
+   */
   async compile(source: Uint8Array, name: string, flags: string[]): Promise<Uint8Array> {
-    await this.#acquire();
+    await this.#acquire(name, source.byteLength);
     const dir = await Deno.makeTempDir({ prefix: "mipserver-mpy-" });
     try {
       const input = join(dir, "input.py");
@@ -127,17 +152,27 @@ export class MpyCross {
     }
   }
 
-  async #acquire(): Promise<void> {
+  async #acquire(name: string, bytes: number): Promise<void> {
     if (this.#active < this.#o.concurrency) {
       this.#active++;
       return;
     }
-    await new Promise<void>((resolve) => this.#waiting.push(resolve));
+    if (this.#waiting.length >= MAX_WAITING_COMPILES || this.#waitingBytes + bytes > MAX_WAITING_BYTES) {
+      throw new CompileError(
+        "busy",
+        `Too many compiles waiting (${this.#waiting.length}, holding ${this.#waitingBytes} bytes of source); ` +
+          `${name} was not compiled: try again shortly`,
+      );
+    }
+    this.#waitingBytes += bytes;
+    await new Promise<void>((start) => this.#waiting.push({ start, bytes }));
   }
 
   #release(): void {
     const next = this.#waiting.shift();
-    if (next) next();
-    else this.#active--;
+    if (next) {
+      this.#waitingBytes -= next.bytes;
+      next.start();
+    } else this.#active--;
   }
 }
