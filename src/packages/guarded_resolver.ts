@@ -35,8 +35,11 @@ const enc = new TextEncoder();
 const dec = new TextDecoder();
 /** Most versions of one package read when computing the blocked files (bounds upstream reads). */
 const VERSION_LIMIT = 200;
-/** Most hashes of served manifests remembered as used by an unblocked release. */
-const SERVED_LIMIT = 200_000;
+/**
+ * Most short hashes remembered as listed by a served (unblocked) manifest, and, apart, as listed by a refused
+ * (blocked) one; past it no more are noted.
+ */
+export const SERVED_LIMIT = 200_000;
 
 type RepoSpec = { host: "github" | "gitlab"; owner: string; repo: string; ref: string; path: string };
 
@@ -81,6 +84,14 @@ export class GuardedResolver extends Resolver {
         }
       }
     }
+  }
+
+  /**
+   * How many short hashes are remembered as listed by served manifests and by refused (blocked) ones, each at most
+   * {@linkcode SERVED_LIMIT}.
+   */
+  get remembered(): { served: number; refused: number } {
+    return { served: this.#servedHashes.size, refused: this.#refused.size };
   }
 
   /** `index.json` with only locked packages (at their locked version), and without blocked releases. */

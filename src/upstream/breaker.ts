@@ -59,6 +59,11 @@ export class Breakers {
     return this.#now();
   }
 
+  /** How many hosts have a breaker: only hosts that failed, keyed as the caller keys them (the configured hosts). */
+  get size(): number {
+    return this.#hosts.size;
+  }
+
   /** Whether breakers are on at all. */
   get enabled(): boolean {
     return this.#o.failures > 0;
