@@ -123,6 +123,8 @@ export async function createApp(options: AppOptions): Promise<App> {
   registerBreakerMetrics(metrics.registry, breakers, hosts);
 
   let fleetParts: ReturnType<typeof createFleet> | undefined; // made once the resolver exists; counts upstream calls
+  // Metrics and the status page name an attempt by the configured host it belongs to (a closed set), not by its port.
+  const hostOf = configuredHost(hosts);
   const fetcher = new Fetcher({
     connectTimeout: config.upstreams.connect_timeout,
     timeout: config.upstreams.timeout,
@@ -131,12 +133,13 @@ export async function createApp(options: AppOptions): Promise<App> {
     logger,
     allowHost: hostAllowlist(hosts),
     breakers,
-    breakerKey: configuredHost(hosts),
+    breakerKey: hostOf,
     headersFor: tokenHeaders(config),
     onAttempt: (url, status, seconds) => {
-      metrics.upstream.inc({ host: url.host, status: String(status) });
-      metrics.upstreamDuration.observe({ host: url.host }, seconds);
-      fleetParts?.upstreamHealth.attempt(url.host, status, now());
+      const host = hostOf(url);
+      metrics.upstream.inc({ host, status: String(status) });
+      metrics.upstreamDuration.observe({ host }, seconds);
+      fleetParts?.upstreamHealth.attempt(host, status, now());
     },
   });
   const cache = new FreshCache({
