@@ -204,6 +204,7 @@ export const configSchema = z.strictObject({
       .prefault(0),
     head_timeout: duration().prefault("30s"),
     idle_timeout: duration().prefault("60s"),
+    max_connections: field("a whole number 16-1000000", intIn(16, 1_000_000)).prefault(4096),
     trusted_proxies: cidrList.prefault([]),
     admin_token: nullable(adminToken()).prefault(null),
     admin_from: cidrList.prefault([]),

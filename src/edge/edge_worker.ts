@@ -123,6 +123,11 @@ function start(message: Extract<ToWorker, { type: "start" }>): void {
       answer: plainAnswerer(cache, hits, miss),
       headTimeoutMs: message.headTimeoutMs,
       idleTimeoutMs: message.idleTimeoutMs,
+      maxConnections: message.maxConnections,
+      onFull: (refused) => {
+        logger.warn("Too many connections open; new ones are refused", { refused });
+        sendSoon();
+      },
       onError: (e) => {
         logger.error("Cannot answer a request", { error: e instanceof Error ? (e.stack ?? e.message) : String(e) });
         sendSoon();

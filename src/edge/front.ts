@@ -55,6 +55,13 @@ export interface FrontOptions {
   maxHead?: number;
   /** The wall clock for the Date header (default: `Date.now`). */
   now?: () => number;
+  /**
+   * Connections open at once at most (default {@linkcode MAX_CONNECTIONS}); one more is answered 503 and closed at
+   * once, so a flood of connections holds no more than this many buffers and deadlines.
+   */
+  maxConnections?: number;
+  /** Hears that a connection was refused for `maxConnections` (at most once a minute; `refused` counts them all). */
+  onFull?: (refused: number) => void;
 }
 
 interface Open {
@@ -73,6 +80,13 @@ interface Open {
 export const HEAD_TIMEOUT_MS = 30_000;
 /** The default idle keep-alive timeout, in ms. */
 export const IDLE_TIMEOUT_MS = 60_000;
+/** The default most connections open at once (`server.max_connections`). */
+export const MAX_CONNECTIONS = 4096;
+/** The answer to a connection past `maxConnections`. */
+const FULL = new TextEncoder().encode(
+  "HTTP/1.0 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 38\r\nRetry-After: 1\r\n" +
+    "Connection: close\r\n\r\nToo many connections; try again soon.\n",
+);
 
 /** Serves the connections of one listener until {@linkcode Front.shutdown}. */
 export class Front {
@@ -88,6 +102,9 @@ export class Front {
   #accepting: Promise<void>;
   #headMs: number;
   #idleMs: number;
+  #max: number;
+  #refused = 0;
+  #lastFull = -Infinity;
   #sweeper: ReturnType<typeof setInterval>;
 
   constructor(options: FrontOptions) {
@@ -95,6 +112,7 @@ export class Front {
     this.#date = dateLine(options.now);
     this.#headMs = options.headTimeoutMs ?? HEAD_TIMEOUT_MS;
     this.#idleMs = options.idleTimeoutMs ?? IDLE_TIMEOUT_MS;
+    this.#max = Math.max(1, options.maxConnections ?? MAX_CONNECTIONS);
     // A deadline is kept to within a quarter of the shorter timeout (between 10 ms and a second).
     const tick = Math.max(10, Math.min(1000, Math.min(this.#headMs, this.#idleMs) / 4));
     this.#sweeper = setInterval(() => this.#sweep(), tick);
@@ -126,6 +144,11 @@ export class Front {
     return this.#open.size;
   }
 
+  /** Connections refused since start because `maxConnections` were open. */
+  get refused(): number {
+    return this.#refused;
+  }
+
   /** Stops accepting, closes idle connections, lets answers under way finish, and resolves when all are closed. */
   async shutdown(): Promise<void> {
     this.#stopping = true;
@@ -151,8 +174,24 @@ export class Front {
         await new Promise((resolve) => setTimeout(resolve, 100));
         continue;
       }
+      if (this.#open.size >= this.#max) {
+        this.#refuse(conn);
+        continue;
+      }
       this.#active++;
       this.#serve(conn);
+    }
+  }
+
+  /** Answers a connection past `maxConnections` with a 503 and closes it, without reading it. */
+  #refuse(conn: Deno.Conn): void {
+    this.#refused++;
+    // The answer fits a new socket's send buffer: the write does not wait for the client.
+    conn.write(FULL).catch(() => {}).finally(() => close(conn));
+    const now = Date.now();
+    if (now - this.#lastFull >= 60_000) {
+      this.#lastFull = now;
+      this.#o.onFull?.(this.#refused);
     }
   }
 

@@ -10,7 +10,7 @@
 import type { Config } from "../config/schema.ts";
 import type { Logger, LogLevel } from "../log.ts";
 import { createEdgeHandler, EDGE_WINDOW_MS, EdgeCache } from "./edge.ts";
-import { Front, HEAD_TIMEOUT_MS, IDLE_TIMEOUT_MS } from "./front.ts";
+import { Front, HEAD_TIMEOUT_MS, IDLE_TIMEOUT_MS, MAX_CONNECTIONS } from "./front.ts";
 import { HitBatch } from "./hits.ts";
 import { type Missed, plainAnswerer } from "./plain.ts";
 import type { Metrics, TallySnapshot } from "../http/metrics.ts";
@@ -45,6 +45,7 @@ export type ToWorker =
     maxBytes: number;
     headTimeoutMs: number;
     idleTimeoutMs: number;
+    maxConnections: number;
     log: WorkerLog;
   }
   | {
@@ -88,6 +89,8 @@ export interface ListenOptions {
   headTimeoutMs?: number;
   /** How long an idle keep-alive connection stays open, in ms (`server.idle_timeout`; default 60 s). */
   idleTimeoutMs?: number;
+  /** Connections open at once at most, over all threads (`server.max_connections`; default 4,096). */
+  maxConnections?: number;
   /**
    * Whether this thread reads its connections itself (default true); false puts the edge on a plain `Deno.serve`,
    * without the connection deadlines (tests compare the two).
@@ -149,12 +152,15 @@ export function forwardedRequest(message: { method: string; url: string; headers
  */
 export function configSettings(
   config: Pick<Config, "cache" | "log" | "server">,
-): Required<Pick<ListenOptions, "windowMs" | "maxBytes" | "log" | "headTimeoutMs" | "idleTimeoutMs">> {
+): Required<
+  Pick<ListenOptions, "windowMs" | "maxBytes" | "log" | "headTimeoutMs" | "idleTimeoutMs" | "maxConnections">
+> {
   return {
     windowMs: Math.min(EDGE_WINDOW_MS, config.cache.ttl),
     maxBytes: Math.min(16 * 1024 * 1024, config.cache.memory / 4),
     headTimeoutMs: config.server.head_timeout,
     idleTimeoutMs: config.server.idle_timeout,
+    maxConnections: config.server.max_connections,
     log: { level: config.log.level, format: config.log.format, requestsKept: config.log.requests_kept },
   };
 }
@@ -303,6 +309,8 @@ async function serveFront(options: ListenOptions): Promise<Listener> {
       options.logger.error("Cannot answer a request", { error: e instanceof Error ? e.message : String(e) }),
     headTimeoutMs: options.headTimeoutMs,
     idleTimeoutMs: options.idleTimeoutMs,
+    maxConnections: options.maxConnections,
+    onFull: (refused) => options.logger.warn("Too many connections open; new ones are refused", { refused }),
   });
   let finish!: () => void;
   const finished = new Promise<void>((resolve) => (finish = resolve));
@@ -432,6 +440,8 @@ async function startWorkers(options: ListenOptions): Promise<Listener> {
           maxBytes: options.maxBytes,
           headTimeoutMs: options.headTimeoutMs ?? HEAD_TIMEOUT_MS,
           idleTimeoutMs: options.idleTimeoutMs ?? IDLE_TIMEOUT_MS,
+          // Each thread takes its share of the connections (the kernel spreads them across the threads' sockets).
+          maxConnections: Math.ceil((options.maxConnections ?? MAX_CONNECTIONS) / options.workers),
           log: options.log,
         } satisfies ToWorker,
       );
