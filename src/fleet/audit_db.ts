@@ -3,7 +3,7 @@
  * mode, so a crash loses at most the batch that was being written and never leaves a broken file.
  *
  * It stays within bounds that client input cannot move: the file and its WAL within `audit.max_size` (the oldest
- * request rows go first, then the oldest installs), at most `audit.max_devices` devices (the one seen least recently
+ * request rows go first, then devices that made no install, then the oldest installs), at most `audit.max_devices` devices (the one seen least recently
  * is forgotten; named devices never are). Text is stored once (devices, packages, versions, paths and file keys are
  * numbers in the rows), an install's own requests are not rows of their own, and installs need one index only (by
  * device), so an install stays small (measured in the docs' benchmarks). A file that cannot be read as a database is
@@ -623,19 +623,14 @@ export class AuditDb {
   /**
    * Keeps the bounds: forgets the devices seen least recently past `maxDevices` (never a named one, and not their
    * installs), then, when the pages in use pass the share of `maxBytes` the file may have (the rest is the WAL's),
-   * deletes the oldest request rows and, once none are left, the oldest installs, about down to nine tenths of it.
-   * Freed space is reused, so the file stops growing.
+   * deletes the oldest request rows, then forgets the devices that made no install, then deletes the oldest
+   * installs, about down to nine tenths of it. Freed space is reused, so the file stops growing.
    */
   enforce(): Enforced {
     const out: Enforced = { rows: 0, devices: 0 };
     this.transaction(() => {
       const over = this.deviceCount() - this.#o.maxDevices;
-      if (over > 0) {
-        const victims = `select d.id from devices d join names n on n.id = d.id
-          where n.text not in (select value from json_each(?)) order by d.last_seen limit ?`;
-        this.#run(`delete from device_files where device in (${victims})`, this.#keep, over);
-        out.devices = this.#run(`delete from devices where id in (${victims})`, this.#keep, over);
-      }
+      if (over > 0) out.devices += this.#forgetDevices(over, false);
       const high = this.#o.maxBytes - 2 * this.#walLimit;
       const used = this.usedBytes();
       if (used > high) {
@@ -648,14 +643,17 @@ export class AuditDb {
         const tables = [
           ["requests", "delete from requests where rowid in (select rowid from requests order by time limit ?)"],
           ["traffic", "delete from traffic where rowid in (select rowid from traffic order by time limit ?)"],
+          ["devices", ""],
           ["installs", "delete from installs where id in (select id from installs order by id limit ?)"],
         ];
         const sizes = tables.map(([table]) => count(table));
         let left = Math.ceil(sizes.reduce((a, b) => a + b, 0) * share);
-        for (const [, step] of tables) {
+        for (const [table, step] of tables) {
           if (left <= 0) break;
-          const n = this.#run(step, left);
-          out.rows += n;
+          // Before any install: devices that made none (a flood from rotating addresses makes only such devices).
+          const n = table === "devices" ? this.#forgetDevices(left, true) : this.#run(step, left);
+          if (table === "devices") out.devices += n;
+          else out.rows += n;
           left -= n;
         }
         if (out.rows > 0) {
@@ -668,7 +666,9 @@ export class AuditDb {
       if (out.rows > 0 || out.devices > 0) this.#dropUnusedNames();
     });
     // The WAL is cut back once past its share, so the file and the WAL together stay within maxBytes and a batch.
-    if (out.rows > 0 || this.#walSize() > this.#walLimit) this.#db.exec("pragma wal_checkpoint(truncate)");
+    if (out.rows > 0 || out.devices > 0 || this.#walSize() > this.#walLimit) {
+      this.#db.exec("pragma wal_checkpoint(truncate)");
+    }
     return out;
   }
 
@@ -678,6 +678,19 @@ export class AuditDb {
     } catch {
       return 0;
     }
+  }
+
+  /**
+   * Forgets up to `n` devices seen least recently, never one named in `devices:`; with `idleOnly`, only devices that
+   * made no install. Their installs stay; the files they were served go with them. Returns how many went.
+   */
+  #forgetDevices(n: number, idleOnly: boolean): number {
+    const victims = `select d.id from devices d join names t on t.id = d.id
+      where t.text not in (select value from json_each(?))
+      ${idleOnly ? "and not exists (select 1 from installs i where i.device = d.id)" : ""}
+      order by d.last_seen limit ?`;
+    this.#run(`delete from device_files where device in (${victims})`, this.#keep, n);
+    return this.#run(`delete from devices where id in (${victims})`, this.#keep, n);
   }
 
   /** Gives the file's free pages back to the disk, and cuts the WAL (after it was found over its budget at start). */

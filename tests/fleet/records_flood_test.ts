@@ -431,3 +431,32 @@ Deno.test("a database over audit.max_size at start is cut and shrunk, and the st
     await env.close();
   }
 });
+
+Deno.test("audit.max_size under rotating addresses: devices that made no install go before any install", () => {
+  const dir = tempDir();
+  const db = new AuditDb(join(dir, "audit.sqlite"), { maxBytes: 1024 * 1024, maxDevices: 1_000_000 });
+  try {
+    db.transaction(() => {
+      db.saveInstall(installRow(1, "10.0.0.1", T0), 4);
+      db.touchDevice("10.0.0.1", T0);
+    });
+    let forgotten = 0;
+    for (let batch = 0; batch < 40; batch++) {
+      const at = T0 + (batch + 1) * 60_000;
+      db.transaction(() => {
+        for (let i = 0; i < 1000; i++) {
+          const device = `127.${batch}.${i >> 8}.${i & 255}`;
+          db.addTraffic({ time: at, device, status: 404, count: 1, bytes: 100 });
+          db.touchDevice(device, at);
+        }
+      });
+      forgotten += db.enforce().devices;
+      assert.ok(db.sizeOnDisk() <= 1024 * 1024 + 256 * 1024, `batch ${batch}: ${db.sizeOnDisk()} bytes`);
+    }
+    assert.ok(forgotten > 0, "the flood went past the bound");
+    assert.equal(db.installs({ limit: 10 }).length, 1, "the install stays");
+    assert.ok(db.devices().some((d) => d.device === "10.0.0.1"), "so does the device that made it");
+  } finally {
+    db.close();
+  }
+});
