@@ -199,12 +199,17 @@ const MAX_OPEN = 10_000;
 /** Remembered classifications and written (device, file) pairs, each at most; they start afresh beyond. */
 const MEMO_KEPT = 4096;
 const PRUNE_EVERY_MS = 60_000;
-/** The least time between two warnings that requests were not kept. */
+/** The least time between two warnings that requests were not kept, or that rows were deleted early. */
 const WARN_EVERY_MS = 60_000;
 /** How long a request waits before the timer's batch takes it (ms). */
 export const SETTLE_MS = 200;
 /** Bytes counted per waiting record besides its strings. */
 const RECORD_OVERHEAD = 160;
+
+/** The bytes a waiting record is counted for against {@linkcode MAX_PENDING_BYTES}: its key and path, and the rest. */
+function recordBytes(key: string, path: string): number {
+  return RECORD_OVERHEAD + 2 * (key.length + path.length);
+}
 
 /** Requests that are alike within a batch, taken together. */
 interface Alike {
@@ -264,6 +269,9 @@ export class InstallRecorder {
   #notKept = 0;
   #notKeptSinceWarning = 0;
   #lastWarning = -Infinity;
+  /** Rows deleted early since the last warning about it, and when that was. */
+  #droppedSinceWarning = 0;
+  #lastDropWarning = -Infinity;
   #manifests = new Map<string, Uint8Array | ManifestInfo | Promise<ManifestInfo | undefined>>();
   #open = new Map<string, OpenInstall[]>();
   #openCount = 0;
@@ -315,7 +323,7 @@ export class InstallRecorder {
     const key = `${span} ${entry.client} ${entry.method} ${entry.status} ${entry.cache} ${path}`;
     const alike = this.#pending.get(key);
     if (alike !== undefined) return this.#countOn(alike, entry);
-    const bytes = RECORD_OVERHEAD + 2 * (key.length + path.length);
+    const bytes = recordBytes(key, path);
     // Failed requests (a scanner's, a flood's) may fill half of what waits, so they cannot crowd out installs.
     const failed = entry.status >= 400;
     if (
@@ -534,11 +542,14 @@ export class InstallRecorder {
     if (enforced) {
       this.#rowsDropped += enforced.rows;
       this.#devicesForgotten += enforced.devices;
-      if (enforced.rows > 0) {
+      this.#droppedSinceWarning += enforced.rows;
+      if (this.#droppedSinceWarning > 0 && now - this.#lastDropWarning >= WARN_EVERY_MS) {
         this.#o.logger.warn("Install records reached audit.max_size; the oldest rows were deleted early", {
-          rows: enforced.rows,
+          rows: this.#droppedSinceWarning,
           max_size: db.maxBytes,
         });
+        this.#droppedSinceWarning = 0;
+        this.#lastDropWarning = now;
       }
     }
     try {
@@ -553,7 +564,7 @@ export class InstallRecorder {
   #recount(): void {
     this.#pendingBytes = this.#pendingErrors = this.#pendingErrorBytes = 0;
     for (const [key, p] of this.#pending) {
-      const bytes = RECORD_OVERHEAD + 2 * (key.length + p.path.length);
+      const bytes = recordBytes(key, p.path);
       this.#pendingBytes += bytes;
       if (p.entry.status >= 400) (this.#pendingErrors++, this.#pendingErrorBytes += bytes);
     }
