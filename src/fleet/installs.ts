@@ -593,8 +593,8 @@ export class InstallRecorder {
     this.#writeError = cause;
     if (cause !== "corrupt") return;
     try {
-      const movedTo = db.replaceCorrupt(message);
-      this.#o.logger.warn("Install records were corrupt: moved aside, a new file started", { moved_to: movedTo });
+      // The database logs where the file went (its `onReplaced`).
+      db.replaceCorrupt(message);
       this.#writeError = null;
     } catch (err) {
       this.#o.logger.error("Cannot move corrupt install records aside", { error: (err as Error).message });
