@@ -16,7 +16,7 @@
  * @module
  */
 import type { RequestEntry } from "../http/request_log.ts";
-import type { Shareable } from "../http/router.ts";
+import type { Shareable } from "../http/responses.ts";
 import type { Logger } from "../log.ts";
 import { type AuditDb, type Enforced, type InstallRow, isCorruption } from "./audit_db.ts";
 import { decodeSegment, MAX_RECORDED_PATH, recordedPath } from "./paths.ts";

@@ -3,9 +3,20 @@
  * speaks HTTP/1.0 and reads until the connection closes.
  * @module
  */
-import type { Shareable } from "./router.ts";
 
 const encoder = new TextEncoder();
+
+/** The reusable form of a cache-hit answer: its 200 body and headers and its 304 headers. */
+export interface Shareable {
+  /** The kind of cached object, as counted in the cache metrics. */
+  kind: string;
+  etag: string;
+  body: Uint8Array;
+  /** Headers of the 200 answer, Content-Length included. */
+  headers: Record<string, string>;
+  /** Headers of the 304 answer to a matching If-None-Match. */
+  notModified: Record<string, string>;
+}
 
 /** An error with an HTTP status; its message is sent to the client as plain text. */
 export class HttpError extends Error {

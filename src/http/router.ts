@@ -4,7 +4,7 @@
  * segment on the decoded path, and a segment that decodes to `.`, `..`, or holds `/`, `\` or NUL is refused.
  * @module
  */
-import { HttpError } from "./responses.ts";
+import { HttpError, type Shareable } from "./responses.ts";
 
 /** Route parameters by name, decoded. */
 export type Params = Record<string, string>;
@@ -28,18 +28,6 @@ export interface RouteContext {
   meta: Record<string, unknown>;
   /** Set by a handler whose answer is an unchanged cache hit that may be repeated for a moment (`edge.ts`). */
   shareable?: Shareable;
-}
-
-/** The reusable form of a cache-hit answer: its 200 body and headers and its 304 headers. */
-export interface Shareable {
-  /** The kind of cached object, as counted in the cache metrics. */
-  kind: string;
-  etag: string;
-  body: Uint8Array;
-  /** Headers of the 200 answer, Content-Length included. */
-  headers: Record<string, string>;
-  /** Headers of the 304 answer to a matching If-None-Match. */
-  notModified: Record<string, string>;
 }
 
 /** A route handler: a plain function from the request to a response. */

@@ -10,8 +10,8 @@
 import type { Logger } from "../log.ts";
 import type { Metrics } from "./metrics.ts";
 import type { RequestEntry, RequestLog } from "./request_log.ts";
-import { HttpError, textResponse, withContentLength } from "./responses.ts";
-import type { RouteContext, Router, Shareable } from "./router.ts";
+import { HttpError, type Shareable, textResponse, withContentLength } from "./responses.ts";
+import type { RouteContext, Router } from "./router.ts";
 
 /** The part of `Deno.ServeHandlerInfo` the handler uses; tests may omit it. */
 export interface ClientInfo {
