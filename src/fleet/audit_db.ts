@@ -3,7 +3,7 @@
  * mode, so a crash loses at most the batch that was being written and never leaves a broken file.
  *
  * It stays within bounds that client input cannot move: the file and its WAL within `audit.max_size` (the oldest
- * request rows go first, then devices that made no install, then the oldest installs), at most `audit.max_devices` devices (the one seen least recently
+ * request rows go first, then devices that made no install, then failed installs, then the oldest installs), at most `audit.max_devices` devices (the one seen least recently
  * is forgotten; named devices never are). Text is stored once (devices, packages, versions, paths and file keys are
  * numbers in the rows), an install's own requests are not rows of their own, and installs need one index only (by
  * device), so an install stays small (measured in the docs' benchmarks). A file that cannot be read as a database is
@@ -623,8 +623,8 @@ export class AuditDb {
   /**
    * Keeps the bounds: forgets the devices seen least recently past `maxDevices` (never a named one, and not their
    * installs), then, when the pages in use pass the share of `maxBytes` the file may have (the rest is the WAL's),
-   * deletes the oldest request rows, then forgets the devices that made no install, then deletes the oldest
-   * installs, about down to nine tenths of it. Freed space is reused, so the file stops growing.
+   * deletes the oldest request rows, then forgets the devices that made no install, then deletes the oldest failed
+   * installs, then the oldest installs, about down to nine tenths of it. Freed space is reused, so the file stops growing.
    */
   enforce(): Enforced {
     const out: Enforced = { rows: 0, devices: 0 };
@@ -644,9 +644,14 @@ export class AuditDb {
           ["requests", "delete from requests where rowid in (select rowid from requests order by time limit ?)"],
           ["traffic", "delete from traffic where rowid in (select rowid from traffic order by time limit ?)"],
           ["devices", ""],
+          // Failed installs (a manifest answered 4xx/5xx, as a scanner's are) go before any that was not.
+          [
+            "installs",
+            "delete from installs where id in (select id from installs where status = 2 order by id limit ?)",
+          ],
           ["installs", "delete from installs where id in (select id from installs order by id limit ?)"],
         ];
-        const sizes = tables.map(([table]) => count(table));
+        const sizes = [...new Set(tables.map(([table]) => table))].map(count);
         let left = Math.ceil(sizes.reduce((a, b) => a + b, 0) * share);
         for (const [table, step] of tables) {
           if (left <= 0) break;

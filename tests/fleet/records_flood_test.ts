@@ -460,3 +460,41 @@ Deno.test("audit.max_size under rotating addresses: devices that made no install
     db.close();
   }
 });
+
+Deno.test("audit.max_size under rotating addresses asking for a missing package: failed installs go before one that worked", () => {
+  const dir = tempDir();
+  const db = new AuditDb(join(dir, "audit.sqlite"), { maxBytes: 1024 * 1024, maxDevices: 1_000_000 });
+  try {
+    db.transaction(() => {
+      db.saveInstall(installRow(1, "10.0.0.1", T0), 4);
+      db.touchDevice("10.0.0.1", T0);
+    });
+    let id = 1;
+    let dropped = 0;
+    for (let batch = 0; batch < 40; batch++) {
+      const at = T0 + (batch + 1) * 60_000;
+      db.transaction(() => {
+        for (let i = 0; i < 1000; i++) {
+          const device = `127.${batch}.${i >> 8}.${i & 255}`;
+          const failed: InstallRow = {
+            ...installRow(++id, device, at + i),
+            package: "nosuch",
+            version: null,
+            status: "failed",
+            files_listed: 0,
+            files_served: 0,
+            error: "404 on /package/6/nosuch/latest.json",
+          };
+          db.saveInstall(failed, 1);
+          db.touchDevice(device, at);
+        }
+      });
+      dropped += db.enforce().rows;
+      assert.ok(db.sizeOnDisk() <= 1024 * 1024 + 256 * 1024, `batch ${batch}: ${db.sizeOnDisk()} bytes`);
+    }
+    assert.ok(dropped > 0, "the flood went past the bound");
+    assert.deepEqual(db.installs({ limit: 1, status: "complete" }).map((i) => i.device), ["10.0.0.1"]);
+  } finally {
+    db.close();
+  }
+});
