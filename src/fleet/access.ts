@@ -3,33 +3,12 @@
  * (`Authorization: Bearer <token>`, or HTTP Basic with the token as password); without one, only loopback clients and
  * `server.admin_from` may. Tokens are compared in constant time and failures are logged without the value presented.
  *
- * Failures are limited in three scopes, each counted within {@linkcode FAILURE_WINDOW_MS} (a minute) from its first
- * failure and, once over its limit, answered 429 with `Retry-After` for a minute:
- *
- * - **one address**: {@linkcode MAX_FAILURES} (10) failures of any kind (no credentials, a wrong token, an address not
- *   allowed), with or without a token;
- * - **one network**: {@linkcode MAX_NETWORK_FAILURES} (30) wrong tokens from an IPv4 /24 or an IPv6 /64 (an IPv4-mapped
- *   `::ffff:a.b.c.d` counts as IPv4); all of loopback (127.0.0.0/8 and ::1, and calls made in-process) is one network,
- *   so a local process cannot rotate through 127.0.0.0/8's 65,536 /24s;
- * - **everyone**: {@linkcode MAX_GLOBAL_FAILURES} (100) wrong tokens from all non-loopback clients together; then every
- *   non-loopback client is answered 429.
- *
- * A blocked scope is answered 429 *before* the token is looked at, so no guess is compared while it is blocked: at
- * most 100 guesses a minute reach the comparison from the network, plus 30 from the machine itself, however many
- * addresses an attacker rotates through. (Making failed attempts wait instead would hold connections open, and would
- * not bound guessing unless the right token waited too.) The price is that a flood of wrong tokens locks the admin
- * routes for every LAN client, the operator included, a minute at a time; loopback is exempt from the global budget, so
- * the operator can still come in from the machine itself (`ssh -L 18891:localhost:18891 gateway`) unless the guesses
- * come from the machine too. Only wrong tokens count toward the network and global budgets: a request with no
- * credentials guesses nothing (a browser's first visit is one), so it counts only toward its address. Without a token
- * there is nothing to guess and only the per-address limit applies. The device routes are never affected.
- *
- * Memory is bounded: at most {@linkcode MAX_TRACKED_ADDRESSES} addresses and {@linkcode MAX_TRACKED_NETWORKS} networks
- * are remembered, each forgotten a minute or two after its last failure, or sooner (the older half at once) when that
- * many are full; the networks seen stay far fewer, since their wrong tokens are capped by the global budget, which is
- * one counter. Refusals are logged one line each up to {@linkcode MAX_LOGGED_REFUSALS} a minute; beyond that they are
- * counted, with the 429 answers, and reported in one line when the next minute's first refusal is logged. A block of
- * a network or of everyone is logged once (at most once a minute per scope, as a block lasts a minute).
+ * Guessing is bounded in three scopes, each answered 429 with `Retry-After` for a minute once over its limit: one
+ * address ({@linkcode MAX_FAILURES} failures of any kind), one network (an IPv4 /24 or IPv6 /64; all of loopback is one;
+ * {@linkcode MAX_NETWORK_FAILURES} wrong tokens) and everyone but loopback together ({@linkcode MAX_GLOBAL_FAILURES}
+ * wrong tokens). A blocked scope is refused before its token is compared, so rotating addresses does not buy guesses;
+ * the price, a flood locking LAN clients out of the admin routes a minute at a time while loopback still gets in, is
+ * explained in the security docs. The addresses and networks remembered, and the refusal log lines, are bounded too.
  * @module
  */
 import { timingSafeEqual } from "node:crypto";
