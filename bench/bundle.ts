@@ -2,6 +2,8 @@
  * Export and import figures: builds a cache of SIZE_MB (default 200) MiB of incompressible files in the layout the
  * index proxy writes (PACKAGES packages of FILES files each), then runs `mipserver export` and `mipserver import` as
  * separate processes, timing each and sampling its peak resident memory (VmHWM) from /proc, next to an idle server's.
+ * Then serves the imported cache and times offline answers: an imported manifest, and misses (what no bundle holds)
+ * against an upstream that refuses connections and one that accepts them and never answers (connect timeout 2 s).
  *
  *   deno run -A --frozen bench/bundle.ts
  *
@@ -47,14 +49,14 @@ async function buildCache(dir: string): Promise<number> {
   return total;
 }
 
-function config(cacheDir: string, port = 18891): string {
+function config(cacheDir: string, port = 18891, upstreams: Record<string, unknown> = { index: INDEX }): string {
   const path = join(Deno.makeTempDirSync({ prefix: "mipserver-bench-config-" }), "config.yaml");
   Deno.writeTextFileSync(
     path,
     stringify({
       server: { port, workers: 0 },
       cache: { dir: cacheDir },
-      upstreams: { index: INDEX, retries: 0 },
+      upstreams: { retries: 0, ...upstreams },
       log: { level: "warn" },
     }),
   );
@@ -86,8 +88,12 @@ async function measure(args: string[]): Promise<{ code: number; seconds: number;
   return { code: out.code, seconds: (performance.now() - started) / 1000, peakMiB: peak / 1024, out: text.trim() };
 }
 
-/** The resident memory of an idle server (workers: 0) on the same cache, a second after it answers /healthz. */
-async function idleMiB(cacheDir: string): Promise<number> {
+/** Starts a server (workers: 0) on `cacheDir`, waits until it answers /healthz, runs `work` and stops it. */
+async function withServer<T>(
+  cacheDir: string,
+  upstreams: Record<string, unknown> | undefined,
+  work: (base: string, pid: number) => Promise<T>,
+): Promise<T> {
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const port = (listener.addr as Deno.NetAddr).port;
   listener.close();
@@ -98,7 +104,7 @@ async function idleMiB(cacheDir: string): Promise<number> {
       "--frozen",
       join(ROOT, "src/main.ts"),
       "--config",
-      config(cacheDir, port),
+      config(cacheDir, port, upstreams),
       "--host",
       "127.0.0.1",
     ],
@@ -115,13 +121,42 @@ async function idleMiB(cacheDir: string): Promise<number> {
         await new Promise((r) => setTimeout(r, 100));
       }
     }
-    await new Promise((r) => setTimeout(r, 1000));
-    const status = Deno.readTextFileSync(`/proc/${child.pid}/status`);
-    return Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? 0) / 1024;
+    return await work(`http://127.0.0.1:${port}`, child.pid);
   } finally {
     child.kill("SIGTERM");
     await child.status;
   }
+}
+
+/** The resident memory of an idle server (workers: 0) on the same cache, a second after it answers /healthz. */
+function idleMiB(cacheDir: string): Promise<number> {
+  return withServer(cacheDir, undefined, async (_base, pid) => {
+    await new Promise((r) => setTimeout(r, 1000));
+    const status = Deno.readTextFileSync(`/proc/${pid}/status`);
+    return Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? 0) / 1024;
+  });
+}
+
+/** Status and milliseconds of GET `path` on `base`. */
+async function timed(base: string, path: string): Promise<string> {
+  const started = performance.now();
+  const res = await fetch(`${base}${path}`);
+  await res.arrayBuffer();
+  return `${res.status} in ${(performance.now() - started).toFixed(0)} ms`;
+}
+
+/**
+ * How soon a server on the imported cache `ship` answers offline: an imported manifest, then misses one after the
+ * other, with `upstream` as every upstream (connect timeout 2 s). The first miss finds upstream unreachable; later
+ * ones wait at most the imported layer's deadline (DOWN_DEADLINE_MS) for it.
+ */
+function offlineAnswers(ship: string, upstream: string): Promise<string[]> {
+  const upstreams = { index: `${upstream}/pi/v2`, github: upstream, gitlab: upstream, connect_timeout: "2s" };
+  return withServer(ship, upstreams, async (base) => {
+    const out = [`imported manifest ${await timed(base, "/package/6/pkg0000/latest.json")}`];
+    for (let i = 1; i <= 3; i++) out.push(`miss ${i} ${await timed(base, `/package/6/nosuch${i}/latest.json`)}`);
+    return out;
+  });
 }
 
 const work = Deno.makeTempDirSync({ prefix: "mipserver-bench-bundle-" });
@@ -155,5 +190,13 @@ for (const [name, r] of [["export", exp], ["import", imp]] as const) {
     } |`,
   );
 }
+// Upstream gone: a port nothing listens on (refused at once), and a listener that is never accepted from (the
+// kernel completes the handshake; no answer ever comes).
+const sink = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+const refused = await offlineAnswers(ship, "http://127.0.0.1:9");
+const swallowed = await offlineAnswers(ship, `http://127.0.0.1:${(sink.addr as Deno.NetAddr).port}`);
+sink.close();
+console.log(`offline answers, upstream refusing:  ${refused.join(", ")}`);
+console.log(`offline answers, upstream swallowing: ${swallowed.join(", ")}`);
 if (Deno.env.get("KEEP") !== "1") await Deno.remove(work, { recursive: true });
 else console.log(`kept ${work}`);

@@ -2,12 +2,13 @@
  * End-to-end, with the real mpy-cross and the real MicroPython mip: warm an instance's cache from fake upstreams,
  * export it, import the bundle into a second instance on another cache dir whose upstreams do not answer, and install
  * everything there by name, by version, with --no-mpy and through a profile. A second warm contacts no upstream; two
- * exports are byte-identical; what no bundle holds is a quick 503.
+ * exports are byte-identical; what no bundle holds is a 503 that names it and says upstream cannot be reached.
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { gunzipSync } from "node:zlib";
 import { unpackTar } from "modern-tar";
+import { DOWN_DEADLINE_MS } from "../../src/bundle/layer.ts";
 import { parseMpyHeader } from "../../src/compile/mpy_header.ts";
 import { startUpstreams } from "../fixtures/upstreams.ts";
 import { freePort, tempDir } from "../helpers.ts";
@@ -87,13 +88,21 @@ Deno.test("warm, export, import into an offline instance, and install everything
       ["bigmod", "fastmath", "hello", "mathx", "sensorkit"],
     );
 
-    const started = performance.now();
+    // What no bundle holds: a 503 naming it and why. Upstream refuses connections here, so the answer comes from the
+    // refusal (after the retries, or at once from the open circuit breaker) or from the imported layer's deadline,
+    // never from a wait on upstream's 10 s connect timeout; both are named below. How many ms it takes is a figure
+    // bench/bundle.ts prints; tests/bundle/import_test.ts tells the timers apart against an upstream that never answers.
     const missing = await fetch(`${base}/package/6/nosuch/latest.json`);
     const text = await missing.text();
     assert.equal(missing.status, 503, text);
-    assert.match(text, /[Oo]ffline/);
-    assert.match(text, /not imported/);
-    assert.ok(performance.now() - started < 1000, `the 503 took ${performance.now() - started} ms`);
+    assert.match(
+      text,
+      new RegExp(
+        "^Offline: nosuch latest \\(6\\) was not imported \\(no imported bundle holds it\\) and upstream" +
+          "( cannot be reached \\((Cannot reach upstream|Upstream \\S+ is failing; not contacted)" +
+          `|, unreachable \\d+ s ago, did not answer within ${DOWN_DEADLINE_MS} ms)`,
+      ),
+    );
   } finally {
     await stop();
   }
