@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { join, relative } from "node:path";
 import { sha256Hex } from "../../src/cache/hash.ts";
 import { SingleFlight } from "../../src/cache/single_flight.ts";
-import { DiskStore, isObjectKey, isSafeKey } from "../../src/cache/store.ts";
+import { DiskStore, HOT_ENTRY_OVERHEAD, isObjectKey, isSafeKey, type StoredObject } from "../../src/cache/store.ts";
 import { denoFs, type StoreFs } from "../../src/cache/store_fs.ts";
 import { memoryLogger } from "../../src/log.ts";
 import { otherWriter } from "../fixtures/tmp_owner.ts";
@@ -68,16 +68,54 @@ Deno.test("a replaced object is served new, never the old copy from memory", asy
   assert.equal(got?.storedAt, 2000);
 });
 
-Deno.test("the hot set stays within its memory budget and still serves evicted objects from disk", async () => {
-  const store = new DiskStore(tempDir(), { memoryBytes: 8 * 1024 });
+Deno.test("the hot set stays within its memory budget (cache.memory), fills it, and serves evicted objects from disk", async () => {
+  const budget = 8 * 1024;
+  const store = new DiskStore(tempDir(), { memoryBytes: budget });
   await store.open();
+  const key = (i: number) => `compiled/aa/aa${String(i).padStart(6, "0")}-r`;
+  // What one object is counted for, worked out here rather than read from the store: key, body and the fixed
+  // overhead. 878 bytes, under an eighth of the budget (larger objects are never kept hot), so 9 fit in 8 KiB.
+  const cost = (k: string, body: Uint8Array) => k.length + body.byteLength + HOT_ENTRY_OVERHEAD;
+  const fits = Math.floor(budget / cost(key(0), new Uint8Array(600)));
+  assert.equal(fits, 9);
+  let most = 0;
+  const watch = () => (most = Math.max(most, store.hot.bytes));
   for (let i = 0; i < 20; i++) {
-    await store.put(`compiled/aa/aa${String(i).padStart(6, "0")}-r`, new Uint8Array(1000).fill(i));
+    await store.put(key(i), new Uint8Array(600).fill(i));
+    watch();
   }
-  for (let i = 0; i < 20; i++) {
-    const got = await store.get(`compiled/aa/aa${String(i).padStart(6, "0")}-r`);
-    assert.equal(got?.body[0], i);
+  // Read back newest first: the puts left 11..19 hot, so the reads of 10..0 come from disk, go in and push those out.
+  const got = new Map<number, StoredObject>();
+  for (let i = 19; i >= 0; i--) {
+    const object = await store.get(key(i));
+    assert.ok(object?.body.byteLength === 600 && object.body.every((b) => b === i), `${key(i)}: its own bytes`);
+    got.set(i, object);
+    watch();
   }
+  assert.ok(most <= budget, `the hot set was counted at ${most} bytes, over its budget of ${budget}`);
+  // Measured: the last 9 read (8..0) are in memory (a hot read returns the very object held; a read from disk makes a
+  // new one) and nothing else is counted, so the hot set holds exactly their cost: within the budget, and filling it.
+  const held = [...Array(fits).keys()];
+  for (const i of held) assert.equal(await store.get(key(i)), got.get(i), `${key(i)} is served from memory`);
+  const heldBytes = held.reduce((sum, i) => sum + cost(key(i), got.get(i)!.body), 0);
+  assert.deepEqual(store.hot, { objects: fits, bytes: heldBytes });
+  assert.ok(heldBytes <= budget && heldBytes > budget - cost(key(0), got.get(0)!.body), `${heldBytes} bytes held`);
+  // An evicted object still comes, from disk: equal bytes in a new object.
+  const evicted = await store.get(key(19));
+  assert.notEqual(evicted, got.get(19), `${key(19)} was evicted, yet came from memory`);
+  assert.deepEqual(evicted?.body, got.get(19)!.body);
+  assert.ok(store.hot.bytes <= budget);
+  // Least recently used out first: the reads of 0..8 above left 0 the least recent, so 19 took its place, not 8's.
+  assert.equal(await store.get(key(8)), got.get(8), `${key(8)} was pushed out before the less recently used 0`);
+  assert.notEqual(await store.get(key(0)), got.get(0), `${key(0)}, the least recently used, stayed in memory`);
+  // An object over an eighth of the budget is served but never kept: each read is a new object from disk.
+  const big = "compiled/bb/bb000000-r";
+  await store.put(big, new Uint8Array(budget / 8).fill(7));
+  const before = store.hot;
+  const first = await store.get(big);
+  assert.equal(first?.body.byteLength, budget / 8);
+  assert.notEqual(await store.get(big), first, "an object over an eighth of the budget was kept in memory");
+  assert.deepEqual(store.hot, before);
 });
 
 Deno.test("single-flight shares one run per key and forgets it when done", async () => {
