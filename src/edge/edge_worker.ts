@@ -4,22 +4,19 @@
  * every other request to the main thread, which owns the cache, the upstreams and the compiler. The requests it
  * answers itself go to the main thread in batches, to be logged and counted there.
  *
- * Its connections are read by `front.ts`, which writes each answer in one send; connections it does not read
- * (anything but plain GET and HEAD requests) go to this thread's `Deno.serve` on loopback, with the same edge in
- * front of the same forwarding.
+ * Its edge is assembled as the main thread's is (`assemble.ts`); only its parts differ: what the edge does not keep
+ * is asked of the main thread (`protocol.ts`), and its records and log lines are sent there.
  * @module
  */
 /// <reference lib="deno.worker" />
 import { createLogger } from "../log.ts";
-import { createEdgeHandler, EdgeCache } from "./edge.ts";
-import { Front } from "./front.ts";
-import type { PlainRequest } from "./h1.ts";
-import { HitBatch } from "./hits.ts";
-import { type Missed, plainAnswerer } from "./plain.ts";
-import type { ToMain, ToWorker } from "./listen.ts";
 import { RequestTally } from "../http/metrics.ts";
 import { RequestLog } from "../http/request_log.ts";
-import { type ClientInfo, createRecorder, type Recorder, type Shared } from "../http/server.ts";
+import type { ClientInfo, Shared } from "../http/server.ts";
+import { type AssembledEdge, assembleEdge } from "./assemble.ts";
+import type { PlainRequest } from "./h1.ts";
+import type { Missed } from "./plain.ts";
+import type { ForwardedMessage, FromWorker, ToWorker } from "./protocol.ts";
 
 /**
  * The requests answered here go to the main thread this often (ms): log lines, the newest requests, figures. Short
@@ -30,21 +27,19 @@ const BATCH_MS = 20;
 /** Log lines waiting before a batch goes early. */
 const BATCH_LINES = 4096;
 
-const post = (message: ToMain, transfer: Transferable[] = []) => self.postMessage(message, transfer);
+const post = (message: FromWorker, transfer: Transferable[] = []) => self.postMessage(message, transfer);
 
-let server: Deno.HttpServer | undefined;
-let front: Front | undefined;
+/** This thread's edge, once started. */
+let edge: AssembledEdge | undefined;
 let nextId = 0;
 const pending = new Map<number, (reply: Extract<ToWorker, { type: "response" }>) => void>();
 let lines: string[] = [];
 let recent = new RequestLog(0);
 const tally = new RequestTally();
 let timer: ReturnType<typeof setTimeout> | undefined;
-/** The hits this thread's front answered and has not recorded yet (`hits.ts`). */
-let hits: HitBatch | undefined;
 
 function flush(): void {
-  hits?.drain();
+  edge?.drain();
   if (timer !== undefined) clearTimeout(timer);
   timer = undefined;
   const figures = tally.take();
@@ -56,7 +51,7 @@ function flush(): void {
 type Reply = Extract<ToWorker, { type: "response" }>;
 
 /** Hands a request to the main thread; request bodies are not sent, since no route takes one. */
-function ask(request: { method: string; url: string; headers: [string, string][]; client: string }): Promise<Reply> {
+function ask(request: ForwardedMessage & { client: string }): Promise<Reply> {
   const id = nextId++;
   post({ type: "request", id, ...request });
   return new Promise((resolve) => pending.set(id, resolve));
@@ -90,48 +85,33 @@ async function miss(request: PlainRequest, client: Deno.NetAddr): Promise<Missed
   };
 }
 
+/** Sends what this thread logged and recorded to the main thread soon, or now when much is waiting. */
+function sendSoon(): void {
+  if (lines.length >= BATCH_LINES) flush();
+  else timer ??= setTimeout(flush, BATCH_MS);
+}
+
 function start(message: Extract<ToWorker, { type: "start" }>): void {
-  const cache = new EdgeCache({ windowMs: message.windowMs, maxBytes: message.maxBytes });
   recent = new RequestLog(message.log.requestsKept);
   const logger = createLogger({
     level: message.log.level,
     format: message.log.format,
     write: (line) => lines.push(line),
   });
-  const record = createRecorder({ logger, requestLog: recent, metrics: tally });
-  const sendSoon = () => {
-    if (lines.length >= BATCH_LINES) flush();
-    else timer ??= setTimeout(flush, BATCH_MS);
-  };
-  const edgeRecord: Recorder = (entry, kind) => {
-    record(entry, kind);
-    sendSoon();
-  };
-  const handler = createEdgeHandler(forward, { cache, record: edgeRecord });
-  const batch = hits = new HitBatch(edgeRecord);
-  recent.catchUp = () => batch.drain();
   try {
-    const listener = Deno.listen({ hostname: message.hostname, port: message.port, reusePort: true });
-    // Connections the front does not read come here; their handler sees the client behind the relay.
-    server = Deno.serve(
-      { hostname: "127.0.0.1", port: 0, onListen: () => {} },
-      (request, info) => handler(request, { remoteAddr: front?.clientOf(info.remoteAddr.port) ?? info.remoteAddr }),
-    );
-    front = new Front({
-      listener,
-      handover: server.addr as Deno.NetAddr,
-      answer: plainAnswerer(cache, hits, miss),
+    edge = assembleEdge({
+      listener: Deno.listen({ hostname: message.hostname, port: message.port, reusePort: true }),
+      handler: forward,
+      miss,
+      logger,
+      requestLog: recent,
+      metrics: tally,
+      noted: sendSoon,
+      windowMs: message.windowMs,
+      maxBytes: message.maxBytes,
       headTimeoutMs: message.headTimeoutMs,
       idleTimeoutMs: message.idleTimeoutMs,
       maxConnections: message.maxConnections,
-      onFull: (refused) => {
-        logger.warn("Too many connections open; new ones are refused", { refused });
-        sendSoon();
-      },
-      onError: (e) => {
-        logger.error("Cannot answer a request", { error: e instanceof Error ? (e.stack ?? e.message) : String(e) });
-        sendSoon();
-      },
     });
     post({ type: "listening" });
   } catch (e) {
@@ -156,8 +136,7 @@ self.onmessage = async (event: MessageEvent<ToWorker>) => {
       post({ type: "done", id: message.id });
       break;
     case "stop":
-      await Promise.all([front?.shutdown(), server?.shutdown()]);
-      await server?.finished;
+      await edge?.shutdown();
       flush();
       post({ type: "done", id: message.id });
       break;

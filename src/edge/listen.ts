@@ -1,71 +1,21 @@
 /**
- * Puts the handler on the network, with the edge (`edge.ts`) in front of it. With `workers` 0 (the default), this
- * thread reads its connections itself (`front.ts`), answers kept cache hits in one write each and everything else
- * with the handler, and hands odd connections to a `Deno.serve` on loopback. With `workers` > 0, that many edge
- * worker threads (`edge_worker.ts`) share the port through SO_REUSEPORT and answer repeated cache hits in
- * parallel, while this thread runs everything else; a worker that dies is replaced. If the threads cannot listen
- * (no SO_REUSEPORT, or Deno run without `--unstable-net`), this thread serves alone and says why.
+ * Puts the handler on the network, with the edge in front of it. With `workers` 0 (the default), this thread serves
+ * alone through its own edge (`assemble.ts`): kept cache hits in one write each, everything else through the
+ * handler. With `workers` > 0, that many edge worker threads (`edge_worker.ts`) share the port through SO_REUSEPORT
+ * and answer repeated cache hits in parallel, while this thread answers what they forward (`protocol.ts`); a worker
+ * that dies is replaced. If the threads cannot listen (no SO_REUSEPORT, or Deno run without `--unstable-net`), this
+ * thread serves alone and says why.
  * @module
  */
 import type { Config } from "../config/schema.ts";
-import type { Logger, LogLevel } from "../log.ts";
+import type { Logger } from "../log.ts";
+import type { Metrics } from "../http/metrics.ts";
+import type { RequestLog } from "../http/request_log.ts";
+import { createRecorder, type ServeHandler, type Shared } from "../http/server.ts";
+import { assembleEdge } from "./assemble.ts";
 import { createEdgeHandler, EDGE_WINDOW_MS, EdgeCache } from "./edge.ts";
-import { Front, HEAD_TIMEOUT_MS, IDLE_TIMEOUT_MS, MAX_CONNECTIONS } from "./front.ts";
-import { HitBatch } from "./hits.ts";
-import { type Missed, plainAnswerer } from "./plain.ts";
-import type { Metrics, TallySnapshot } from "../http/metrics.ts";
-import type { RequestEntry, RequestLog } from "../http/request_log.ts";
-import { createRecorder, type ServeHandler, type Shared, splitUrl } from "../http/server.ts";
-import type { PlainRequest } from "./h1.ts";
-
-/** How edge workers write request log lines, as the main logger would. */
-export interface WorkerLog {
-  level: LogLevel;
-  format: "text" | "json";
-  /** Requests each worker keeps between batches for `/_/requests`. */
-  requestsKept: number;
-}
-
-/** What an edge worker sends about the requests it answered since its last batch. */
-export interface WorkerBatch {
-  /** Formatted log lines, newline-separated ("" for none). */
-  lines: string;
-  /** The newest requests, oldest first. */
-  recent: RequestEntry[];
-  tally?: TallySnapshot;
-}
-
-/** Messages from the main thread to an edge worker. */
-export type ToWorker =
-  | {
-    type: "start";
-    hostname: string;
-    port: number;
-    windowMs: number;
-    maxBytes: number;
-    headTimeoutMs: number;
-    idleTimeoutMs: number;
-    maxConnections: number;
-    log: WorkerLog;
-  }
-  | {
-    type: "response";
-    id: number;
-    status: number;
-    headers: [string, string][];
-    body: ArrayBuffer | null;
-    shared?: Shared;
-  }
-  | { type: "flush"; id: number }
-  | { type: "stop"; id: number };
-
-/** Messages from an edge worker to the main thread. */
-export type ToMain =
-  | { type: "listening" }
-  | { type: "failed"; message: string }
-  | { type: "request"; id: number; method: string; url: string; headers: [string, string][]; client: string }
-  | { type: "served"; batch: WorkerBatch }
-  | { type: "done"; id: number };
+import { HEAD_TIMEOUT_MS, IDLE_TIMEOUT_MS, MAX_CONNECTIONS } from "./front.ts";
+import { forwardedRequest, type FromWorker, type ToWorker, type WorkerLog } from "./protocol.ts";
 
 /** What {@linkcode listen} needs. */
 export interface ListenOptions {
@@ -120,32 +70,6 @@ const WORKER_URL = new URL("./edge_worker.ts", import.meta.url);
 /** A worker thread that fails is replaced after this pause (ms), so one that fails at once cannot spin. */
 const RESTART_DELAY_MS = 250;
 
-/** Methods a client may send but a `Request` cannot carry (the fetch standard forbids them). */
-const FORBIDDEN_METHODS = new Set(["CONNECT", "TRACE", "TRACK"]);
-
-/**
- * Rebuilds a request an edge worker forwarded so that it reads exactly as the client sent it, and the handler answers
- * it as it would have on the thread that received it:
- * - `new Request` normalizes the URL (`/file/../x` becomes `/x`) and refuses one that a Host such as `a b` makes
- *   invalid, while the router must see the path as sent to refuse such paths (400): `url` reads as received.
- * - `new Request` upper-cases the methods the fetch standard names (`get` becomes `GET`), while the router answers
- *   `get` with 405, as it does on the thread that received it: `method` reads as sent.
- * - CONNECT, TRACE and TRACK cannot be given to `new Request`, yet a client can send them and the router answers them
- *   (404 or 405) like any method it does not serve: the request is built as a GET.
- */
-export function forwardedRequest(message: { method: string; url: string; headers: [string, string][] }): Request {
-  const forbidden = FORBIDDEN_METHODS.has(message.method.toUpperCase());
-  let url = message.url;
-  if (!URL.canParse(url)) {
-    const { pathname, search } = splitUrl(url);
-    url = `http://invalid-host.invalid${pathname}${search}`;
-  }
-  const request = new Request(url, { method: forbidden ? "GET" : message.method, headers: message.headers });
-  if (request.url !== message.url) Object.defineProperty(request, "url", { value: message.url });
-  if (request.method !== message.method) Object.defineProperty(request, "method", { value: message.method });
-  return request;
-}
-
 /**
  * The listener settings a configuration gives: the edge's window (a second at most, never past `cache.ttl`), its
  * per-thread byte budget, and how the worker threads log.
@@ -163,58 +87,6 @@ export function configSettings(
     maxConnections: config.server.max_connections,
     log: { level: config.log.level, format: config.log.format, requestsKept: config.log.requests_kept },
   };
-}
-
-/** Reads a text file; undefined when it cannot be read (absent, or not permitted). */
-export type ReadText = (path: string) => string | undefined;
-
-function readText(path: string): string | undefined {
-  try {
-    return Deno.readTextFileSync(path);
-  } catch {
-    return undefined;
-  }
-}
-
-/**
- * The CPUs a container's limit allows this process, if one is set: the smallest quota over its cgroup and the
- * cgroups above it (cgroup v2 `cpu.max`, "max" or `<quota> <period>`), else the cgroup v1 CFS quota
- * (`cpu.cfs_quota_us` / `cpu.cfs_period_us`, -1 for none). Undefined when there is no limit or nothing can be read.
- */
-export function cgroupCpus(read: ReadText = readText): number | undefined {
-  let limit: number | undefined;
-  const keep = (quota: number, period: number) => {
-    if (quota > 0 && period > 0) limit = Math.min(limit ?? Infinity, quota / period);
-  };
-  const own = /^0::(\/\S*)$/m.exec(read("/proc/self/cgroup") ?? "")?.[1] ?? "/";
-  const dirs = ["/sys/fs/cgroup"];
-  for (let path = own; path !== "/" && path !== ""; path = path.slice(0, path.lastIndexOf("/")) || "/") {
-    dirs.push(`/sys/fs/cgroup${path}`);
-  }
-  for (const dir of dirs) {
-    const [quota, period] = (read(`${dir}/cpu.max`) ?? "").trim().split(/\s+/);
-    if (quota && quota !== "max") keep(Number(quota), Number(period));
-  }
-  if (limit !== undefined) return limit;
-  for (const dir of ["/sys/fs/cgroup/cpu,cpuacct", "/sys/fs/cgroup/cpu"]) {
-    const quota = read(`${dir}/cpu.cfs_quota_us`);
-    if (quota === undefined) continue;
-    keep(Number(quota.trim()), Number((read(`${dir}/cpu.cfs_period_us`) ?? "").trim()));
-    break;
-  }
-  return limit;
-}
-
-/**
- * The worker count `auto` stands for: one per CPU, at most 4, none on a single CPU. A container's CPU limit
- * (`cgroupCpus`) counts as the number of CPUs when it is lower, rounded down (1.5 CPUs: none).
- */
-export function autoWorkers(
-  cpus: number = navigator.hardwareConcurrency ?? 1,
-  limit: number | undefined = cgroupCpus(),
-): number {
-  const usable = limit === undefined ? cpus : Math.min(cpus, Math.floor(limit));
-  return usable < 2 ? 0 : Math.min(usable, 4);
 }
 
 /**
@@ -271,60 +143,25 @@ async function serveAlone(options: ListenOptions): Promise<Listener> {
  * plain requests go to the handler, and odd connections to a `Deno.serve` on loopback with the same edge in front.
  */
 async function serveFront(options: ListenOptions): Promise<Listener> {
-  const cache = new EdgeCache({ windowMs: options.windowMs, maxBytes: options.maxBytes });
-  const record = createRecorder(options);
-  const edge = createEdgeHandler(options.handler, { cache, record });
   const listener = await bindSoon(options, () => Deno.listen({ hostname: options.hostname, port: options.port }));
-  const ref: { front?: Front } = {};
-  let server: Deno.HttpServer;
-  try {
-    server = Deno.serve(
-      { hostname: "127.0.0.1", port: 0, onListen: () => {} },
-      (request, info) => edge(request, { remoteAddr: ref.front?.clientOf(info.remoteAddr.port) ?? info.remoteAddr }),
-    );
-  } catch (e) {
-    listener.close();
-    throw e;
-  }
-  const miss = async (request: PlainRequest, client: Deno.NetAddr): Promise<Missed> => {
-    let shared: Shared | undefined;
-    const forwarded = forwardedRequest({
-      method: request.method,
-      url: `http://${request.host}${request.target}`,
-      headers: request.headers,
-    });
-    const response = await options.handler(forwarded, { remoteAddr: client }, (s) => (shared = s));
-    const body = response.body === null ? null : new Uint8Array(await response.arrayBuffer());
-    return { status: response.status, headers: response.headers, body, shared };
-  };
-  // Hits are recorded in batches; the request log brings them in before any other record, and a flush before a read.
-  const hits = new HitBatch(record);
-  const catchUp = () => hits.drain();
-  options.requestLog.catchUp = catchUp;
-  const front = ref.front = new Front({
+  const edge = assembleEdge({
     listener,
-    handover: server.addr as Deno.NetAddr,
-    answer: plainAnswerer(cache, hits, miss),
-    onError: (e) =>
-      options.logger.error("Cannot answer a request", { error: e instanceof Error ? e.message : String(e) }),
+    handler: options.handler,
+    logger: options.logger,
+    requestLog: options.requestLog,
+    metrics: options.metrics,
+    windowMs: options.windowMs,
+    maxBytes: options.maxBytes,
     headTimeoutMs: options.headTimeoutMs,
     idleTimeoutMs: options.idleTimeoutMs,
     maxConnections: options.maxConnections,
-    onFull: (refused) => options.logger.warn("Too many connections open; new ones are refused", { refused }),
   });
   let finish!: () => void;
   const finished = new Promise<void>((resolve) => (finish = resolve));
-  let stopped: Promise<void> | undefined;
   return {
     workers: 0,
-    flush: () => Promise.resolve(hits.drain()),
-    shutdown: () =>
-      stopped ??= Promise.all([front.shutdown(), server.shutdown()]).then(async () => {
-        await server.finished;
-        hits.drain();
-        if (options.requestLog.catchUp === catchUp) options.requestLog.catchUp = undefined;
-        finish();
-      }),
+    flush: () => Promise.resolve(edge.drain()),
+    shutdown: () => edge.shutdown().then(finish),
     finished,
   };
 }
@@ -357,7 +194,7 @@ async function startWorkers(options: ListenOptions): Promise<Listener> {
     return result;
   };
 
-  const answer = async (worker: Worker, message: Extract<ToMain, { type: "request" }>) => {
+  const answer = async (worker: Worker, message: Extract<FromWorker, { type: "request" }>) => {
     let shared: Shared | undefined;
     const request = forwardedRequest(message);
     const response = await options.handler(request, { remoteAddr: { hostname: message.client } }, (s) => {
@@ -383,7 +220,7 @@ async function startWorkers(options: ListenOptions): Promise<Listener> {
       const timer = setTimeout(() => {
         if (!listening) reject(new Error(`Worker thread edge-${index} did not start listening in time`));
       }, options.startTimeout ?? 10_000);
-      worker.onmessage = (event: MessageEvent<ToMain>) => {
+      worker.onmessage = (event: MessageEvent<FromWorker>) => {
         const message = event.data;
         switch (message.type) {
           case "listening":
