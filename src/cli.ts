@@ -1,10 +1,23 @@
 /**
- * Command-line parsing. Pure: returns what to do, never exits.
+ * The command line of the server and its commands: the server's flag table and commands, with the bundle commands'
+ * (`bundle/args.ts`), read by the one reader (`args.ts`). Pure: returns what to do, never exits.
  * @module
  */
-import { readArgs } from "./args.ts";
+import { ArgError, type CommandSpec, CONFIG_FLAG, type Flag, flagHelp, HELP_FLAG, readCommandLine } from "./args.ts";
 import { specProblem } from "./packages/names.ts";
-import { BUNDLE_COMMANDS, type BundleCommand, parseBundleArgs } from "./bundle/args.ts";
+import { BUNDLE_COMMAND_SPECS, type BundleCommand } from "./bundle/args.ts";
+
+/** The flags of the server and of `check-config`, `healthcheck`, `lock` and `purge`. */
+const SERVER_FLAGS: readonly Flag[] = [
+  HELP_FLAG,
+  { names: ["--version", "-V"], stop: "version", help: "print the version and exit" },
+  CONFIG_FLAG,
+  { names: ["--port"], value: "N", override: "server.port", help: "listen on port N (overrides server.port)" },
+  { names: ["--host"], value: "ADDR", override: "server.host", help: "listen on address ADDR (overrides server.host)" },
+];
+
+/** `lock --output FILE`. */
+const LOCK_OUTPUT: Flag = { names: ["--output"], value: "FILE", help: "write the lock to FILE instead of stdout" };
 
 /** The usage text for `--help`. */
 export const USAGE = `mipserver: a caching, compiling package server for MicroPython's mip
@@ -28,10 +41,7 @@ Usage:
   mipserver --help | --version
 
 Options:
-  --config FILE   configuration file (default: $MIPSERVER_CONFIG, else $CONFIGURATION_DIRECTORY/config.yaml,
-                  else ./config.yaml, else the built-in defaults); config.local.yaml beside it is merged over it
-  --port N        listen on port N (overrides server.port)
-  --host ADDR     listen on address ADDR (overrides server.host)
+${flagHelp(SERVER_FLAGS)}
 
 From a checkout: deno task start [options], or make run ARGS="[options]".`;
 
@@ -52,66 +62,57 @@ export type Command =
   | BundleCommand
   | { kind: "error"; message: string };
 
+type ServerKind = "serve" | "check-config" | "healthcheck";
+
+/** `serve` (run when no command is named), `check-config` or `healthcheck`: flags only. */
+function serverCommand(name: ServerKind): CommandSpec<Command> {
+  return {
+    name,
+    named: name === "serve" ? "implicit" : "later",
+    flags: SERVER_FLAGS,
+    build: (read) => ({ kind: name, configPath: read.value("config"), overrides: read.overrides }),
+  };
+}
+
+/** `lock` (one or more `PKG[@VERSION]`) or `purge` (one). */
+function lockCommand(name: "lock" | "purge"): CommandSpec<Command> {
+  return {
+    name,
+    flags: name === "lock" ? [...SERVER_FLAGS, LOCK_OUTPUT] : SERVER_FLAGS,
+    argument: () => undefined,
+    build: (read) => {
+      const specs = read.args;
+      if (specs.length === 0) throw new ArgError(`${name} needs at least one PKG[@VERSION]`);
+      if (name === "purge" && specs.length > 1) throw new ArgError("purge takes one PKG[@VERSION]");
+      const problem = specs.map(specProblem).find((p) => p !== undefined);
+      if (problem) throw new ArgError(`Invalid package ${problem}`);
+      return {
+        kind: name,
+        configPath: read.value("config"),
+        overrides: read.overrides,
+        specs,
+        output: read.value("output"),
+      };
+    },
+  };
+}
+
+/** Every command the command line may name, and the server, run when it names none. */
+export const COMMANDS: readonly CommandSpec<Command>[] = [
+  serverCommand("serve"),
+  serverCommand("check-config"),
+  serverCommand("healthcheck"),
+  lockCommand("lock"),
+  lockCommand("purge"),
+  ...BUNDLE_COMMAND_SPECS,
+];
+
 /** Parses the arguments after the program name. */
 export function parseArgs(args: string[]): Command {
-  if ((BUNDLE_COMMANDS as readonly string[]).includes(args[0])) return parseBundleArgs(args);
-  let kind: "serve" | "check-config" | "healthcheck" | "lock" | "purge" = "serve";
-  let configPath: string | undefined;
-  const overrides: Record<string, string> = {};
-  const specs: string[] = [];
-  let output: string | undefined;
-  for (const { arg, flag, value } of readArgs(args)) {
-    try {
-      switch (flag) {
-        case "-h":
-        case "--help":
-          return { kind: "help" };
-        case "-V":
-        case "--version":
-          return { kind: "version" };
-        case "check-config":
-        case "healthcheck":
-        case "lock":
-        case "purge":
-          if (kind !== "serve") {
-            if (kind === "lock" || kind === "purge") {
-              specs.push(arg);
-              break;
-            }
-            return { kind: "error", message: `Unexpected argument ${JSON.stringify(arg)}; see --help` };
-          }
-          kind = flag;
-          break;
-        case "--output":
-          output = value();
-          break;
-        case "--config":
-          configPath = value();
-          break;
-        case "--port":
-          overrides["server.port"] = value();
-          break;
-        case "--host":
-          overrides["server.host"] = value();
-          break;
-        default:
-          if ((kind === "lock" || kind === "purge") && !arg.startsWith("-")) {
-            specs.push(arg);
-            break;
-          }
-          return { kind: "error", message: `Unknown argument ${JSON.stringify(arg)}; see --help` };
-      }
-    } catch (e) {
-      return { kind: "error", message: (e as Error).message };
-    }
+  try {
+    return readCommandLine(args, COMMANDS);
+  } catch (e) {
+    if (!(e instanceof ArgError)) throw e;
+    return { kind: "error", message: e.message };
   }
-  if (output !== undefined && kind !== "lock") return { kind: "error", message: "--output goes with lock" };
-  if (kind === "lock" || kind === "purge") {
-    if (specs.length === 0) return { kind: "error", message: `${kind} needs at least one PKG[@VERSION]` };
-    if (kind === "purge" && specs.length > 1) return { kind: "error", message: "purge takes one PKG[@VERSION]" };
-    const problem = specs.map(specProblem).find((p) => p !== undefined);
-    if (problem) return { kind: "error", message: `Invalid package ${problem}` };
-    return { kind, configPath, overrides, specs, output };
-  }
-  return { kind, configPath, overrides };
 }

@@ -1,8 +1,9 @@
 /**
- * Command lines of `warm`, `export` and `import`. Pure: returns what to do, never exits.
+ * Command lines of `warm`, `export` and `import`: their flag tables and what they make of them, read by the one
+ * reader (`../args.ts`). Pure: returns what to do, never exits.
  * @module
  */
-import { readArgs } from "../args.ts";
+import { ArgError, type CommandSpec, CONFIG_FLAG, type Flag, HELP_FLAG, readCommandLine, type Stop } from "../args.ts";
 import { specProblem } from "../packages/names.ts";
 
 /** The subcommands this room runs. */
@@ -23,54 +24,99 @@ export type BundleCommand =
   | { kind: "export"; configPath?: string; overrides: Record<string, string>; packages: string[]; output: string }
   | { kind: "import"; configPath?: string; overrides: Record<string, string>; bundle: string };
 
+const WARM_FLAGS: readonly Flag[] = [
+  HELP_FLAG,
+  CONFIG_FLAG,
+  {
+    names: ["--profile"],
+    value: "NAME",
+    repeatable: true,
+    help: "also compile for this mpy_cross profile (repeatable)",
+  },
+  {
+    names: ["--mpy"],
+    value: "py|N",
+    repeatable: true,
+    check: (v) =>
+      /^(py|\d{1,3})$/.test(v) ? undefined : `--mpy takes py or an .mpy version number, got ${JSON.stringify(v)}`,
+    help: "the variant to warm: py sources or .mpy version N (repeatable)",
+  },
+  { names: ["--from"], value: "LOCKFILE", help: "warm every package the lock names, as locked" },
+];
+
+const EXPORT_FLAGS: readonly Flag[] = [
+  HELP_FLAG,
+  CONFIG_FLAG,
+  { names: ["--output", "-o"], value: "BUNDLE", help: "the .tar.gz bundle to write" },
+];
+
+/** A `PKG[@VERSION]` argument: refused at once when the index could not name such a package. */
+const packageArgument = (arg: string) => {
+  const problem = specProblem(arg);
+  return problem ? `Invalid package ${problem}` : undefined;
+};
+
+/** The commands of this room, for the one reader; each is named by the first argument. */
+export const BUNDLE_COMMAND_SPECS: readonly CommandSpec<BundleCommand>[] = [
+  {
+    name: "warm",
+    named: "first",
+    flags: WARM_FLAGS,
+    argument: packageArgument,
+    build: (read) => {
+      const from = read.value("from");
+      if (read.args.length === 0 && from === undefined) {
+        throw new ArgError("warm needs the packages to warm: PKG[@VERSION]...");
+      }
+      return {
+        kind: "warm",
+        configPath: read.value("config"),
+        overrides: read.overrides,
+        packages: read.args,
+        profiles: read.list("profile"),
+        mpy: read.list("mpy"),
+        ...(from === undefined ? {} : { from }),
+      };
+    },
+  },
+  {
+    name: "export",
+    named: "first",
+    flags: EXPORT_FLAGS,
+    argument: packageArgument,
+    build: (read) => {
+      const output = read.value("output");
+      if (!output) throw new ArgError("export needs --output BUNDLE");
+      return {
+        kind: "export",
+        configPath: read.value("config"),
+        overrides: read.overrides,
+        packages: read.args,
+        output,
+      };
+    },
+  },
+  {
+    name: "import",
+    named: "first",
+    flags: [HELP_FLAG, CONFIG_FLAG],
+    argument: (_arg, earlier) => earlier.length > 0 ? "import takes one bundle" : undefined,
+    build: (read) => {
+      const bundle = read.args[0];
+      if (!bundle) throw new ArgError("import needs the bundle to import");
+      return { kind: "import", configPath: read.value("config"), overrides: read.overrides, bundle };
+    },
+  },
+];
+
 /** Parses `args` (the subcommand first). Returns the command, or `{kind: "error"}` with a message. */
 export function parseBundleArgs(
   args: string[],
-): BundleCommand | { kind: "help" } | { kind: "error"; message: string } {
-  const kind = args[0] as BundleCommand["kind"];
-  let configPath: string | undefined;
-  const packages: string[] = [];
-  const profiles: string[] = [];
-  const mpy: string[] = [];
-  let output: string | undefined;
-  const rest: Record<string, unknown> = {};
+): BundleCommand | Stop | { kind: "error"; message: string } {
   try {
-    for (const { arg, flag, value } of readArgs(args, 1)) {
-      if (flag === "-h" || flag === "--help") return { kind: "help" };
-      if (flag === "--config") configPath = value();
-      else if (flag === "--profile" && kind === "warm") profiles.push(value());
-      else if (flag === "--mpy" && kind === "warm") {
-        const v = value();
-        if (!/^(py|\d{1,3})$/.test(v)) {
-          throw new Error(`--mpy takes py or an .mpy version number, got ${JSON.stringify(v)}`);
-        }
-        mpy.push(v);
-      } else if ((flag === "--output" || flag === "-o") && kind === "export") output = value();
-      else if (flag === "--from" && kind === "warm") rest.from = value();
-      else if (flag.startsWith("-")) throw new Error(`Unknown option ${JSON.stringify(arg)} for ${kind}; see --help`);
-      else if (kind === "import") {
-        if (output !== undefined) throw new Error("import takes one bundle");
-        output = arg;
-      } else {
-        const problem = specProblem(arg);
-        if (problem) throw new Error(`Invalid package ${problem}`);
-        packages.push(arg);
-      }
-    }
+    return readCommandLine(args, BUNDLE_COMMAND_SPECS);
   } catch (e) {
-    return { kind: "error", message: (e as Error).message };
+    if (!(e instanceof ArgError)) throw e;
+    return { kind: "error", message: e.message };
   }
-  const overrides: Record<string, string> = {};
-  if (kind === "warm") {
-    if (packages.length === 0 && Object.keys(rest).length === 0) {
-      return { kind: "error", message: "warm needs the packages to warm: PKG[@VERSION]..." };
-    }
-    return { kind, configPath, overrides, packages, profiles, mpy, ...rest };
-  }
-  if (kind === "export") {
-    if (!output) return { kind: "error", message: "export needs --output BUNDLE" };
-    return { kind, configPath, overrides, packages, output };
-  }
-  if (!output) return { kind: "error", message: "import needs the bundle to import" };
-  return { kind: "import", configPath, overrides, bundle: output };
 }
