@@ -1,13 +1,8 @@
 /**
- * A set of short-lived objects kept in an array of slots, for the front's open connections (`front.ts`).
- *
- * A `Set` would do the same job, but under churn it costs the garbage collector a lot. A `Set` keeps insertion
- * order: every add goes at the end of its hash table, which is rebuilt (newly allocated) as deleted entries pile up.
- * With a connection opened and closed per request (devices send `Connection: close`), V8 then promoted objects to
- * the old generation on every request. Measured under `wrk -H "Connection: close"` with `--trace-gc-nvp`: about
- * 430 bytes promoted per request with a `Set`, 8 with slots (and none in a bare accept/read/write/close loop), and
- * young collections a third as long. Here an item takes the most recently freed slot, and a removed item's slot is
- * cleared at once.
+ * A set of short-lived objects kept in an array of slots, for the front's open connections (`front.ts`). A `Set` does
+ * the same job but, under a connection opened and closed per request (as devices send them), made V8 promote objects
+ * on every request (bench/gc.sh and docs/benchmarks.md show it). Here an item takes the most recently freed slot, and
+ * a removed item's slot is cleared at once.
  * @module
  */
 
