@@ -19,7 +19,9 @@ import { RepoService } from "./packages/repo_service.ts";
 import { dependenciesOf, Resolver } from "./packages/resolver.ts";
 import { GuardedResolver } from "./packages/guarded_resolver.ts";
 import { lockProtects, readLockFile } from "./bundle/lock_file.ts";
-import { allowedHosts, configuredHost, hostAllowlist, tokenHeaders } from "./upstream/hosts.ts";
+import { REPO_HOST_NAMES, REPO_HOSTS } from "./packages/sources/registry.ts";
+import type { HostBases } from "./packages/sources/source.ts";
+import { allowedHosts, configuredHost, hostAllowlist, tokenHeaders, type TokenRule } from "./upstream/hosts.ts";
 import { Breakers, registerBreakerMetrics } from "./upstream/breaker.ts";
 import { addIndexRoutes } from "./routes/index_api.ts";
 import { addRepoRoutes } from "./routes/repo_api.ts";
@@ -134,7 +136,7 @@ export async function createApp(options: AppOptions): Promise<App> {
     allowHost: hostAllowlist(hosts),
     breakers,
     breakerKey: hostOf,
-    headersFor: tokenHeaders(config),
+    headersFor: tokenHeaders(tokenRules(config)),
     onAttempt: (url, status, seconds) => {
       const host = hostOf(url);
       metrics.upstream.inc({ host, status: String(status) });
@@ -170,8 +172,8 @@ export async function createApp(options: AppOptions): Promise<App> {
     metrics,
   });
   await compiler.init();
-  const bases = { github: config.upstreams.github, gitlab: config.upstreams.gitlab };
-  const repos = new RepoService({ cache, fetcher, ...bases, tagTtl: config.cache.tag_ttl });
+  const bases: HostBases = Object.fromEntries(REPO_HOST_NAMES.map((name) => [name, config.upstreams[name]]));
+  const repos = new RepoService({ cache, fetcher, bases, tagTtl: config.cache.tag_ttl });
   const named = new NamedService({
     packages: config.packages,
     pins: config.pins,
@@ -281,4 +283,18 @@ export async function createApp(options: AppOptions): Promise<App> {
     startRecording: () => parts.recorder.start(),
     close: () => parts.close(),
   };
+}
+
+/**
+ * Each configured code-host token (`upstreams.<host>_token`) with the hosts it may go to: the host of
+ * `upstreams.<host>` and the hosts its kind names (GitHub's own), never any other.
+ */
+function tokenRules(config: Config): TokenRule[] {
+  const upstreams = config.upstreams as unknown as Record<string, string | null | undefined>;
+  return REPO_HOSTS.flatMap((host): TokenRule[] => {
+    const token = host.token ? upstreams[`${host.name}_token`] : undefined;
+    if (!host.token || !token) return [];
+    const base = new URL(upstreams[host.name] ?? host.defaultBase).host.toLowerCase();
+    return [{ token, hosts: [base, ...(host.token.hosts ?? [])] }];
+  });
 }

@@ -7,10 +7,11 @@
  *   x/latest.json`, `served/t/esp32/package/6/x/1.0.json`, `served/repo/...`), with this server's base URL left as a
  *   placeholder;
  * - `files/<h2>/<hash>`: content-addressed files (named by their sha256 or its prefix);
- * - `mirror/...`: raw files of the `/github`, `/gitlab` and `/url` mirrors that dependencies point at.
+ * - `mirror/...`: raw files of the code hosts' mirrors (`/github`, ...) and `/url` that dependencies point at.
  * @module
  */
 import { isSafeKey } from "../cache/store.ts";
+import { REPO_HOST_ALTERNATIVES } from "../packages/sources/registry.ts";
 
 /** The format name in the bundle manifest. */
 export const BUNDLE_FORMAT = "mipserver-bundle";
@@ -48,6 +49,8 @@ export interface BundleManifest {
 
 const SHA256 = /^[0-9a-f]{64}$/;
 const FILE = /^files\/([0-9a-f]{2})\/([0-9a-f]{4,64})$/;
+/** A mirrored raw file: under a code host's mirror or `/url/`. */
+const MIRROR_OBJECT = new RegExp(`^mirror/(${REPO_HOST_ALTERNATIVES}|url)/.`);
 
 /** Why an object path is not allowed in a bundle, or undefined when it is. */
 export function pathProblem(path: string): string | undefined {
@@ -57,7 +60,7 @@ export function pathProblem(path: string): string | undefined {
   if (file) return file[2].startsWith(file[1]) ? undefined : "file not under its hash's first two characters";
   if (path.startsWith("files/")) return "not a file hash";
   if (/^served\/(t\/[^/]+\/)?(package|repo)\/.+\.json$/.test(path)) return undefined;
-  if (/^mirror\/(github|gitlab|url)\/./.test(path)) return undefined;
+  if (MIRROR_OBJECT.test(path)) return undefined;
   return "not an object a bundle holds";
 }
 

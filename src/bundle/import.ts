@@ -17,10 +17,14 @@ import { createTarDecoder } from "modern-tar";
 import { joinChunks } from "../bytes.ts";
 import { TmpOwner } from "../cache/tmp_owner.ts";
 import { BASE_PLACEHOLDER } from "../packages/locations.ts";
+import { REPO_HOST_ALTERNATIVES } from "../packages/sources/registry.ts";
 import { type BundleManifest, type BundleObject, MANIFEST_ENTRY, MANIFEST_MAX, parseManifest } from "./format.ts";
 import { type Catalog, LAYER, readCatalog } from "./layer.ts";
 import { MemoryPacer } from "./memory.ts";
 import { mirrorKey } from "./walk.ts";
+
+/** A mirror path a dependency names: a code host's (`/github/...`, ...) or `/url/...`, perhaps under a profile. */
+const MIRROR_PATH = new RegExp(`^(/t/[^/]+)?/(${REPO_HOST_ALTERNATIVES}|url)/`);
 
 /** A bundle that was refused; nothing was changed. */
 export class BundleError extends Error {
@@ -105,7 +109,7 @@ function checkComplete(manifest: BundleManifest, served: Map<string, Uint8Array>
       if (!target.startsWith(BASE_PLACEHOLDER)) continue;
       const p = target.slice(BASE_PLACEHOLDER.length);
       if (/^(\/t\/[^/]+)?\/repo\//.test(p)) need(`served${p}`, p);
-      else if (/^(\/t\/[^/]+)?\/(github|gitlab|url)\//.test(p)) need(mirrorKey(p.replace(/^\/t\/[^/]+/, "")), p);
+      else if (MIRROR_PATH.test(p)) need(mirrorKey(p.replace(/^\/t\/[^/]+/, "")), p);
     }
   }
 }

@@ -7,18 +7,15 @@
 import { sha256Hex } from "../cache/hash.ts";
 import type { Served } from "../cache/fresh_cache.ts";
 import { HttpError } from "../http/responses.ts";
+import { REPO_HOST_ALTERNATIVES } from "../packages/sources/registry.ts";
+import type { RepoSpec } from "../packages/sources/source.ts";
 import { LOCK_FORMAT, type LockedPackage, type LockFile, repoId, variantKey } from "./lock_file.ts";
 import { parseSpec } from "./walk.ts";
 
 /** The parts of the resolver a lock is made with. */
 export interface LockResolver {
   manifest(mpy: string, name: string, version: string, profile: string | null, base: string): Promise<Served>;
-  repoManifest(
-    mpy: string,
-    spec: { host: "github" | "gitlab"; owner: string; repo: string; ref: string; path: string },
-    profile: string | null,
-    base: string,
-  ): Promise<Served>;
+  repoManifest(mpy: string, spec: RepoSpec, profile: string | null, base: string): Promise<Served>;
   file(hash: string): Promise<Served>;
 }
 
@@ -39,7 +36,8 @@ export interface LockOptions {
 const BASE = "http://mipserver-lock.invalid";
 const dec = new TextDecoder();
 
-type RepoSpec = { host: "github" | "gitlab"; owner: string; repo: string; ref: string; path: string };
+/** `/repo/{mpy}/{host}/{owner}/{repo}/{ref}/{path}`: a repository dependency manifest on this server. */
+const REPO_MANIFEST = new RegExp(`^/repo/[^/]+/(${REPO_HOST_ALTERNATIVES})/([^/]+)/([^/]+)/([^/]+)/(.+)$`);
 
 interface Node {
   id: string;
@@ -55,9 +53,9 @@ function depNode(dep: unknown, from: string): { node?: Node; id: string } {
   const [target, version] = Array.isArray(dep) ? [String(dep[0]), String(dep[1] ?? "latest")] : [String(dep), "latest"];
   if (!target.startsWith(BASE)) return { id: target, node: { id: target, version: version || "latest", from } };
   const path = target.slice(BASE.length).replace(/^\/t\/[^/]+(?=\/)/, "");
-  const m = /^\/repo\/[^/]+\/(github|gitlab)\/([^/]+)\/([^/]+)\/([^/]+)\/(.+)$/.exec(path);
+  const m = REPO_MANIFEST.exec(path);
   if (!m) return { id: `mirror:${path}` };
-  const repo: RepoSpec = { host: m[1] as "github" | "gitlab", owner: m[2], repo: m[3], ref: m[4], path: m[5] };
+  const repo: RepoSpec = { host: m[1], owner: m[2], repo: m[3], ref: m[4], path: m[5] };
   const id = repoId(repo);
   return { id, node: { id, version: repo.ref, from, repo } };
 }

@@ -6,9 +6,13 @@
  */
 import { dirname, isAbsolute, join, resolve } from "node:path";
 import { isPair, isScalar, parse as parseYaml, parseDocument, visit, YAMLParseError } from "yaml";
+import { REPO_HOSTS } from "../packages/sources/registry.ts";
 import { type Config, configSchema } from "./schema.ts";
 
-/** Environment variables that override single keys (the ones people set in containers). */
+/**
+ * Environment variables that override single keys (the ones people set in containers); each code host's token
+ * variables come from its kind (`GITHUB_TOKEN`, `MIPSERVER_CODEBERG_TOKEN`, ...).
+ */
 export const ENV_OVERRIDES: Record<string, string> = {
   MIPSERVER_HOST: "server.host",
   MIPSERVER_PORT: "server.port",
@@ -19,8 +23,9 @@ export const ENV_OVERRIDES: Record<string, string> = {
   MIPSERVER_LOG_LEVEL: "log.level",
   MIPSERVER_LOG_FORMAT: "log.format",
   MIPSERVER_INDEX: "upstreams.index",
-  GITHUB_TOKEN: "upstreams.github_token",
-  MIPSERVER_GITHUB_TOKEN: "upstreams.github_token",
+  ...Object.fromEntries(
+    REPO_HOSTS.flatMap((h) => (h.token?.env ?? []).map((name) => [name, `upstreams.${h.name}_token`])),
+  ),
   MIPSERVER_ADMIN_TOKEN: "server.admin_token",
 };
 

@@ -6,6 +6,14 @@
 import { z } from "zod";
 import { formatDuration, formatSize, parseDuration, parseSize } from "./units.ts";
 import { PACKAGE_NAME, specProblem, VERSION } from "../packages/names.ts";
+import {
+  REPO_HOSTS,
+  type RepoHostName,
+  SOURCE_KINDS,
+  sourceKind,
+  type TokenHostName,
+} from "../packages/sources/registry.ts";
+import type { SourceKind } from "../packages/sources/source.ts";
 
 const show = (v: unknown): string => {
   if (v === undefined) return "nothing";
@@ -123,28 +131,46 @@ export const MARCH_VALUES = [
   "host",
 ] as const;
 
-/** Prefixes a `packages.<name>.source` may start with. */
-export const SOURCE_KINDS = ["github", "gitlab", "url", "pypi", "local"] as const;
+/** `a, b and c` (or `or`): a list in words. */
+const listed = (items: readonly string[], last: "and" | "or"): string =>
+  items.length < 2 ? items.join("") : `${items.slice(0, -1).join(", ")} ${last} ${items.at(-1)}`;
 
-/** What each source kind needs after its prefix. */
-const SOURCE_RULES: Record<string, RegExp> = {
-  github: /^[A-Za-z0-9_.-]+\/[A-Za-z0-9_.-]+(\/[A-Za-z0-9_.+\/-]+)?$/,
-  gitlab: /^[A-Za-z0-9_.-]+\/[A-Za-z0-9_.-]+(\/[A-Za-z0-9_.+\/-]+)?$/,
-  url: /^https?:\/\/[^\s/]+(\/\S*)?$/,
-  pypi: /^[A-Za-z0-9][A-Za-z0-9._-]*$/,
-  local: /^\S.*$/,
-};
-
-const source = field(
-  `a source such as github:owner/repo[/path], gitlab:owner/repo[/path], url:https://.../package.json, pypi:name or local:/dir`,
-  (v) => {
+/**
+ * The `packages.<name>.source` field for `kinds` (the registry's): `kind:rest` where `rest` matches the kind's
+ * pattern and holds no `..` segment (unless the kind takes them); the message lists every kind's example.
+ */
+export function sourceField(kinds: readonly SourceKind[]) {
+  return field(`a source such as ${listed(kinds.map((k) => k.example), "or")}`, (v) => {
     if (typeof v !== "string") return undefined;
     const m = /^([a-z]+):(.+)$/.exec(v.trim());
-    if (!m || !(SOURCE_KINDS as readonly string[]).includes(m[1]) || !SOURCE_RULES[m[1]].test(m[2])) return undefined;
-    if (m[2].split("/").includes("..") && m[1] !== "local") return undefined;
+    const kind = m && kinds.find((k) => k.name === m[1]);
+    if (!m || !kind || !kind.pattern.test(m[2])) return undefined;
+    if (m[2].split("/").includes("..") && !kind.parentSegments) return undefined;
     return v.trim();
-  },
-);
+  });
+}
+
+const source = sourceField(SOURCE_KINDS);
+
+/** Whether a (checked) source has versions: `ref` and pins apply to it. */
+const versioned = (source: string): boolean => sourceKind(source.slice(0, source.indexOf(":")))?.versioned ?? true;
+const prefixes = (kinds: readonly SourceKind[]) => kinds.map((k) => `${k.name}:`);
+/** `url: and local: sources have no versions; ref applies to github:, ... and pypi: sources`. */
+const NO_VERSIONS = `${listed(prefixes(SOURCE_KINDS.filter((k) => !k.versioned)), "and")} sources have no versions; ` +
+  `ref applies to ${listed(prefixes(SOURCE_KINDS.filter((k) => k.versioned)), "and")} sources`;
+
+const hostBase = (url: string) => httpUrl().prefault(url);
+const hostToken = () => nullable(text("a token")).prefault(null);
+/** `upstreams.<host>` for each code host of the registry, defaulting to the host's own base. */
+const HOST_BASES = Object.fromEntries(REPO_HOSTS.map((h) => [h.name, hostBase(h.defaultBase)])) as {
+  [N in RepoHostName]: ReturnType<typeof hostBase>;
+};
+/** `upstreams.<host>_token` for each code host that takes a token. */
+const HOST_TOKENS = Object.fromEntries(
+  REPO_HOSTS.filter((h) => h.token).map((h) => [`${h.name}_token`, hostToken()]),
+) as {
+  [N in TokenHostName as `${N}_token`]: ReturnType<typeof hostToken>;
+};
 
 /** Refs and versions end up in upstream URLs and cache keys: letters, digits and `._+-`, no `..`. */
 const refLike = (what: string) =>
@@ -221,11 +247,10 @@ export const configSchema = z.strictObject({
   }).prefault({}),
   upstreams: z.strictObject({
     index: indexList.prefault("https://micropython.org/pi/v2"),
-    github: httpUrl().prefault("https://raw.githubusercontent.com"),
-    gitlab: httpUrl().prefault("https://gitlab.com"),
+    ...HOST_BASES,
     pypi: httpUrl().prefault("https://pypi.org/pypi"),
     pypi_files: httpUrl().prefault("https://files.pythonhosted.org"),
-    github_token: nullable(text("a token")).prefault(null),
+    ...HOST_TOKENS,
     connect_timeout: duration().prefault("10s"),
     timeout: duration().prefault("60s"),
     retries: field("a whole number 0-10", intIn(0, 10)).prefault(2),
@@ -241,12 +266,8 @@ export const configSchema = z.strictObject({
       source,
       ref: nullable(refLike("a branch, tag or commit (letters, digits, '.', '_', '+', '-')")).prefault(null),
     }).superRefine((pkg, ctx) => {
-      if (pkg.ref !== null && /^(url|local):/.test(pkg.source)) {
-        ctx.addIssue({
-          code: "custom",
-          path: ["ref"],
-          message: "url: and local: sources have no versions; ref applies to github:, gitlab: and pypi: sources",
-        });
+      if (pkg.ref !== null && !versioned(pkg.source)) {
+        ctx.addIssue({ code: "custom", path: ["ref"], message: NO_VERSIONS });
       }
     }),
   ).prefault({}),
@@ -298,7 +319,7 @@ export const configSchema = z.strictObject({
 }).superRefine((config, ctx) => {
   for (const name of Object.keys(config.pins)) {
     const source = config.packages[name]?.source;
-    if (source && /^(url|local):/.test(source)) {
+    if (source && !versioned(source)) {
       ctx.addIssue({
         code: "custom",
         path: ["pins", name],
@@ -325,8 +346,11 @@ export const DURATION_KEYS = [
 ];
 /** Key paths whose values are sizes (bytes once parsed). */
 export const SIZE_KEYS = ["cache.memory", "cache.max_size", "upstreams.max_size", "audit.max_size"];
-/** Keys whose values are secrets and never printed or logged. */
-export const SECRET_KEYS = ["upstreams.github_token", "server.admin_token"];
+/** Keys whose values are secrets and never printed or logged: the code hosts' tokens and the admin token. */
+export const SECRET_KEYS = [
+  ...REPO_HOSTS.filter((h) => h.token).map((h) => `upstreams.${h.name}_token`),
+  "server.admin_token",
+];
 
 /** The configuration as a person writes it: units as text, secrets redacted. For `check-config`. */
 export function displayConfig(config: Config): Record<string, unknown> {

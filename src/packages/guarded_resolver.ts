@@ -18,6 +18,7 @@ import type { Logger } from "../log.ts";
 import { type LockedPackage, type LockFile, repoId, variantKey } from "../bundle/lock_file.ts";
 import { BlockList, newestUnblocked } from "./block_list.ts";
 import { Resolver, type ResolverOptions } from "./resolver.ts";
+import type { RepoSpec } from "./sources/source.ts";
 
 /** What the guarded resolver adds to a resolver's options. */
 export interface GuardOptions extends ResolverOptions {
@@ -40,8 +41,6 @@ const VERSION_LIMIT = 200;
  * (blocked) one; past it no more are noted.
  */
 export const SERVED_LIMIT = 200_000;
-
-type RepoSpec = { host: "github" | "gitlab"; owner: string; repo: string; ref: string; path: string };
 
 const short = (hash: string) => hash.slice(0, 8);
 
@@ -206,7 +205,7 @@ export class GuardedResolver extends Resolver {
   }
 
   /**
-   * Throws 403 under a lock for a mirror path (`/github/...`, `/gitlab/...`, `/url/...`) that no locked package names
+   * Throws 403 under a lock for a mirror path (`/github/...` and the other code hosts', `/url/...`) that no locked package names
    * as a dependency (single-file and URL dependencies; their bytes are not locked).
    */
   checkMirror(path: string): void {

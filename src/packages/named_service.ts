@@ -14,15 +14,9 @@ import { UpstreamError } from "../upstream/fetcher.ts";
 import { BASE_PLACEHOLDER, parseSpec } from "./locations.ts";
 import { cacheKey, clip, destinationProblem, UnsafeManifestError } from "./names.ts";
 import { rewriteDep } from "./repo_service.ts";
-import {
-  defaultRef,
-  mutability,
-  parseSource,
-  type Resolved,
-  resolveSourceAt,
-  type Source,
-  type SourceContext,
-} from "./sources.ts";
+import { readPackageAt } from "./sources/package_url.ts";
+import { parseSource } from "./sources/registry.ts";
+import type { RepoSpec, Resolved, Source, SourceContext } from "./sources/source.ts";
 
 /** A file after the per-target step (compilation); `dest` may change (`x.py` → `x.mpy`). */
 export interface Transformed {
@@ -39,7 +33,8 @@ export interface NamedServiceOptions {
   pins: Record<string, string>;
   cache: FreshCache;
   store: DiskStore;
-  sources: SourceContext;
+  /** What the sources are read with (the package.json reader is added here). */
+  sources: Omit<SourceContext, "packageAt">;
   logger: Logger;
   /** The per-target step; without one, files are served as they are. */
   transform?: Transform;
@@ -68,10 +63,13 @@ async function mapLimit<T, R>(items: T[], limit: number, fn: (item: T) => Promis
 /** Serves `packages.<name>` as index manifests. */
 export class NamedService {
   #o: NamedServiceOptions;
+  #ctx: SourceContext;
   #sources = new Map<string, Source>();
 
   constructor(options: NamedServiceOptions) {
     this.#o = options;
+    const ctx: SourceContext = { ...options.sources, packageAt: (url, ref) => readPackageAt(ctx, url, ref) };
+    this.#ctx = ctx;
     for (const [name, pkg] of Object.entries(options.packages)) {
       this.#sources.set(name, parseSource(pkg.source));
     }
@@ -90,7 +88,7 @@ export class NamedService {
   /** The ref `version` means for `name`: `latest` is the pin, else the configured ref, else the default. */
   refFor(name: string, version: string): string {
     if (version !== "latest") return version;
-    return this.#o.pins[name] ?? this.#o.packages[name].ref ?? defaultRef(this.#sources.get(name)!);
+    return this.#o.pins[name] ?? this.#o.packages[name].ref ?? this.#sources.get(name)!.defaultRef;
   }
 
   /** Entries for `/index.json`, in the index's package layout. */
@@ -120,22 +118,17 @@ export class NamedService {
   }
 
   /**
-   * A repository package that is no named package (a `github:`/`gitlab:` dependency of one), built into a manifest
-   * the same way: `path` is the package.json (or `.py` module) in the repository at `ref`.
+   * A repository package that is no named package (a code-host dependency of one, `github:` and the like), built
+   * into a manifest the same way: `path` is the package.json (or `.py` module) in the repository at `ref`.
    */
-  async repoManifest(
-    spec: { host: "github" | "gitlab"; owner: string; repo: string; ref: string; path: string },
-    mpy: string,
-    profile: string | null,
-    base: string,
-  ): Promise<Served> {
-    const source: Source = { kind: spec.host, spec: `${spec.host}:${spec.owner}/${spec.repo}/${spec.path}` };
+  async repoManifest(spec: RepoSpec, mpy: string, profile: string | null, base: string): Promise<Served> {
+    const source = parseSource(`${spec.host}:${spec.owner}/${spec.repo}/${spec.path}`);
     const key = cacheKey("repo", spec.host, spec.owner, spec.repo, spec.ref, spec.path, mpy, `${profile ?? "_"}.json`);
     const label = `${spec.host}:${spec.owner}/${spec.repo}`;
     const served = await this.#o.cache.get(
       "repo-manifest",
       key,
-      mutability(source, spec.ref, this.#o.tagTtl ?? null),
+      source.mutability(spec.ref, this.#o.tagTtl ?? null),
       () => this.#build(label, source, spec.ref, mpy, profile),
     );
     return await this.#withBase(served, base);
@@ -146,7 +139,7 @@ export class NamedService {
    * for `mpy` and `profile` like a named `url:` source.
    */
   async urlManifest(url: string, mpy: string, profile: string | null, base: string): Promise<Served> {
-    const source: Source = { kind: "url", url };
+    const source = parseSource(`url:${url}`);
     const u = new URL(url);
     const key = `repo/url/${u.protocol.slice(0, -1)}/${u.host.replaceAll(":", "_")}${u.pathname}/${mpy}/${
       profile ?? "_"
@@ -175,13 +168,13 @@ export class NamedService {
     return this.#o.cache.get(
       "named",
       key,
-      mutability(source, ref, this.#o.tagTtl ?? null),
+      source.mutability(ref, this.#o.tagTtl ?? null),
       () => this.#build(name, source, ref, mpy, profile),
     );
   }
 
   /**
-   * A dependency as a device given this manifest should ask for it: `github:`/`gitlab:` packages become manifests
+   * A dependency as a device given this manifest should ask for it: code-host packages (`github:`, ...) become manifests
    * built here for the same `mpy` and profile (so they are compiled and hash-checked too); single-module and
    * http(s) dependencies become mirror URLs; index names stay.
    */
@@ -211,7 +204,7 @@ export class NamedService {
 
   async #build(name: string, source: Source, ref: string, mpy: string, profile: string | null): Promise<Load> {
     const t0 = performance.now();
-    const resolved: Resolved = await resolveSourceAt(this.#o.sources, source, ref);
+    const resolved: Resolved = await source.resolve(this.#ctx, ref);
     for (const file of resolved.files) this.#checkDest(name, file.dest, file.from);
     const seen = new Set<string>();
     const hashes = await mapLimit(resolved.files, READ_CONCURRENCY, async (file) => {

@@ -75,13 +75,13 @@ export const H2: NameRule = { pattern: /^[0-9a-f]{2}$/, expected: "the first two
 /** A content hash prefix as an index names files (build.py's `--hash-prefix`, 8 by default). */
 export const HASH: NameRule = { pattern: /^[0-9a-f]{4,64}$/, expected: "4 to 64 lowercase hex characters" };
 
-/** A GitHub user or organisation, or a GitLab user or group (`.github`-style and `-`-led names included). */
+/** A user, organisation or group on a code host (`.github`-style and `-`-led names included). */
 export const OWNER: NameRule = {
   pattern: /^(?!\.{1,2}$)[A-Za-z0-9._-]{1,100}$/,
   expected: "a user or group name of letters, digits, '.', '_' or '-'",
 };
 
-/** A repository or GitLab project (`.github`, `.cache`, `-x` included). */
+/** A repository on a code host, or a GitLab project (`.github`, `.cache`, `-x` included). */
 export const REPO: NameRule = {
   pattern: /^(?!\.{1,2}$)[A-Za-z0-9._-]{1,100}$/,
   expected: "a repository name of letters, digits, '.', '_' or '-'",

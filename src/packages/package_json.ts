@@ -3,8 +3,7 @@
  * @module
  */
 import { HttpError } from "../http/responses.ts";
-import { checkedUrl, type HostBases, resolveSource } from "./locations.ts";
-import { clip, destinationProblem, MAX_MANIFEST_FILES, UnsafeManifestError } from "./names.ts";
+import { clip, destinationProblem, MAX_MANIFEST_FILES, parseHost, UnsafeManifestError } from "./names.ts";
 
 export { safeDest } from "./names.ts";
 
@@ -52,6 +51,25 @@ function pairs(doc: Record<string, unknown>, key: string, check: (pair: [string,
   });
 }
 
+/**
+ * Parses an absolute http(s) URL from a package.json and checks its host by the `/url/` route's rule, so every URL we
+ * hand a device can be served; throws an Error saying why not.
+ */
+export function checkedUrl(src: string): URL {
+  let url: URL;
+  try {
+    url = new URL(src);
+  } catch {
+    throw new Error(`${JSON.stringify(clip(src))} is not a valid URL`);
+  }
+  try {
+    parseHost(url.protocol === "https:" ? "https" : "http", url.host);
+  } catch (e) {
+    throw new Error(`${JSON.stringify(clip(src))}: ${(e as Error).message}`);
+  }
+  return url;
+}
+
 /** Parses package.json bytes, or throws a {@linkcode PackageJsonError}. */
 export function parsePackageJson(bytes: Uint8Array): PackageDoc {
   let doc: unknown;
@@ -93,18 +111,4 @@ export function readPackageJson(bytes: Uint8Array, where: string): PackageDoc {
     if (e instanceof PackageJsonError) throw new HttpError(502, `Malformed package.json ${where}: ${e.message}`);
     throw e;
   }
-}
-
-/**
- * Each `urls` entry of the package.json at `url` as `[destination, upstream URL]` (see `resolveSource`); an entry
- * that cannot be resolved is a 502 naming it.
- */
-export function upstreamUrls(bases: HostBases, doc: PackageDoc, url: string, ref: string): [string, string][] {
-  return doc.urls.map(([dest, src]) => {
-    try {
-      return [dest, resolveSource(bases, src, url, ref)];
-    } catch (e) {
-      throw new HttpError(502, `package.json at ${url}: url entry ${JSON.stringify(dest)}: ${(e as Error).message}`);
-    }
-  });
 }

@@ -8,6 +8,7 @@ import { HttpError } from "../http/responses.ts";
 import type { Logger } from "../log.ts";
 import { BASE_PLACEHOLDER } from "./locations.ts";
 import { listedHashes } from "./names.ts";
+import { REPO_HOST_ALTERNATIVES } from "./sources/registry.ts";
 
 /** A dependency as a package states it: `[name or URL, version]`. */
 export type Dep = [string, string];
@@ -32,21 +33,24 @@ export interface PolicyOptions {
 /** What the closure allows. */
 export interface Allowed {
   names: Set<string>;
-  /** Mirror path prefixes: `/github/o/r/`, `/gitlab/o/r/` or `/url/{scheme}/{host}/`. */
+  /** Mirror path prefixes: `/{code host}/o/r/` (`/github/o/r/`, ...) or `/url/{scheme}/{host}/`. */
   prefixes: Set<string>;
 }
 
+const DEPENDENCY_MANIFEST = new RegExp(`^/repo/[^/]+(?=/(${REPO_HOST_ALTERNATIVES})/)`);
+const REPO_PREFIX = new RegExp(`^/(${REPO_HOST_ALTERNATIVES})/([^/]+)/([^/]+)/`);
+
 /**
- * A device path that names repository content (`/github/...`, `/gitlab/...`, `/url/...`, or a dependency manifest
- * `/repo/{mpy}/github/...`, optionally under `/t/{profile}`) as its plain mirror path.
+ * A device path that names repository content (`/github/...` and the other code hosts', `/url/...`, or a dependency
+ * manifest `/repo/{mpy}/github/...`, optionally under `/t/{profile}`) as its plain mirror path.
  */
 export function mirrorPathOf(path: string): string {
-  return path.replace(/^\/t\/[^/]+(?=\/)/, "").replace(/^\/repo\/[^/]+(?=\/(github|gitlab)\/)/, "");
+  return path.replace(/^\/t\/[^/]+(?=\/)/, "").replace(DEPENDENCY_MANIFEST, "");
 }
 
 /** The mirror prefix a path belongs to: its repository, or for plain URLs its host. */
 export function prefixOf(path: string): string | undefined {
-  const m = /^\/(github|gitlab)\/([^/]+)\/([^/]+)\//.exec(path) ?? /^\/(url)\/([^/]+)\/([^/]+)\//.exec(path);
+  const m = REPO_PREFIX.exec(path) ?? /^\/(url)\/([^/]+)\/([^/]+)\//.exec(path);
   return m ? `/${m[1]}/${m[2]}/${m[3]}/` : undefined;
 }
 
@@ -88,7 +92,7 @@ export class Policy {
     );
   }
 
-  /** Throws 403 unless the mirror path (`/github/...`, `/gitlab/...`, `/url/...`) may be served. */
+  /** Throws 403 unless the mirror path (`/github/...` and the other code hosts', `/url/...`) may be served. */
   async checkMirror(path: string): Promise<void> {
     if (!this.denying) return;
     const prefix = prefixOf(mirrorPathOf(path));

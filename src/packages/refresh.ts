@@ -11,7 +11,8 @@ import { cacheKey } from "./names.ts";
 
 /** Which ref to refresh. */
 export interface RefSpec {
-  host: "github" | "gitlab";
+  /** A code host's name (`github`, `gitlab`, `codeberg`, ...). */
+  host: string;
   owner: string;
   repo: string;
   ref: string;

@@ -1,5 +1,6 @@
 /**
- * Ad-hoc mirrors: `/github/{owner}/{repo}/{ref}/{path...}`, `/gitlab/...` and `/url/{scheme}/{host}/{path...}` serve
+ * Ad-hoc mirrors: `/github/{owner}/{repo}/{ref}/{path...}` (and `/gitlab/...`, `/codeberg/...`: one per code host of
+ * the source registry) and `/url/{scheme}/{host}/{path...}` serve
  * upstream files through the cache, and rewrite `package.json` so every `urls` entry and every URL dependency points
  * back at this server with an absolute URL (devices before MicroPython 1.25 cannot resolve relative URLs, and a device
  * should never have to reach GitHub or the internet itself).
@@ -12,18 +13,23 @@ import type { Fetcher } from "../upstream/fetcher.ts";
 import {
   BASE_PLACEHOLDER,
   type HostBases,
+  isRepoUrl,
   mirrorPath,
   parseSpec,
   rawUrl,
   refMutability,
   specUrl,
 } from "./locations.ts";
-import { type PackageDoc, readPackageJson, upstreamUrls } from "./package_json.ts";
+import { type PackageDoc, readPackageJson } from "./package_json.ts";
+import { upstreamUrls } from "./sources/package_url.ts";
+import { REPO_HOST_ALTERNATIVES } from "./sources/registry.ts";
 import { nameOfUrlsPackage, urlsFormDep } from "./urls_form.ts";
 import { cacheKey } from "./names.ts";
 
 /** What the mirror service is built from. */
-export interface RepoServiceOptions extends HostBases {
+export interface RepoServiceOptions {
+  /** The code hosts' bases (`upstreams.<host>`). */
+  bases: HostBases;
   cache: FreshCache;
   fetcher: Fetcher;
   /** Longest chain of repository dependencies served (default {@linkcode MAX_DEPS_DEPTH}). */
@@ -39,8 +45,11 @@ export const MAX_DEPS_NODES = 500;
 
 const enc = new TextEncoder();
 
+/** `/{host}/{owner}/{repo}/{ref}/{path}` of a code host's mirror. */
+const REPO_MIRROR = new RegExp(`^/(${REPO_HOST_ALTERNATIVES})/([^/]+)/([^/]+)/([^/]+)/(.+)$`);
+
 /**
- * Rewrites a dependency to what a device should ask for: index names stay names; `github:`/`gitlab:` specs and
+ * Rewrites a dependency to what a device should ask for: index names stay names; code-host specs (`github:`, ...) and
  * http(s) URLs become absolute URLs on this server (`base`), pointing at the mirrored package.json or file.
  */
 export function rewriteDep(bases: HostBases, base: string, dep: [string, string]): [string, string] {
@@ -66,7 +75,7 @@ export class RepoService {
 
   /** An upstream file, cached: for good when `mutable` is false, else for `cache.ttl`. */
   raw(url: string, mutable: Mutability, check?: (body: Uint8Array) => void): Promise<Served> {
-    const key = cacheKey("mirror", mirrorPath(this.#o, url).slice(1));
+    const key = cacheKey("mirror", mirrorPath(this.#o.bases, url).slice(1));
     return this.#o.cache.get("repo", key, mutable, async () => {
       const loaded = await this.#o.fetcher.get(url);
       check?.(loaded.body);
@@ -76,20 +85,21 @@ export class RepoService {
 
   /**
    * The package.json at `url` with every `urls` entry made absolute on this server (`base`, e.g. `http://gw:18891`)
-   * and URL dependencies pointed at this server's mirrors. `ref` is what `github:`/`gitlab:` entries resolve with.
+   * and URL dependencies pointed at this server's mirrors. `ref` is what code-host entries (`github:`, ...) resolve
+   * with.
    */
   async packageJson(url: string, ref: string, mutable: Mutability, base: string): Promise<Served> {
     // A package.json that cannot be served is refused before it is cached.
-    const check = (body: Uint8Array) => void upstreamUrls(this.#o, readPackageJson(body, `at ${url}`), url, ref);
+    const check = (body: Uint8Array) => void upstreamUrls(this.#o.bases, readPackageJson(body, `at ${url}`), url, ref);
     const served = await this.raw(url, mutable, check);
     const doc = readPackageJson(served.body, `at ${url}`);
     await this.checkDeps(url, ref, doc);
     const out = { ...doc.raw };
     if (doc.urls.length > 0 || out.urls !== undefined || doc.hashes.length > 0) {
       out.urls = [
-        ...upstreamUrls(this.#o, doc, url, ref).map(([dest, upstream]) => [
+        ...upstreamUrls(this.#o.bases, doc, url, ref).map(([dest, upstream]) => [
           dest,
-          `${base}${mirrorPath(this.#o, upstream)}`,
+          `${base}${mirrorPath(this.#o.bases, upstream)}`,
         ]),
         // mip fetches hashes from the device's own index; as URLs here they come from this server's /file/.
         ...doc.hashes.map(([dest, hash]) => [dest, `${base}/file/${hash.slice(0, 2)}/${hash}`]),
@@ -97,7 +107,7 @@ export class RepoService {
       delete out.hashes;
     }
     if (out.deps !== undefined) {
-      const target = { base, prefix: "", mpy: "py", bases: this.#o };
+      const target = { base, prefix: "", mpy: "py", bases: this.#o.bases };
       out.deps = doc.deps.map((dep) => urlsFormDep(target, dep));
     }
     const body = enc.encode(JSON.stringify(out));
@@ -111,16 +121,13 @@ export class RepoService {
   }
 
   /**
-   * The dependencies and file locations of the package.json behind a mirror path (`/github/o/r/ref/...`,
-   * `/gitlab/...`, `/url/{scheme}/{host}/...`), with URLs as mirror paths; for the policy's dependency closure.
+   * The dependencies and file locations of the package.json behind a mirror path (`/github/o/r/ref/...`, the
+   * other code hosts', `/url/{scheme}/{host}/...`), with URLs as mirror paths; for the policy's dependency closure.
    */
   async mirrorDeps(path: string): Promise<{ deps: [string, string][]; files: string[] }> {
-    const m = /^\/(github|gitlab)\/([^/]+)\/([^/]+)\/([^/]+)\/(.+)$/.exec(path) ??
-      /^\/(url)\/(https?)\/([^/]+)\/()(.+)$/.exec(path);
+    const m = REPO_MIRROR.exec(path) ?? /^\/(url)\/(https?)\/([^/]+)\/()(.+)$/.exec(path);
     if (!m) return { deps: [], files: [] };
-    const url = m[1] === "url"
-      ? `${m[2]}://${m[3]}/${m[5]}`
-      : rawUrl(this.#o, m[1] as "github" | "gitlab", m[2], m[3], m[4], m[5]);
+    const url = m[1] === "url" ? `${m[2]}://${m[3]}/${m[5]}` : rawUrl(this.#o.bases, m[1], m[2], m[3], m[4], m[5]);
     const served = await this.packageJson(url, m[4] || "HEAD", true, BASE_PLACEHOLDER);
     const doc = JSON.parse(new TextDecoder().decode(served.body));
     const strip = (u: string) => (u.startsWith(BASE_PLACEHOLDER) ? u.slice(BASE_PLACEHOLDER.length) : u);
@@ -133,14 +140,14 @@ export class RepoService {
   }
 
   /**
-   * Walks the repository dependencies (github:, gitlab: and http(s) package.json deps) reachable from the
+   * Walks the repository dependencies (code-host specs and http(s) package.json deps) reachable from the
    * package.json at `url` (already parsed as `doc`), through the cache, and refuses a manifest a device could not
    * finish installing: a dependency cycle (mip has no cycle guard and would loop), a chain deeper than `maxDepth`, or
    * more than {@linkcode MAX_DEPS_NODES} packages. Dependencies that cannot be read are left for the device to meet.
    */
   async checkDeps(url: string, ref: string, doc?: PackageDoc): Promise<void> {
     const maxDepth = this.#o.maxDepth ?? MAX_DEPS_DEPTH;
-    const label = (u: string) => mirrorPath(this.#o, u);
+    const label = (u: string) => mirrorPath(this.#o.bases, u);
     // The longest chain below each package walked so far, itself included: a package reached again by a longer path
     // is not walked again, but its chain still counts.
     const heights = new Map<string, number>();
@@ -178,7 +185,7 @@ export class RepoService {
       if (!current) {
         try {
           // Read as the mirror route caches it, so a moved tag is seen after cache.tag_ttl here too.
-          const mutable = this.#isRepoUrl(node) ? refMutability(nodeRef, this.#o.tagTtl ?? null) : true;
+          const mutable = isRepoUrl(this.#o.bases, node) ? refMutability(nodeRef, this.#o.tagTtl ?? null) : true;
           current = readPackageJson((await this.raw(node, mutable)).body, `at ${node}`);
         } catch {
           heights.set(node, 1);
@@ -189,7 +196,7 @@ export class RepoService {
       let below = 0;
       try {
         for (const [dep, version] of current.deps) {
-          const next = repoDepUrl(this.#o, dep, version);
+          const next = repoDepUrl(this.#o.bases, dep, version);
           if (next) below = Math.max(below, await visit(next.url, next.ref));
         }
       } finally {
@@ -202,21 +209,14 @@ export class RepoService {
   }
 
   /**
-   * {@linkcode checkDeps} for the package.json behind a mirror path (`/github/o/r/ref/[dir/]package.json`,
-   * `/gitlab/...`, `/url/{scheme}/{host}/...json`); other paths (single modules) have no dependencies.
+   * {@linkcode checkDeps} for the package.json behind a mirror path (`/github/o/r/ref/[dir/]package.json`, the
+   * other code hosts', `/url/{scheme}/{host}/...json`); other paths (single modules) have no dependencies.
    */
   async checkMirrorDeps(path: string): Promise<void> {
-    const m = /^\/(github|gitlab)\/([^/]+)\/([^/]+)\/([^/]+)\/(.*\.json)$/.exec(path) ??
-      /^\/(url)\/(https?)\/([^/]+)\/()(.*\.json)$/.exec(path);
-    if (!m) return;
-    const url = m[1] === "url"
-      ? `${m[2]}://${m[3]}/${m[5]}`
-      : rawUrl(this.#o, m[1] as "github" | "gitlab", m[2], m[3], m[4], m[5]);
+    const m = REPO_MIRROR.exec(path) ?? /^\/(url)\/(https?)\/([^/]+)\/()(.+)$/.exec(path);
+    if (!m || !m[5].endsWith(".json")) return;
+    const url = m[1] === "url" ? `${m[2]}://${m[3]}/${m[5]}` : rawUrl(this.#o.bases, m[1], m[2], m[3], m[4], m[5]);
     await this.checkDeps(url, m[4] || "HEAD");
-  }
-
-  #isRepoUrl(url: string): boolean {
-    return url.startsWith(`${this.#o.github}/`) || url.startsWith(`${this.#o.gitlab}/`);
   }
 }
 

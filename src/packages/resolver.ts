@@ -12,6 +12,7 @@ import type { IndexService } from "./index_service.ts";
 import type { HostBases } from "./locations.ts";
 import type { NamedService } from "./named_service.ts";
 import { mirrorPathOf, type Policy } from "./policy.ts";
+import type { RepoSpec } from "./sources/source.ts";
 import { toUrlsForm } from "./urls_form.ts";
 
 /** What the resolver is built from. */
@@ -30,8 +31,8 @@ export interface ResolverOptions {
   /** The `.mpy` version a URL install under `/t/{profile}` is compiled for (`py` when there is no compiler). */
   mpyFor?: (profile: string | null) => string;
   /**
-   * Refuses (throws an HttpError) the repository package behind a mirror path (`/github/...`, `/gitlab/...`,
-   * `/url/...`) when its dependencies cycle or nest too deep.
+   * Refuses (throws an HttpError) the repository package behind a mirror path (`/github/...` and the other code
+   * hosts', `/url/...`) when its dependencies cycle or nest too deep.
    */
   checkMirrorDeps?: (path: string) => Promise<void>;
 }
@@ -56,10 +57,8 @@ export interface ImportedLayer {
   guard<T>(work: Promise<T>, what: string): Promise<T>;
 }
 
-/** A repository file under a profile: `github`/`gitlab` at a ref, or a plain URL. */
-export type MirrorTarget =
-  | { kind: "github" | "gitlab"; owner: string; repo: string; ref: string; path: string }
-  | { kind: "url"; url: string };
+/** A repository file under a profile: a code host's (`github`, ...) at a ref, or a plain URL. */
+export type MirrorTarget = ({ kind: "repo" } & RepoSpec) | { kind: "url"; url: string };
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();
@@ -164,13 +163,8 @@ export class Resolver {
     return served;
   }
 
-  /** `repo/{mpy}/{github|gitlab}/{owner}/{repo}/{ref}/{path}`: a repository dependency built into a manifest. */
-  async repoManifest(
-    mpy: string,
-    spec: { host: "github" | "gitlab"; owner: string; repo: string; ref: string; path: string },
-    profile: string | null,
-    base: string,
-  ): Promise<Served> {
+  /** `repo/{mpy}/{host}/{owner}/{repo}/{ref}/{path}`: a repository dependency built into a manifest. */
+  async repoManifest(mpy: string, spec: RepoSpec, profile: string | null, base: string): Promise<Served> {
     await this.#o.policy.checkMirror(`/${spec.host}/${spec.owner}/${spec.repo}/${spec.ref}/${spec.path}`);
     const path = `${
       profile ? `t/${profile}/` : ""
@@ -209,16 +203,16 @@ export class Resolver {
   }
 
   /**
-   * `/t/{profile}/{github|gitlab|url}/.../package.json`: a URL install under a profile, built like a named package
+   * `/t/{profile}/{host|url}/.../package.json`: a URL install under a profile, built like a named package
    * (files fetched, checked, compiled for the profile) and answered in `urls` form.
    */
   async profileMirror(target: MirrorTarget, profile: string, base: string): Promise<Served> {
     const mpy = this.#o.mpyFor?.(profile) ?? "py";
     const served = target.kind === "url"
       ? await this.#o.named.urlManifest(target.url, mpy, profile, base)
-      : await this.#o.named.repoManifest({ ...target, host: target.kind }, mpy, profile, base);
+      : await this.#o.named.repoManifest(target, mpy, profile, base);
     await this.#checkDeps(served.body, base);
-    const source = target.kind === "url" ? `url:${target.url}` : `${target.kind}:${target.owner}/${target.repo}`;
+    const source = target.kind === "url" ? `url:${target.url}` : `${target.host}:${target.owner}/${target.repo}`;
     this.#o.policy.noteManifest(source, served.body);
     return await this.#urlsForm(served, base, profile, mpy);
   }
@@ -244,7 +238,7 @@ export class Resolver {
 
   async #urlsForm(served: Served, base: string, profile: string | null, mpy: string): Promise<Served> {
     const doc = JSON.parse(dec.decode(served.body));
-    const bases = this.#o.bases ?? { github: "https://raw.githubusercontent.com", gitlab: "https://gitlab.com" };
+    const bases = this.#o.bases ?? {}; // code hosts missing here are read at their default bases
     let form: Record<string, unknown>;
     try {
       form = toUrlsForm(doc, { base, prefix: profile ? `/t/${profile}` : "", mpy, bases });

@@ -4,11 +4,12 @@
  * dependencies there too, so a URL-installed package only stays on the LAN when everything it lists is an absolute
  * URL on this server: files become `{base}{prefix}/file/{h2}/{hash}`, index names become
  * `{base}{prefix}/urls/package/{mpy}/{name}/{version}.json` (the same manifest, in this form), and repository
- * dependencies become mirror URLs (`{base}{prefix}/github/...`). Absolute, because firmware before 1.25 cannot resolve
+ * dependencies become mirror URLs (`{base}{prefix}/github/...`, one route per code host). Absolute, because firmware before 1.25 cannot resolve
  * relative URLs.
  * @module
  */
 import { type HostBases, mirrorPath, parseSpec, specUrl } from "./locations.ts";
+import { REPO_HOST_ALTERNATIVES } from "./sources/registry.ts";
 
 /** Where the URLs of a urls-form manifest point: this server's base URL, the profile prefix, the `.mpy` version. */
 export interface UrlsFormTarget {
@@ -33,7 +34,7 @@ export function nameOfUrlsPackage(path: string): [string, string] | undefined {
 }
 
 /**
- * A dependency as a device doing a URL install must ask for it: `github:`/`gitlab:` specs and http(s) URLs become
+ * A dependency as a device doing a URL install must ask for it: code-host specs (`github:`, ...) and http(s) URLs become
  * mirror URLs on this server (their package.json, or the module for `.py`/`.mpy`), index names become urls-form
  * manifests on this server; URLs already on this server stay.
  */
@@ -77,7 +78,7 @@ export function toUrlsForm(doc: Record<string, unknown>, t: UrlsFormTarget): Rec
   delete out.hashes;
   out.urls = urls;
   if (Array.isArray(doc.deps)) {
-    const repo = new RegExp(`^${escape(t.base)}(/t/[^/]+)?/repo/[^/]+/(github|gitlab)/`);
+    const repo = new RegExp(`^${escape(t.base)}(/t/[^/]+)?/repo/[^/]+/(${REPO_HOST_ALTERNATIVES})/`);
     out.deps = doc.deps.map((d: unknown): [string, string] => {
       const dep: [string, string] = Array.isArray(d) ? [String(d[0]), String(d[1] ?? "latest")] : [String(d), "latest"];
       const m = repo.exec(dep[0]);

@@ -21,6 +21,7 @@ import {
   UnsafeManifestError,
   VERSION,
 } from "../packages/names.ts";
+import { REPO_HOST_NAMES } from "../packages/sources/registry.ts";
 
 /** Cache-Control for content-addressed files: they never change. */
 export const IMMUTABLE = "public, max-age=31536000, immutable";
@@ -110,7 +111,7 @@ export function addIndexRoutes(router: Router, resolver: Resolver, options: Inde
       return serveObject(ctx, served, "application/json", SHORT);
     }, { ...profileParam, mpy: PARAMS.mpy, name: PARAMS.name, version: PARAMS.version });
 
-    for (const host of ["github", "gitlab"] as const) {
+    for (const host of REPO_HOST_NAMES) {
       router.get(`${prefix}/repo/:mpy/${host}/:owner/:repo/:ref/*path`, async (ctx) => {
         const { mpy, owner, repo, ref, path } = ctx.params;
         const profile = profileOf(ctx);

@@ -1,6 +1,6 @@
 /**
- * Ad-hoc mirror routes: `/github/{owner}/{repo}/{ref}/{path...}`, `/gitlab/{owner}/{repo}/{ref}/{path...}` and
- * `/url/{scheme}/{host}/{path...}`. `mip.install("http://gw:18891/github/org/repo/main")` fetches
+ * Ad-hoc mirror routes: `/{host}/{owner}/{repo}/{ref}/{path...}` for each code host of the source registry
+ * (`/github/...`, `/gitlab/...`, `/codeberg/...`) and `/url/{scheme}/{host}/{path...}`. `mip.install("http://gw:18891/github/org/repo/main")` fetches
  * `.../main/package.json`, rewritten so that every url and dependency points back here; any other path returns that
  * raw file, cached.
  * @module
@@ -14,6 +14,7 @@ import { type HostBases, plainUrl, rawUrl, refMutability } from "../packages/loc
 import { checkPath, HOST, parseHost, PROFILE, SCHEME } from "../packages/names.ts";
 import type { RefSpec } from "../packages/refresh.ts";
 import type { RepoService } from "../packages/repo_service.ts";
+import { REPO_HOST_ALTERNATIVES, REPO_HOST_NAMES } from "../packages/sources/registry.ts";
 import type { MirrorTarget } from "../packages/resolver.ts";
 import { lookup, PARAMS, publicBase, REPO_PARAMS, serveObject, SHORT } from "./index_api.ts";
 
@@ -40,7 +41,7 @@ export interface RepoRouteOptions {
   urlsManifest?: (mpy: string, name: string, version: string, profile: string | null, base: string) => Promise<Served>;
 }
 
-/** Adds the `/github/...`, `/gitlab/...` and `/url/...` routes. */
+/** Adds the code hosts' routes (`/github/...`, ...) and `/url/...`. */
 export function addRepoRoutes(router: Router, service: RepoService, options: RepoRouteOptions): void {
   // Offline (or upstream gone after an import), what is not here says so with a 503 rather than a bare 404.
   const explained = async (work: () => Promise<Served>, what: string): Promise<Served> => {
@@ -87,13 +88,13 @@ export function addRepoRoutes(router: Router, service: RepoService, options: Rep
     return serveObject(ctx, served, "application/json", SHORT);
   };
   for (const prefix of ["", "/t/:profile"]) {
-    for (const host of ["github", "gitlab"] as const) {
+    for (const host of REPO_HOST_NAMES) {
       router.get(`${prefix}/${host}/:owner/:repo/:ref/*path`, (ctx) => {
         const { owner, repo, ref, path } = ctx.params;
         checkPath(path);
         const url = rawUrl(options.bases, host, owner, repo, ref, path);
         const mutable = refMutability(ref, options.tagTtl ?? null);
-        return serveProfile(ctx, { kind: host, owner, repo, ref, path }, url, ref, mutable);
+        return serveProfile(ctx, { kind: "repo", host, owner, repo, ref, path }, url, ref, mutable);
       }, { ...profileParam, ...REPO_PARAMS });
     }
     router.get(`${prefix}/url/:scheme/:host/*path`, (ctx) => {
@@ -115,12 +116,13 @@ export function addRepoRoutes(router: Router, service: RepoService, options: Rep
     }
   }
   const refresh = options.refresh;
+  const hostsExpected = `${REPO_HOST_NAMES.slice(0, -1).join(", ")} or ${REPO_HOST_NAMES.at(-1)}`;
   if (refresh) {
     // An admin action: re-read a ref (a moved tag) without waiting for cache.tag_ttl.
     router.add("POST", "/_/refresh/:host/:owner/:repo/:ref", async (ctx) => {
       const { host, owner, repo, ref } = ctx.params;
-      const expired = await refresh({ host: host as "github" | "gitlab", owner, repo, ref });
+      const expired = await refresh({ host, owner, repo, ref });
       return jsonResponse({ host, owner, repo, ref, expired });
-    }, { host: { pattern: /^(github|gitlab)$/, expected: "github or gitlab" }, ...REPO_PARAMS });
+    }, { host: { pattern: new RegExp(`^(${REPO_HOST_ALTERNATIVES})$`), expected: hostsExpected }, ...REPO_PARAMS });
   }
 }

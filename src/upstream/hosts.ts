@@ -1,23 +1,22 @@
 /**
- * Which upstream hosts the server may contact, and which of them receive the GitHub token.
+ * Which upstream hosts the server may contact, and which of them receive a code host's token.
  * @module
  */
 import type { Config } from "../config/schema.ts";
 
-/** Hosts that are GitHub's own, besides the configured `upstreams.github`. */
-const GITHUB_HOSTS = ["github.com", "api.github.com", "raw.githubusercontent.com", "codeload.github.com"];
-
 const hostOf = (url: string): string => new URL(url).host.toLowerCase();
 
 /**
- * The hosts of the configured upstreams (indexes, GitHub, GitLab, PyPI and its file host, `url:` sources) plus
- * `policy.allow_hosts`. An entry without a port allows that host name on any port.
+ * The hosts of the configured upstreams (indexes, every code host, PyPI and its file host: each URL under
+ * `upstreams`, its tokens aside), `url:` sources' hosts, plus `policy.allow_hosts`. An entry without a port allows
+ * that host name on any port.
  */
 export function allowedHosts(config: Config): Set<string> {
   const hosts = new Set<string>(config.policy.allow_hosts);
   for (const url of config.upstreams.index) hosts.add(hostOf(url));
-  for (const url of [config.upstreams.github, config.upstreams.gitlab, config.upstreams.pypi]) hosts.add(hostOf(url));
-  hosts.add(hostOf(config.upstreams.pypi_files));
+  for (const [key, value] of Object.entries(config.upstreams)) {
+    if (typeof value === "string" && !key.endsWith("_token")) hosts.add(hostOf(value));
+  }
   for (const pkg of Object.values(config.packages)) {
     const m = /^url:(.+)$/.exec(pkg.source);
     if (m) {
@@ -36,22 +35,24 @@ export function hostAllowlist(hosts: Set<string>): (url: URL) => boolean {
   return (url) => hosts.has(url.host.toLowerCase()) || hosts.has(url.hostname.toLowerCase());
 }
 
-/** Whether `url` is on a GitHub host (the configured raw host or GitHub's own). */
-export function isGithubHost(config: Config, url: URL): boolean {
-  const host = url.host.toLowerCase();
-  return host === hostOf(config.upstreams.github) || GITHUB_HOSTS.includes(host);
+/** A token and the hosts (`host` or `host:port`, lowercase) it is sent to. */
+export interface TokenRule {
+  token: string;
+  hosts: string[];
 }
 
-/** The Fetcher's `headersFor`: `Authorization` with `upstreams.github_token`, for GitHub hosts only. */
-export function tokenHeaders(config: Config): (url: URL) => Record<string, string> {
-  const token = config.upstreams.github_token;
-  if (!token) return () => ({});
-  const header = { authorization: `token ${token}` };
-  return (url) =>
-    (url.protocol === "https:" || url.hostname === "127.0.0.1" || url.hostname === "localhost") &&
-      isGithubHost(config, url)
-      ? header
-      : {};
+/**
+ * The Fetcher's `headersFor`: `Authorization: token ...` with the first rule whose hosts hold the URL's host, over
+ * https (or plain http to a loopback test server) only; no header for any other host.
+ */
+export function tokenHeaders(rules: TokenRule[]): (url: URL) => Record<string, string> {
+  if (rules.length === 0) return () => ({});
+  return (url): Record<string, string> => {
+    if (url.protocol !== "https:" && url.hostname !== "127.0.0.1" && url.hostname !== "localhost") return {};
+    const host = url.host.toLowerCase();
+    const rule = rules.find((r) => r.hosts.includes(host));
+    return rule ? { authorization: `token ${rule.token}` } : {};
+  };
 }
 
 /**
