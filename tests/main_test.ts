@@ -112,16 +112,69 @@ Deno.test("the server starts, answers, and shuts down gracefully on SIGTERM, eve
   }
 });
 
-Deno.test("a port already in use is reported, not a stack trace", async () => {
+Deno.test("SIGINT (Ctrl-C) shuts the server down gracefully: exit 0, logged, the port released", async () => {
+  const port = freePort();
+  const dir = tempDir();
+  // server.workers 0 (the default): the main thread serves; the SIGTERM test above has worker threads.
+  Deno.writeTextFileSync(join(dir, "config.yaml"), `server: {host: 127.0.0.1}\ncache: {dir: ./cache}\n`);
+  const child = mipserver(["--port", String(port)], { cwd: dir }).spawn();
+  try {
+    const res = await fetchWhenUp(`http://127.0.0.1:${port}/healthz`);
+    assert.equal(res.status, 200);
+    assert.equal((await res.json()).status, "ok");
+    child.kill("SIGINT");
+    const out = await child.output();
+    const stdout = new TextDecoder().decode(out.stdout);
+    const stderr = new TextDecoder().decode(out.stderr);
+    // Without main.ts's listener, SIGINT would kill the process (signal SIGINT, code 130) with no shutdown.
+    assert.deepEqual({ code: out.code, signal: out.signal }, { code: 0, signal: null }, `${stdout}\n${stderr}`);
+    const lines = stdout.trim().split("\n");
+    const shutting = lines.findIndex((l) => / INFO {2}Shutting down signal=SIGINT$/.test(l));
+    assert.ok(shutting >= 0, stdout);
+    assert.match(lines.at(-1)!, / INFO {2}Stopped$/, "the last line says it stopped");
+    assert.ok(shutting < lines.length - 1);
+    assert.equal(stderr, "");
+    // Stopped listening: the port can be bound again.
+    Deno.listen({ hostname: "127.0.0.1", port }).close();
+  } catch (e) {
+    try {
+      child.kill("SIGKILL");
+      await child.output();
+    } catch { /* already gone */ }
+    throw e;
+  }
+});
+
+/** The output of a server start that failed: exit 1, one ERROR line, nothing listening, and no stack trace. */
+function failedStart(r: { code: number; stdout: string; stderr: string }): string {
+  const all = `${r.stdout}\n${r.stderr}`;
+  assert.equal(r.code, 1, all);
+  const errors = r.stdout.split("\n").filter((l) => / ERROR /.test(l));
+  assert.equal(errors.length, 1, all);
+  assert.doesNotMatch(all, /^\s+at /m, "a stack trace");
+  assert.doesNotMatch(all, / Listening /);
+  assert.equal(r.stderr, "");
+  return errors[0];
+}
+
+Deno.test("start failures exit 1 with one error line naming the cause, no stack trace: a port in use, a cache that cannot be made", async () => {
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const port = (listener.addr as Deno.NetAddr).port;
   try {
-    const r = await run(["--host", "127.0.0.1", "--port", String(port)]);
-    assert.equal(r.code, 1);
-    assert.match(r.stdout, /Cannot listen on 127\.0\.0\.1:\d+/);
+    const line = failedStart(await run(["--host", "127.0.0.1", "--port", String(port)]));
+    assert.match(line, new RegExp(` ERROR Cannot listen on 127\\.0\\.0\\.1:${port} error="Address already in use`));
   } finally {
     listener.close();
   }
+
+  const dir = tempDir();
+  Deno.writeTextFileSync(join(dir, "afile"), "");
+  Deno.writeTextFileSync(join(dir, "config.yaml"), "cache: {dir: ./afile/cache}\n");
+  const line = failedStart(await run(["--host", "127.0.0.1", "--port", String(freePort())], { cwd: dir }));
+  assert.ok(
+    line.includes(` ERROR Cannot start cache=${join(dir, "afile/cache")} error="Not a directory`),
+    `the cause is named: ${line}`,
+  );
 });
 
 Deno.test("healthcheck exits 1 with a reason when no server answers on the configured port", async () => {
