@@ -38,7 +38,7 @@ export interface ManifestInfo {
 }
 
 /** Device routes (the index API and the mirrors), by the first segment of the route pattern. */
-const DEVICE_ROUTE = /^\/(?:t\/:profile\/)?(?:index\.json|package|file|repo|github|gitlab|url)(?:\/|$)/;
+const DEVICE_ROUTE = /^\/(?:t\/:profile\/)?(?:index\.json|package|file|repo|github|gitlab|codeberg|url)(?:\/|$)/;
 
 /** Tells whether a route pattern is a device route. */
 export function isDeviceRoute(route: string): boolean {
@@ -78,7 +78,8 @@ export function classify(route: string, path: string): Classified {
     case "file":
       return { kind: "file", key: `file:${segs[2]}` };
     case "github":
-    case "gitlab": {
+    case "gitlab":
+    case "codeberg": {
       const [host, owner, repo, ref, ...rest] = segs;
       if (rest[rest.length - 1] !== "package.json") return { kind: "file", key: pathname };
       const dir = rest.slice(0, -1).join("/");
@@ -786,7 +787,7 @@ export class InstallRecorder {
 }
 
 /** Route patterns that can answer a manifest (mirror routes answer files too; the path tells). */
-const MANIFEST_ROUTE = /\/package\/|\/repo\/|^\/(?:github|gitlab|url)\//;
+const MANIFEST_ROUTE = /\/package\/|\/repo\/|^\/(?:github|gitlab|codeberg|url)\//;
 
 function mayBeManifest(route: string): boolean {
   return MANIFEST_ROUTE.test(route);

@@ -54,7 +54,8 @@ export function addRepoRoutes(router: Router, service: RepoService, options: Rep
   const serve = async (ctx: RouteContext, url: string, ref: string, mutable: Mutability) => {
     await options.check?.(ctx.url.pathname);
     const what = ctx.url.pathname;
-    if (url.endsWith("/package.json")) {
+    // Told by the path asked for: a code host's raw URL may go on past the file name (`?ref=` on Codeberg).
+    if (ctx.url.pathname.endsWith("/package.json")) {
       const base = publicBase(ctx, options.publicUrl, options.port);
       const served = await explained(
         () => lookup(ctx, () => service.packageJson(url, ref, mutable, base), options.logger),
@@ -78,7 +79,7 @@ export function addRepoRoutes(router: Router, service: RepoService, options: Rep
     const profile = ctx.params.profile;
     if (profile === undefined || !options.profileMirror) return serve(ctx, url, ref, mutable);
     options.checkProfile?.(profile);
-    if (!url.endsWith("/package.json")) return serve(ctx, url, ref, mutable);
+    if (!ctx.url.pathname.endsWith("/package.json")) return serve(ctx, url, ref, mutable);
     await options.check?.(ctx.url.pathname);
     const base = publicBase(ctx, options.publicUrl, options.port);
     const served = await explained(

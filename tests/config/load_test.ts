@@ -264,7 +264,7 @@ mystery: 1
   );
   assert.ok(
     problems.includes(
-      `${local}: packages.noref.source: expected a source such as github:owner/repo[/path], gitlab:owner/repo[/path], url:https://.../package.json, pypi:name or local:/dir, got nothing`,
+      `${local}: packages.noref.source: expected a source such as github:owner/repo[/path], gitlab:owner/repo[/path], codeberg:owner/repo[/path], url:https://.../package.json, pypi:name or local:/dir, got nothing`,
     ),
     problems.join("\n"),
   );

@@ -261,7 +261,7 @@ Deno.test("POST /_/refresh/{host}/{owner}/{repo}/{ref} re-reads a moved tag kept
     assert.equal(await files.text(), "V = 2\n");
     const bad = await env.get("/_/refresh/bitbucket/acme/tagged/v1.0", { method: "POST" });
     assert.equal(bad.status, 400);
-    assert.match(await bad.text(), /Invalid host "bitbucket": expected github or gitlab/);
+    assert.match(await bad.text(), /Invalid host "bitbucket": expected github, gitlab or codeberg/);
   } finally {
     await env.close();
   }

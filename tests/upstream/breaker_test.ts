@@ -147,6 +147,7 @@ Deno.test("only configured hosts are labelled in /metrics and /healthz, without 
   const health = await (await app.handler(new Request("http://gw/healthz"))).json();
   const hosts = Object.keys(health.upstreams.breakers).sort();
   assert.deepEqual(hosts, [
+    "codeberg.org",
     "files.example.com",
     "files.pythonhosted.org",
     "gitlab.com",

@@ -6,6 +6,7 @@
  * `/repo/{mpy}/{name}/...`, `{name}:` urls and deps in package.json files, refresh, locks and bundles.
  * @module
  */
+import { codeberg } from "./codeberg.ts";
 import { github } from "./github.ts";
 import { gitlab } from "./gitlab.ts";
 import { local } from "./local.ts";
@@ -14,7 +15,7 @@ import type { RepoHost, Source, SourceKind } from "./source.ts";
 import { url } from "./url.ts";
 
 /** Every kind of source, in the order messages list them. */
-export const SOURCE_KINDS = [github, gitlab, url, pypi, local] as const;
+export const SOURCE_KINDS = [github, gitlab, codeberg, url, pypi, local] as const;
 
 type Kind = (typeof SOURCE_KINDS)[number];
 
