@@ -59,17 +59,26 @@ export function specUrl(bases: HostBases, spec: string, ref: string, asPackage: 
   return rawUrl(bases, s.host, s.owner, s.repo, ref, path);
 }
 
-/** A raw URL under one of the code hosts, split into its parts, with the host and the base it is under. */
+/**
+ * A raw URL under one of the code hosts, split into its parts, with the host and the base it is under. When code
+ * hosts share a base (a Forgejo serving more than one kind, or one address for all in a test), the layout that
+ * explains more of the URL (the longest repository root) wins: a GitHub-style parse reads any path, a Forgejo one only
+ * `/api/v1/repos/{owner}/{repo}/raw/...?ref=`.
+ */
 export function parseRawUrl(
   bases: HostBases,
   url: string,
 ): (RepoFile & { host: RepoHost; base: string }) | undefined {
+  let best: (RepoFile & { host: RepoHost; base: string }) | undefined;
+  let bestRoot = -1;
   for (const host of REPO_HOSTS) {
     const base = baseOf(bases, host);
     const file = host.parseRaw(base, url);
-    if (file) return { ...file, host, base };
+    if (!file) continue;
+    const root = host.root(base, file.owner, file.repo, file.ref).length;
+    if (root > bestRoot) [best, bestRoot] = [{ ...file, host, base }, root];
   }
-  return undefined;
+  return best;
 }
 
 /** Whether `url` is under one of the code hosts' bases. */

@@ -174,6 +174,21 @@ Deno.test("codeberg: raw URLs in Forgejo's layout, the ref encoded in the query,
   assert.equal(mirrorPath(own, `${raw}/x.py?ref=v0.2`), "/url/https/codeberg.org/api/v1/repos/flock/birdkit/raw/x.py");
 });
 
+Deno.test("code hosts sharing one base: the layout that explains more of the URL names its mirror path", () => {
+  const one = "http://10.0.0.9:3000";
+  const bases = { github: one, gitlab: one, codeberg: one };
+  assert.equal(
+    mirrorPath(bases, `${one}/api/v1/repos/flock/solo/raw/solo.py?ref=main`),
+    "/codeberg/flock/solo/main/solo.py",
+  );
+  assert.equal(mirrorPath(bases, `${one}/grp/glpkg/-/raw/main/glpkg.py`), "/gitlab/grp/glpkg/main/glpkg.py");
+  assert.equal(mirrorPath(bases, `${one}/acme/kit/main/kit.py`), "/github/acme/kit/main/kit.py");
+  assert.equal(
+    resolveSource(bases, "x.py", `${one}/api/v1/repos/flock/solo/raw/package.json?ref=v1`, "v1"),
+    `${one}/api/v1/repos/flock/solo/raw/x.py?ref=v1`,
+  );
+});
+
 Deno.test("codeberg: package.json entries resolve inside the repository at the ref, as mip resolves them", () => {
   const bases = {};
   const raw = "https://codeberg.org/api/v1/repos/flock/birdkit/raw";
