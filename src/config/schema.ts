@@ -1,6 +1,8 @@
 /**
  * The configuration schema (zod). Every default lives here and is mirrored, with comments, in `config.yaml`;
- * a test keeps the two identical.
+ * a test keeps the two identical. What depends on the kinds of source comes from their registry
+ * (`packages/sources/registry.ts`): the kinds `packages.<name>.source` takes, their patterns and examples, which have
+ * versions, and each code host's `upstreams.<host>` (its default is in its kind's file) and `upstreams.<host>_token`.
  * @module
  */
 import { z } from "zod";
