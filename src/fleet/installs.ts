@@ -20,6 +20,7 @@ import type { Shareable } from "../http/responses.ts";
 import type { Logger } from "../log.ts";
 import { type AuditDb, type Enforced, type InstallRow, isCorruption } from "./audit_db.ts";
 import { decodeSegment, MAX_RECORDED_PATH, recordedPath } from "./paths.ts";
+import { REPO_HOST_ALTERNATIVES, REPO_HOST_NAMES } from "../packages/sources/registry.ts";
 import type { Stats } from "./stats.ts";
 
 export { MAX_RECORDED_PATH, recordedPath };
@@ -38,11 +39,19 @@ export interface ManifestInfo {
 }
 
 /** Device routes (the index API and the mirrors), by the first segment of the route pattern. */
-const DEVICE_ROUTE = /^\/(?:t\/:profile\/)?(?:index\.json|package|file|repo|github|gitlab|codeberg|url)(?:\/|$)/;
+const DEVICE_ROUTE = new RegExp(
+  `^/(?:t/:profile/)?(?:index\\.json|package|file|repo|${REPO_HOST_ALTERNATIVES}|url)(?:/|$)`,
+);
 
 /** Tells whether a route pattern is a device route. */
 export function isDeviceRoute(route: string): boolean {
   return DEVICE_ROUTE.test(route);
+}
+
+const REPO_HOST_SET = new Set<string>(REPO_HOST_NAMES);
+
+function isRepoHost(segment: string): boolean {
+  return REPO_HOST_SET.has(segment);
 }
 
 /** Reads what a device request on `route` for `path` is: a manifest (which package), a file (its key), or other. */
@@ -55,7 +64,9 @@ export function classify(route: string, path: string): Classified {
     profile = segs[1];
     segs = segs.slice(2);
   }
-  switch (segs[0]) {
+  // A code host's mirror (`/github/...`, `/codeberg/...`: the registry's hosts) reads as its own case below.
+  const first = isRepoHost(segs[0]) ? "host" : segs[0];
+  switch (first) {
     case "package":
       return {
         kind: "manifest",
@@ -77,9 +88,7 @@ export function classify(route: string, path: string): Classified {
     }
     case "file":
       return { kind: "file", key: `file:${segs[2]}` };
-    case "github":
-    case "gitlab":
-    case "codeberg": {
+    case "host": {
       const [host, owner, repo, ref, ...rest] = segs;
       if (rest[rest.length - 1] !== "package.json") return { kind: "file", key: pathname };
       const dir = rest.slice(0, -1).join("/");
@@ -108,7 +117,7 @@ export function classify(route: string, path: string): Classified {
   }
 }
 
-const MIRROR_PATH = /^\/(?:github|gitlab|url)\//;
+const MIRROR_PATH = new RegExp(`^/(?:${REPO_HOST_ALTERNATIVES}|url)/`);
 
 /** Reads a manifest body (`hashes`, `urls`, `version`) into what the install records need. */
 export function manifestInfo(body: Uint8Array): ManifestInfo | undefined {
@@ -787,7 +796,7 @@ export class InstallRecorder {
 }
 
 /** Route patterns that can answer a manifest (mirror routes answer files too; the path tells). */
-const MANIFEST_ROUTE = /\/package\/|\/repo\/|^\/(?:github|gitlab|codeberg|url)\//;
+const MANIFEST_ROUTE = new RegExp(`/package/|/repo/|^/(?:${REPO_HOST_ALTERNATIVES}|url)/`);
 
 function mayBeManifest(route: string): boolean {
   return MANIFEST_ROUTE.test(route);

@@ -50,6 +50,21 @@ Deno.test("requests are read as manifests and files of the right package", () =>
       profile: null,
     },
   );
+  // Every code host of the sources' registry is a mirror the records know (codeberg: like github:).
+  assert.deepEqual(
+    classify("/codeberg/:owner/:repo/:ref/*path", "/codeberg/flock/birdkit/v0.2/package.json"),
+    { kind: "manifest", package: "codeberg:flock/birdkit", requested: "v0.2", mpy: null, profile: null },
+  );
+  assert.deepEqual(classify("/codeberg/:owner/:repo/:ref/*path", "/codeberg/flock/birdkit/v0.2/birdkit/nest.py"), {
+    kind: "file",
+    key: "/codeberg/flock/birdkit/v0.2/birdkit/nest.py",
+  });
+  assert.deepEqual(
+    manifestInfo(new TextEncoder().encode(JSON.stringify({
+      urls: [["birdkit/nest.py", "http://gw:18891/codeberg/flock/birdkit/v0.2/birdkit/nest.py"]],
+    })))?.files,
+    ["/codeberg/flock/birdkit/v0.2/birdkit/nest.py"],
+  );
   assert.equal(classify("/index.json", "/index.json").kind, "other");
   const info = manifestInfo(new TextEncoder().encode(JSON.stringify({
     version: "1.2",
