@@ -1,9 +1,9 @@
 import assert from "node:assert/strict";
 import { Front } from "../../src/edge/front.ts";
 import { type Answer, encodeFields, type PlainRequest } from "../../src/edge/h1.ts";
+import { Client } from "./client.ts";
 
 const enc = new TextEncoder();
-const dec = new TextDecoder();
 
 function textAnswer(status: number, text: string): Answer {
   const body = enc.encode(text);
@@ -52,56 +52,6 @@ function start(
       await Promise.all([front.shutdown(), server.shutdown()]);
     },
   };
-}
-
-/** A client connection that reads one whole response at a time (Content-Length bodies, none for HEAD). */
-class Client {
-  #buf = new Uint8Array(0);
-  private constructor(readonly conn: Deno.TcpConn) {}
-  static async open(port: number): Promise<Client> {
-    return new Client(await Deno.connect({ hostname: "127.0.0.1", port }));
-  }
-  async send(text: string): Promise<void> {
-    const bytes = enc.encode(text);
-    for (let at = 0; at < bytes.length;) at += await this.conn.write(bytes.subarray(at));
-  }
-  async #more(): Promise<boolean> {
-    const chunk = new Uint8Array(65536);
-    const n = await this.conn.read(chunk);
-    if (n === null) return false;
-    const joined = new Uint8Array(this.#buf.length + n);
-    joined.set(this.#buf);
-    joined.set(chunk.subarray(0, n), this.#buf.length);
-    this.#buf = joined;
-    return true;
-  }
-  /** The next response: its head as text and its body; undefined when the server closed instead. */
-  async response(head = false): Promise<{ head: string; body: string } | undefined> {
-    let end: number;
-    while ((end = dec.decode(this.#buf).indexOf("\r\n\r\n")) < 0) if (!(await this.#more())) return undefined;
-    const headText = dec.decode(this.#buf.subarray(0, end));
-    const length = head || / 304 /.test(headText.split("\r\n")[0])
-      ? 0
-      : Number(/\r\ncontent-length: (\d+)/i.exec(headText)?.[1] ?? 0);
-    while (this.#buf.length < end + 4 + length) if (!(await this.#more())) throw new Error("body cut short");
-    const body = dec.decode(this.#buf.subarray(end + 4, end + 4 + length));
-    this.#buf = this.#buf.slice(end + 4 + length);
-    return { head: headText, body };
-  }
-  /** Whether the server closes the connection (with nothing more to read) within `ms`. */
-  async closedWithin(ms: number): Promise<boolean> {
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const late = new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), ms)));
-    const closed = this.#more().then((more) => !more, () => true);
-    const result = await Promise.race([closed, late]);
-    clearTimeout(timer);
-    return result;
-  }
-  close(): void {
-    try {
-      this.conn.close();
-    } catch { /* closed */ }
-  }
 }
 
 const H = "Host: gw.lan\r\n";

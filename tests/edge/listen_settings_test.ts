@@ -12,72 +12,19 @@
 import assert from "node:assert/strict";
 import { serveApp, type ServedApp } from "../e2e/tools.ts";
 import { tempDir } from "../helpers.ts";
+import { Client } from "./client.ts";
 
-const enc = new TextEncoder();
-const dec = new TextDecoder();
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-/** A client connection that reads one whole response at a time (Content-Length bodies). */
-class Client {
-  #buf = new Uint8Array(0);
-  private constructor(readonly conn: Deno.TcpConn) {}
-  static async open(port: number): Promise<Client> {
-    return new Client(await Deno.connect({ hostname: "127.0.0.1", port }));
+/** Sends a keep-alive GET /healthz on `client` and reads its answer: whether the connection still serves. */
+async function serves(client: Client): Promise<boolean> {
+  try {
+    await client.send("GET /healthz HTTP/1.1\r\nHost: gw.lan\r\n\r\n");
+  } catch {
+    return false;
   }
-  async send(text: string): Promise<void> {
-    const bytes = enc.encode(text);
-    for (let at = 0; at < bytes.length;) at += await this.conn.write(bytes.subarray(at));
-  }
-  async #more(): Promise<boolean> {
-    const chunk = new Uint8Array(65536);
-    const n = await this.conn.read(chunk);
-    if (n === null) return false;
-    const joined = new Uint8Array(this.#buf.length + n);
-    joined.set(this.#buf);
-    joined.set(chunk.subarray(0, n), this.#buf.length);
-    this.#buf = joined;
-    return true;
-  }
-  /** The next response's status line and body; undefined when the server closed instead. */
-  async response(): Promise<{ status: string; body: string } | undefined> {
-    let end: number;
-    try {
-      while ((end = dec.decode(this.#buf).indexOf("\r\n\r\n")) < 0) if (!(await this.#more())) return undefined;
-    } catch (e) {
-      if (e instanceof Deno.errors.ConnectionReset || e instanceof Deno.errors.BrokenPipe) return undefined;
-      throw e;
-    }
-    const head = dec.decode(this.#buf.subarray(0, end));
-    const length = Number(/\r\ncontent-length: (\d+)/i.exec(head)?.[1] ?? 0);
-    while (this.#buf.length < end + 4 + length) if (!(await this.#more())) throw new Error("body cut short");
-    const body = dec.decode(this.#buf.subarray(end + 4, end + 4 + length));
-    this.#buf = this.#buf.slice(end + 4 + length);
-    return { status: head.split("\r\n")[0], body };
-  }
-  /** Whether the server closes the connection (with nothing more to read) within `ms`. */
-  async closedWithin(ms: number): Promise<boolean> {
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const late = new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), ms)));
-    const closed = this.#more().then((more) => !more, () => true);
-    const result = await Promise.race([closed, late]);
-    clearTimeout(timer);
-    return result;
-  }
-  /** Sends a keep-alive GET /healthz and reads its answer: whether the connection still serves. */
-  async serves(): Promise<boolean> {
-    try {
-      await this.send("GET /healthz HTTP/1.1\r\nHost: gw.lan\r\n\r\n");
-    } catch {
-      return false;
-    }
-    const res = await this.response();
-    return res !== undefined && / 200 /.test(res.status) && JSON.parse(res.body).status === "ok";
-  }
-  close(): void {
-    try {
-      this.conn.close();
-    } catch { /* closed */ }
-  }
+  const res = await client.response();
+  return res !== undefined && / 200 /.test(res.head.split("\r\n")[0]) && JSON.parse(res.body).status === "ok";
 }
 
 /** A server on a fresh cache whose upstreams refuse connections (nothing here needs them), with `settings`. */
@@ -105,14 +52,14 @@ for (const workers of [0, 2]) {
     const silent = await Client.open(port);
     const idle = await Client.open(port);
     try {
-      assert.ok(await idle.serves(), "the keep-alive connection's first request");
+      assert.ok(await serves(idle), "the keep-alive connection's first request");
       assert.ok(
         await silent.closedWithin(5000),
         "a connection that sent nothing stayed open past a 300 ms head_timeout",
       );
       // Past three head timeouts since its answer, the idle connection (10 s idle_timeout) still serves.
       await sleep(1000);
-      assert.ok(await idle.serves(), "an idle keep-alive connection was closed at the head_timeout");
+      assert.ok(await serves(idle), "an idle keep-alive connection was closed at the head_timeout");
     } finally {
       silent.close();
       idle.close();
@@ -125,11 +72,11 @@ for (const workers of [0, 2]) {
     const silent = await Client.open(port);
     const idle = await Client.open(port);
     try {
-      assert.ok(await idle.serves(), "the keep-alive connection's first request");
+      assert.ok(await serves(idle), "the keep-alive connection's first request");
       assert.ok(await idle.closedWithin(5000), "an idle keep-alive connection stayed open past a 300 ms idle_timeout");
       // A connection that has not sent its first request is due the head_timeout (10 s), not the idle one.
       await sleep(1000);
-      assert.ok(await silent.serves(), "a connection waiting for its first request was closed at the idle_timeout");
+      assert.ok(await serves(silent), "a connection waiting for its first request was closed at the idle_timeout");
     } finally {
       silent.close();
       idle.close();
