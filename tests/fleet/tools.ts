@@ -62,9 +62,9 @@ const REPLAY = `
 import json, socket, sys
 job = json.loads(sys.stdin.read())
 out = []
-for head in job["heads"]:
+for source, head in job["jobs"]:
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    s.bind((job["source"], 0))
+    s.bind((source, 0))
     s.connect(("127.0.0.1", job["port"]))
     s.sendall(head.encode("latin-1"))
     data = b""
@@ -79,16 +79,24 @@ for head in job["heads"]:
 print(json.dumps(out))
 `;
 
-/** Sends each request head, one connection each, from a socket bound to `source`; returns each answer's status. */
-export async function replayFrom(source: string, port: number, heads: string[]): Promise<number[]> {
+/**
+ * Sends each `[source, head]`, one connection each, from a socket bound to that source address (any of 127.0.0.0/8
+ * reaches a server on 127.0.0.1); returns each answer's status.
+ */
+export async function replayFromMany(port: number, jobs: [string, string][]): Promise<number[]> {
   const child = new Deno.Command("python3", { args: ["-c", REPLAY], stdin: "piped", stdout: "piped", stderr: "piped" })
     .spawn();
   const writer = child.stdin.getWriter();
-  await writer.write(new TextEncoder().encode(JSON.stringify({ source, port, heads })));
+  await writer.write(new TextEncoder().encode(JSON.stringify({ port, jobs })));
   await writer.close();
   const out = await child.output();
   assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
   return (JSON.parse(new TextDecoder().decode(out.stdout)) as { status: number }[]).map((r) => r.status);
+}
+
+/** Sends each request head, one connection each, from a socket bound to `source`; returns each answer's status. */
+export function replayFrom(source: string, port: number, heads: string[]): Promise<number[]> {
+  return replayFromMany(port, heads.map((head) => [source, head]));
 }
 
 /** The path a request head asks for. */
