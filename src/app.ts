@@ -18,11 +18,11 @@ import { expireRef } from "./packages/refresh.ts";
 import { RepoService } from "./packages/repo_service.ts";
 import { dependenciesOf, Resolver } from "./packages/resolver.ts";
 import { GuardedResolver } from "./packages/guarded_resolver.ts";
-import { lockProtects, readLockFile } from "./bundle/lock_file.ts";
+import { lockProtects, readLockFile } from "./packages/lock_file.ts";
 import { REPO_HOST_NAMES, REPO_HOSTS } from "./packages/sources/registry.ts";
 import type { HostBases } from "./packages/sources/source.ts";
 import { allowedHosts, configuredHost, hostAllowlist, tokenHeaders, type TokenRule } from "./upstream/hosts.ts";
-import { Breakers, registerBreakerMetrics } from "./upstream/breaker.ts";
+import { Breakers } from "./upstream/breaker.ts";
 import { addIndexRoutes } from "./routes/index_api.ts";
 import { addRepoRoutes } from "./routes/repo_api.ts";
 import { addOpsRoutes } from "./routes/ops.ts";
@@ -30,7 +30,7 @@ import { Fetcher } from "./upstream/fetcher.ts";
 import { VERSION } from "./version.ts";
 import { CompileService } from "./compile/compile_service.ts";
 import { findMpyCross } from "./compile/find.ts";
-import { BundleLayer } from "./bundle/layer.ts";
+import { BundleLayer } from "./packages/layer.ts";
 import { createFleet } from "./fleet/wire.ts";
 import type { AdminAccess, Fleet, InstallRecorder } from "./fleet/mod.ts";
 
@@ -122,7 +122,7 @@ export async function createApp(options: AppOptions): Promise<App> {
       log("Upstream circuit breaker changed", { host, from, to });
     },
   });
-  registerBreakerMetrics(metrics.registry, breakers, hosts);
+  metrics.watchBreakers(breakers, hosts);
 
   let fleetParts: ReturnType<typeof createFleet> | undefined; // made once the resolver exists; counts upstream calls
   // Metrics and the status page name an attempt by the configured host it belongs to (a closed set), not by its port.

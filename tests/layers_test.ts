@@ -31,21 +31,14 @@ const LAYERS: Record<string, number> = {
 
 /**
  * Imports against the order that are known and still to be removed, as "from-room -> to-room" with how many imports.
- * Most are `HttpError` thrown by domain rooms (removed when they throw domain errors and `http/` maps them, issue 22
- * item 3), the lock and block rules living in `bundle/` (item 2), and rooms reading the config schema.
+ * All are errors: domain rooms throw `HttpError` (and the cache maps the upstream's error and counts metrics), which
+ * goes when they throw domain errors and `http/` alone maps them to statuses (issue 22, item 3).
  */
 const KNOWN: Record<string, number> = {
   "cache -> http": 2, // HttpError and the response helpers: domain errors mapped in http/
-  "cache -> packages": 1, // a name rule for safe keys: the keys module of a store/ room
   "cache -> upstream": 1, // the upstream error type it maps: domain errors mapped in http/
-  "upstream -> http": 1, // HttpError: domain errors mapped in http/
-  "upstream -> config": 1, // the schema's type for hosts: plain values handed down
-  "packages -> http": 9, // HttpError: domain errors mapped in http/
-  "packages -> bundle": 1, // lock and block rules applied at run time: they move down into packages/
+  "packages -> http": 10, // HttpError (and the imported layer, moved down from bundle/): domain errors mapped in http/
   "compile -> http": 2, // HttpError: domain errors mapped in http/
-  "compile -> config": 1, // the schema's types: plain values handed down
-  "edge -> config": 1, // the listener settings read from the schema: plain values handed down
-  "app -> bundle": 2, // lock and block rules applied at run time: they move down into packages/
 };
 
 function roomOf(file: string): string {

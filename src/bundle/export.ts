@@ -15,7 +15,7 @@ import { createGzip } from "node:zlib";
 import { createTarPacker } from "modern-tar";
 import type { App } from "../app.ts";
 import type { Config } from "../config/schema.ts";
-import { readCatalog } from "./layer.ts";
+import { readCatalog } from "../packages/layer.ts";
 import { MemoryPacer } from "./memory.ts";
 import {
   BUNDLE_FORMAT,

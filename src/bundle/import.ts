@@ -19,7 +19,7 @@ import { TmpOwner } from "../cache/tmp_owner.ts";
 import { BASE_PLACEHOLDER } from "../packages/locations.ts";
 import { REPO_HOST_ALTERNATIVES } from "../packages/sources/registry.ts";
 import { type BundleManifest, type BundleObject, MANIFEST_ENTRY, MANIFEST_MAX, parseManifest } from "./format.ts";
-import { type Catalog, LAYER, readCatalog } from "./layer.ts";
+import { type Catalog, LAYER, readCatalog } from "../packages/layer.ts";
 import { MemoryPacer } from "./memory.ts";
 import { mirrorKey } from "./walk.ts";
 

@@ -9,7 +9,7 @@ import type { Served } from "../cache/fresh_cache.ts";
 import { HttpError } from "../http/responses.ts";
 import { REPO_HOST_ALTERNATIVES } from "../packages/sources/registry.ts";
 import type { RepoSpec } from "../packages/sources/source.ts";
-import { LOCK_FORMAT, type LockedPackage, type LockFile, repoId, variantKey } from "./lock_file.ts";
+import { LOCK_FORMAT, type LockedPackage, type LockFile, repoId, variantKey } from "../packages/lock_file.ts";
 import { parseSpec } from "./walk.ts";
 
 /** The parts of the resolver a lock is made with. */

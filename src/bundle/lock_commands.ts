@@ -9,7 +9,7 @@ import type { Config } from "../config/schema.ts";
 import { createLogger } from "../log.ts";
 import { createLock } from "./lock.ts";
 import { parseSpec } from "./walk.ts";
-import { formatLock } from "./lock_file.ts";
+import { formatLock } from "../packages/lock_file.ts";
 import { purge } from "./purge.ts";
 
 /** A lock or purge command as the command line gave it. */

@@ -10,7 +10,7 @@ import { BASE_PLACEHOLDER } from "../packages/locations.ts";
 import type { BundleCommand } from "./args.ts";
 import { exportBundle } from "./export.ts";
 import { BundleError, importBundle } from "./import.ts";
-import { lockWarmList, readLockFile } from "./lock_file.ts";
+import { lockWarmList, readLockFile } from "../packages/lock_file.ts";
 import { stderrSink } from "./progress.ts";
 import { warm } from "./warm.ts";
 

@@ -19,7 +19,7 @@
  */
 import { dirname, join, relative, resolve, sep } from "node:path";
 import type { Logger } from "../log.ts";
-import { isSafeKey } from "../packages/names.ts";
+import { isSafeKey } from "./keys.ts";
 import { sha256Hex } from "./hash.ts";
 import { causeOf, denoFs, type StoreFs } from "./store_fs.ts";
 import { TmpOwner } from "./tmp_owner.ts";

@@ -6,7 +6,6 @@
  * full (`mpy_cross.ts`) answers 503 with Retry-After, whatever `on_error` says.
  * @module
  */
-import type { Config } from "../config/schema.ts";
 import { sha256Hex } from "../cache/hash.ts";
 import { SingleFlight } from "../cache/single_flight.ts";
 import type { DiskStore } from "../cache/store.ts";
@@ -17,8 +16,17 @@ import type { Transformed } from "../packages/named_service.ts";
 import { CompileError, type CompilerVersion, MpyCross } from "./mpy_cross.ts";
 import { ARCH_CODES, parseMpyHeader } from "./mpy_header.ts";
 
-/** A target profile (`targets.<name>`). */
-export type Profile = Config["targets"][string];
+/** A target profile (`targets.<name>` of the configuration, handed down as it is). */
+export interface Profile {
+  /** mpy-cross's `-march`, or null for its default. */
+  march: string | null;
+  /** `-O` level 0-3, or null. */
+  opt: number | null;
+  /** `-msmall-int-bits`, or null. */
+  small_int_bits: number | null;
+  /** This profile's own mpy-cross, or null for the configured one. */
+  mpy_cross: string | null;
+}
 
 /** A compiler that answered `--version`, or why there is none. */
 interface Compiler {

@@ -7,7 +7,6 @@
  * thread serves alone and says why.
  * @module
  */
-import type { Config } from "../config/schema.ts";
 import type { Logger } from "../log.ts";
 import type { Metrics } from "../http/metrics.ts";
 import type { RequestLog } from "../http/request_log.ts";
@@ -70,12 +69,19 @@ const WORKER_URL = new URL("./edge_worker.ts", import.meta.url);
 /** A worker thread that fails is replaced after this pause (ms), so one that fails at once cannot spin. */
 const RESTART_DELAY_MS = 250;
 
+/** What {@linkcode configSettings} reads of the configuration (handed down as plain values). */
+export interface ListenerConfig {
+  cache: { ttl: number; memory: number };
+  server: { head_timeout: number; idle_timeout: number; max_connections: number };
+  log: { level: WorkerLog["level"]; format: WorkerLog["format"]; requests_kept: number };
+}
+
 /**
  * The listener settings a configuration gives: the edge's window (a second at most, never past `cache.ttl`), its
  * per-thread byte budget, and how the worker threads log.
  */
 export function configSettings(
-  config: Pick<Config, "cache" | "log" | "server">,
+  config: ListenerConfig,
 ): Required<
   Pick<ListenOptions, "windowMs" | "maxBytes" | "log" | "headTimeoutMs" | "idleTimeoutMs" | "maxConnections">
 > {

@@ -8,6 +8,7 @@
  * @module
  */
 import * as client from "./prometheus.ts";
+import { type Breakers, STATE_VALUES } from "../upstream/breaker.ts";
 
 /** Request duration buckets, in seconds. */
 export const DURATION_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30];
@@ -305,6 +306,24 @@ export class Metrics {
       collect() {
         this.reset();
         this.inc(read().evictions);
+      },
+    });
+  }
+
+  /**
+   * Exposes `mipserver_upstream_breaker_state{host}` for each of `hosts` (the configured set only, so a closed label
+   * set), read at scrape time. Call once.
+   */
+  watchBreakers(breakers: Breakers, hosts: Iterable<string>): void {
+    const list = [...hosts].sort();
+    new client.Gauge({
+      name: "mipserver_upstream_breaker_state",
+      help:
+        "Circuit breaker state per configured upstream host: 0 closed, 1 half-open (probing), 2 open (not contacted).",
+      labelNames: ["host"],
+      registers: [this.registry],
+      collect() {
+        for (const host of list) this.set({ host }, STATE_VALUES[breakers.state(host)]);
       },
     });
   }

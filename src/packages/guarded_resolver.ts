@@ -15,7 +15,7 @@ import { etagOf, sha256Hex } from "../cache/hash.ts";
 import type { Served } from "../cache/fresh_cache.ts";
 import { HttpError } from "../http/responses.ts";
 import type { Logger } from "../log.ts";
-import { type LockedPackage, type LockFile, repoId, variantKey } from "../bundle/lock_file.ts";
+import { type LockedPackage, type LockFile, repoId, variantKey } from "./lock_file.ts";
 import { BlockList, newestUnblocked } from "./block_list.ts";
 import { Resolver, type ResolverOptions } from "./resolver.ts";
 import type { RepoSpec } from "./sources/source.ts";

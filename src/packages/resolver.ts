@@ -24,7 +24,7 @@ export interface ResolverOptions {
   store: DiskStore;
   /** Notes the files of pinned releases as their manifests are served, so eviction keeps them. */
   pinned?: PinnedFiles;
-  /** What `mipserver import` brought in (`src/bundle/layer.ts`): served first, and the reason when offline. */
+  /** What `mipserver import` brought in (`src/packages/layer.ts`): served first, and the reason when offline. */
   imported?: ImportedLayer;
   /** The code hosts' raw-file bases, for mirror URLs. */
   bases?: HostBases;

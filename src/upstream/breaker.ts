@@ -7,8 +7,6 @@
  * @module
  */
 
-import * as client from "../http/prometheus.ts";
-
 /** A breaker's state. */
 export type BreakerState = "closed" | "open" | "half-open";
 
@@ -138,18 +136,3 @@ export class Breakers {
 
 /** The number `/metrics` shows for a state: 0 closed, 1 half-open, 2 open. */
 export const STATE_VALUES: Record<BreakerState, number> = { closed: 0, "half-open": 1, open: 2 };
-
-/** Adds `mipserver_upstream_breaker_state{host}` for each of `hosts` (the configured set only) to `registry`. */
-export function registerBreakerMetrics(registry: client.Registry, breakers: Breakers, hosts: Iterable<string>): void {
-  const list = [...hosts].sort();
-  new client.Gauge({
-    name: "mipserver_upstream_breaker_state",
-    help:
-      "Circuit breaker state per configured upstream host: 0 closed, 1 half-open (probing), 2 open (not contacted).",
-    labelNames: ["host"],
-    registers: [registry],
-    collect() {
-      for (const host of list) this.set({ host }, STATE_VALUES[breakers.state(host)]);
-    },
-  });
-}

@@ -2,16 +2,23 @@
  * Which upstream hosts the server may contact, and which of them receive a code host's token.
  * @module
  */
-import type { Config } from "../config/schema.ts";
 
 const hostOf = (url: string): string => new URL(url).host.toLowerCase();
+
+/** The settings {@linkcode allowedHosts} reads (the configuration's, handed down as plain values). */
+export interface HostSettings {
+  policy: { allow_hosts: readonly string[] };
+  /** `index` is a list of URLs; every other string is one upstream URL, or a token (`*_token`). */
+  upstreams: { index: readonly string[] } & Record<string, unknown>;
+  packages: Record<string, { source: string }>;
+}
 
 /**
  * The hosts of the configured upstreams (indexes, every code host, PyPI and its file host: each URL under
  * `upstreams`, its tokens aside), `url:` sources' hosts, plus `policy.allow_hosts`. An entry without a port allows
  * that host name on any port.
  */
-export function allowedHosts(config: Config): Set<string> {
+export function allowedHosts(config: HostSettings): Set<string> {
   const hosts = new Set<string>(config.policy.allow_hosts);
   for (const url of config.upstreams.index) hosts.add(hostOf(url));
   for (const [key, value] of Object.entries(config.upstreams)) {

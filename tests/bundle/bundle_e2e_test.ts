@@ -8,7 +8,7 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { gunzipSync } from "node:zlib";
 import { unpackTar } from "modern-tar";
-import { DOWN_DEADLINE_MS } from "../../src/bundle/layer.ts";
+import { DOWN_DEADLINE_MS } from "../../src/packages/layer.ts";
 import { parseMpyHeader } from "../../src/compile/mpy_header.ts";
 import { startUpstreams } from "../fixtures/upstreams.ts";
 import { freePort, tempDir } from "../helpers.ts";

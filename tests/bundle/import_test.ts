@@ -8,7 +8,7 @@ import { join } from "node:path";
 import { gunzipSync, gzipSync } from "node:zlib";
 import { packTar, unpackTar } from "modern-tar";
 import { importBundle } from "../../src/bundle/import.ts";
-import { DOWN_DEADLINE_MS } from "../../src/bundle/layer.ts";
+import { DOWN_DEADLINE_MS } from "../../src/packages/layer.ts";
 import { FakeUpstream } from "../fixtures/fake_upstream.ts";
 import { standardIndex } from "../fixtures/index_fixture.ts";
 import { freePort, tempDir } from "../helpers.ts";

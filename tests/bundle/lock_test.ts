@@ -8,7 +8,7 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { type App, createApp } from "../../src/app.ts";
 import { createLock } from "../../src/bundle/lock.ts";
-import { formatLock, type LockFile, lockProtects, lockWarmList, parseLock } from "../../src/bundle/lock_file.ts";
+import { formatLock, type LockFile, lockProtects, lockWarmList, parseLock } from "../../src/packages/lock_file.ts";
 import { sha256Hex } from "../../src/cache/hash.ts";
 import { memoryLogger } from "../../src/log.ts";
 import { main } from "../../src/main.ts";

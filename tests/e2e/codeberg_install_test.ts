@@ -8,7 +8,7 @@
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { parseLock } from "../../src/bundle/lock_file.ts";
+import { parseLock } from "../../src/packages/lock_file.ts";
 import { parseMpyHeader } from "../../src/compile/mpy_header.ts";
 import { main } from "../../src/main.ts";
 import { configFile } from "../bundle/helpers.ts";

@@ -8,7 +8,7 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { createApp } from "../../src/app.ts";
 import { createLock } from "../../src/bundle/lock.ts";
-import { formatLock } from "../../src/bundle/lock_file.ts";
+import { formatLock } from "../../src/packages/lock_file.ts";
 import { memoryLogger } from "../../src/log.ts";
 import { startUpstreams } from "../fixtures/upstreams.ts";
 import { tempDir, testConfig } from "../helpers.ts";

@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { createLock } from "../../src/bundle/lock.ts";
-import { formatLock } from "../../src/bundle/lock_file.ts";
+import { formatLock } from "../../src/packages/lock_file.ts";
 import { AuditDb } from "../../src/fleet/audit_db.ts";
 import { classify, manifestInfo } from "../../src/fleet/installs.ts";
 import { memoryLogger } from "../../src/log.ts";

@@ -5,7 +5,7 @@
 import assert from "node:assert/strict";
 import { type App, createApp } from "../../src/app.ts";
 import { createLock } from "../../src/bundle/lock.ts";
-import { formatLock } from "../../src/bundle/lock_file.ts";
+import { formatLock } from "../../src/packages/lock_file.ts";
 import { compareVersions, newestUnblocked } from "../../src/packages/block_list.ts";
 import { memoryLogger } from "../../src/log.ts";
 import { join } from "node:path";

@@ -13,7 +13,7 @@ import { join } from "node:path";
 import { etagOf } from "../cache/hash.ts";
 import type { Served } from "../cache/fresh_cache.ts";
 import { HttpError } from "../http/responses.ts";
-import { BASE_PLACEHOLDER } from "../packages/locations.ts";
+import { BASE_PLACEHOLDER } from "./locations.ts";
 
 /** How often, at most, the catalog's modification time is looked at. */
 export const RECHECK_MS = 500;
