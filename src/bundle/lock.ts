@@ -6,7 +6,7 @@
  */
 import { sha256Hex } from "../cache/hash.ts";
 import type { Served } from "../cache/fresh_cache.ts";
-import { HttpError } from "../http/responses.ts";
+import { answerFor } from "../http/errors.ts";
 import { REPO_HOST_ALTERNATIVES } from "../packages/sources/registry.ts";
 import type { RepoSpec } from "../packages/sources/source.ts";
 import { LOCK_FORMAT, type LockedPackage, type LockFile, repoId, variantKey } from "../packages/lock_file.ts";
@@ -118,7 +118,8 @@ export async function createLock(specs: string[], options: LockOptions): Promise
           ? await resolver.repoManifest(mpy, node.repo, profile, BASE)
           : await resolver.manifest(mpy, node.id, ref, profile, BASE);
       } catch (e) {
-        const why = e instanceof HttpError ? `${e.status} ${e.message}` : (e as Error).message;
+        const answer = answerFor(e);
+        const why = answer ? `${answer.status} ${answer.text}` : (e as Error).message;
         throw new Error(
           `Cannot lock ${node.id}${ref === "latest" ? "" : `@${ref}`} (${variantKey(mpy, profile)}): ${why}`,
         );

@@ -7,10 +7,8 @@
  * Offline, upstream is never contacted.
  * @module
  */
-import type { Metrics } from "../http/metrics.ts";
-import { HttpError } from "../http/responses.ts";
+import { fromUpstream, NotFound } from "../errors.ts";
 import type { Logger } from "../log.ts";
-import { UpstreamError } from "../upstream/fetcher.ts";
 import { SingleFlight } from "./single_flight.ts";
 import type { DiskStore, StoredObject } from "./store.ts";
 
@@ -40,11 +38,19 @@ export interface Load {
   ms: number;
 }
 
+/** The counters a {@linkcode FreshCache} adds to (the server's metrics have them). */
+export interface CacheCounters {
+  /** Answers by kind of object and how they were answered (hit, miss, stale, offline, negative, error). */
+  cache: { inc(labels: { kind: string; outcome: string }): void };
+  /** Bytes served from the cache (`from: "cache"`) and fetched from upstream (`from: "upstream"`). */
+  cacheBytes: { inc(labels: { from: "cache" | "upstream" }, n: number): void };
+}
+
 /** What a {@linkcode FreshCache} is built from. */
 export interface FreshCacheOptions {
   store: DiskStore;
   logger: Logger;
-  metrics?: Metrics;
+  metrics?: CacheCounters;
   now?: () => number;
   /** Freshness of mutable objects, in ms. */
   ttl: number;
@@ -66,18 +72,6 @@ export const NEGATIVE_OVERHEAD = 64;
 
 /** The cost of one remembered 404, as {@linkcode NEGATIVE_MAX_CHARS} counts it. */
 const negativeCost = (key: string, message: string) => key.length + message.length + NEGATIVE_OVERHEAD;
-
-/** Maps an upstream failure to the status a client gets: 404, 403 for a refused host, 504 for timeouts, else 502. */
-export function toHttpError(e: unknown): HttpError {
-  if (e instanceof HttpError) return e;
-  if (e instanceof UpstreamError) {
-    if (e.kind === "not_found") return new HttpError(404, e.message);
-    if (e.kind === "host") return new HttpError(403, e.message);
-    const unreachable = e.kind === "timeout" || e.kind === "network";
-    return new HttpError(e.kind === "timeout" ? 504 : 502, e.message, {}, unreachable);
-  }
-  throw e;
-}
 
 /** What one flight for a key gave: the object, and whether (and how long) upstream was asked for it. */
 interface Fetched {
@@ -141,12 +135,12 @@ export class FreshCache {
     }
     if (this.#o.offline) {
       metrics?.cache.inc({ kind, outcome: "offline" });
-      throw new HttpError(404, `Offline and not cached: ${key.replace(/^index\/[0-9a-f]+\//, "")}`);
+      throw new NotFound(`Offline and not cached: ${key.replace(/^index\/[0-9a-f]+\//, "")}`);
     }
     const negative = this.#negative.get(key);
     if (negative && negative.until > this.#now()) {
       metrics?.cache.inc({ kind, outcome: "negative" });
-      throw new HttpError(404, negative.message);
+      throw new NotFound(negative.message);
     }
     try {
       const fetched = await this.#flights.run(key, () => this.#miss(key, load));
@@ -160,7 +154,7 @@ export class FreshCache {
       return { body, etag, outcome: "miss", kind, upstreamMs: Math.round(fetched.ms) };
     } catch (e) {
       metrics?.cache.inc({ kind, outcome: "error" });
-      throw toHttpError(e);
+      throw fromUpstream(e);
     }
   }
 
@@ -202,13 +196,13 @@ export class FreshCache {
       const stored = await this.#o.store.get(key);
       if (stored) return { object: stored, fromUpstream: false, ms: 0 };
       const negative = this.#negative.get(key);
-      if (negative && negative.until > this.#now()) throw new HttpError(404, negative.message);
+      if (negative && negative.until > this.#now()) throw new NotFound(negative.message);
       let loaded: Load;
       try {
         loaded = await load();
       } catch (e) {
-        const err = toHttpError(e);
-        if (err.status === 404) this.#rememberNotFound(key, err.message);
+        const err = fromUpstream(e);
+        if (err instanceof NotFound) this.#rememberNotFound(key, err.message);
         throw err;
       }
       this.#forgetNotFound(key);

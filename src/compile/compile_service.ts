@@ -9,8 +9,7 @@
 import { sha256Hex } from "../cache/hash.ts";
 import { SingleFlight } from "../cache/single_flight.ts";
 import type { DiskStore } from "../cache/store.ts";
-import { HttpError } from "../http/responses.ts";
-import type { Metrics } from "../http/metrics.ts";
+import { Busy, CompileFailed, NotFound } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import type { Transformed } from "../packages/named_service.ts";
 import { CompileError, type CompilerVersion, MpyCross } from "./mpy_cross.ts";
@@ -35,6 +34,14 @@ interface Compiler {
   problem?: string;
 }
 
+/** The metrics the compile service sets (the server's metrics have them). */
+export interface CompileCounters {
+  /** Each compiler found at start: 1 when it runs, else 0. */
+  compiler: { set(labels: { path: string; version: string; mpy: string }, value: number): void };
+  /** Compiles by result (compiled, cached, fallback, failed). */
+  compiles: { inc(labels: { result: string }): void };
+}
+
 /** What the compile service is built from. */
 export interface CompileServiceOptions {
   /** The default compiler's path. */
@@ -45,7 +52,7 @@ export interface CompileServiceOptions {
   targets: Record<string, Profile>;
   store: DiskStore;
   logger: Logger;
-  metrics?: Metrics;
+  metrics?: CompileCounters;
 }
 
 /** The mpy-cross flags of a profile. */
@@ -127,8 +134,7 @@ export class CompileService {
   checkProfile(name: string): void {
     if (!Object.hasOwn(this.#o.targets, name)) {
       const known = this.profiles();
-      throw new HttpError(
-        404,
+      throw new NotFound(
         `Unknown target profile ${JSON.stringify(name)}; known: ${known.length ? known.join(", ") : "none configured"}`,
       );
     }
@@ -183,10 +189,10 @@ export class CompileService {
     });
     if (result instanceof CompileError) {
       // A full queue says nothing about the source: no fallback (a manifest built from it would be kept), a 503.
-      if (result.kind === "busy") throw new HttpError(503, result.message, { "retry-after": "1" });
+      if (result.kind === "busy") throw new Busy(result.message, 1);
       if (this.#o.onError === "fail") {
         this.#o.metrics?.compiles.inc({ result: "failed" });
-        throw new HttpError(422, result.message);
+        throw new CompileFailed(result.message);
       }
       return fallback(result.message);
     }

@@ -10,7 +10,8 @@
 import type { Logger } from "../log.ts";
 import type { Metrics } from "./metrics.ts";
 import type { RequestEntry, RequestLog } from "./request_log.ts";
-import { HttpError, type Shareable, textResponse, withContentLength } from "./responses.ts";
+import { answerFor } from "./errors.ts";
+import { type Shareable, textResponse, withContentLength } from "./responses.ts";
 import type { RouteContext, Router } from "./router.ts";
 
 /** The part of `Deno.ServeHandlerInfo` the handler uses; tests may omit it. */
@@ -143,7 +144,8 @@ export function createHandler(router: Router, deps: HandlerDeps): ServeHandler {
   };
 
   const fail = (request: Request, pathname: string, e: unknown): { response: Response; errorId?: string } => {
-    if (e instanceof HttpError) return { response: textResponse(e.status, e.message, e.headers) };
+    const known = answerFor(e);
+    if (known) return { response: textResponse(known.status, known.text, known.headers) };
     const errorId = crypto.randomUUID().slice(0, 8);
     deps.logger.error("Unexpected error while handling a request", {
       error_id: errorId,

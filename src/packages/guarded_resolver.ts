@@ -13,7 +13,7 @@
  */
 import { etagOf, sha256Hex } from "../cache/hash.ts";
 import type { Served } from "../cache/fresh_cache.ts";
-import { HttpError } from "../http/responses.ts";
+import { Blocked, DomainError, Failure, LockMismatch, NotAllowed, NotFound } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import { type LockedPackage, type LockFile, repoId, variantKey } from "./lock_file.ts";
 import { BlockList, newestUnblocked } from "./block_list.ts";
@@ -146,11 +146,10 @@ export class GuardedResolver extends Resolver {
     if (lock) {
       const entry = lock.file.packages[name];
       if (!entry || entry.kind === "repo") {
-        throw new HttpError(403, `Package ${name} is not allowed: it is not in the lock file ${lock.path}`);
+        throw new NotAllowed(`Package ${name} is not allowed: it is not in the lock file ${lock.path}`);
       }
       if (version !== "latest" && version !== entry.version && version !== entry.ref) {
-        throw new HttpError(
-          403,
+        throw new NotAllowed(
           `${name} ${version} is not allowed: the lock file ${lock.path} locks ${name} at ${entry.version}`,
         );
       }
@@ -173,8 +172,7 @@ export class GuardedResolver extends Resolver {
       if (version !== "latest" || this.#g.named.has(name)) this.#refuseBlocked(name, stated);
       const fallback = newestUnblocked(await this.#indexVersions(name, mpy), (v) => !!this.#block.match(name, v));
       if (fallback === undefined) {
-        throw new HttpError(
-          410,
+        throw new Blocked(
           `${name} ${stated} is blocked by policy.block (${this.#block.match(name, stated)}) and no other release is`,
         );
       }
@@ -196,8 +194,7 @@ export class GuardedResolver extends Resolver {
     const id = repoId(spec);
     const entry = lock.file.packages[id];
     if (!entry) {
-      throw new HttpError(
-        403,
+      throw new NotAllowed(
         `${spec.host}:${spec.owner}/${spec.repo} at ${spec.ref} is not allowed: it is not in the lock file ${lock.path}`,
       );
     }
@@ -213,7 +210,7 @@ export class GuardedResolver extends Resolver {
     if (!lock) return;
     const id = `mirror:${path.replace(/^\/t\/[^/]+(?=\/)/, "")}`;
     if (Object.values(lock.file.packages).some((p) => p.deps.includes(id))) return;
-    throw new HttpError(403, `${path} is not allowed: no package in the lock file ${lock.path} depends on it`);
+    throw new NotAllowed(`${path} is not allowed: no package in the lock file ${lock.path} depends on it`);
   }
 
   /** A file: under a lock only locked bytes; blocked when only blocked releases list it. */
@@ -224,18 +221,18 @@ export class GuardedResolver extends Resolver {
         ? undefined
         : (await this.#blockedSet()).get(id) ?? this.#refused.get(id);
       if (entry) {
-        throw new HttpError(410, `File ${hash} belongs only to releases blocked by policy.block (${entry})`);
+        throw new Blocked(`File ${hash} belongs only to releases blocked by policy.block (${entry})`);
       }
     }
     const lock = this.#g.lock;
     if (!lock) return await super.file(hash);
     const full = hash.length >= 8 ? this.#lockedByShort.get(short(hash))?.find((h) => h.startsWith(hash)) : undefined;
-    if (!full) throw new HttpError(403, `File ${hash} is not allowed: the lock file ${lock.path} lists no such file`);
+    if (!full) throw new NotAllowed(`File ${hash} is not allowed: the lock file ${lock.path} lists no such file`);
     const fetched = await this.#obtain(full, hash);
     // Objects under a full hash were checked against it when they were written (here, or by a named build).
     const object = await this.#g.store.get(`files/${full.slice(0, 2)}/${full}`);
     if (!object) {
-      throw new HttpError(502, `LOCK MISMATCH: the locked bytes of file ${full} are not available`);
+      throw new LockMismatch(`LOCK MISMATCH: the locked bytes of file ${full} are not available`);
     }
     return { body: object.body, etag: object.etag, outcome: fetched ? "miss" : "hit", kind: "file" };
   }
@@ -243,8 +240,7 @@ export class GuardedResolver extends Resolver {
   #refuseBlocked(name: string, ...versions: (string | undefined)[]): void {
     const entry = this.#block.match(name, ...versions);
     if (entry) {
-      throw new HttpError(
-        410,
+      throw new Blocked(
         `${name}${versions.length ? ` ${versions[0]}` : ""} is blocked by policy.block (${entry})`,
       );
     }
@@ -369,8 +365,7 @@ export class GuardedResolver extends Resolver {
     const variant = variantKey(mpy, profile);
     const files = entry.files[variant];
     if (!files) {
-      throw new HttpError(
-        403,
+      throw new NotAllowed(
         `${id} ${variant} is not allowed: the lock file ${this.#g.lock!.path} has no hashes for variant ${variant}` +
           ` (it has ${Object.keys(entry.files).sort().join(", ")})`,
       );
@@ -397,7 +392,7 @@ export class GuardedResolver extends Resolver {
       }
     } catch (e) {
       // Only an upstream that lacks or fails the release is made up for; what the policy refuses stays refused.
-      if (!(e instanceof HttpError) || (e.status !== 404 && e.status < 500) || entry.deps.length > 0) throw e;
+      if (!(e instanceof NotFound || e instanceof Failure) || entry.deps.length > 0) throw e;
       this.#g.logger.warn("Serving a locked manifest from the lock alone", { package: id, error: e.message });
       doc = { v: 1 };
     }
@@ -406,9 +401,8 @@ export class GuardedResolver extends Resolver {
       try {
         await this.#obtain(hash, hash);
       } catch (e) {
-        if (!(e instanceof HttpError)) throw e;
-        throw new HttpError(
-          502,
+        if (!(e instanceof DomainError)) throw e;
+        throw new LockMismatch(
           `LOCK MISMATCH: ${id} ${entry.version}: ${dest}: ${e.message.replace(/^LOCK MISMATCH: /, "")}`,
         );
       }
@@ -446,12 +440,11 @@ export class GuardedResolver extends Resolver {
           actual,
         });
       } catch (e) {
-        if (!(e instanceof HttpError)) throw e;
+        if (!(e instanceof DomainError)) throw e;
       }
     }
     this.#g.logger.error("LOCK MISMATCH: the locked bytes are neither cached nor available upstream", { file: full });
-    throw new HttpError(
-      502,
+    throw new LockMismatch(
       `LOCK MISMATCH: the locked bytes of file ${full} are neither cached nor available upstream by hash`,
     );
   }

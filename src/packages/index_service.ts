@@ -6,8 +6,8 @@
  * @module
  */
 import { etagOf, sha256Hex } from "../cache/hash.ts";
-import { type FreshCache, type Load, type Served, toHttpError } from "../cache/fresh_cache.ts";
-import { HttpError } from "../http/responses.ts";
+import type { FreshCache, Load, Served } from "../cache/fresh_cache.ts";
+import { BadName, BadUpstream, type DomainError, fromUpstream, NotFound } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import { type Fetcher, UpstreamError } from "../upstream/fetcher.ts";
 import { cacheKey, checkManifest, listedHashes, UnsafeManifestError } from "./names.ts";
@@ -80,7 +80,7 @@ export class IndexService {
   /** `index.json`: each upstream's, merged (the first index listing a name wins). */
   async indexJson(): Promise<Served> {
     const results: { served: Served; url: string }[] = [];
-    const failures: HttpError[] = [];
+    const failures: DomainError[] = [];
     for (const [i, base] of this.#o.indexes.entries()) {
       try {
         const served = await this.#o.cache.get(
@@ -91,12 +91,12 @@ export class IndexService {
         );
         results.push({ served, url: base });
       } catch (e) {
-        const err = toHttpError(e);
+        const err = fromUpstream(e);
         this.#o.logger.warn("Index unavailable, leaving it out of index.json", { index: base, error: err.message });
         failures.push(err);
       }
     }
-    if (results.length === 0) throw failures.find((f) => f.status !== 404) ?? failures[0];
+    if (results.length === 0) throw failures.find((f) => !(f instanceof NotFound)) ?? failures[0];
     if (results.length === 1 && this.#o.indexes.length === 1) return results[0].served;
     const seen = new Set<string>();
     const packages: unknown[] = [];
@@ -124,7 +124,7 @@ export class IndexService {
   async manifest(mpy: string, name: string, version: string): Promise<Served> {
     const mutable = version === "latest";
     const rel = `package/${mpy}/${name}/${version}.json`;
-    let upstreamFailure: HttpError | undefined;
+    let upstreamFailure: DomainError | undefined;
     for (const [i, base] of this.#o.indexes.entries()) {
       try {
         const key = cacheKey("index", this.#ids[i], "package", mpy, name, `${version}.json`);
@@ -140,23 +140,23 @@ export class IndexService {
         return served;
       } catch (e) {
         if (e instanceof UnsafeManifestError) throw e;
-        const err = toHttpError(e);
-        if (err.status !== 404) {
+        const err = fromUpstream(e);
+        if (!(err instanceof NotFound)) {
           upstreamFailure ??= err;
           this.#o.logger.warn("Index failed for a manifest, trying the next", { index: base, error: err.message });
         }
       }
     }
     if (upstreamFailure) throw upstreamFailure;
-    if (this.#o.cache.offline) throw new HttpError(404, `Offline and not cached: ${name} ${version} (${mpy})`);
-    throw new HttpError(404, `Package ${name} version ${version} (${mpy}) not found in ${this.#o.indexes.join(", ")}`);
+    if (this.#o.cache.offline) throw new NotFound(`Offline and not cached: ${name} ${version} (${mpy})`);
+    throw new NotFound(`Package ${name} version ${version} (${mpy}) not found in ${this.#o.indexes.join(", ")}`);
   }
 
   /** `file/{h2}/{hash}`: content whose sha256 starts with `hash`, from the first index that has it. */
   file(hash: string): Promise<Served> {
-    if (!HEX.test(hash)) throw new HttpError(400, `Invalid hash ${JSON.stringify(hash)}`);
+    if (!HEX.test(hash)) throw new BadName(`Invalid hash ${JSON.stringify(hash)}`);
     return this.#o.cache.get("file", `files/${hash.slice(0, 2)}/${hash}`, false, async () => {
-      let failure: UpstreamError | HttpError | undefined;
+      let failure: UpstreamError | BadUpstream | undefined;
       for (const base of this.#o.indexes) {
         const url = `${base}/file/${hash.slice(0, 2)}/${hash}`;
         try {
@@ -169,7 +169,7 @@ export class IndexService {
               actual,
               bytes: loaded.body.byteLength,
             });
-            failure = new HttpError(502, `Hash mismatch for ${url}: content sha256 is ${actual.slice(0, 16)}...`);
+            failure = new BadUpstream(`Hash mismatch for ${url}: content sha256 is ${actual.slice(0, 16)}...`);
             continue;
           }
           return loaded;
@@ -187,7 +187,7 @@ export class IndexService {
     try {
       JSON.parse(new TextDecoder().decode(loaded.body));
     } catch (e) {
-      throw new HttpError(502, `Upstream sent invalid JSON at ${url}: ${(e as Error).message}`);
+      throw new BadUpstream(`Upstream sent invalid JSON at ${url}: ${(e as Error).message}`);
     }
     return loaded;
   }

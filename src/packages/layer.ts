@@ -12,7 +12,7 @@
 import { join } from "node:path";
 import { etagOf } from "../cache/hash.ts";
 import type { Served } from "../cache/fresh_cache.ts";
-import { HttpError } from "../http/responses.ts";
+import { NotFound, Unavailable, UpstreamFailed, UpstreamTimedOut } from "../errors.ts";
 import { BASE_PLACEHOLDER } from "./locations.ts";
 
 /** How often, at most, the catalog's modification time is looked at. */
@@ -53,13 +53,14 @@ export async function readCatalog(root: string): Promise<Catalog> {
 
 /** Whether an error is the cache's answer for an object it may not fetch (`cache.offline`). */
 function offlineMiss(e: unknown): boolean {
-  return e instanceof HttpError && e.status === 404 && e.message.startsWith("Offline");
+  return e instanceof NotFound && e.message.startsWith("Offline");
 }
 
 /** Whether an error means upstream could not be reached (rather than an answer from it). */
 function unreachable(e: unknown): boolean {
-  return e instanceof HttpError && (e.unreachable || e.status === 504 ||
-    (e.status === 502 && /^(Cannot reach upstream|Upstream body broke off)/.test(e.message)));
+  return e instanceof UpstreamTimedOut ||
+    (e instanceof UpstreamFailed &&
+      (e.unreachable || /^(Cannot reach upstream|Upstream body broke off)/.test(e.message)));
 }
 
 /** Serves imported manifests and the imported index from the cache folder `root`. */
@@ -191,8 +192,7 @@ export class BundleLayer {
       timer = setTimeout(() => {
         const ago = Math.round((this.#now() - this.#downAt) / 1000);
         reject(
-          new HttpError(
-            503,
+          new Unavailable(
             `Offline: ${what} was not imported (no imported bundle holds it) and upstream, unreachable ${ago} s ago, did not answer within ${DOWN_DEADLINE_MS} ms`,
           ),
         );
@@ -214,8 +214,7 @@ export class BundleLayer {
     // intent); once a bundle was imported, or with cache.offline, the answer says what is missing.
     if (unreachable(e)) this.#downAt = this.#now();
     if (!offlineMiss(e) && !(unreachable(e) && this.#mtime > 0)) return e;
-    return new HttpError(
-      503,
+    return new Unavailable(
       `Offline: ${what} was not imported (no imported bundle holds it) and upstream cannot be reached (${
         (e as Error).message
       })`,

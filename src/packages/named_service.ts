@@ -8,7 +8,7 @@
 import { etagOf, sha256Hex } from "../cache/hash.ts";
 import type { FreshCache, Load, Served } from "../cache/fresh_cache.ts";
 import type { DiskStore } from "../cache/store.ts";
-import { HttpError } from "../http/responses.ts";
+import { BadUpstream, DomainError, NotFound, UpstreamFailed, UpstreamTimedOut } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import { UpstreamError } from "../upstream/fetcher.ts";
 import { BASE_PLACEHOLDER, parseSpec } from "./locations.ts";
@@ -162,7 +162,7 @@ export class NamedService {
 
   #cached(name: string, version: string, mpy: string, profile: string | null): Promise<Served> {
     const source = this.#sources.get(name);
-    if (!source) throw new HttpError(404, `${name} is not a named package`);
+    if (!source) throw new NotFound(`${name} is not a named package`);
     const ref = this.refFor(name, version);
     const key = cacheKey("named", name, mpy, profile ?? "_", `${ref}.json`);
     return this.#o.cache.get(
@@ -212,15 +212,17 @@ export class NamedService {
       try {
         bytes = await file.read();
       } catch (e) {
-        if (e instanceof HttpError && e.status !== 404) throw e;
+        if (e instanceof DomainError && !(e instanceof NotFound)) throw e;
         const why = e instanceof Error ? e.message : String(e);
-        const status = e instanceof UpstreamError && e.kind === "timeout" ? 504 : 502;
-        throw new HttpError(status, `${name}: url entry ${JSON.stringify(file.dest)} (${file.from}) failed: ${why}`);
+        const message = `${name}: url entry ${JSON.stringify(file.dest)} (${file.from}) failed: ${why}`;
+        throw e instanceof UpstreamError && e.kind === "timeout"
+          ? new UpstreamTimedOut(message)
+          : new UpstreamFailed(message);
       }
       let out: Transformed = { dest: file.dest, bytes };
       if (this.#o.transform) out = await this.#o.transform(out, mpy, profile);
       this.#checkDest(name, out.dest, file.from);
-      if (seen.has(out.dest)) throw new HttpError(502, `${name}: two url entries install to ${out.dest}`);
+      if (seen.has(out.dest)) throw new BadUpstream(`${name}: two url entries install to ${out.dest}`);
       seen.add(out.dest);
       const hash = await sha256Hex(out.bytes);
       const key = `files/${hash.slice(0, 2)}/${hash}`;

@@ -9,7 +9,7 @@
  * so any text a device can put in a URL path segment is accepted.
  * @module
  */
-import { HttpError } from "../http/responses.ts";
+import { BadName, BadUpstream } from "../errors.ts";
 
 /** What a route parameter must look like (the router's `ParamSpec`). */
 export interface NameRule {
@@ -129,7 +129,7 @@ export function pathProblem(path: string): string | undefined {
 /** Throws 400 unless `path` is a file path {@linkcode pathProblem} accepts. */
 export function checkPath(path: string): void {
   const why = pathProblem(path);
-  if (why) throw new HttpError(400, `Invalid path ${JSON.stringify(clip(path))}: ${why}`);
+  if (why) throw new BadName(`Invalid path ${JSON.stringify(clip(path))}: ${why}`);
 }
 
 /** The `/url/` host segment before any parsing: what the router checks. */
@@ -148,7 +148,7 @@ const QUAD = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)$/;
  * the form URLs write it (lowercase, no default port). Returns the host as a URL writes it; throws 400 saying why not.
  */
 export function parseHost(scheme: "http" | "https", host: string): string {
-  const fail = (why: string) => new HttpError(400, `Invalid host ${JSON.stringify(clip(host))}: ${why}`);
+  const fail = (why: string) => new BadName(`Invalid host ${JSON.stringify(clip(host))}: ${why}`);
   const lower = host.toLowerCase();
   const m = /^(\[[0-9a-f:.]+\]|[^:\[\]]+)(?::(\d{1,5}))?$/.exec(lower);
   if (!m) throw fail("expected a name or address, optionally with :port");
@@ -217,9 +217,9 @@ export function safeDest(dest: string): boolean {
 }
 
 /** A manifest we refuse to serve because of what it lists; a 502 that names the package and the entry. */
-export class UnsafeManifestError extends HttpError {
+export class UnsafeManifestError extends BadUpstream {
   constructor(message: string) {
-    super(502, message);
+    super(message);
     this.name = "UnsafeManifestError";
   }
 }

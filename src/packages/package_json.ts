@@ -2,7 +2,7 @@
  * Reads a mip `package.json` (`urls`, `deps`, `version`, as micropython's docs describe it) into checked parts.
  * @module
  */
-import { HttpError } from "../http/responses.ts";
+import { BadUpstream } from "../errors.ts";
 import { clip, destinationProblem, MAX_MANIFEST_FILES, parseHost, UnsafeManifestError } from "./names.ts";
 
 export { safeDest } from "./names.ts";
@@ -108,7 +108,7 @@ export function readPackageJson(bytes: Uint8Array, where: string): PackageDoc {
     if (e instanceof PackageJsonError && e.unsafe) {
       throw new UnsafeManifestError(`Refused package.json ${where}: ${e.message}`);
     }
-    if (e instanceof PackageJsonError) throw new HttpError(502, `Malformed package.json ${where}: ${e.message}`);
+    if (e instanceof PackageJsonError) throw new BadUpstream(`Malformed package.json ${where}: ${e.message}`);
     throw e;
   }
 }

@@ -4,7 +4,7 @@
  * same cache devices read from, recomputed after `cache.ttl`, and terminates on dependency cycles (logging them).
  * @module
  */
-import { HttpError } from "../http/responses.ts";
+import { NotAllowed } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import { BASE_PLACEHOLDER } from "./locations.ts";
 import { listedHashes } from "./names.ts";
@@ -86,8 +86,7 @@ export class Policy {
   async checkName(name: string): Promise<void> {
     if (!this.denying) return;
     if (this.#o.roots.includes(name) || (await this.allowed()).names.has(name)) return;
-    throw new HttpError(
-      403,
+    throw new NotAllowed(
       `Package ${name} is not allowed: policy.unlisted is deny and it is not in packages, pins or their dependencies`,
     );
   }
@@ -97,8 +96,7 @@ export class Policy {
     if (!this.denying) return;
     const prefix = prefixOf(mirrorPathOf(path));
     if (prefix && (await this.allowed()).prefixes.has(prefix)) return;
-    throw new HttpError(
-      403,
+    throw new NotAllowed(
       `${path} is not allowed: policy.unlisted is deny and it is not a dependency of packages or pins`,
     );
   }

@@ -8,7 +8,7 @@
  */
 import type { FreshCache, Mutability, Served } from "../cache/fresh_cache.ts";
 import { etagOf } from "../cache/hash.ts";
-import { HttpError } from "../http/responses.ts";
+import { BadUpstream } from "../errors.ts";
 import type { Fetcher } from "../upstream/fetcher.ts";
 import {
   BASE_PLACEHOLDER,
@@ -154,8 +154,7 @@ export class RepoService {
     const path: string[] = [];
     const tooDeep = (node: string, more = false) => {
       const shown = path.length > 4 ? [label(path[0]), label(path[1]), "...", label(path.at(-1)!)] : path.map(label);
-      return new HttpError(
-        502,
+      return new BadUpstream(
         `Dependency chain deeper than ${maxDepth} packages: ${
           [...shown, label(node), ...(more ? ["..."] : [])].join(" -> ")
         }`,
@@ -164,8 +163,7 @@ export class RepoService {
     const visit = async (node: string, nodeRef: string, known?: PackageDoc): Promise<number> => {
       const open = path.indexOf(node);
       if (open >= 0) {
-        throw new HttpError(
-          502,
+        throw new BadUpstream(
           `Dependency cycle: ${[...path.slice(open), node].map(label).join(" -> ")}; mip would install it forever`,
         );
       }
@@ -176,8 +174,7 @@ export class RepoService {
       }
       if (path.length >= maxDepth) throw tooDeep(node);
       if (heights.size >= MAX_DEPS_NODES) {
-        throw new HttpError(
-          502,
+        throw new BadUpstream(
           `More than ${MAX_DEPS_NODES} repository packages in the dependencies of ${label(url)}`,
         );
       }

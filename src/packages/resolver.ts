@@ -7,7 +7,7 @@ import { etagOf } from "../cache/hash.ts";
 import type { Served } from "../cache/fresh_cache.ts";
 import type { PinnedFiles } from "./pinned.ts";
 import type { DiskStore } from "../cache/store.ts";
-import { HttpError } from "../http/responses.ts";
+import { BadUpstream, NotAllowed } from "../errors.ts";
 import type { IndexService } from "./index_service.ts";
 import type { HostBases } from "./locations.ts";
 import type { NamedService } from "./named_service.ts";
@@ -31,7 +31,7 @@ export interface ResolverOptions {
   /** The `.mpy` version a URL install under `/t/{profile}` is compiled for (`py` when there is no compiler). */
   mpyFor?: (profile: string | null) => string;
   /**
-   * Refuses (throws an HttpError) the repository package behind a mirror path (`/github/...` and the other code
+   * Refuses (throws a domain error) the repository package behind a mirror path (`/github/...` and the other code
    * hosts', `/url/...`) when its dependencies cycle or nest too deep.
    */
   checkMirrorDeps?: (path: string) => Promise<void>;
@@ -245,7 +245,7 @@ export class Resolver {
     } catch (e) {
       // An upstream manifest whose urls or deps hold something that is not a URL: the upstream's fault, not ours.
       if (!(e instanceof TypeError)) throw e;
-      throw new HttpError(502, `Refused manifest in urls form: it names something that is not a URL (${e.message})`);
+      throw new BadUpstream(`Refused manifest in urls form: it names something that is not a URL (${e.message})`);
     }
     const body = enc.encode(JSON.stringify(form));
     return { ...served, body, etag: await etagOf(body) };
@@ -257,7 +257,7 @@ export class Resolver {
    */
   async file(hash: string): Promise<Served> {
     if (!this.#o.policy.fileAllowed(hash)) {
-      throw new HttpError(403, `File ${hash} is not allowed: policy.unlisted is deny and no allowed manifest lists it`);
+      throw new NotAllowed(`File ${hash} is not allowed: policy.unlisted is deny and no allowed manifest lists it`);
     }
     try {
       const work = this.#o.index.file(hash);

@@ -7,28 +7,10 @@
 import type { Logger } from "../log.ts";
 import { joinChunks } from "../bytes.ts";
 import type { Breakers } from "./breaker.ts";
+import { UpstreamError } from "../errors.ts";
 
-/** Why an upstream request failed. */
-export type UpstreamErrorKind = "not_found" | "status" | "timeout" | "network" | "too_large" | "redirects" | "host";
-
-/** An upstream request that did not produce a usable body. */
-export class UpstreamError extends Error {
-  readonly kind: UpstreamErrorKind;
-  /** The URL that failed (after redirects). */
-  readonly url: string;
-  /** The upstream status, when there was one. */
-  readonly status?: number;
-  /** True when nothing was sent because the host's circuit breaker is open. */
-  readonly breaker: boolean;
-  constructor(kind: UpstreamErrorKind, url: string, message: string, status?: number, breaker = false) {
-    super(message);
-    this.name = "UpstreamError";
-    this.kind = kind;
-    this.url = url;
-    this.status = status;
-    this.breaker = breaker;
-  }
-}
+/** The fetcher's error and its kinds live with the other domain errors, so the rooms below can turn it into one. */
+export { UpstreamError, type UpstreamErrorKind } from "../errors.ts";
 
 /** Limits and hooks for a {@linkcode Fetcher}. */
 export interface FetcherOptions {

@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { FreshCache, type Load } from "../../src/cache/fresh_cache.ts";
 import { sha256Hex } from "../../src/cache/hash.ts";
 import { DiskStore, type StoredObject } from "../../src/cache/store.ts";
-import { HttpError } from "../../src/http/responses.ts";
+import { NotFound } from "../../src/errors.ts";
 import { memoryLogger } from "../../src/log.ts";
 import { IndexService } from "../../src/packages/index_service.ts";
 import { Fetcher } from "../../src/upstream/fetcher.ts";
@@ -114,7 +114,7 @@ Deno.test("forgetNotFound: a remembered 404 is forgotten (all, or by key), so an
   let loads = 0;
   const missing = () => {
     loads++;
-    return Promise.reject(new HttpError(404, "Not upstream"));
+    return Promise.reject(new NotFound("Not upstream"));
   };
   for (const key of ["files/aa/aaaa1111", "files/bb/bbbb2222"]) {
     await assert.rejects(() => cache.get("file", key, false, missing), /Not upstream/);

@@ -9,7 +9,8 @@ import { createApp } from "../../src/app.ts";
 import { CompileService } from "../../src/compile/compile_service.ts";
 import { CompileError, MAX_WAITING_BYTES, MAX_WAITING_COMPILES, MpyCross } from "../../src/compile/mpy_cross.ts";
 import { DiskStore } from "../../src/cache/store.ts";
-import { HttpError } from "../../src/http/responses.ts";
+import { Busy } from "../../src/errors.ts";
+import { answerFor } from "../../src/http/errors.ts";
 import { memoryLogger } from "../../src/log.ts";
 import { FakeUpstream } from "../fixtures/fake_upstream.ts";
 import { tempDir, testConfig } from "../helpers.ts";
@@ -109,8 +110,8 @@ Deno.test("compile queue: a busy compiler answers 503 with Retry-After, whatever
       // Only the refused compiles have finished while the compiler is held.
       assert.equal(done.length, 400 - 2 - MAX_WAITING_COMPILES, `on_error ${onError}`);
       for (const e of done) {
-        assert.ok(e instanceof HttpError && e.status === 503, `on_error ${onError}: ${e}`);
-        assert.equal(e.headers["retry-after"], "1");
+        assert.ok(e instanceof Busy && answerFor(e)?.status === 503, `on_error ${onError}: ${e}`);
+        assert.equal(answerFor(e)?.headers["retry-after"], "1");
         assert.match(e.message, /Too many compiles waiting/);
       }
       assert.equal(service.fallbacks, 0, "a busy compile fell back to the source");

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { HttpError } from "../../src/http/responses.ts";
+import { answerFor } from "../../src/http/errors.ts";
 import { testConfig } from "../helpers.ts";
 import {
   cacheKey,
@@ -69,7 +69,7 @@ Deno.test("parseHost accepts names, IPv4, IPv6 and ports as URLs write them; any
   assert.equal(parseHost("https", "[::1]:8443"), "[::1]:8443");
   assert.equal(parseHost("http", "my_host.lan"), "my_host.lan");
   for (const bad of ["a:99999", "256.256.256.256", "1.2.3.4.5", "0x100000000", "1.2.3", "01.2.3.4", ".evil", "a..b"]) {
-    assert.throws(() => parseHost("http", bad), (e) => e instanceof HttpError && e.status === 400, bad);
+    assert.throws(() => parseHost("http", bad), (e) => answerFor(e)?.status === 400, bad);
   }
   assert.throws(() => parseHost("https", "example.com:443"), /write it as example\.com/);
 });
@@ -94,7 +94,8 @@ Deno.test("destinations: relative paths only, no '..', '.', empty segments, back
   assert.throws(
     () => checkManifest({ hashes: [["ok.py", "abcd1234"], ["../pwned.py", "abcd1234"]] }, "package evil latest"),
     (e) =>
-      e instanceof UnsafeManifestError && e.status === 502 && /package evil latest.*"\.\.\/pwned\.py"/.test(e.message),
+      e instanceof UnsafeManifestError && answerFor(e)?.status === 502 &&
+      /package evil latest.*"\.\.\/pwned\.py"/.test(e.message),
   );
   assert.throws(() => checkManifest({ urls: [["a", "b", "c"]] }, "p"), /is not a pair of strings/);
   checkManifest({ hashes: [["a/b.mpy", "abcd1234"]], urls: [["c.py", "http://x/c.py"]], deps: [] }, "p");

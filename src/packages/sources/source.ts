@@ -4,7 +4,7 @@
  * how the configuration checks it, how it is parsed). One file per kind beside this one; `registry.ts` lists them.
  * @module
  */
-import { HttpError } from "../../http/responses.ts";
+import { BadUpstream, NotFound } from "../../errors.ts";
 import type { Logger } from "../../log.ts";
 import type { Fetcher } from "../../upstream/fetcher.ts";
 
@@ -60,7 +60,7 @@ export interface Source {
    * (version tags, `tagTtl`; for good when that is null), `true` for `cache.ttl` (branches, `latest`).
    */
   mutability(ref: string, tagTtl: number | null): boolean | number;
-  /** Reads the package's files and deps at `ref`. Errors are HttpErrors or UpstreamErrors naming what failed. */
+  /** Reads the package's files and deps at `ref`. Errors are domain errors (`../../errors.ts`) or UpstreamErrors naming what failed. */
   resolve(ctx: SourceContext, ref: string): Promise<Resolved>;
 }
 
@@ -127,13 +127,13 @@ export function singleModule(ctx: SourceContext, url: string, dest: string, vers
 }
 
 /** An answer for a version a source does not have: a 404 that names what was asked. */
-export function notFound(message: string): HttpError {
-  return new HttpError(404, message);
+export function notFound(message: string): NotFound {
+  return new NotFound(message);
 }
 
 /** An answer for an upstream that sent something unusable: a 502 that says what. */
-export function badUpstream(message: string): HttpError {
-  return new HttpError(502, message);
+export function badUpstream(message: string): BadUpstream {
+  return new BadUpstream(message);
 }
 
 /** The one version a source without versions has; anything else is a 404 saying so. */
