@@ -23,7 +23,7 @@ export interface RepoRouteOptions {
   publicUrl: string | null;
   port: number;
   bases: HostBases;
-  /** Throws an HttpError (403) when the policy refuses a mirror path. */
+  /** Throws a `NotAllowed` (403) when the policy refuses a mirror path. */
   check?: (path: string) => Promise<void>;
   /** Where refused manifests are reported. */
   logger?: Logger;

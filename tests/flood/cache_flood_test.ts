@@ -9,6 +9,7 @@ import { FreshCache, NEGATIVE_LIMIT, NEGATIVE_MAX_CHARS, NEGATIVE_OVERHEAD } fro
 import { SingleFlight } from "../../src/cache/single_flight.ts";
 import { DiskStore, HOT_ENTRY_OVERHEAD } from "../../src/cache/store.ts";
 import { denoFs, type StoreFs } from "../../src/cache/store_fs.ts";
+import { NotFound } from "../../src/errors.ts";
 import { memoryLogger } from "../../src/log.ts";
 import { IndexService, PREFETCH_QUEUE_LIMIT } from "../../src/packages/index_service.ts";
 import { type Fetcher, UpstreamError } from "../../src/upstream/fetcher.ts";
@@ -36,7 +37,7 @@ Deno.test("negative cache: 12,000 unique upstream 404s remember at most NEGATIVE
   const key = (i: number) => `index/0123456789abcdef/package/6/flood-${i}/latest.json`;
   let most = 0;
   await flood(NEGATIVE_LIMIT + 2000, 50, async (i) => {
-    await assert.rejects(cache.get("manifest", key(i), true, notFound(`http://up/flood-${i}`)), { status: 404 });
+    await assert.rejects(cache.get("manifest", key(i), true, notFound(`http://up/flood-${i}`)), NotFound);
     most = Math.max(most, cache.notFound.entries);
   });
   assertAtMost(most, NEGATIVE_LIMIT, "remembered 404s");
@@ -44,8 +45,8 @@ Deno.test("negative cache: 12,000 unique upstream 404s remember at most NEGATIVE
   // The oldest was forgotten: upstream is asked again. The newest is still remembered: it is not.
   let asked = 0;
   const count = () => (asked++, notFound("http://up/again")());
-  await assert.rejects(cache.get("manifest", key(0), true, count), { status: 404 });
-  await assert.rejects(cache.get("manifest", key(NEGATIVE_LIMIT + 1999), true, count), { status: 404 });
+  await assert.rejects(cache.get("manifest", key(0), true, count), NotFound);
+  await assert.rejects(cache.get("manifest", key(NEGATIVE_LIMIT + 1999), true, count), NotFound);
   assert.equal(asked, 1);
 });
 
@@ -55,7 +56,7 @@ Deno.test("negative cache: 404s with 4 KB URLs are bounded by NEGATIVE_MAX_CHARS
   let most = 0;
   await flood(3000, 50, async (i) => {
     const key = `mirror/url/http/up/flood-${i}.py`;
-    await assert.rejects(cache.get("mirror", key, true, notFound(`http://up/${long}/${i}`)), { status: 404 });
+    await assert.rejects(cache.get("mirror", key, true, notFound(`http://up/${long}/${i}`)), NotFound);
     most = Math.max(most, cache.notFound.chars);
   });
   assertAtMost(most, NEGATIVE_MAX_CHARS, "characters of remembered 404s");
