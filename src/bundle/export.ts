@@ -26,6 +26,7 @@ import {
   MANIFEST_ENTRY,
 } from "./format.ts";
 import { parseSpec, type Spec, specText, type Variant, Walker, WalkError } from "./walk.ts";
+import { fileKey } from "../cache/keys.ts";
 
 /** What an export wrote. */
 export interface ExportResult {
@@ -146,7 +147,7 @@ export async function exportBundle(
 
   const walker = new Walker({
     handler: app.handler,
-    haveFile: (hash) => app.store.has(`files/${hash.slice(0, 2)}/${hash}`),
+    haveFile: (hash) => app.store.has(fileKey(hash)),
     isNamed: (name) => name in config.packages,
   });
   const missing = new Map<string, string>();

@@ -22,6 +22,7 @@ import { type BundleManifest, type BundleObject, MANIFEST_ENTRY, MANIFEST_MAX, p
 import { type Catalog, LAYER, readCatalog } from "../packages/layer.ts";
 import { MemoryPacer } from "./memory.ts";
 import { mirrorKey } from "./walk.ts";
+import { fileKey } from "../cache/keys.ts";
 
 /** A mirror path a dependency names: a code host's (`/github/...`, ...) or `/url/...`, perhaps under a profile. */
 const MIRROR_PATH = new RegExp(`^(/t/[^/]+)?/(${REPO_HOST_ALTERNATIVES}|url)/`);
@@ -101,7 +102,7 @@ function checkComplete(manifest: BundleManifest, served: Map<string, Uint8Array>
     };
     for (const entry of Array.isArray(doc.hashes) ? doc.hashes : []) {
       const h = Array.isArray(entry) ? String(entry[1]) : "";
-      need(`files/${h.slice(0, 2)}/${h}`, `file ${h}`);
+      need(fileKey(h), `file ${h}`);
     }
     if (!path.startsWith("served/")) continue;
     for (const dep of Array.isArray(doc.deps) ? doc.deps : []) {

@@ -8,6 +8,7 @@
  */
 import type { ServeHandler } from "../http/server.ts";
 import { BASE_PLACEHOLDER } from "../packages/locations.ts";
+import { fileKey } from "../cache/keys.ts";
 
 /** A package to walk: a name and `latest` or a version. */
 export interface Spec {
@@ -123,7 +124,7 @@ export class Walker {
         const hash = Array.isArray(entry) ? String(entry[1]) : "";
         if (!/^[0-9a-f]{4,64}$/.test(hash)) throw new Error(`${from}: invalid hash entry ${JSON.stringify(entry)}`);
         if (!(await this.#o.haveFile(hash))) throw new Error(`${from}: file ${hash} (${entry[0]}) is not cached`);
-        this.found.files.add(`files/${hash.slice(0, 2)}/${hash}`);
+        this.found.files.add(fileKey(hash));
       }
     };
     await Promise.all(Array.from({ length: Math.min(FILE_CONCURRENCY, hashes.length) }, worker));

@@ -37,3 +37,8 @@ export function isSafeKey(key: string): boolean {
   const parts = key.split("/");
   return parts.length > 0 && parts.every((p) => KEY_SEGMENT.test(p) && p !== "." && p !== "..");
 }
+
+/** The key of a content file named by its hash (short or full): `files/{first two characters}/{hash}`. */
+export function fileKey(hash: string): string {
+  return `files/${hash.slice(0, 2)}/${hash}`;
+}

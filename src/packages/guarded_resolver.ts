@@ -19,6 +19,7 @@ import { type LockedPackage, type LockFile, repoId, variantKey } from "./lock_fi
 import { BlockList, newestUnblocked } from "./block_list.ts";
 import { Resolver, type ResolverOptions } from "./resolver.ts";
 import type { RepoSpec } from "./sources/source.ts";
+import { fileKey } from "../cache/keys.ts";
 
 /** What the guarded resolver adds to a resolver's options. */
 export interface GuardOptions extends ResolverOptions {
@@ -230,7 +231,7 @@ export class GuardedResolver extends Resolver {
     if (!full) throw new NotAllowed(`File ${hash} is not allowed: the lock file ${lock.path} lists no such file`);
     const fetched = await this.#obtain(full, hash);
     // Objects under a full hash were checked against it when they were written (here, or by a named build).
-    const object = await this.#g.store.get(`files/${full.slice(0, 2)}/${full}`);
+    const object = await this.#g.store.get(fileKey(full));
     if (!object) {
       throw new LockMismatch(`LOCK MISMATCH: the locked bytes of file ${full} are not available`);
     }
@@ -419,9 +420,9 @@ export class GuardedResolver extends Resolver {
    * `LOCK MISMATCH` when the bytes cannot be had.
    */
   async #obtain(full: string, asked: string): Promise<boolean> {
-    const key = `files/${full.slice(0, 2)}/${full}`;
+    const key = fileKey(full);
     if (await this.#g.store.has(key)) return false;
-    const shortObject = await this.#g.store.get(`files/${full.slice(0, 2)}/${short(full)}`);
+    const shortObject = await this.#g.store.get(fileKey(short(full)));
     if (shortObject && (await sha256Hex(shortObject.body)) === full) {
       await this.#g.store.put(key, shortObject.body);
       return false;

@@ -11,6 +11,7 @@ import { BadName, BadUpstream, type DomainError, fromUpstream, NotFound } from "
 import type { Logger } from "../log.ts";
 import { type Fetcher, UpstreamError } from "../upstream/fetcher.ts";
 import { cacheKey, checkManifest, listedHashes, UnsafeManifestError } from "./names.ts";
+import { fileKey } from "../cache/keys.ts";
 
 export type { Served };
 
@@ -155,7 +156,7 @@ export class IndexService {
   /** `file/{h2}/{hash}`: content whose sha256 starts with `hash`, from the first index that has it. */
   file(hash: string): Promise<Served> {
     if (!HEX.test(hash)) throw new BadName(`Invalid hash ${JSON.stringify(hash)}`);
-    return this.#o.cache.get("file", `files/${hash.slice(0, 2)}/${hash}`, false, async () => {
+    return this.#o.cache.get("file", fileKey(hash), false, async () => {
       let failure: UpstreamError | BadUpstream | undefined;
       for (const base of this.#o.indexes) {
         const url = `${base}/file/${hash.slice(0, 2)}/${hash}`;

@@ -17,6 +17,7 @@ import { rewriteDep } from "./repo_service.ts";
 import { readPackageAt } from "./sources/package_url.ts";
 import { parseSource } from "./sources/registry.ts";
 import type { RepoSpec, Resolved, Source, SourceContext } from "./sources/source.ts";
+import { fileKey } from "../cache/keys.ts";
 
 /** A file after the per-target step (compilation); `dest` may change (`x.py` → `x.mpy`). */
 export interface Transformed {
@@ -225,7 +226,7 @@ export class NamedService {
       if (seen.has(out.dest)) throw new BadUpstream(`${name}: two url entries install to ${out.dest}`);
       seen.add(out.dest);
       const hash = await sha256Hex(out.bytes);
-      const key = `files/${hash.slice(0, 2)}/${hash}`;
+      const key = fileKey(hash);
       if (!(await this.#o.store.has(key))) await this.#o.store.put(key, out.bytes);
       return [out.dest, hash];
     });
