@@ -8,7 +8,8 @@
 import type { Logger } from "../log.ts";
 import type { Metrics } from "../http/metrics.ts";
 import type { RequestLog } from "../http/request_log.ts";
-import { createRecorder, type Recorder, type ServeHandler, type Shared } from "../http/server.ts";
+import { createRecorder, type Recorder, type ServeHandler } from "../http/server.ts";
+import type { Shareable } from "../http/responses.ts";
 import { createEdgeHandler, EdgeCache } from "./edge.ts";
 import { Front } from "./front.ts";
 import { HitBatch } from "./hits.ts";
@@ -53,7 +54,7 @@ export interface AssembledEdge {
 /** A {@linkcode Miss} that asks `handler`, the request rebuilt as its client sent it. */
 export function handlerMiss(handler: ServeHandler): Miss {
   return async (request, client): Promise<Missed> => {
-    let shared: Shared | undefined;
+    let shared: Shareable | undefined;
     const forwarded = forwardedRequest({
       method: request.method,
       url: `http://${request.host}${request.target}`,

@@ -11,8 +11,8 @@
  */
 import { KINDS_KEPT } from "./h1.ts";
 import type { RequestEntry } from "../http/request_log.ts";
-import { representationResponse } from "../http/responses.ts";
-import type { ClientInfo, Recorder, ServeHandler, Shared } from "../http/server.ts";
+import { representationResponse, type Shareable } from "../http/responses.ts";
+import type { ClientInfo, Recorder, ServeHandler } from "../http/server.ts";
 import { roundMs, splitUrl } from "../http/server.ts";
 
 /** How long an answer is repeated by default, in ms. */
@@ -40,7 +40,7 @@ export const ENTRY_OVERHEAD = 1024;
  * headers, `h1.ts`), plus a fixed overhead for the objects around them. An upper bound rather than a measurement: the
  * body may be shared with the memory cache, and not every kind of response is made.
  */
-export function entryCost(key: string, shared: Shared): number {
+export function entryCost(key: string, shared: Shareable): number {
   let headers = 0;
   for (const fields of [shared.headers, shared.notModified]) {
     for (const name in fields) headers += name.length + fields[name].length + 4;
@@ -49,7 +49,7 @@ export function entryCost(key: string, shared: Shared): number {
 }
 
 interface Entry {
-  shared: Shared;
+  shared: Shareable;
   until: number;
   cost: number;
 }
@@ -81,7 +81,7 @@ export class EdgeCache {
   }
 
   /** The answer kept for `key`, if its window is still open. */
-  get(key: string): Shared | undefined {
+  get(key: string): Shareable | undefined {
     const entry = this.#entries.get(key);
     if (entry === undefined) return undefined;
     const now = this.#now();
@@ -91,7 +91,7 @@ export class EdgeCache {
   }
 
   /** Keeps `shared` for `key` for one window from now, unless the edge is off or the answer costs too much. */
-  put(key: string, shared: Shared): void {
+  put(key: string, shared: Shareable): void {
     if (this.#o.windowMs <= 0) return;
     const cost = entryCost(key, shared);
     if (cost > this.#o.maxBytes / 8) return;
@@ -131,7 +131,7 @@ export function edgeKey(host: string | null, pathAndQuery: string): string {
 
 /** The request log entry of an answer the edge gave from `shared`. */
 export function hitEntry(
-  shared: Shared,
+  shared: Shareable,
   request: { method: string; path: string; client: string; status: number; time: number; durationMs: number },
 ): RequestEntry {
   const { method, status } = request;

@@ -12,7 +12,8 @@
 import { createLogger } from "../log.ts";
 import { RequestTally } from "../http/metrics.ts";
 import { RequestLog } from "../http/request_log.ts";
-import type { ClientInfo, Shared } from "../http/server.ts";
+import type { ClientInfo } from "../http/server.ts";
+import type { Shareable } from "../http/responses.ts";
 import { type AssembledEdge, assembleEdge } from "./assemble.ts";
 import type { PlainRequest } from "./h1.ts";
 import type { Missed } from "./plain.ts";
@@ -58,7 +59,7 @@ function ask(request: ForwardedMessage & { client: string }): Promise<Reply> {
 }
 
 /** {@linkcode ask} for a `Deno.serve` request. */
-async function forward(request: Request, info?: ClientInfo, share?: (shared: Shared) => void): Promise<Response> {
+async function forward(request: Request, info?: ClientInfo, share?: (shared: Shareable) => void): Promise<Response> {
   const reply = await ask({
     method: request.method,
     url: request.url,

@@ -9,7 +9,8 @@
  * up to {@linkcode HITS_MS} ms after its answer.
  * @module
  */
-import type { Recorder, Shared } from "../http/server.ts";
+import type { Recorder } from "../http/server.ts";
+import type { Shareable } from "../http/responses.ts";
 import { hitEntry } from "./edge.ts";
 
 /** Hits noted at most before they are recorded. */
@@ -20,7 +21,7 @@ export const HITS_MS = 10;
 /** Notes cache hits and records them in batches through a {@linkcode Recorder}. */
 export class HitBatch {
   #record: Recorder;
-  #shared: (Shared | undefined)[] = new Array(HITS_KEPT).fill(undefined);
+  #shared: (Shareable | undefined)[] = new Array(HITS_KEPT).fill(undefined);
   #method: string[] = new Array(HITS_KEPT).fill("");
   #path: string[] = new Array(HITS_KEPT).fill("");
   #client: string[] = new Array(HITS_KEPT).fill("");
@@ -41,7 +42,7 @@ export class HitBatch {
   }
 
   /** Notes a hit answered now: it is recorded with this moment's duration. */
-  add(shared: Shared, method: string, path: string, client: string, status: number, time: number, started: number) {
+  add(shared: Shareable, method: string, path: string, client: string, status: number, time: number, started: number) {
     const i = this.#count++;
     this.#shared[i] = shared;
     this.#method[i] = method;

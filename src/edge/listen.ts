@@ -10,7 +10,8 @@
 import type { Logger } from "../log.ts";
 import type { Metrics } from "../http/metrics.ts";
 import type { RequestLog } from "../http/request_log.ts";
-import { createRecorder, type ServeHandler, type Shared } from "../http/server.ts";
+import { createRecorder, type ServeHandler } from "../http/server.ts";
+import type { Shareable } from "../http/responses.ts";
 import { assembleEdge } from "./assemble.ts";
 import { createEdgeHandler, EDGE_WINDOW_MS, EdgeCache } from "./edge.ts";
 import { HEAD_TIMEOUT_MS, IDLE_TIMEOUT_MS, MAX_CONNECTIONS } from "./front.ts";
@@ -201,7 +202,7 @@ async function startWorkers(options: ListenOptions): Promise<Listener> {
   };
 
   const answer = async (worker: Worker, message: Extract<FromWorker, { type: "request" }>) => {
-    let shared: Shared | undefined;
+    let shared: Shareable | undefined;
     const request = forwardedRequest(message);
     const response = await options.handler(request, { remoteAddr: { hostname: message.client } }, (s) => {
       shared = s;

@@ -6,15 +6,15 @@
  * @module
  */
 import { etagMatches } from "../http/responses.ts";
-import type { Shared } from "../http/server.ts";
+import type { Shareable } from "../http/responses.ts";
 import { type EdgeCache, edgeKey } from "./edge.ts";
 import { type Answer, bodiless, encodeFields, type PlainRequest } from "./h1.ts";
 import type { HitBatch } from "./hits.ts";
 
 /** The encoded 200 and 304 answers of each kept answer, made when first needed. */
-const encoded = new WeakMap<Shared, { ok: Answer; notModified: Answer }>();
+const encoded = new WeakMap<Shareable, { ok: Answer; notModified: Answer }>();
 
-function encodedOf(shared: Shared): { ok: Answer; notModified: Answer } {
+function encodedOf(shared: Shareable): { ok: Answer; notModified: Answer } {
   let answers = encoded.get(shared);
   if (answers === undefined) {
     answers = {
@@ -41,7 +41,7 @@ export interface Missed {
   status: number;
   headers: Iterable<[string, string]>;
   body: Uint8Array | null;
-  shared?: Shared;
+  shared?: Shareable;
 }
 
 /** Answers a request the edge does not keep an answer for. */

@@ -6,7 +6,8 @@
 import type { LogLevel } from "../log.ts";
 import type { TallySnapshot } from "../http/metrics.ts";
 import type { RequestEntry } from "../http/request_log.ts";
-import { type Shared, splitUrl } from "../http/server.ts";
+import { splitUrl } from "../http/server.ts";
+import type { Shareable } from "../http/responses.ts";
 
 /** How edge workers write request log lines, as the main logger would. */
 export interface WorkerLog {
@@ -52,7 +53,7 @@ export type ToWorker =
     status: number;
     headers: [string, string][];
     body: ArrayBuffer | null;
-    shared?: Shared;
+    shared?: Shareable;
   }
   | { type: "flush"; id: number }
   | { type: "stop"; id: number };

@@ -8,6 +8,8 @@ const encoder = new TextEncoder();
 
 /** The reusable form of a cache-hit answer: its 200 body and headers and its 304 headers. */
 export interface Shareable {
+  /** The route pattern that gave it (the edge's repeats are recorded under it). */
+  route: string;
   /** The kind of cached object, as counted in the cache metrics. */
   kind: string;
   etag: string;

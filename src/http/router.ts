@@ -22,6 +22,8 @@ export interface RouteContext {
   request: Request;
   url: URL;
   params: Params;
+  /** The matched route pattern. */
+  route: string;
   /** The client's address. */
   client: string;
   /** Facts the handler adds to this request's log line (cache outcome, upstream time, ...). */

@@ -51,13 +51,8 @@ export interface HandlerDeps {
 export type ServeHandler = (
   request: Request,
   info?: ClientInfo,
-  share?: (shared: Shared) => void,
+  share?: (shared: Shareable) => void,
 ) => Promise<Response>;
-
-/** A cache-hit answer that may be given again for the same Host, path and query, with its route. */
-export interface Shared extends Shareable {
-  route: string;
-}
 
 /**
  * Records one served request: the request ring buffer, the metrics and one log line. `edgeKind` is set for
@@ -182,6 +177,7 @@ export function createHandler(router: Router, deps: HandlerDeps): ServeHandler {
         return (url ??= new URL(request.url));
       },
       params: match.params,
+      route: match.route,
       client,
       meta,
     };
@@ -193,7 +189,7 @@ export function createHandler(router: Router, deps: HandlerDeps): ServeHandler {
       if (
         share && ctx.shareable && !admin && !deps.clientOf && (response.status === 200 || response.status === 304)
       ) {
-        share({ ...ctx.shareable, route: match.route });
+        share(ctx.shareable);
       }
       return finish(
         request,

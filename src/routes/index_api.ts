@@ -43,6 +43,7 @@ export function serveObject(ctx: RouteContext, served: Served, contentType: stri
   if (served.upstreamMs !== undefined) ctx.meta.upstream_ms = served.upstreamMs;
   const headers = { etag: served.etag, "cache-control": cacheControl };
   const representation = {
+    route: ctx.route,
     kind: served.kind,
     etag: served.etag,
     body: served.body,

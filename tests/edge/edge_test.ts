@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { createApp } from "../../src/app.ts";
 import { createEdgeHandler, EDGE_WINDOW_MS, EdgeCache, entryCost } from "../../src/edge/edge.ts";
-import type { Shared } from "../../src/http/server.ts";
+import type { Shareable } from "../../src/http/responses.ts";
 import { createRecorder } from "../../src/http/server.ts";
 import { memoryLogger } from "../../src/log.ts";
 import { FakeUpstream } from "../fixtures/fake_upstream.ts";
@@ -10,7 +10,7 @@ import { tempDir, testConfig } from "../helpers.ts";
 
 const T0 = 1_800_000_000_000;
 
-function shared(bytes: number, route = "/file/:h2/:hash"): Shared {
+function shared(bytes: number, route = "/file/:h2/:hash"): Shareable {
   const body = new Uint8Array(bytes);
   return {
     route,

@@ -1,11 +1,11 @@
 import assert from "node:assert/strict";
 import { HitBatch, HITS_KEPT, HITS_MS } from "../../src/edge/hits.ts";
 import { type RequestEntry, RequestLog } from "../../src/http/request_log.ts";
-import type { Shared } from "../../src/http/server.ts";
+import type { Shareable } from "../../src/http/responses.ts";
 
 const T0 = 1_800_000_000_000;
 
-function shared(bytes: number, kind = "file", route = "/file/:h2/:hash"): Shared {
+function shared(bytes: number, kind = "file", route = "/file/:h2/:hash"): Shareable {
   return {
     route,
     kind,

@@ -4,13 +4,14 @@ import { createApp } from "../../src/app.ts";
 import { sha256Hex } from "../../src/cache/hash.ts";
 import { createEdgeHandler, EDGE_WINDOW_MS, EdgeCache, entryCost } from "../../src/edge/edge.ts";
 import { configSettings } from "../../src/edge/listen.ts";
-import { createRecorder, type Shared } from "../../src/http/server.ts";
+import { createRecorder } from "../../src/http/server.ts";
+import type { Shareable } from "../../src/http/responses.ts";
 import { memoryLogger } from "../../src/log.ts";
 import { FakeUpstream } from "../fixtures/fake_upstream.ts";
 import { tempDir, testConfig } from "../helpers.ts";
 import { assertAtMost } from "./flood.ts";
 
-function answer(bytes: number): Shared {
+function answer(bytes: number): Shareable {
   return {
     route: "/file/:h2/:hash",
     kind: "file",
