@@ -21,6 +21,7 @@ import type { Logger } from "../log.ts";
 import { type AuditDb, type Enforced, type InstallRow, isCorruption } from "./audit_db.ts";
 import { decodeSegment, MAX_RECORDED_PATH, recordedPath } from "./paths.ts";
 import { REPO_HOST_ALTERNATIVES, REPO_HOST_NAMES } from "../packages/sources/registry.ts";
+import { readManifest } from "../packages/names.ts";
 import type { Stats } from "./stats.ts";
 
 export { MAX_RECORDED_PATH, recordedPath };
@@ -119,14 +120,9 @@ export function classify(route: string, path: string): Classified {
 
 const MIRROR_PATH = new RegExp(`^/(?:${REPO_HOST_ALTERNATIVES}|url)/`);
 
-/** Reads a manifest body (`hashes`, `urls`, `version`) into what the install records need. */
+/** Reads a manifest body (`hashes`, `urls`, `version`; parsed once, {@linkcode readManifest}) into what the install records need. */
 export function manifestInfo(body: Uint8Array): ManifestInfo | undefined {
-  let doc: unknown;
-  try {
-    doc = JSON.parse(new TextDecoder().decode(body));
-  } catch {
-    return undefined;
-  }
+  const { doc } = readManifest(body);
   if (typeof doc !== "object" || doc === null) return undefined;
   const m = doc as { version?: unknown; hashes?: unknown; urls?: unknown };
   const files: string[] = [];

@@ -20,6 +20,7 @@ import { BlockList, newestUnblocked } from "./block_list.ts";
 import { Resolver, type ResolverOptions } from "./resolver.ts";
 import type { RepoSpec } from "./sources/source.ts";
 import { fileKey } from "../cache/keys.ts";
+import { listedHashes, readManifest } from "./names.ts";
 
 /** What the guarded resolver adds to a resolver's options. */
 export interface GuardOptions extends ResolverOptions {
@@ -44,15 +45,6 @@ const VERSION_LIMIT = 200;
 export const SERVED_LIMIT = 200_000;
 
 const short = (hash: string) => hash.slice(0, 8);
-
-function hashesOf(body: Uint8Array): string[] {
-  try {
-    const doc = JSON.parse(dec.decode(body));
-    return Array.isArray(doc.hashes) ? doc.hashes.map((e: unknown[]) => String(e[1])) : [];
-  } catch {
-    return [];
-  }
-}
 
 async function served(doc: unknown, outcome: Served["outcome"], kind: string): Promise<Served> {
   const body = enc.encode(JSON.stringify(doc));
@@ -248,24 +240,22 @@ export class GuardedResolver extends Resolver {
   }
 
   #statedVersion(body: Uint8Array): string | undefined {
-    try {
-      const v = JSON.parse(dec.decode(body)).version;
-      return v === undefined ? undefined : String(v);
-    } catch {
-      return undefined;
-    }
+    const { doc } = readManifest(body);
+    if (typeof doc !== "object" || doc === null) return undefined;
+    const v = (doc as { version?: unknown }).version;
+    return v === undefined ? undefined : String(v);
   }
 
   #noteServed(body: Uint8Array): void {
     if (this.#block.empty) return;
-    for (const hash of hashesOf(body)) {
+    for (const hash of listedHashes(body)) {
       if (this.#servedHashes.size >= SERVED_LIMIT) return;
       this.#servedHashes.add(short(hash));
     }
   }
 
   #noteRefused(body: Uint8Array, entry: string): void {
-    for (const hash of hashesOf(body)) {
+    for (const hash of listedHashes(body)) {
       if (this.#refused.size >= SERVED_LIMIT) return;
       this.#refused.set(short(hash), entry);
     }
@@ -305,7 +295,7 @@ export class GuardedResolver extends Resolver {
     const blocked = new Map<string, string>();
     const kept = new Set<string>();
     const add = (body: Uint8Array, entry: string | undefined) => {
-      for (const hash of hashesOf(body)) {
+      for (const hash of listedHashes(body)) {
         if (entry) blocked.set(short(hash), entry);
         else kept.add(short(hash));
       }
@@ -378,8 +368,10 @@ export class GuardedResolver extends Resolver {
       const answer = await real();
       outcome = answer.outcome;
       upstreamMs = answer.upstreamMs;
-      doc = JSON.parse(dec.decode(answer.body));
-      const changed = hashesOf(answer.body).length !== Object.keys(files).length ||
+      const view = readManifest(answer.body);
+      if (view.doc === undefined) throw new SyntaxError(`${id}: the manifest is not JSON`);
+      doc = view.doc as Record<string, unknown>;
+      const changed = listedHashes(answer.body).length !== Object.keys(files).length ||
         (Array.isArray(doc.hashes) ? doc.hashes : []).some((e: unknown[]) => {
           const locked = files[String(e[0])];
           return !locked || !locked.startsWith(String(e[1]));

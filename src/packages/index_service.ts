@@ -10,7 +10,7 @@ import type { FreshCache, Load, Served } from "../cache/fresh_cache.ts";
 import { BadName, BadUpstream, type DomainError, fromUpstream, NotFound } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import { type Fetcher, UpstreamError } from "../upstream/fetcher.ts";
-import { cacheKey, checkManifest, listedHashes, UnsafeManifestError } from "./names.ts";
+import { cacheKey, checkManifest, listedHashes, readManifest, UnsafeManifestError } from "./names.ts";
 import { fileKey } from "../cache/keys.ts";
 
 export type { Served };
@@ -196,7 +196,9 @@ export class IndexService {
   /** Refuses (502, logged, nothing cached) a manifest whose destinations would write outside the device's target. */
   #checkManifest(body: Uint8Array, what: string): void {
     try {
-      checkManifest(JSON.parse(new TextDecoder().decode(body)), what);
+      const { doc } = readManifest(body);
+      // A body that is not JSON fails as it always has: with the parser's own error.
+      checkManifest(doc === undefined ? JSON.parse(new TextDecoder().decode(body)) : doc, what);
     } catch (e) {
       if (e instanceof UnsafeManifestError) {
         this.#o.logger.error("Refused an unsafe manifest from an upstream index; not cached", { reason: e.message });

@@ -51,18 +51,46 @@ export function specProblem(spec: string): string | undefined {
   return undefined;
 }
 
-/** The file hashes a manifest's `hashes` lists (none when the body is not JSON or lists none). */
-export function listedHashes(body: Uint8Array): string[] {
-  let hashes: unknown;
+/** A manifest's body read once: its JSON document and the file hashes its `hashes` lists. */
+export interface ManifestView {
+  /** The parsed document (undefined when the body is not JSON). Shared by every reader of these bytes: never change it. */
+  readonly doc: unknown;
+  /** The second item of each `hashes` entry that is a string (none when the body is not JSON or lists none). */
+  readonly hashes: readonly string[];
+}
+
+/**
+ * What each manifest body already read holds, kept beside the bytes: an entry lives only as long as the body it was
+ * read from (a `WeakMap` holds its key weakly), so this grows with nothing but the bodies being served.
+ */
+const views = new WeakMap<Uint8Array, ManifestView>();
+
+/**
+ * A manifest's body parsed once: the resolver, the policy, the pins, the guards and the install records ask for the
+ * same bytes on one request's path, and every one after the first gets the document already read.
+ */
+export function readManifest(body: Uint8Array): ManifestView {
+  let view = views.get(body);
+  if (view !== undefined) return view;
+  let doc: unknown;
   try {
-    hashes = JSON.parse(new TextDecoder().decode(body)).hashes;
+    doc = JSON.parse(new TextDecoder().decode(body));
   } catch {
-    return [];
+    doc = undefined;
   }
-  if (!Array.isArray(hashes)) return [];
-  const out: string[] = [];
-  for (const entry of hashes) if (Array.isArray(entry) && typeof entry[1] === "string") out.push(entry[1]);
-  return out;
+  const listed = typeof doc === "object" && doc !== null ? (doc as { hashes?: unknown }).hashes : undefined;
+  const hashes: string[] = [];
+  if (Array.isArray(listed)) {
+    for (const entry of listed) if (Array.isArray(entry) && typeof entry[1] === "string") hashes.push(entry[1]);
+  }
+  view = { doc, hashes };
+  views.set(body, view);
+  return view;
+}
+
+/** The file hashes a manifest's `hashes` lists (none when the body is not JSON or lists none). */
+export function listedHashes(body: Uint8Array): readonly string[] {
+  return readManifest(body).hashes;
 }
 
 /** The `{mpy}` part of index paths. */

@@ -14,6 +14,7 @@ import type { NamedService } from "./named_service.ts";
 import { mirrorPathOf, type Policy } from "./policy.ts";
 import type { RepoSpec } from "./sources/source.ts";
 import { toUrlsForm } from "./urls_form.ts";
+import { readManifest } from "./names.ts";
 
 /** What the resolver is built from. */
 export interface ResolverOptions {
@@ -224,12 +225,9 @@ export class Resolver {
   async #checkDeps(body: Uint8Array, base: string): Promise<void> {
     const check = this.#o.checkMirrorDeps;
     if (!check) return;
-    let deps: unknown;
-    try {
-      deps = JSON.parse(dec.decode(body)).deps;
-    } catch {
-      return;
-    }
+    const { doc } = readManifest(body);
+    if (typeof doc !== "object" || doc === null) return;
+    const deps = (doc as { deps?: unknown }).deps;
     for (const dep of Array.isArray(deps) ? deps : []) {
       const url = Array.isArray(dep) ? dep[0] : dep;
       if (typeof url === "string" && url.startsWith(`${base}/`)) await check(mirrorPathOf(url.slice(base.length)));
@@ -237,11 +235,12 @@ export class Resolver {
   }
 
   async #urlsForm(served: Served, base: string, profile: string | null, mpy: string): Promise<Served> {
-    const doc = JSON.parse(dec.decode(served.body));
+    const { doc } = readManifest(served.body);
+    if (doc === undefined) throw new SyntaxError("The manifest to put in urls form is not JSON");
     const bases = this.#o.bases ?? {}; // code hosts missing here are read at their default bases
     let form: Record<string, unknown>;
     try {
-      form = toUrlsForm(doc, { base, prefix: profile ? `/t/${profile}` : "", mpy, bases });
+      form = toUrlsForm(doc as Record<string, unknown>, { base, prefix: profile ? `/t/${profile}` : "", mpy, bases });
     } catch (e) {
       // An upstream manifest whose urls or deps hold something that is not a URL: the upstream's fault, not ours.
       if (!(e instanceof TypeError)) throw e;

@@ -7,8 +7,10 @@ import {
   destinationProblem,
   isSafeKey,
   keySegment,
+  listedHashes,
   PACKAGE_NAME,
   parseHost,
+  readManifest,
   REF,
   UnsafeManifestError,
   VERSION,
@@ -105,4 +107,23 @@ Deno.test("pins accept any name and version an index lists", () => {
   const config = testConfig({ pins: { "__future__": "0.1.2", "_thread": "1.0-rc.1+b.5", "x~y": "2~beta" } });
   assert.deepEqual(config.pins, { "__future__": "0.1.2", "_thread": "1.0-rc.1+b.5", "x~y": "2~beta" });
   assert.throws(() => testConfig({ pins: { "a b": "1.0" } }), /expected a package name/);
+});
+
+Deno.test("readManifest reads a body once: the same bytes give the same view; what it lists; bodies that are not JSON", () => {
+  const body = new TextEncoder().encode(
+    JSON.stringify({ version: "1.0", hashes: [["a.py", "abcd1234"], ["b.py", 7], "odd", ["c.py", "ef012345"]] }),
+  );
+  const view = readManifest(body);
+  assert.equal(readManifest(body), view);
+  assert.deepEqual(view.hashes, ["abcd1234", "ef012345"]);
+  assert.equal(listedHashes(body), view.hashes);
+  assert.equal((view.doc as { version: string }).version, "1.0");
+  // Equal bytes in another array are read afresh (the view lives beside the array it was read from).
+  assert.notEqual(readManifest(body.slice()), view);
+  assert.deepEqual(readManifest(body.slice()).hashes, view.hashes);
+  for (const text of ["not json", "null", "[1]", '"x"', '{"hashes": {"a": "b"}}']) {
+    const other = readManifest(new TextEncoder().encode(text));
+    assert.deepEqual(other.hashes, []);
+    if (text === "not json") assert.equal(other.doc, undefined);
+  }
 });
