@@ -395,7 +395,7 @@ export class InstallRecorder {
   }
 
   /** Hears the main thread's answers: keeps manifest bodies and the reasons of errors. */
-  tap = (entry: RequestEntry, response: Response, shareable: Shareable | undefined): void => {
+  tap = (entry: RequestEntry, response: Response, answer: Shareable | undefined): void => {
     if (entry.status >= 400) {
       const reasonOf = response.bodyUsed || response.body === null
         ? Promise.resolve("")
@@ -415,9 +415,10 @@ export class InstallRecorder {
     if (this.#o.db === null || entry.status !== 200 || entry.method !== "GET" || !mayBeManifest(entry.route)) return;
     const key = recordedPath(entry.path);
     if (this.#classify(entry.route, key).kind !== "manifest") return;
-    // Kept as bytes (read later, off the request path) or as the promise of a copy of the body.
-    const info = shareable
-      ? shareable.body
+    // Kept as the bytes the route sent (read later, off the request path; the resolver has most often read them
+    // already, see readManifest), or as the promise of a copy of the body for an answer that was not a cached object.
+    const info = answer
+      ? answer.body
       : response.clone().arrayBuffer().then((b) => manifestInfo(new Uint8Array(b)), () => undefined);
     this.#manifests.delete(key);
     if (info !== undefined) this.#manifests.set(key, info);

@@ -28,6 +28,11 @@ export interface RouteContext {
   client: string;
   /** Facts the handler adds to this request's log line (cache outcome, upstream time, ...). */
   meta: Record<string, unknown>;
+  /**
+   * Set by a handler that answered with a cached object, hit or not: what it sent (the install records read a
+   * manifest's bytes from it instead of a copy of the response).
+   */
+  answer?: Shareable;
   /** Set by a handler whose answer is an unchanged cache hit that may be repeated for a moment (`edge.ts`). */
   shareable?: Shareable;
 }

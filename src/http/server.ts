@@ -40,8 +40,11 @@ export interface HandlerDeps {
    * no answer is handed to the edge, so every request reaches this handler and is judged by its forwarded address.
    */
   clientOf?: (socket: string, request: Request) => string;
-  /** Hears every request this handler answered, with its response (not to be consumed; clone it to read it). */
-  tap?: (entry: RequestEntry, response: Response, shareable: Shareable | undefined) => void;
+  /**
+   * Hears every request this handler answered, with its response (not to be consumed; clone it to read it) and, when
+   * the route answered with a cached object, that object as sent (`RouteContext.answer`).
+   */
+  tap?: (entry: RequestEntry, response: Response, answer: Shareable | undefined) => void;
 }
 
 /**
@@ -118,7 +121,7 @@ export function createHandler(router: Router, deps: HandlerDeps): ServeHandler {
     meta: Record<string, unknown>,
     response: Response,
     errorId?: string,
-    shareable?: Shareable,
+    answer?: Shareable,
   ): Response => {
     const bytes = request.method === "HEAD" ? 0 : Number(response.headers.get("content-length") ?? 0);
     const entry: RequestEntry = {
@@ -133,7 +136,7 @@ export function createHandler(router: Router, deps: HandlerDeps): ServeHandler {
       ...meta,
     };
     if (errorId) entry.error_id = errorId;
-    deps.tap?.(entry, response, shareable);
+    deps.tap?.(entry, response, answer);
     record(entry);
     return response;
   };
@@ -202,7 +205,7 @@ export function createHandler(router: Router, deps: HandlerDeps): ServeHandler {
         meta,
         response,
         undefined,
-        ctx.shareable,
+        ctx.answer,
       );
     } catch (e) {
       const { response, errorId } = fail(request, pathname, e);

@@ -50,6 +50,7 @@ export function serveObject(ctx: RouteContext, served: Served, contentType: stri
     headers: { ...headers, "content-type": contentType, "content-length": String(served.body.byteLength) },
     notModified: headers,
   };
+  ctx.answer = representation;
   if (served.outcome === "hit") ctx.shareable = representation;
   return representationResponse(ctx.request, representation);
 }
