@@ -5,7 +5,8 @@
  * The request path only hands entries over ({@linkcode InstallRecorder.push}: one array push); a timer works through
  * them in batches and writes each batch to SQLite in one transaction. Manifest bodies are taken from the main
  * thread's answers ({@linkcode InstallRecorder.tap}); the edge only repeats answers the main thread gave a moment
- * before, so a manifest the edge repeats has been seen here.
+ * before, so a manifest the edge repeats has been seen here. The manifest routes name the manifest they answered
+ * (`RequestEntry.manifest`); requests without it (the edge's repeats, files, mirrors) are read from their path.
  *
  * What client input can grow is bounded: a request is recorded by its canonical path (no query string, at most
  * {@linkcode MAX_RECORDED_PATH} characters); failed requests are counted per device, minute and status, not kept by
@@ -15,7 +16,7 @@
  * corrupt file is moved aside.
  * @module
  */
-import type { RequestEntry } from "../http/request_log.ts";
+import type { ManifestFacts, RequestEntry } from "../http/request_log.ts";
 import type { Shareable } from "../http/responses.ts";
 import type { Logger } from "../log.ts";
 import { type AuditDb, type Enforced, type InstallRow, isCorruption } from "./audit_db.ts";
@@ -28,7 +29,7 @@ export { MAX_RECORDED_PATH, recordedPath };
 
 /** What a request means for the install records. */
 export type Classified =
-  | { kind: "manifest"; package: string; requested: string | null; mpy: string | null; profile: string | null }
+  | ({ kind: "manifest" } & ManifestFacts)
   | { kind: "file"; key: string }
   | { kind: "other" };
 
@@ -414,7 +415,7 @@ export class InstallRecorder {
     }
     if (this.#o.db === null || entry.status !== 200 || entry.method !== "GET" || !mayBeManifest(entry.route)) return;
     const key = recordedPath(entry.path);
-    if (this.#classify(entry.route, key).kind !== "manifest") return;
+    if (this.#classifyEntry(entry, key).kind !== "manifest") return;
     // Kept as the bytes the route sent (read later, off the request path; the resolver has most often read them
     // already, see readManifest), or as the promise of a copy of the body for an answer that was not a cached object.
     const info = answer
@@ -639,7 +640,7 @@ export class InstallRecorder {
     last: number,
     count: number,
   ): number | null {
-    const c = this.#classify(entry.route, path);
+    const c = this.#classifyEntry(entry, path);
     const device = entry.client;
     if (c.kind === "manifest") {
       const failed = entry.status >= 400;
@@ -733,6 +734,19 @@ export class InstallRecorder {
     if (this.#filesWritten.size >= MEMO_KEPT) this.#filesWritten.clear();
     this.#filesWritten.set(id, time);
     db.addServedFile(device, key, time);
+  }
+
+  /**
+   * What `entry` asked for: the manifest its route named (`entry.manifest`), else {@linkcode classify} of its recorded
+   * `path` (answers the edge repeated, files, mirrors). A path cut to {@linkcode MAX_RECORDED_PATH} is read back from
+   * what was recorded, as it always was.
+   */
+  #classifyEntry(entry: RequestEntry, path: string): Classified {
+    const facts = entry.manifest;
+    if (facts !== undefined && !(path.length === MAX_RECORDED_PATH && path.endsWith("..."))) {
+      return { kind: "manifest", ...facts };
+    }
+    return this.#classify(entry.route, path);
   }
 
   /** {@linkcode classify}, remembered for recent route and path pairs (devices ask for the same paths). */

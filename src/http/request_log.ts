@@ -20,6 +20,21 @@ export interface RequestEntry {
   cache?: string;
   upstream_ms?: number;
   error_id?: string;
+  /**
+   * Set by the manifest routes (`ctx.meta.manifest`): which manifest was asked for, as the install records name it, so
+   * they need not read it back from the path. Not kept by the ring, the log line or the metrics.
+   */
+  manifest?: ManifestFacts;
+}
+
+/** Which manifest a request asked for, as the install records name it. */
+export interface ManifestFacts {
+  /** The package: an index name, or `{host}:{owner}/{repo}[/{folder}]` for a repository. */
+  package: string;
+  /** The version or ref asked for (`latest` included). */
+  requested: string | null;
+  mpy: string | null;
+  profile: string | null;
 }
 
 /** Filters for {@linkcode RequestLog.query}. */
@@ -80,10 +95,11 @@ export class Interned {
 }
 
 /**
- * A slot of the ring: the fields of one entry, written over in place when the ring comes round. Every field is
- * present (undefined where the entry has none), so all slots share one shape.
+ * A slot of the ring: the fields of one entry (but `manifest`, which is for the install records), written over in
+ * place when the ring comes round. Every field is present (undefined where the entry has none), so all slots share one
+ * shape.
  */
-type Slot = { [K in keyof Required<RequestEntry>]: RequestEntry[K] };
+type Slot = { [K in keyof Required<Omit<RequestEntry, "manifest">>]: RequestEntry[K] };
 
 /**
  * A fixed-size ring buffer of request entries. Entries are copied into slots the ring owns (client and path

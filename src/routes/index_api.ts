@@ -5,6 +5,7 @@
  */
 import { HttpError, representationResponse } from "../http/responses.ts";
 import type { RouteContext, Router } from "../http/router.ts";
+import type { ManifestFacts } from "../http/request_log.ts";
 import type { Served } from "../cache/fresh_cache.ts";
 import type { Resolver } from "../packages/resolver.ts";
 import type { Logger } from "../log.ts";
@@ -107,6 +108,7 @@ export function addIndexRoutes(router: Router, resolver: Resolver, options: Inde
 
     router.get(`${prefix}/package/:mpy/:name/:version.json`, async (ctx) => {
       const { mpy, name, version } = ctx.params;
+      ctx.meta.manifest = { package: name, requested: version, mpy, profile: ctx.params.profile ?? null };
       const profile = profileOf(ctx);
       const base = publicBase(ctx, options.publicUrl, options.port);
       const served = await lookup(ctx, () => resolver.manifest(mpy, name, version, profile, base));
@@ -116,6 +118,14 @@ export function addIndexRoutes(router: Router, resolver: Resolver, options: Inde
     for (const host of REPO_HOST_NAMES) {
       router.get(`${prefix}/repo/:mpy/${host}/:owner/:repo/:ref/*path`, async (ctx) => {
         const { mpy, owner, repo, ref, path } = ctx.params;
+        const dir = path.split("/").slice(0, -1).join("/");
+        const facts: ManifestFacts = {
+          package: `${host}:${owner}/${repo}${dir ? `/${dir}` : ""}`,
+          requested: ref,
+          mpy,
+          profile: ctx.params.profile ?? null,
+        };
+        ctx.meta.manifest = facts;
         const profile = profileOf(ctx);
         const why = /(^|\/)package\.json$/.test(path) ? pathProblem(path) : "expected [folder/]package.json";
         if (why) throw new HttpError(400, `Invalid path ${JSON.stringify(path.slice(0, 80))}: ${why}`);
