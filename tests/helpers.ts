@@ -1,6 +1,7 @@
 /** Shared test helpers: configurations, temp folders, raw HTTP/1.0 over a socket. */
 import { type Config, configSchema } from "../src/config/schema.ts";
 import { deepMerge } from "../src/config/load.ts";
+import { join } from "node:path";
 
 /** A valid configuration: schema defaults with `overrides` deep-merged over them. */
 export function testConfig(overrides: Record<string, unknown> = {}): Config {
@@ -64,4 +65,15 @@ export async function fetchWhenUp(url: string): Promise<Response> {
     }
   }
   throw new Error(`no server answered at ${url}`);
+}
+
+/** Every file below `dir`, as paths relative to it, sorted. */
+export function filesBelow(dir: string, prefix = ""): string[] {
+  const out: string[] = [];
+  for (const e of Deno.readDirSync(join(dir, prefix))) {
+    const rel = prefix ? `${prefix}/${e.name}` : e.name;
+    if (e.isDirectory) out.push(...filesBelow(dir, rel));
+    else out.push(rel);
+  }
+  return out.sort();
 }

@@ -15,19 +15,8 @@ import { configFile } from "../bundle/helpers.ts";
 import { codebergTree, FakeForgejo } from "../fixtures/codeberg_fixture.ts";
 import { FakeUpstream } from "../fixtures/fake_upstream.ts";
 import { startUpstreams } from "../fixtures/upstreams.ts";
-import { freePort, tempDir } from "../helpers.ts";
+import { filesBelow, freePort, tempDir } from "../helpers.ts";
 import { micropythonPath, mipInstall, mpyCrossPath, runIn, runTool, serveApp } from "./tools.ts";
-
-/** Every file below `dir`, relative, sorted. */
-function tree(dir: string, prefix = ""): string[] {
-  const out: string[] = [];
-  for (const e of Deno.readDirSync(join(dir, prefix))) {
-    const rel = prefix ? `${prefix}/${e.name}` : e.name;
-    if (e.isDirectory) out.push(...tree(dir, rel));
-    else out.push(rel);
-  }
-  return out.sort();
-}
 
 const SING = "import birdkit; print(birdkit.VERSION, birdkit.sing())";
 const MPY_FILES = ["birdkit/__init__.mpy", "birdkit/song.mpy", "feathers.mpy", "hello.mpy", "helpers.mpy"];
@@ -48,8 +37,8 @@ Deno.test("real mip installs a named codeberg: package, /codeberg/ and /t/{profi
     const installAll = async () => {
       const named = tempDir("mip-target-");
       await mipInstall(base, named, "birdkit");
-      assert.deepEqual(tree(named), MPY_FILES);
-      for (const f of tree(named)) assert.equal(parseMpyHeader(Deno.readFileSync(join(named, f)))?.major, 6, f);
+      assert.deepEqual(filesBelow(named), MPY_FILES);
+      for (const f of filesBelow(named)) assert.equal(parseMpyHeader(Deno.readFileSync(join(named, f)))?.major, 6, f);
       assert.equal(await runIn(named, SING), "0.3-dev ('tweet 0.3-dev', 7, 4, 'hello 1.1')");
 
       const tagged = tempDir("mip-target-");
@@ -58,7 +47,7 @@ Deno.test("real mip installs a named codeberg: package, /codeberg/ and /t/{profi
 
       const plain = tempDir("mip-target-");
       await mipInstall(trap.url, plain, `${base}/codeberg/flock/birdkit/main`);
-      assert.deepEqual(tree(plain), [
+      assert.deepEqual(filesBelow(plain), [
         "birdkit/__init__.py",
         "birdkit/song.py",
         "feathers.py",
@@ -69,7 +58,7 @@ Deno.test("real mip installs a named codeberg: package, /codeberg/ and /t/{profi
 
       const compiled = tempDir("mip-target-");
       await mipInstall(trap.url, compiled, `${base}/t/lan/codeberg/flock/birdkit/v0.2`);
-      assert.deepEqual(tree(compiled), MPY_FILES);
+      assert.deepEqual(filesBelow(compiled), MPY_FILES);
       assert.equal(await runIn(compiled, SING), "0.2 ('tweet 0.2', 7, 4, 'hello 1.1')");
     };
     await installAll();

@@ -10,19 +10,8 @@ import { join } from "node:path";
 import { FakeUpstream } from "../fixtures/fake_upstream.ts";
 import { startUpstreams } from "../fixtures/upstreams.ts";
 import { writeDepGraphs } from "../fixtures/deps_fixture.ts";
-import { tempDir } from "../helpers.ts";
+import { filesBelow, tempDir } from "../helpers.ts";
 import { micropythonPath, mipInstall, runIn, runTool, serveApp } from "../e2e/tools.ts";
-
-/** Every file below `dir`, relative, sorted. */
-function tree(dir: string, prefix = ""): string[] {
-  const out: string[] = [];
-  for (const e of Deno.readDirSync(join(dir, prefix))) {
-    const rel = prefix ? `${prefix}/${e.name}` : e.name;
-    if (e.isDirectory) out.push(...tree(dir, rel));
-    else out.push(rel);
-  }
-  return out.sort();
-}
 
 Deno.test("real mip: a URL install takes its index dependencies from mipserver, never from the device's index; /t/{profile} compiles", async () => {
   const up = await startUpstreams();
@@ -38,7 +27,7 @@ Deno.test("real mip: a URL install takes its index dependencies from mipserver, 
     const install = async () => {
       const plain = tempDir("mip-target-");
       await mipInstall(trap.url, plain, `${base}/github/acme/sensorkit/v1.0`);
-      assert.deepEqual(tree(plain), [
+      assert.deepEqual(filesBelow(plain), [
         "hello.py",
         "helpers.py",
         "sensorkit/__init__.py",
@@ -51,13 +40,13 @@ Deno.test("real mip: a URL install takes its index dependencies from mipserver, 
 
       const compiled = tempDir("mip-target-");
       await mipInstall(trap.url, compiled, `${base}/t/lan/github/acme/sensorkit/v1.0`);
-      assert.deepEqual(tree(compiled), [
+      assert.deepEqual(filesBelow(compiled), [
         "hello.mpy",
         "helpers.mpy",
         "sensorkit/__init__.mpy",
         "sensorkit/util.mpy",
       ]);
-      for (const f of tree(compiled)) {
+      for (const f of filesBelow(compiled)) {
         assert.equal(Deno.readFileSync(join(compiled, f))[0], "M".charCodeAt(0), `${f} is an .mpy file`);
       }
       assert.equal(
