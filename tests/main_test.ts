@@ -81,14 +81,32 @@ Deno.test("check-config prints the merged configuration with secrets redacted", 
   assert.ok(!r.stdout.includes("ghp_verysecret"));
 });
 
-Deno.test("the server starts, answers, and shuts down gracefully on SIGTERM, even while threads still start", async () => {
+/**
+ * Starts main.ts in a folder holding `config` as config.yaml, on a free port, waits until /healthz answers and hands
+ * the child, the port and that first answer to `test`; a server left running by a failing test is killed.
+ */
+async function withServer(
+  config: string,
+  test: (child: Deno.ChildProcess, port: number, res: Response) => Promise<void>,
+): Promise<void> {
   const port = freePort();
   const dir = tempDir();
-  // With 8 worker threads the first answers while the others still start: the SIGTERM below comes in that window.
-  Deno.writeTextFileSync(join(dir, "config.yaml"), `server: {host: 127.0.0.1, workers: 8}\ncache: {dir: ./cache}\n`);
+  Deno.writeTextFileSync(join(dir, "config.yaml"), config);
   const child = mipserver(["--port", String(port)], { cwd: dir }).spawn();
   try {
-    const res = await fetchWhenUp(`http://127.0.0.1:${port}/healthz`);
+    await test(child, port, await fetchWhenUp(`http://127.0.0.1:${port}/healthz`));
+  } catch (e) {
+    try {
+      child.kill("SIGKILL");
+      await child.output();
+    } catch { /* already gone */ }
+    throw e;
+  }
+}
+
+Deno.test("the server starts, answers, and shuts down gracefully on SIGTERM, even while threads still start", async () => {
+  // With 8 worker threads the first answers while the others still start: the SIGTERM below comes in that window.
+  await withServer(`server: {host: 127.0.0.1, workers: 8}\ncache: {dir: ./cache}\n`, async (child, _port, res) => {
     assert.equal(res.status, 200);
     assert.equal((await res.json()).cache.writable, true);
     child.kill("SIGTERM");
@@ -103,23 +121,12 @@ Deno.test("the server starts, answers, and shuts down gracefully on SIGTERM, eve
       /Admin routes .*admin="no token set: loopback clients only"/,
       "the start-up log names the mode",
     );
-  } catch (e) {
-    try {
-      child.kill("SIGKILL");
-      await child.output();
-    } catch { /* already gone */ }
-    throw e;
-  }
+  });
 });
 
 Deno.test("SIGINT (Ctrl-C) shuts the server down gracefully: exit 0, logged, the port released", async () => {
-  const port = freePort();
-  const dir = tempDir();
   // server.workers 0 (the default): the main thread serves; the SIGTERM test above has worker threads.
-  Deno.writeTextFileSync(join(dir, "config.yaml"), `server: {host: 127.0.0.1}\ncache: {dir: ./cache}\n`);
-  const child = mipserver(["--port", String(port)], { cwd: dir }).spawn();
-  try {
-    const res = await fetchWhenUp(`http://127.0.0.1:${port}/healthz`);
+  await withServer(`server: {host: 127.0.0.1}\ncache: {dir: ./cache}\n`, async (child, port, res) => {
     assert.equal(res.status, 200);
     assert.equal((await res.json()).status, "ok");
     child.kill("SIGINT");
@@ -136,13 +143,7 @@ Deno.test("SIGINT (Ctrl-C) shuts the server down gracefully: exit 0, logged, the
     assert.equal(stderr, "");
     // Stopped listening: the port can be bound again.
     Deno.listen({ hostname: "127.0.0.1", port }).close();
-  } catch (e) {
-    try {
-      child.kill("SIGKILL");
-      await child.output();
-    } catch { /* already gone */ }
-    throw e;
-  }
+  });
 });
 
 /** The output of a server start that failed: exit 1, one ERROR line, nothing listening, and no stack trace. */
