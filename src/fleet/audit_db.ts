@@ -185,6 +185,9 @@ function toInstall(r: Raw): InstallRow {
   return { ...r, status: STATUS[Number(r.status)] ?? "failed" } as unknown as InstallRow;
 }
 
+/** The files of a SQLite database in WAL mode: the database, its write-ahead log and its shared-memory index. */
+const DB_FILES = ["", "-wal", "-shm"] as const;
+
 function removeIfThere(path: string): void {
   try {
     Deno.removeSync(path);
@@ -308,7 +311,7 @@ export class AuditDb {
    */
   #migrateFrom0(): void {
     const tmp = `${this.path}.migrating`;
-    for (const suffix of ["", "-wal", "-shm"]) removeIfThere(tmp + suffix);
+    for (const suffix of DB_FILES) removeIfThere(tmp + suffix);
     const old = new DatabaseSync(this.path);
     const fresh = new AuditDb(tmp, { maxBytes: Number.MAX_SAFE_INTEGER });
     try {
@@ -343,14 +346,14 @@ export class AuditDb {
       });
     } catch (e) {
       fresh.close();
-      for (const suffix of ["", "-wal", "-shm"]) removeIfThere(tmp + suffix);
+      for (const suffix of DB_FILES) removeIfThere(tmp + suffix);
       throw e;
     } finally {
       if (fresh.#db.isOpen) fresh.close();
       old.close();
     }
     // The old file's WAL was folded in when it closed; a leftover must not be read as the new file's.
-    for (const suffix of ["-wal", "-shm"]) removeIfThere(this.path + suffix);
+    for (const suffix of DB_FILES.slice(1)) removeIfThere(this.path + suffix);
     Deno.renameSync(tmp, this.path);
   }
 
@@ -365,7 +368,7 @@ export class AuditDb {
       // Closing a broken file may fail too; it is moved aside all the same.
     }
     const movedTo = `${this.path}.corrupt-${new Date().toISOString().replace(/[:.]/g, "-")}`;
-    for (const suffix of ["", "-wal", "-shm"]) {
+    for (const suffix of DB_FILES) {
       try {
         Deno.renameSync(this.path + suffix, movedTo + suffix);
       } catch (e) {

@@ -25,8 +25,6 @@ import { REPO_HOST_ALTERNATIVES, REPO_HOST_NAMES } from "../packages/sources/reg
 import { readManifest } from "../packages/names.ts";
 import type { Stats } from "./stats.ts";
 
-export { MAX_RECORDED_PATH, recordedPath };
-
 /** What a request means for the install records. */
 export type Classified =
   | ({ kind: "manifest" } & ManifestFacts)

@@ -13,9 +13,8 @@ import {
   InstallRecorder,
   MAX_PENDING,
   MAX_PENDING_BYTES,
-  MAX_RECORDED_PATH,
-  recordedPath,
 } from "../../src/fleet/installs.ts";
+import { MAX_RECORDED_PATH, recordedPath } from "../../src/fleet/paths.ts";
 import { Stats } from "../../src/fleet/stats.ts";
 import { memoryLogger } from "../../src/log.ts";
 import { FakeUpstream } from "../fixtures/fake_upstream.ts";
