@@ -11,7 +11,7 @@
  */
 import { join } from "node:path";
 import { stringify } from "yaml";
-import { sha256Hex } from "../src/cache/hash.ts";
+import { sha256Hex } from "../src/store/hash.ts";
 
 const ROOT = new URL("../", import.meta.url).pathname;
 const SIZE_MB = Number(Deno.env.get("SIZE_MB") ?? 200);

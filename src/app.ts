@@ -2,6 +2,7 @@
  * Wires the pieces into one request handler. Tests build an app and call `app.handler(new Request(...))`.
  * @module
  */
+import { join } from "node:path";
 import type { Config } from "./config/schema.ts";
 import { Metrics } from "./http/metrics.ts";
 import { RequestLog } from "./http/request_log.ts";
@@ -9,7 +10,8 @@ import { Router } from "./http/router.ts";
 import { createHandler, type ServeHandler } from "./http/server.ts";
 import type { Logger } from "./log.ts";
 import { FreshCache } from "./cache/fresh_cache.ts";
-import { DiskStore } from "./cache/store.ts";
+import { DiskStore } from "./store/disk/mod.ts";
+import type { ObjectStore } from "./store/object_store.ts";
 import { IndexService } from "./packages/index_service.ts";
 import { NamedService, type Transform } from "./packages/named_service.ts";
 import { PinnedFiles } from "./packages/pinned.ts";
@@ -57,7 +59,7 @@ export interface App {
   router: Router;
   metrics: Metrics;
   requestLog: RequestLog;
-  store: DiskStore;
+  store: ObjectStore;
   index: IndexService;
   /** The named packages (`packages.<name>`). */
   named: NamedService;
@@ -76,6 +78,29 @@ export interface App {
   startRecording(): void;
   /** Writes the install records still waiting and closes their database. */
   close(): Promise<void>;
+}
+
+/** The cache folder (`loadConfig` always resolves it; tests may leave it to `.cache`). */
+export function cacheDirOf(config: Config): string {
+  return config.cache.dir ?? ".cache";
+}
+
+/**
+ * The object store `config` sets (`cache.dir` on disk), not yet opened: the server's, and the commands' that work on
+ * the cache without a server (`import`, `purge`). Those pass `limit: false`: they leave `cache.max_size` to the
+ * server, which knows what the lock and the pins protect.
+ */
+export function storeFor(
+  config: Config,
+  options: { now?: () => number; logger?: Logger; protect?: (key: string) => boolean; limit?: boolean } = {},
+): ObjectStore {
+  return new DiskStore(cacheDirOf(config), {
+    now: options.now,
+    memoryBytes: config.cache.memory,
+    maxBytes: options.limit === false ? null : config.cache.max_size,
+    logger: options.logger,
+    protect: options.protect,
+  });
 }
 
 /** Builds the router, cache, upstream client, request log and metrics for `config`, and opens the cache. */
@@ -98,11 +123,9 @@ export async function createApp(options: AppOptions): Promise<App> {
   }
   const pinned = new PinnedFiles(config.pins);
   const lockProtect = lock ? lockProtects(lock.file) : undefined;
-  const cacheDir = config.cache.dir ?? ".cache"; // loadConfig always resolves it; tests may leave it to this
-  const store = new DiskStore(cacheDir, {
+  const cacheDir = cacheDirOf(config);
+  const store = storeFor(config, {
     now,
-    memoryBytes: config.cache.memory,
-    maxBytes: config.cache.max_size,
     logger,
     // What the lock or a pin names is never evicted by cache.max_size.
     protect: (key) => pinned.protects(key) || (lockProtect?.(key) ?? false),
@@ -193,7 +216,7 @@ export async function createApp(options: AppOptions): Promise<App> {
     now,
     logger,
   });
-  const imported = new BundleLayer(store.root, now);
+  const imported = new BundleLayer(store, now);
   await imported.load();
   const resolverOptions = {
     index,
@@ -258,6 +281,7 @@ export async function createApp(options: AppOptions): Promise<App> {
     router,
     metrics,
     store,
+    recordsPath: join(cacheDir, "audit.sqlite"),
     index,
     resolver,
     compiler,

@@ -2,6 +2,7 @@
 import { type Config, configSchema } from "../src/config/schema.ts";
 import { deepMerge } from "../src/config/load.ts";
 import { join } from "node:path";
+import { DiskStore } from "../src/store/disk/mod.ts";
 
 /** A valid configuration: schema defaults with `overrides` deep-merged over them. */
 export function testConfig(overrides: Record<string, unknown> = {}): Config {
@@ -76,4 +77,11 @@ export function filesBelow(dir: string, prefix = ""): string[] {
     else out.push(rel);
   }
   return out.sort();
+}
+
+/** The disk store of the cache folder `dir`, opened (as the commands open it). */
+export async function openDisk(dir: string): Promise<DiskStore> {
+  const store = new DiskStore(dir);
+  await store.open();
+  return store;
 }

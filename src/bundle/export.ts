@@ -2,7 +2,7 @@
  * `mipserver export`: writes one tar.gz holding what the named packages need (default: everything servable from the
  * cache), walked offline through the app so the bundle holds exactly what a device would be served. Entries are
  * sorted and have fixed timestamps, owners and modes, so two exports of the same cache are byte-identical. Files are
- * streamed from the cache into the archive (hashed in a first pass), never held whole in memory; the archive is
+ * streamed from the store into the archive (hashed in a first pass), never held whole in memory; the archive is
  * written to a temporary file beside the output and renamed into place when complete.
  * @module
  */
@@ -16,6 +16,7 @@ import { createTarPacker } from "modern-tar";
 import type { App } from "../app.ts";
 import type { Config } from "../config/schema.ts";
 import { readCatalog } from "../packages/layer.ts";
+import type { ObjectStore } from "../store/object_store.ts";
 import { MemoryPacer } from "./memory.ts";
 import {
   BUNDLE_FORMAT,
@@ -26,7 +27,7 @@ import {
   MANIFEST_ENTRY,
 } from "./format.ts";
 import { parseSpec, type Spec, specText, type Variant, Walker, WalkError } from "./walk.ts";
-import { fileKey } from "../cache/keys.ts";
+import { fileKey, INDEX_MANIFEST_KEY, NAMED_KEY } from "../store/keys.ts";
 
 /** What an export wrote. */
 export interface ExportResult {
@@ -39,50 +40,47 @@ export interface ExportResult {
   written: boolean;
 }
 
-/** Where an object's bytes come from: memory (manifests, the index) or a file in the cache. */
-type Source = { bytes: Uint8Array } | { file: string };
+/** Where an object's bytes come from: memory (manifests, the index) or an object in the store. */
+type Source = { bytes: Uint8Array } | { key: string };
 
 const enc = new TextEncoder();
 /** Code-unit order, the same on every machine and locale. */
 const byText = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0);
 const dec = new TextDecoder();
 
-/** One read buffer for hashing, reused: hashing 200 MB makes no garbage. */
-const HASH_BUFFER = new Uint8Array(256 * 1024);
+/** The store's stream of `key`; an object gone meanwhile (evicted, purged) fails the export naming it. */
+async function objectStream(store: ObjectStore, key: string): Promise<ReadableStream<Uint8Array>> {
+  const stream = await store.read(key);
+  if (!stream) throw new Error(`${key} left the cache during the export; run it again`);
+  return stream;
+}
 
-/** The lowercase hex sha256 and size of a file, read in pieces into one reused buffer. */
-export async function hashFile(path: string): Promise<{ sha256: string; size: number }> {
+/** The lowercase hex sha256 and size of a stored object, streamed. */
+async function hashObject(
+  store: ObjectStore,
+  key: string,
+  pacer: MemoryPacer,
+): Promise<{ sha256: string; size: number }> {
   const hash = createHash("sha256");
   let size = 0;
-  using file = await Deno.open(path);
-  while (true) {
-    const n = await file.read(HASH_BUFFER);
-    if (n === null) break;
-    hash.update(HASH_BUFFER.subarray(0, n));
-    size += n;
+  for await (const chunk of await objectStream(store, key)) {
+    hash.update(chunk);
+    size += chunk.byteLength;
+    pacer.add(chunk.byteLength);
   }
   return { sha256: hash.digest("hex"), size };
 }
 
-/** PACK_CHUNK-sized pieces of a file, each a copy of one reused read buffer (small pieces keep garbage short-lived). */
-const PACK_CHUNK = 16 * 1024;
-function fileStream(file: Deno.FsFile, pacer: MemoryPacer): ReadableStream<Uint8Array> {
-  const buffer = new Uint8Array(PACK_CHUNK);
-  return new ReadableStream({
-    async pull(controller) {
-      const n = await file.read(buffer);
-      if (n === null) {
-        file.close();
-        controller.close();
-      } else {
-        controller.enqueue(buffer.slice(0, n));
-        pacer.add(n);
-      }
-    },
-    cancel() {
-      file.close();
-    },
-  }, { highWaterMark: 0 });
+/** A stored object's pieces, counted by `pacer`. */
+async function packStream(store: ObjectStore, key: string, pacer: MemoryPacer): Promise<ReadableStream<Uint8Array>> {
+  return (await objectStream(store, key)).pipeThrough(
+    new TransformStream({
+      transform(chunk, controller) {
+        pacer.add(chunk.byteLength);
+        controller.enqueue(chunk);
+      },
+    }),
+  );
 }
 
 /** Every (name, version) the cache holds manifests for, and the variants and profiles seen, for a full export. */
@@ -95,21 +93,21 @@ async function cachedSpecs(
   const profiles = new Set<string>();
   const add = (name: string, version: string) => specs.set(`${name}@${version}`, { name, version });
   for await (const key of app.store.keys("index")) {
-    const m = /^index\/[^/]+\/package\/([^/]+)\/([^/]+)\/(.+)\.json$/.exec(key);
+    const m = INDEX_MANIFEST_KEY.exec(key);
     if (m) {
-      mpys.add(m[1]);
-      add(m[2], m[3]);
+      mpys.add(m[2]);
+      add(m[3], m[4]);
     }
   }
   for await (const key of app.store.keys("named")) {
-    const m = /^named\/([^/]+)\/([^/]+)\/([^/]+)\/(.+)\.json$/.exec(key);
+    const m = NAMED_KEY.exec(key);
     if (!m || !(m[1] in config.packages)) continue;
     mpys.add(m[2]);
     if (m[3] !== "_") profiles.add(m[3]);
     add(m[1], "latest");
     add(m[1], m[4]);
   }
-  const catalog = await readCatalog(app.store.root);
+  const catalog = await readCatalog(app.store);
   for (const path of catalog.served) {
     const m = /^(?:t\/([^/]+)\/)?package\/([^/]+)\/([^/]+)\/(.+)\.json$/.exec(path);
     if (!m) continue;
@@ -137,7 +135,7 @@ export async function exportBundle(
   mpys.add("py");
   if (app.compiler.version) mpys.add(String(app.compiler.version.major));
   const profiles = new Set([...Object.keys(config.targets), ...(found?.profiles ?? [])]);
-  const catalog = await readCatalog(app.store.root);
+  const catalog = await readCatalog(app.store);
   for (const p of catalog.profiles) profiles.add(p);
   const variants: Variant[] = [];
   for (const mpy of [...mpys].sort()) {
@@ -169,14 +167,17 @@ export async function exportBundle(
 
   const sources = new Map<string, Source>();
   for (const [path, bytes] of walker.found.served) sources.set(`served/${path}`, { bytes });
-  for (const key of walker.found.files) sources.set(key, { file: join(app.store.root, key) });
+  for (const key of walker.found.files) sources.set(key, { key });
   for (const key of walker.found.mirrors) {
     // Mirrored files may be refreshed by a running server: read once, so the hash and the bytes agree.
-    sources.set(key, { bytes: await Deno.readFile(join(app.store.root, key)) });
+    const object = await app.store.get(key, { direct: true });
+    if (!object) throw new Error(`${key} left the cache during the export; run it again`);
+    sources.set(key, { bytes: object.body });
   }
   sources.set("index.json", { bytes: await indexFor(app, walker.found.names, walker.found.served) });
 
   const objects: BundleObject[] = [];
+  const hashing = new MemoryPacer();
   for (const path of [...sources.keys()].sort()) {
     const source = sources.get(path)!;
     if ("bytes" in source) {
@@ -186,7 +187,7 @@ export async function exportBundle(
         sha256: createHash("sha256").update(source.bytes).digest("hex"),
       });
     } else {
-      objects.push({ path, ...(await hashFile(source.file)) });
+      objects.push({ path, ...(await hashObject(app.store, source.key, hashing)) });
     }
   }
   const manifest: BundleManifest = {
@@ -232,7 +233,7 @@ export async function exportBundle(
       for (const object of objects) {
         const source = sources.get(object.path)!;
         if ("bytes" in source) await add(object.path, object.size, source.bytes);
-        else await add(object.path, object.size, fileStream(await Deno.open(source.file), pacer));
+        else await add(object.path, object.size, await packStream(app.store, source.key, pacer));
       }
       controller.finalize();
     })();

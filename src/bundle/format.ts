@@ -10,7 +10,7 @@
  * - `mirror/...`: raw files of the code hosts' mirrors (`/github`, ...) and `/url` that dependencies point at.
  * @module
  */
-import { isSafeKey } from "../cache/store.ts";
+import { isSafeKey } from "../store/keys.ts";
 import { REPO_HOST_ALTERNATIVES } from "../packages/sources/registry.ts";
 
 /** The format name in the bundle manifest. */

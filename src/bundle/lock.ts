@@ -4,7 +4,7 @@
  * records the exact versions and each file's full sha256 as a {@linkcode LockFile}.
  * @module
  */
-import { sha256Hex } from "../cache/hash.ts";
+import { sha256Hex } from "../store/hash.ts";
 import type { Served } from "../cache/fresh_cache.ts";
 import { answerFor } from "../http/errors.ts";
 import { REPO_HOST_ALTERNATIVES } from "../packages/sources/registry.ts";

@@ -4,7 +4,7 @@
  * @module
  */
 import { dirname, join } from "node:path";
-import { createApp } from "../app.ts";
+import { createApp, storeFor } from "../app.ts";
 import type { Config } from "../config/schema.ts";
 import { createLogger } from "../log.ts";
 import { createLock } from "./lock.ts";
@@ -37,7 +37,9 @@ export async function runLockCommand(
   try {
     if (command.kind === "purge") {
       const { name, version } = parseSpec(command.specs[0]);
-      const report = await purge(config.cache.dir!, name, command.specs[0].includes("@") ? version : undefined);
+      const store = storeFor(config, { logger, limit: false });
+      await store.open();
+      const report = await purge(store, name, command.specs[0].includes("@") ? version : undefined);
       if (report.manifests.length === 0) {
         console.log(`Nothing cached for ${command.specs[0]}`);
         return 0;

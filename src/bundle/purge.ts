@@ -6,8 +6,8 @@
  * device asks for later is fetched or built again.
  * @module
  */
-import { join } from "node:path";
-import { isSafeKey } from "../cache/store.ts";
+import { INDEX_MANIFEST_KEY, MANIFEST_FOLDERS, NAMED_KEY } from "../store/keys.ts";
+import type { ObjectStore } from "../store/object_store.ts";
 
 /** What a purge removed. */
 export interface PurgeReport {
@@ -32,42 +32,29 @@ interface CachedManifest {
   hashes: string[];
 }
 
-async function* walk(root: string, rel: string): AsyncGenerator<string> {
-  let entries: Deno.DirEntry[];
-  try {
-    entries = await Array.fromAsync(Deno.readDir(join(root, rel)));
-  } catch (e) {
-    if (e instanceof Deno.errors.NotFound) return;
-    throw e;
-  }
-  for (const entry of entries) {
-    const child = `${rel}/${entry.name}`;
-    if (entry.isDirectory) yield* walk(root, child);
-    else if (entry.isFile) yield child;
-  }
-}
-
 /** The package a manifest key belongs to and the version in it (index, named or repository manifests). */
 function keyInfo(key: string): { name: string; version: string } | undefined {
-  const index = /^index\/[^/]+\/package\/[^/]+\/([^/]+)\/(.+)\.json$/.exec(key);
-  if (index) return { name: index[1], version: index[2] };
-  const named = /^named\/([^/]+)\/[^/]+\/[^/]+\/(.+)\.json$/.exec(key);
-  if (named) return { name: named[1], version: named[2] };
+  const index = INDEX_MANIFEST_KEY.exec(key);
+  if (index) return { name: index[3], version: index[4] };
+  const named = NAMED_KEY.exec(key);
+  if (named) return { name: named[1], version: named[4] };
   if (/^repo\/.+\.json$/.test(key)) return { name: "", version: "" };
   return undefined;
 }
 
-async function readManifests(root: string): Promise<CachedManifest[]> {
+async function readManifests(store: ObjectStore): Promise<CachedManifest[]> {
   const out: CachedManifest[] = [];
-  for (const top of ["index", "named", "repo"]) {
-    for await (const key of walk(root, top)) {
+  for (const top of MANIFEST_FOLDERS) {
+    for await (const key of store.keys(top)) {
       const info = keyInfo(key);
       if (!info) continue;
       let doc;
       try {
-        doc = JSON.parse(dec.decode(await Deno.readFile(join(root, key))));
+        const object = await store.get(key, { direct: true });
+        if (!object) continue; // removed meanwhile
+        doc = JSON.parse(dec.decode(object.body));
       } catch {
-        continue; // removed meanwhile, or not a manifest
+        continue; // not a manifest
       }
       const hashes = Array.isArray(doc?.hashes) ? doc.hashes.map((e: unknown[]) => String(e?.[1])) : [];
       const versions = [info.version];
@@ -78,27 +65,20 @@ async function readManifests(root: string): Promise<CachedManifest[]> {
   return out;
 }
 
-/** Removes one cache object; returns its size, or 0 when it was already gone. */
-async function remove(root: string, key: string): Promise<number> {
-  if (!isSafeKey(key)) throw new Error(`Unsafe cache key ${JSON.stringify(key)}`);
-  const path = join(root, key);
-  try {
-    const size = (await Deno.stat(path)).size;
-    await Deno.remove(path);
-    return size;
-  } catch (e) {
-    if (e instanceof Deno.errors.NotFound) return 0;
-    throw e;
-  }
+/** Removes one object; returns its size, or 0 when it was already gone. */
+async function remove(store: ObjectStore, key: string): Promise<number> {
+  const size = (await store.stat(key))?.size ?? 0;
+  await store.remove([key]);
+  return size;
 }
 
 /**
- * Removes from the cache under `root` what only `name` (at `version`, or every version when it is undefined) uses.
+ * Removes from `store` what only `name` (at `version`, or every version when it is undefined) uses.
  * A version matches the version in a manifest's key (`latest`, a version or a ref) or the version it states, so
  * `purge hello@1.1` also removes a cached `latest.json` that says 1.1.
  */
-export async function purge(root: string, name: string, version?: string): Promise<PurgeReport> {
-  const manifests = await readManifests(root);
+export async function purge(store: ObjectStore, name: string, version?: string): Promise<PurgeReport> {
+  const manifests = await readManifests(store);
   const target = (m: CachedManifest) => m.name === name && (version === undefined || m.versions.includes(version));
   const doomed = manifests.filter(target);
   const keep = new Set(manifests.filter((m) => !target(m)).flatMap((m) => m.hashes.map((h) => h.slice(0, 8))));
@@ -110,16 +90,16 @@ export async function purge(root: string, name: string, version?: string): Promi
   }
   const report: PurgeReport = { manifests: [], objects: [], bytes: 0, shared };
   for (const m of doomed) {
-    await remove(root, m.key);
+    await remove(store, m.key);
     report.manifests.push(m.key);
   }
   if (exclusive.size === 0) return report;
   for (const top of ["files", "compiled"]) {
-    for await (const key of walk(root, top)) {
+    for await (const key of store.keys(top)) {
       // files/{h2}/{hash} (short or full); compiled/{h2}/{source sha256}-{recipe}.
       const id = key.split("/").at(-1)!.slice(0, 8);
       if (!exclusive.has(id)) continue;
-      report.bytes += await remove(root, key);
+      report.bytes += await remove(store, key);
       report.objects.push(key);
     }
   }

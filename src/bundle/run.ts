@@ -3,7 +3,7 @@
  * server that may be running), prints progress on stderr and a summary on stdout, and returns the exit code.
  * @module
  */
-import { createApp } from "../app.ts";
+import { cacheDirOf, createApp, storeFor } from "../app.ts";
 import type { Config } from "../config/schema.ts";
 import { createLogger } from "../log.ts";
 import { BASE_PLACEHOLDER } from "../packages/locations.ts";
@@ -28,7 +28,7 @@ export async function commandApp(config: Config, offline: boolean, env: { PATH?:
     // The walk's own requests are not device installs, and the server owns the records database.
     audit: { ...config.audit, enabled: false },
   };
-  // Opening the store leaves a running server's writes in tmp/ alone (see cache/tmp_owner.ts).
+  // Opening the store leaves a running server's writes in tmp/ alone (see store/disk/tmp_owner.ts).
   return await createApp({ config: shaped, logger, env });
 }
 
@@ -50,10 +50,14 @@ export async function runBundleCommand(
 }
 
 async function runBundle(command: BundleCommand, config: Config, env: { PATH?: string }): Promise<number> {
-  const cacheDir = config.cache.dir ?? ".cache";
+  const cacheDir = cacheDirOf(config);
   if (command.kind === "import") {
     try {
-      const r = await importBundle(cacheDir, command.bundle);
+      const r = await importBundle(async () => {
+        const store = storeFor(config, { limit: false });
+        await store.open();
+        return store;
+      }, command.bundle);
       console.log(
         `Imported ${command.bundle} into ${cacheDir}: ${r.objects} objects (${r.newFiles} new files, ${r.manifests} manifests) for ${
           r.packages.join(", ")

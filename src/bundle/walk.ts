@@ -8,7 +8,7 @@
  */
 import type { ServeHandler } from "../http/server.ts";
 import { BASE_PLACEHOLDER } from "../packages/locations.ts";
-import { fileKey } from "../cache/keys.ts";
+import { fileKey, mirrorKey } from "../store/keys.ts";
 
 /** A package to walk: a name and `latest` or a version. */
 export interface Spec {
@@ -61,11 +61,6 @@ export class WalkError extends Error {
     super(`${path}: ${status} ${body.trim().slice(0, 300)}`);
     this.name = "WalkError";
   }
-}
-
-/** The key `RepoService.raw` stores a mirror path's upstream file under. */
-export function mirrorKey(path: string): string {
-  return `mirror${path.replaceAll(":", "_")}`;
 }
 
 const dec = new TextDecoder();

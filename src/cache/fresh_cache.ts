@@ -10,7 +10,7 @@
 import { fromUpstream, NotFound } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import { SingleFlight } from "./single_flight.ts";
-import type { DiskStore, StoredObject } from "./store.ts";
+import type { ObjectStore, StoredObject } from "../store/object_store.ts";
 
 /** How a request was answered from the cache. */
 export type CacheOutcome = "hit" | "miss" | "stale";
@@ -48,7 +48,7 @@ export interface CacheCounters {
 
 /** What a {@linkcode FreshCache} is built from. */
 export interface FreshCacheOptions {
-  store: DiskStore;
+  store: ObjectStore;
   logger: Logger;
   metrics?: CacheCounters;
   now?: () => number;
@@ -123,7 +123,7 @@ export class FreshCache {
     const metrics = this.#o.metrics;
     const entry = await this.#o.store.get(key);
     if (entry) {
-      // storedAt 0: marked expired (DiskStore.expire), re-read even when kept for good otherwise.
+      // storedAt 0: marked expired (ObjectStore.expire), re-read even when kept for good otherwise.
       // A number is a ttl of its own, 0 included (always re-read); only `false` is for good.
       const ttl = mutable === true ? this.#o.ttl : mutable === false ? Infinity : mutable;
       const fresh = entry.storedAt !== 0 && this.#now() - entry.storedAt < ttl;

@@ -6,9 +6,10 @@
  * full (`mpy_cross.ts`) answers 503 with Retry-After, whatever `on_error` says.
  * @module
  */
-import { sha256Hex } from "../cache/hash.ts";
+import { sha256Hex } from "../store/hash.ts";
+import { compiledKey } from "../store/keys.ts";
 import { SingleFlight } from "../cache/single_flight.ts";
-import type { DiskStore } from "../cache/store.ts";
+import type { ObjectStore } from "../store/object_store.ts";
 import { Busy, CompileFailed, NotFound } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import type { Transformed } from "../packages/named_service.ts";
@@ -50,7 +51,7 @@ export interface CompileServiceOptions {
   concurrency: number;
   onError: "source" | "fail";
   targets: Record<string, Profile>;
-  store: DiskStore;
+  store: ObjectStore;
   logger: Logger;
   metrics?: CompileCounters;
 }
@@ -160,7 +161,7 @@ export class CompileService {
     const flags = profileFlags(profile);
     const sourceHash = await sha256Hex(file.bytes);
     const recipe = await this.#recipe(profileName, compiler.version, flags);
-    const key = `compiled/${sourceHash.slice(0, 2)}/${sourceHash}-${recipe}`;
+    const key = compiledKey(sourceHash, recipe);
     const result = await this.#flights.run(key, async () => {
       const cached = await this.#o.store.get(key);
       if (cached) {

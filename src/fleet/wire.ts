@@ -4,9 +4,8 @@
  * request handler (`access`, `clientOf`, `tap`) and the request log (`listener`).
  * @module
  */
-import { join } from "node:path";
 import type { CompileService } from "../compile/compile_service.ts";
-import type { DiskStore } from "../cache/store.ts";
+import type { ObjectStore } from "../store/object_store.ts";
 import type { Config } from "../config/schema.ts";
 import type { HandlerDeps } from "../http/server.ts";
 import type { Metrics } from "../http/metrics.ts";
@@ -35,7 +34,9 @@ export interface FleetWiring {
   version: string;
   router: Router;
   metrics: Metrics;
-  store: DiskStore;
+  store: ObjectStore;
+  /** The install records' SQLite file. */
+  recordsPath: string;
   index: IndexService;
   resolver: Resolver;
   compiler: CompileService;
@@ -65,7 +66,7 @@ export function createFleet(w: FleetWiring): FleetParts {
   let dropped: Enforced | undefined;
   if (config.audit.enabled) {
     try {
-      ({ db, dropped } = openRecords(join(store.root, "audit.sqlite"), config, logger));
+      ({ db, dropped } = openRecords(w.recordsPath, config, logger));
     } catch (e) {
       logger.error("Cannot open the install records; serving without them", { error: (e as Error).message });
     }
@@ -99,7 +100,7 @@ export function createFleet(w: FleetWiring): FleetParts {
       return out;
     },
   });
-  const cacheFigures = cachedFigures(store.root, 60_000, now);
+  const cacheFigures = cachedFigures(() => store.usage(), 60_000, now);
   addFleetRoutes(w.router, {
     fleet,
     facts: async () => {

@@ -11,7 +11,7 @@
  * release `index.json` lists that is not blocked; a file is 410 when only blocked releases list it.
  * @module
  */
-import { etagOf, sha256Hex } from "../cache/hash.ts";
+import { etagOf, sha256Hex } from "../store/hash.ts";
 import type { Served } from "../cache/fresh_cache.ts";
 import { Blocked, DomainError, Failure, LockMismatch, NotAllowed, NotFound } from "../errors.ts";
 import type { Logger } from "../log.ts";
@@ -19,7 +19,7 @@ import { type LockedPackage, type LockFile, repoId, variantKey } from "./lock_fi
 import { BlockList, newestUnblocked } from "./block_list.ts";
 import { Resolver, type ResolverOptions } from "./resolver.ts";
 import type { RepoSpec } from "./sources/source.ts";
-import { fileKey } from "../cache/keys.ts";
+import { fileKey, namedPrefix } from "../store/keys.ts";
 import { listedHashes, readManifest } from "./names.ts";
 
 /** What the guarded resolver adds to a resolver's options. */
@@ -303,7 +303,7 @@ export class GuardedResolver extends Resolver {
     for (const name of this.#block.names()) {
       if (this.#g.named.has(name)) {
         // A named package's releases are those built so far: every cached manifest of it.
-        for await (const key of this.#g.store.keys(`named/${name}`)) {
+        for await (const key of this.#g.store.keys(namedPrefix(name))) {
           const object = await this.#g.store.get(key);
           if (!object) continue;
           const ref = key.split("/").at(-1)!.replace(/\.json$/, "");

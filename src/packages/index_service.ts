@@ -5,13 +5,13 @@
  * are named by before they are stored or served.
  * @module
  */
-import { etagOf, sha256Hex } from "../cache/hash.ts";
+import { etagOf, sha256Hex } from "../store/hash.ts";
 import type { FreshCache, Load, Served } from "../cache/fresh_cache.ts";
 import { BadName, BadUpstream, type DomainError, fromUpstream, NotFound } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import { type Fetcher, UpstreamError } from "../upstream/fetcher.ts";
-import { cacheKey, checkManifest, listedHashes, readManifest, UnsafeManifestError } from "./names.ts";
-import { fileKey } from "../cache/keys.ts";
+import { checkManifest, listedHashes, readManifest, UnsafeManifestError } from "./names.ts";
+import { fileKey, indexDocKey, indexManifestKey } from "../store/keys.ts";
 
 export type { Served };
 
@@ -62,7 +62,7 @@ export class IndexService {
 
   /** Each upstream index with the cache key of its `index.json` (the status page shows the index's age). */
   indexKeys(): { url: string; key: string }[] {
-    return this.#o.indexes.map((url, i) => ({ url, key: `index/${this.#ids[i]}/index.json` }));
+    return this.#o.indexes.map((url, i) => ({ url, key: indexDocKey(this.#ids[i]) }));
   }
 
   /** File hashes waiting to be prefetched (at most {@linkcode PREFETCH_QUEUE_LIMIT}). */
@@ -86,7 +86,7 @@ export class IndexService {
       try {
         const served = await this.#o.cache.get(
           "index",
-          `index/${this.#ids[i]}/index.json`,
+          indexDocKey(this.#ids[i]),
           true,
           () => this.#fetchJson(`${base}/index.json`),
         );
@@ -128,7 +128,7 @@ export class IndexService {
     let upstreamFailure: DomainError | undefined;
     for (const [i, base] of this.#o.indexes.entries()) {
       try {
-        const key = cacheKey("index", this.#ids[i], "package", mpy, name, `${version}.json`);
+        const key = indexManifestKey(this.#ids[i], mpy, name, version);
         const what = `package ${name} ${version} (${mpy}) from ${base}/${rel}`;
         const served = await this.#o.cache.get("manifest", key, mutable, async () => {
           const loaded = await this.#fetchJson(`${base}/${rel}`);

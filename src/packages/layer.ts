@@ -1,16 +1,17 @@
 /**
  * The imported layer: what `mipserver import` brought in, served whatever the importing config says. Manifests are
- * kept under `bundle/served/<request path>` in the cache, the merged index as `bundle/index.json`, and the list of
- * both in `bundle/catalog.json`, which an import replaces last (its commit point). A running server notices a new
- * catalog within {@linkcode RECHECK_MS}, so an import is served without a restart.
+ * kept in the store under `LAYER.served(<request path>)`, the merged index as `LAYER.index`, and the list of both as
+ * `LAYER.catalog`, which an import replaces last (its commit point). A running server notices a new catalog within
+ * {@linkcode RECHECK_MS} (by when it was stored), so an import is served without a restart.
  *
  * Imported manifests win over the upstreams for the paths they cover (a bundle is a fixed set of bytes); everything
  * else goes the usual way. When that way is closed (`cache.offline`, or the upstream cannot be reached), a package no
  * bundle holds is answered 503 saying so.
  * @module
  */
-import { join } from "node:path";
-import { etagOf } from "../cache/hash.ts";
+import { etagOf } from "../store/hash.ts";
+import { LAYER } from "../store/keys.ts";
+import type { ObjectStore } from "../store/object_store.ts";
 import type { Served } from "../cache/fresh_cache.ts";
 import { NotFound, Unavailable, UpstreamFailed, UpstreamTimedOut } from "../errors.ts";
 import { BASE_PLACEHOLDER } from "./locations.ts";
@@ -30,25 +31,23 @@ export interface Catalog {
   profiles: string[];
 }
 
-/** Cache keys of the imported layer. */
-export const LAYER = {
-  catalog: "bundle/catalog.json",
-  index: "bundle/index.json",
-  served: (path: string) => `bundle/served/${path}`,
-};
-
 const enc = new TextEncoder();
 const dec = new TextDecoder();
 
-/** Reads the catalog under `root`, or an empty one. */
-export async function readCatalog(root: string): Promise<Catalog> {
-  try {
-    const doc = JSON.parse(await Deno.readTextFile(join(root, LAYER.catalog)));
-    return { served: doc.served ?? [], profiles: doc.profiles ?? [] };
-  } catch (e) {
-    if (e instanceof Deno.errors.NotFound) return { served: [], profiles: [] };
-    throw e;
-  }
+/** Reads the catalog in `store`, or an empty one. */
+export async function readCatalog(store: ObjectStore): Promise<Catalog> {
+  const object = await store.get(LAYER.catalog, { direct: true });
+  if (!object) return { served: [], profiles: [] };
+  const doc = JSON.parse(dec.decode(object.body));
+  return { served: doc.served ?? [], profiles: doc.profiles ?? [] };
+}
+
+/** Reads the imported index's packages in `store`, or undefined when there is none. */
+export async function readLayerIndex(store: ObjectStore): Promise<Record<string, unknown>[] | undefined> {
+  const object = await store.get(LAYER.index, { direct: true });
+  if (!object) return undefined;
+  const doc = JSON.parse(dec.decode(object.body));
+  return Array.isArray(doc.packages) ? doc.packages : undefined;
 }
 
 /** Whether an error is the cache's answer for an object it may not fetch (`cache.offline`). */
@@ -63,9 +62,9 @@ function unreachable(e: unknown): boolean {
       (e.unreachable || /^(Cannot reach upstream|Upstream body broke off)/.test(e.message)));
 }
 
-/** Serves imported manifests and the imported index from the cache folder `root`. */
+/** Serves imported manifests and the imported index from the store. */
 export class BundleLayer {
-  #root: string;
+  #store: ObjectStore;
   #now: () => number;
   #checkedAt = -Infinity;
   #mtime = -1;
@@ -74,8 +73,8 @@ export class BundleLayer {
   #loading?: Promise<void>;
   #downAt = -Infinity;
 
-  constructor(root: string, now: () => number = Date.now) {
-    this.#root = root;
+  constructor(store: ObjectStore, now: () => number = Date.now) {
+    this.#store = store;
     this.#now = now;
   }
 
@@ -86,14 +85,9 @@ export class BundleLayer {
   }
 
   async #reload(): Promise<void> {
-    let mtime = 0;
-    try {
-      mtime = (await Deno.stat(join(this.#root, LAYER.catalog))).mtime?.getTime() ?? 0;
-    } catch (e) {
-      if (!(e instanceof Deno.errors.NotFound)) throw e;
-    }
+    const mtime = (await this.#store.stat(LAYER.catalog))?.storedAt ?? 0;
     if (mtime !== this.#mtime) {
-      const catalog = await readCatalog(this.#root);
+      const catalog = await readCatalog(this.#store);
       this.#served = new Set(catalog.served);
       this.#profiles = new Set(catalog.profiles);
       this.#mtime = mtime;
@@ -120,13 +114,9 @@ export class BundleLayer {
   async served(path: string, base: string): Promise<Served | undefined> {
     await this.#fresh();
     if (!this.#served.has(path)) return undefined;
-    let text: string;
-    try {
-      text = await Deno.readTextFile(join(this.#root, LAYER.served(path)));
-    } catch (e) {
-      if (e instanceof Deno.errors.NotFound) return undefined;
-      throw e;
-    }
+    const object = await this.#store.get(LAYER.served(path), { direct: true });
+    if (!object) return undefined;
+    const text = dec.decode(object.body);
     const body = enc.encode(text.replaceAll(`"${BASE_PLACEHOLDER}`, `"${base}`));
     return { body, etag: await etagOf(body), outcome: "hit", kind: "bundle" };
   }
@@ -152,13 +142,7 @@ export class BundleLayer {
   async indexPackages(): Promise<Record<string, unknown>[] | undefined> {
     await this.#fresh();
     if (this.#mtime <= 0) return undefined;
-    try {
-      const doc = JSON.parse(await Deno.readTextFile(join(this.#root, LAYER.index)));
-      return Array.isArray(doc.packages) ? doc.packages : undefined;
-    } catch (e) {
-      if (e instanceof Deno.errors.NotFound) return undefined;
-      throw e;
-    }
+    return await readLayerIndex(this.#store);
   }
 
   /**

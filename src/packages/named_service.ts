@@ -5,19 +5,19 @@
  * releases are kept for good.
  * @module
  */
-import { etagOf, sha256Hex } from "../cache/hash.ts";
+import { etagOf, sha256Hex } from "../store/hash.ts";
 import type { FreshCache, Load, Served } from "../cache/fresh_cache.ts";
-import type { DiskStore } from "../cache/store.ts";
+import type { ObjectStore } from "../store/object_store.ts";
 import { BadUpstream, DomainError, NotFound, UpstreamFailed, UpstreamTimedOut } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import { UpstreamError } from "../upstream/fetcher.ts";
 import { BASE_PLACEHOLDER, parseSpec } from "./locations.ts";
-import { cacheKey, clip, destinationProblem, UnsafeManifestError } from "./names.ts";
+import { clip, destinationProblem, UnsafeManifestError } from "./names.ts";
 import { rewriteDep } from "./repo_service.ts";
 import { readPackageAt } from "./sources/package_url.ts";
 import { parseSource } from "./sources/registry.ts";
 import type { RepoSpec, Resolved, Source, SourceContext } from "./sources/source.ts";
-import { fileKey } from "../cache/keys.ts";
+import { fileKey, namedKey, repoKey, repoUrlKey } from "../store/keys.ts";
 
 /** A file after the per-target step (compilation); `dest` may change (`x.py` → `x.mpy`). */
 export interface Transformed {
@@ -33,7 +33,7 @@ export interface NamedServiceOptions {
   packages: Record<string, { source: string; ref: string | null }>;
   pins: Record<string, string>;
   cache: FreshCache;
-  store: DiskStore;
+  store: ObjectStore;
   /** What the sources are read with (the package.json reader is added here). */
   sources: Omit<SourceContext, "packageAt">;
   logger: Logger;
@@ -124,7 +124,7 @@ export class NamedService {
    */
   async repoManifest(spec: RepoSpec, mpy: string, profile: string | null, base: string): Promise<Served> {
     const source = parseSource(`${spec.host}:${spec.owner}/${spec.repo}/${spec.path}`);
-    const key = cacheKey("repo", spec.host, spec.owner, spec.repo, spec.ref, spec.path, mpy, `${profile ?? "_"}.json`);
+    const key = repoKey(spec, mpy, profile);
     const label = `${spec.host}:${spec.owner}/${spec.repo}`;
     const served = await this.#o.cache.get(
       "repo-manifest",
@@ -141,10 +141,7 @@ export class NamedService {
    */
   async urlManifest(url: string, mpy: string, profile: string | null, base: string): Promise<Served> {
     const source = parseSource(`url:${url}`);
-    const u = new URL(url);
-    const key = `repo/url/${u.protocol.slice(0, -1)}/${u.host.replaceAll(":", "_")}${u.pathname}/${mpy}/${
-      profile ?? "_"
-    }.json`;
+    const key = repoUrlKey(url, mpy, profile);
     const served = await this.#o.cache.get(
       "repo-manifest",
       key,
@@ -165,7 +162,7 @@ export class NamedService {
     const source = this.#sources.get(name);
     if (!source) throw new NotFound(`${name} is not a named package`);
     const ref = this.refFor(name, version);
-    const key = cacheKey("named", name, mpy, profile ?? "_", `${ref}.json`);
+    const key = namedKey(name, mpy, profile, ref);
     return this.#o.cache.get(
       "named",
       key,

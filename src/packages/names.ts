@@ -295,5 +295,5 @@ export function checkManifest(doc: unknown, what: string): void {
 // ---------------------------------------------------------------------------------------------------------------------
 // Cache keys
 
-// Cache keys are spelled in `cache/keys.ts`, the storage room's own module; the rules above build on them.
-export { cacheKey, isSafeKey, keySegment } from "../cache/keys.ts";
+// Cache keys are spelled in `store/keys.ts`, the storage room's own module; the rules above build on them.
+export { cacheKey, isSafeKey, keySegment } from "../store/keys.ts";

@@ -4,8 +4,9 @@
  * whenever such a manifest is served, so a pin keeps its files through restarts and through upstream outages.
  * @module
  */
-import type { DiskStore } from "../cache/store.ts";
-import { cacheKey, listedHashes } from "./names.ts";
+import type { ObjectStore } from "../store/object_store.ts";
+import { listedHashes } from "./names.ts";
+import { INDEX_MANIFEST_KEY, indexManifestKey } from "../store/keys.ts";
 
 /** File hashes of pinned releases, and the store's `protect` test built on them. */
 export class PinnedFiles {
@@ -28,14 +29,14 @@ export class PinnedFiles {
   }
 
   /** Reads every cached index manifest of a pinned release (`index/{id}/package/{mpy}/{name}/{version}.json`). */
-  async load(store: DiskStore): Promise<void> {
+  async load(store: ObjectStore): Promise<void> {
     if (Object.keys(this.#pins).length === 0) return;
     for await (const key of store.keys("index")) {
-      const parts = key.split("/");
-      if (parts.length < 6 || parts[2] !== "package") continue;
-      const [, id, , mpy] = parts;
+      const m = INDEX_MANIFEST_KEY.exec(key);
+      if (!m) continue;
+      const [, id, mpy] = m;
       for (const [name, version] of Object.entries(this.#pins)) {
-        if (key !== cacheKey("index", id, "package", mpy, name, `${version}.json`)) continue;
+        if (key !== indexManifestKey(id, mpy, name, version)) continue;
         const object = await store.get(key);
         if (object) this.note(object.body);
       }

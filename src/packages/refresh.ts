@@ -5,9 +5,9 @@
  * background, and the copy keeps serving if upstream fails.
  * @module
  */
-import type { DiskStore } from "../cache/store.ts";
+import type { ObjectStore } from "../store/object_store.ts";
 import { parseSpec } from "./locations.ts";
-import { cacheKey } from "./names.ts";
+import { keySegment, namedPrefix, repoRefPrefixes } from "../store/keys.ts";
 
 /** Which ref to refresh. */
 export interface RefSpec {
@@ -23,18 +23,18 @@ export interface RefSpec {
  * are marked too). Returns how many objects were marked.
  */
 export async function expireRef(
-  store: DiskStore,
+  store: ObjectStore,
   packages: Record<string, { source: string }>,
   spec: RefSpec,
 ): Promise<number> {
   const { host, owner, repo, ref } = spec;
-  let n = await store.expire(cacheKey("mirror", host, owner, repo, ref));
-  n += await store.expire(cacheKey("repo", host, owner, repo, ref));
-  const leaf = `/${cacheKey(`${ref}.json`)}`;
+  let n = 0;
+  for (const prefix of repoRefPrefixes(host, owner, repo, ref)) n += await store.expire(prefix);
+  const leaf = `/${keySegment(`${ref}.json`)}`;
   for (const [name, pkg] of Object.entries(packages)) {
     const s = parseSpec(pkg.source);
     if (!s || s.host !== host || s.owner !== owner || s.repo !== repo) continue;
-    n += await store.expire(cacheKey("named", name), (key) => key.endsWith(leaf));
+    n += await store.expire(namedPrefix(name), (key) => key.endsWith(leaf));
   }
   return n;
 }

@@ -7,7 +7,8 @@
  * @module
  */
 import type { FreshCache, Mutability, Served } from "../cache/fresh_cache.ts";
-import { etagOf } from "../cache/hash.ts";
+import { etagOf } from "../store/hash.ts";
+import { mirrorKey } from "../store/keys.ts";
 import { BadUpstream } from "../errors.ts";
 import type { Fetcher } from "../upstream/fetcher.ts";
 import {
@@ -24,7 +25,6 @@ import { type PackageDoc, readPackageJson } from "./package_json.ts";
 import { upstreamUrls } from "./sources/package_url.ts";
 import { REPO_HOST_ALTERNATIVES } from "./sources/registry.ts";
 import { nameOfUrlsPackage, urlsFormDep } from "./urls_form.ts";
-import { cacheKey } from "./names.ts";
 
 /** What the mirror service is built from. */
 export interface RepoServiceOptions {
@@ -75,7 +75,7 @@ export class RepoService {
 
   /** An upstream file, cached: for good when `mutable` is false, else for `cache.ttl`. */
   raw(url: string, mutable: Mutability, check?: (body: Uint8Array) => void): Promise<Served> {
-    const key = cacheKey("mirror", mirrorPath(this.#o.bases, url).slice(1));
+    const key = mirrorKey(mirrorPath(this.#o.bases, url));
     return this.#o.cache.get("repo", key, mutable, async () => {
       const loaded = await this.#o.fetcher.get(url);
       check?.(loaded.body);

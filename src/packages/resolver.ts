@@ -3,10 +3,10 @@
  * pins applied; named packages first, then the upstream indexes.
  * @module
  */
-import { etagOf } from "../cache/hash.ts";
+import { etagOf } from "../store/hash.ts";
 import type { Served } from "../cache/fresh_cache.ts";
 import type { PinnedFiles } from "./pinned.ts";
-import type { DiskStore } from "../cache/store.ts";
+import type { ObjectStore } from "../store/object_store.ts";
 import { BadUpstream, NotAllowed } from "../errors.ts";
 import type { IndexService } from "./index_service.ts";
 import type { HostBases } from "./locations.ts";
@@ -22,7 +22,7 @@ export interface ResolverOptions {
   named: NamedService;
   policy: Policy;
   pins: Record<string, string>;
-  store: DiskStore;
+  store: ObjectStore;
   /** Notes the files of pinned releases as their manifests are served, so eviction keeps them. */
   pinned?: PinnedFiles;
   /** What `mipserver import` brought in (`src/packages/layer.ts`): served first, and the reason when offline. */

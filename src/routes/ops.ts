@@ -13,7 +13,7 @@ export interface OpsDeps {
   version: string;
   /** The cache store's figures, shown under `cache` in /healthz. */
   cacheStats?: () => { sizeBytes: number; objects: number; evictions: number; maxBytes: number | null };
-  /** Tells whether the cache can be written to, leaving nothing behind (`DiskStore.writable`). */
+  /** Tells whether the cache can be written to, leaving nothing behind (`ObjectStore.writable`). */
   writable: () => Promise<boolean>;
   requestLog: RequestLog;
   metrics: Metrics;

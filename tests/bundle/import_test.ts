@@ -11,7 +11,7 @@ import { importBundle } from "../../src/bundle/import.ts";
 import { DOWN_DEADLINE_MS } from "../../src/packages/layer.ts";
 import { FakeUpstream } from "../fixtures/fake_upstream.ts";
 import { standardIndex } from "../fixtures/index_fixture.ts";
-import { freePort, tempDir } from "../helpers.ts";
+import { freePort, openDisk, tempDir } from "../helpers.ts";
 import { mipInstall, mpyCrossPath, runIn, serveApp } from "../e2e/tools.ts";
 import { cli, configFile, tree } from "./helpers.ts";
 
@@ -53,7 +53,7 @@ async function rewrite(
 Deno.test("a tampered, truncated or foreign bundle is refused, names what failed, and changes nothing", async () => {
   const { all, hello } = await officeBundles();
   const ship = tempDir("mipserver-ship-");
-  await importBundle(ship, hello);
+  await importBundle(() => openDisk(ship), hello);
   const firstFile = (entries: { header: { name: string } }[]) =>
     entries.findIndex((e) => e.header.name.startsWith("files/"));
 
@@ -96,24 +96,24 @@ Deno.test("a tampered, truncated or foreign bundle is refused, names what failed
   ];
   for (const [what, bundle, message] of cases) {
     const before = tree(ship);
-    await assert.rejects(importBundle(ship, bundle), message, what);
+    await assert.rejects(importBundle(() => openDisk(ship), bundle), message, what);
     assert.deepEqual(tree(ship), before, `${what}: the cache changed`);
     assert.equal(await cli("import", "--config", configFile({ cache: { dir: ship } }), bundle), 1, what);
     assert.deepEqual(tree(ship), before, `${what}: the cache changed (CLI)`);
   }
   // Into a cache folder that does not exist yet: it still does not.
   const none = join(tempDir("mipserver-ship-"), "cache");
-  await assert.rejects(importBundle(none, oneByte), /does not match/);
+  await assert.rejects(importBundle(() => openDisk(none), oneByte), /does not match/);
   assert.throws(() => Deno.statSync(none), Deno.errors.NotFound);
   // The untouched bundle imports.
-  await importBundle(ship, all);
+  await importBundle(() => openDisk(ship), all);
   assert.ok(tree(ship).some((line) => line.startsWith("bundle/served/package/6/mathx/latest.json ")));
 });
 
 Deno.test("importing into a running server's cache: served within seconds, no failed answer meanwhile", async () => {
   const { all, hello } = await officeBundles();
   const ship = tempDir("mipserver-ship-");
-  await importBundle(ship, hello);
+  await importBundle(() => openDisk(ship), hello);
   const dead = `http://127.0.0.1:${freePort()}`;
   const { base, stop } = await serveApp({
     cache: { dir: ship },
@@ -166,7 +166,7 @@ Deno.test("importing into a running server's cache: served within seconds, no fa
 Deno.test("an upstream that swallows connections: once found unreachable, what no bundle holds is a 503 within a second", async () => {
   const { all } = await officeBundles();
   const ship = tempDir("mipserver-ship-");
-  await importBundle(ship, all);
+  await importBundle(() => openDisk(ship), all);
   // Accepts connections and never answers.
   const sink = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const sinkPort = (sink.addr as Deno.NetAddr).port;

@@ -9,7 +9,7 @@ import { join } from "node:path";
 import { type App, createApp } from "../../src/app.ts";
 import { createLock } from "../../src/bundle/lock.ts";
 import { formatLock, type LockFile, lockProtects, lockWarmList, parseLock } from "../../src/packages/lock_file.ts";
-import { sha256Hex } from "../../src/cache/hash.ts";
+import { sha256Hex } from "../../src/store/hash.ts";
 import { memoryLogger } from "../../src/log.ts";
 import { main } from "../../src/main.ts";
 import { mpyCrossPath } from "../e2e/tools.ts";
@@ -231,7 +231,7 @@ Deno.test("lock mode: an index release re-published with changed bytes is served
   try {
     const index = await standardIndex();
     const maker = await makeApp(up);
-    const cacheDir = maker.app.store.root;
+    const cacheDir = maker.app.store.location;
     const lock = await lockWith(maker.app, ["hello"]);
     const path = writeLock(lock);
     const locked = lock.packages.hello.files["6"]["hello.mpy"];
@@ -278,7 +278,10 @@ Deno.test("lock mode: with upstream down, a locked index package is served from 
     const lock = await lockWith(maker.app, ["hello"]);
     const path = writeLock(lock);
     await up.index.stop();
-    const { app, get, logger } = await makeApp(up, { policy: { lock: path }, cache: { dir: maker.app.store.root } });
+    const { app, get, logger } = await makeApp(up, {
+      policy: { lock: path },
+      cache: { dir: maker.app.store.location },
+    });
     for (const variant of ["py", "6"]) {
       const m = await json(await get(`/package/${variant}/hello/latest.json`));
       assert.deepEqual(m, { v: 1, version: "1.1", hashes: Object.entries(lock.packages.hello.files[variant]) });
@@ -297,7 +300,7 @@ Deno.test("lock mode: a named package whose branch changes keeps serving the loc
   const up = await startUpstreams();
   try {
     const maker = await makeApp(up);
-    const cacheDir = maker.app.store.root;
+    const cacheDir = maker.app.store.location;
     const lock = await lockWith(maker.app, ["sensorkit"]);
     const path = writeLock(lock);
     for (const ref of ["main", "HEAD"]) {

@@ -6,13 +6,13 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { purge } from "../../src/bundle/purge.ts";
-import { sha256Hex } from "../../src/cache/hash.ts";
+import { sha256Hex } from "../../src/store/hash.ts";
 import { main } from "../../src/main.ts";
 import { mpyCrossPath, serveApp } from "../e2e/tools.ts";
 import { FakeUpstream } from "../fixtures/fake_upstream.ts";
 import { buildIndex, STANDARD_PACKAGES, TWOFILE } from "../fixtures/index_fixture.ts";
 import { startUpstreams } from "../fixtures/upstreams.ts";
-import { tempDir } from "../helpers.ts";
+import { openDisk, tempDir } from "../helpers.ts";
 
 const PACKAGES = [...STANDARD_PACKAGES, TWOFILE];
 
@@ -83,7 +83,7 @@ Deno.test("purge removes only what one release uses while the server keeps answe
       }
       return n;
     })();
-    const report = await purge(cacheDir, "twofile", "2.0");
+    const report = await purge(await openDisk(cacheDir), "twofile", "2.0");
     running = false;
     assert.ok((await traffic) > 0);
 
@@ -108,7 +108,7 @@ Deno.test("purge removes only what one release uses while the server keeps answe
     // dependency and the index package it depends on stay.
     const sk = JSON.parse(new TextDecoder().decode(await get("/package/py/sensorkit/latest.json")));
     const own = (sk.hashes as string[][]).map(([, hash]) => hash);
-    const named = await purge(cacheDir, "sensorkit");
+    const named = await purge(await openDisk(cacheDir), "sensorkit");
     assert.ok(named.manifests.every((k) => k.startsWith("named/sensorkit/")) && named.manifests.length === 2);
     for (const hash of own) {
       assert.ok(named.objects.includes(fileKey(hash)), `${hash} removed`);

@@ -1,7 +1,8 @@
 import assert from "node:assert/strict";
 import { FreshCache, type Load } from "../../src/cache/fresh_cache.ts";
-import { sha256Hex } from "../../src/cache/hash.ts";
-import { DiskStore, type StoredObject } from "../../src/cache/store.ts";
+import { sha256Hex } from "../../src/store/hash.ts";
+import { DiskStore } from "../../src/store/disk/mod.ts";
+import type { StoredObject } from "../../src/store/object_store.ts";
 import { NotFound } from "../../src/errors.ts";
 import { memoryLogger } from "../../src/log.ts";
 import { IndexService } from "../../src/packages/index_service.ts";

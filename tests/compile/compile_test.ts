@@ -4,7 +4,7 @@ import { createApp } from "../../src/app.ts";
 import { CompileService } from "../../src/compile/compile_service.ts";
 import { MpyCross } from "../../src/compile/mpy_cross.ts";
 import { parseEmittedVersion, parseMpyHeader } from "../../src/compile/mpy_header.ts";
-import { DiskStore } from "../../src/cache/store.ts";
+import { DiskStore } from "../../src/store/disk/mod.ts";
 import { answerFor } from "../../src/http/errors.ts";
 import { memoryLogger } from "../../src/log.ts";
 import { tempDir, testConfig } from "../helpers.ts";

@@ -4,7 +4,7 @@
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { sha256Hex } from "../../src/cache/hash.ts";
+import { sha256Hex } from "../../src/store/hash.ts";
 import { FakeUpstream } from "../fixtures/fake_upstream.ts";
 import { bigModule, buildIndex, type FixturePackage } from "../fixtures/index_fixture.ts";
 import { fetchWhenUp, freePort, tempDir } from "../helpers.ts";

@@ -9,7 +9,7 @@
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { sha256Hex } from "../../src/cache/hash.ts";
+import { sha256Hex } from "../../src/store/hash.ts";
 import { allBlocks, type Block, denoDir, runBlock, type Site, startBoard, toolPath, venvTool } from "../docs/blocks.ts";
 import { startDocsUpstreams } from "../docs/fixture.ts";
 import { freePort, tempDir } from "../helpers.ts";

@@ -7,8 +7,8 @@
 import assert from "node:assert/strict";
 import { FreshCache, NEGATIVE_LIMIT, NEGATIVE_MAX_CHARS, NEGATIVE_OVERHEAD } from "../../src/cache/fresh_cache.ts";
 import { SingleFlight } from "../../src/cache/single_flight.ts";
-import { DiskStore, HOT_ENTRY_OVERHEAD } from "../../src/cache/store.ts";
-import { denoFs, type StoreFs } from "../../src/cache/store_fs.ts";
+import { DiskStore, HOT_ENTRY_OVERHEAD } from "../../src/store/disk/mod.ts";
+import { denoFs, type StoreFs } from "../../src/store/disk/fs.ts";
 import { NotFound } from "../../src/errors.ts";
 import { memoryLogger } from "../../src/log.ts";
 import { IndexService, PREFETCH_QUEUE_LIMIT } from "../../src/packages/index_service.ts";

@@ -8,7 +8,7 @@ import { join } from "node:path";
 import { createApp } from "../../src/app.ts";
 import { CompileService } from "../../src/compile/compile_service.ts";
 import { CompileError, MAX_WAITING_BYTES, MAX_WAITING_COMPILES, MpyCross } from "../../src/compile/mpy_cross.ts";
-import { DiskStore } from "../../src/cache/store.ts";
+import { DiskStore } from "../../src/store/disk/mod.ts";
 import { Busy } from "../../src/errors.ts";
 import { answerFor } from "../../src/http/errors.ts";
 import { memoryLogger } from "../../src/log.ts";

@@ -1,7 +1,7 @@
 /** Flood suite (see `flood.ts`): the edge cache, per thread at most `min(16 MiB, cache.memory / 4)` bytes. */
 import assert from "node:assert/strict";
 import { createApp } from "../../src/app.ts";
-import { sha256Hex } from "../../src/cache/hash.ts";
+import { sha256Hex } from "../../src/store/hash.ts";
 import { createEdgeHandler, EDGE_WINDOW_MS, EdgeCache, entryCost } from "../../src/edge/edge.ts";
 import { configSettings } from "../../src/edge/listen.ts";
 import { createRecorder } from "../../src/http/server.ts";

@@ -4,8 +4,8 @@
  */
 import assert from "node:assert/strict";
 import { createApp } from "../../src/app.ts";
-import { sha256Hex } from "../../src/cache/hash.ts";
-import { DiskStore } from "../../src/cache/store.ts";
+import { sha256Hex } from "../../src/store/hash.ts";
+import { DiskStore } from "../../src/store/disk/mod.ts";
 import { memoryLogger } from "../../src/log.ts";
 import { startAdversarial } from "../fixtures/adversarial.ts";
 import { tempDir, testConfig } from "../helpers.ts";

@@ -8,7 +8,7 @@
 import assert from "node:assert/strict";
 import { dirname, join } from "node:path";
 import { type App, createApp } from "../../src/app.ts";
-import { sha256Hex } from "../../src/cache/hash.ts";
+import { sha256Hex } from "../../src/store/hash.ts";
 import { memoryLogger } from "../../src/log.ts";
 import { tokenHeaders } from "../../src/upstream/hosts.ts";
 import { codebergTree, FakeForgejo } from "../fixtures/codeberg_fixture.ts";

@@ -6,7 +6,7 @@
 import assert from "node:assert/strict";
 import { dirname, join } from "node:path";
 import { createApp } from "../../src/app.ts";
-import { DiskStore } from "../../src/cache/store.ts";
+import { DiskStore } from "../../src/store/disk/mod.ts";
 import { isSafeKey } from "../../src/packages/names.ts";
 import { memoryLogger } from "../../src/log.ts";
 import { FakeUpstream } from "../fixtures/fake_upstream.ts";

@@ -3,7 +3,7 @@
  * sha256 digest PyPI lists. `latest` is re-read after `cache.ttl`; an explicit release is kept for good.
  * @module
  */
-import { sha256Hex } from "../../cache/hash.ts";
+import { sha256Hex } from "../../store/hash.ts";
 import { UpstreamError } from "../../upstream/fetcher.ts";
 import { pythonModules } from "../archive.ts";
 import { badUpstream, notFound, type Resolved, type SourceContext, type SourceKind } from "./source.ts";

@@ -5,7 +5,7 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { createApp } from "../../src/app.ts";
-import { sha256Hex } from "../../src/cache/hash.ts";
+import { sha256Hex } from "../../src/store/hash.ts";
 import { memoryLogger } from "../../src/log.ts";
 import { FakeUpstream } from "../fixtures/fake_upstream.ts";
 import { tempDir, testConfig } from "../helpers.ts";

@@ -1,74 +1,39 @@
 /**
- * The on-disk object store under `cache.dir`. Keys are slash-separated names of safe characters (`isSafeKey` in
- * `packages/names.ts`, which also encodes any other name into such a key). Every write goes to
- * a temp file in `tmp/` on the same file system, is fsynced, renamed into place, and the directory is fsynced, so a
- * crash or power cut never leaves a partial object under a real key nor loses a finished one. When a write fails (a
- * full disk, a read-only or broken file system) the object is still returned, kept in memory only, and the cause is
- * logged once until writes work again. Opening the store removes every leftover: temp files of processes that are gone
- * (`tmp_owner.ts`: a running server's writes are left alone, so warm or import can open its cache), `/healthz` probe files,
- * stray hidden files in the object folders and empty content files; a content-addressed file (`files/...`) whose bytes
- * do not match its name is removed when read, so it is fetched afresh.
+ * The object store on disk under `cache.dir`, today's layout: every write goes to a temp file in `tmp/` on the same
+ * file system, is fsynced, renamed into place, and the folder is fsynced, so a crash or power cut never leaves a
+ * partial object under a real key nor loses a finished one. A write that fails (a full, read-only or broken disk) still
+ * returns the object, kept in memory only, and its cause is logged once until writes work again. Opening removes what
+ * an earlier run left (temp files of processes that are gone, see `tmp_owner.ts`; probe files; stray hidden and empty
+ * content files); a content file whose bytes do not match its name is removed when read, so it is fetched afresh.
  *
- * Objects (index files, `compiled/`, `mirror/` raw files; see {@linkcode isObjectKey}) are counted; with `maxBytes` the
- * least recently used ones are evicted before a new one is written, never one that is protected (being written, held,
- * or named by the `protect` hook). Use order survives a restart through the files' access times, which the store
- * stamps itself (at most once per `touchEvery` per object) and reads back in one scan at open.
- *
- * A small in-memory set of hot objects (least recently used out first) spares the disk on repeated hits.
+ * Counted objects (`isObjectKey`) are evicted least recently used first to stay within `maxBytes`, never a protected
+ * one. Use order survives a restart through the files' access times, stamped at most once per `touchEvery`; freshness
+ * is the modification time. A small in-memory set of hot objects spares the disk on repeated hits.
  * @module
  */
 import { dirname, join, relative, resolve, sep } from "node:path";
-import type { Logger } from "../log.ts";
-import { isSafeKey } from "./keys.ts";
-import { sha256Hex } from "./hash.ts";
-import { causeOf, denoFs, type StoreFs } from "./store_fs.ts";
+import type { Logger } from "../../log.ts";
+import { FILE_KEY, isObjectKey, isStoreKey } from "../keys.ts";
+import { sha256Hex } from "../hash.ts";
+import {
+  type GetOptions,
+  HashMismatch,
+  type ListPage,
+  type ObjectInfo,
+  type ObjectStore,
+  type PutOptions,
+  type StoredObject,
+  type StoreStats,
+  underPrefix,
+} from "../object_store.ts";
+import { causeOf, denoFs, type StoreFs } from "./fs.ts";
 import { TmpOwner } from "./tmp_owner.ts";
 
-export { isSafeKey };
-
-/** A stored object. */
-export interface StoredObject {
-  body: Uint8Array;
-  /** When it was stored (ms since the epoch, from the injected clock). */
-  storedAt: number;
-  /** A strong ETag for the body. */
-  etag: string;
-  /** True when it could not be written to the disk (full disk, over the size limit) and lives in memory only. */
-  uncached?: boolean;
-}
-
-/** The store's figures, for `/healthz` and `/metrics`. */
-export interface StoreStats {
-  /** Bytes of stored objects (manifests and metadata aside). */
-  sizeBytes: number;
-  /** Stored objects. */
-  objects: number;
-  /** Objects evicted to stay within `maxBytes` since the store opened. */
-  evictions: number;
-  /** The size limit in bytes, or null for none. */
-  maxBytes: number | null;
-  /** Writes that failed (the object was served from memory) since the store opened. */
-  writeErrors: number;
-}
-
+const EMPTY_SHA256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
 /** Top-level folders whose files are objects or manifests this store wrote (and may clean up). */
 const OWNED = new Set(["files", "compiled", "mirror", "index", "named"]);
-const CONTENT_KEY = /^files\/[0-9a-f]{2}\/([0-9a-f]{4,64})$/;
-const FULL_HASH_KEY = /^files\/[0-9a-f]{2}\/[0-9a-f]{64}$/;
-const EMPTY_SHA256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
-
-/**
- * Tells whether a key names an object that counts toward the size limit and may be evicted: content files from an
- * index (named by a short hash, so they can be fetched again by it), compiled outputs and raw mirrored files. Index
- * documents, manifests and mirrored `package.json` documents are metadata; content files named by a full sha256 are
- * the files of built named-package manifests, which no upstream serves by hash, so they are kept with those manifests.
- * None of these count or are ever evicted.
- */
-export function isObjectKey(key: string): boolean {
-  if (key.startsWith("files/")) return !FULL_HASH_KEY.test(key);
-  if (key.startsWith("compiled/")) return true;
-  return key.startsWith("mirror/") && !key.endsWith("/package.json");
-}
+/** Top-level folders that hold no objects. */
+const NOT_OBJECTS = new Set(["tmp", "locks"]);
 
 /** Options for a {@linkcode DiskStore}. */
 export interface StoreOptions {
@@ -95,13 +60,10 @@ interface Use {
 }
 
 /** Content and metadata store on the file system. */
-export class DiskStore {
+export class DiskStore implements ObjectStore {
+  readonly kind = "disk";
   /** The cache folder. */
   readonly root: string;
-  /**
-   * Objects that must never be evicted, asked before each eviction (the lock, pins). Objects being written or held
-   * through {@linkcode DiskStore.hold} are protected as well.
-   */
   protect: (key: string) => boolean;
   #tmp: string;
   #owner?: Promise<TmpOwner>;
@@ -193,7 +155,7 @@ export class DiskStore {
       const path = join(dir, entry.name);
       const key = `${rel}/${entry.name}`;
       if (entry.isDirectory) {
-        if (isSafeKey(key)) removed += await this.#scan(path, key, found);
+        if (isStoreKey(key)) removed += await this.#scan(path, key, found);
         continue;
       }
       if (!entry.isFile) continue;
@@ -203,8 +165,8 @@ export class DiskStore {
         throw e;
       });
       if (stat === undefined) continue;
-      const content = CONTENT_KEY.exec(key);
-      if (!isSafeKey(key) || (content && stat.size === 0 && !EMPTY_SHA256.startsWith(content[1]))) {
+      const content = FILE_KEY.exec(key);
+      if (!isStoreKey(key) || (content && stat.size === 0 && !EMPTY_SHA256.startsWith(content[1]))) {
         await Deno.remove(path).catch((e) => {
           if (!(e instanceof Deno.errors.NotFound)) throw e;
         });
@@ -221,8 +183,12 @@ export class DiskStore {
     return removed;
   }
 
+  get location(): string {
+    return this.root;
+  }
+
   #path(key: string): string {
-    if (!isSafeKey(key)) throw new Error(`Unsafe cache key ${JSON.stringify(key)}`);
+    if (!isStoreKey(key)) throw new Error(`Unsafe cache key ${JSON.stringify(key)}`);
     const path = resolve(this.root, key);
     if (!path.startsWith(this.root + sep)) throw new Error(`Cache key escapes the cache: ${key}`);
     return path;
@@ -236,9 +202,9 @@ export class DiskStore {
     return { objects: this.#memory.size, bytes: this.#memoryBytes };
   }
 
-  /** Reads an object, from memory when hot. */
-  async get(key: string): Promise<StoredObject | undefined> {
-    const hot = this.#memory.get(key);
+  /** Reads an object, from memory when hot (unless `direct`). */
+  async get(key: string, options?: GetOptions): Promise<StoredObject | undefined> {
+    const hot = options?.direct ? undefined : this.#memory.get(key);
     if (hot) {
       this.#memory.delete(key);
       this.#memory.set(key, hot);
@@ -269,16 +235,55 @@ export class DiskStore {
       throw e;
     }
     const digest = await sha256Hex(body);
-    const content = CONTENT_KEY.exec(key);
+    const content = FILE_KEY.exec(key);
     if (content && !digest.startsWith(content[1])) {
       this.#logger?.warn("Removed a damaged cache file; it is fetched again", { key, bytes: body.byteLength });
       await this.remove([key]);
       return undefined;
     }
     const object = { body, storedAt, etag: etagFromDigest(digest) };
-    this.#remember(key, object);
+    if (!options?.direct) this.#remember(key, object);
     this.#used(key, object);
     return object;
+  }
+
+  /** Streams an object's bytes from its file, in pieces, without keeping them. */
+  async read(key: string): Promise<ReadableStream<Uint8Array> | undefined> {
+    const hot = this.#memory.get(key);
+    if (hot) return new Blob([hot.body as Uint8Array<ArrayBuffer>]).stream();
+    let file: Deno.FsFile;
+    try {
+      file = await Deno.open(this.#path(key));
+    } catch (e) {
+      if (e instanceof Deno.errors.NotFound) return undefined;
+      throw e;
+    }
+    const buffer = new Uint8Array(64 * 1024);
+    return new ReadableStream({
+      async pull(controller) {
+        const n = await file.read(buffer);
+        if (n === null) {
+          file.close();
+          controller.close();
+        } else controller.enqueue(buffer.slice(0, n));
+      },
+      cancel() {
+        file.close();
+      },
+    }, { highWaterMark: 0 });
+  }
+
+  /** An object's size and times, from its file. */
+  async stat(key: string): Promise<ObjectInfo | undefined> {
+    try {
+      const info = await Deno.stat(this.#path(key));
+      if (!info.isFile) return undefined;
+      const storedAt = info.mtime?.getTime() ?? 0;
+      return { size: info.size, storedAt, lastRead: Math.max(storedAt, info.atime?.getTime() ?? 0) };
+    } catch (e) {
+      if (e instanceof Deno.errors.NotFound) return undefined;
+      throw e;
+    }
   }
 
   /** Whether an object exists (memory or disk). */
@@ -298,9 +303,13 @@ export class DiskStore {
    * be written (a full or failing disk, larger than the size limit, or the limit is taken by protected objects) it is
    * returned with `uncached: true` and kept in memory only; the cause is logged once until writes work again.
    */
-  async put(key: string, body: Uint8Array): Promise<StoredObject> {
+  async put(key: string, body: Uint8Array, options?: PutOptions): Promise<StoredObject> {
     const path = this.#path(key);
-    const object: StoredObject = { body, storedAt: this.#now(), etag: etagFromDigest(await sha256Hex(body)) };
+    const digest = await sha256Hex(body);
+    if (options?.sha256 !== undefined && !digest.startsWith(options.sha256)) {
+      throw new HashMismatch(key, options.sha256, digest);
+    }
+    const object: StoredObject = { body, storedAt: this.#now(), etag: etagFromDigest(digest) };
     const counted = isObjectKey(key);
     const release = this.hold(key);
     let reserved = 0;
@@ -507,6 +516,14 @@ export class DiskStore {
     await Promise.allSettled([...this.#pending]);
   }
 
+  /** Writes the pending use stamps and gives back this store's claim on `tmp/` (its owner file). */
+  async close(): Promise<void> {
+    await this.flush();
+    const owner = this.#owner;
+    this.#owner = undefined;
+    if (owner) await (await owner).release();
+  }
+
   /**
    * Marks the objects under `prefix` (those `select` keeps) as expired: their time stamp goes to 0, so the cache
    * re-reads them on next use while still serving them (see `FreshCache`). Returns how many were marked.
@@ -527,27 +544,64 @@ export class DiskStore {
     return n;
   }
 
-  /** Lists keys under a prefix (for maintenance and tests). */
+  /** Every key under `prefix`, walked folder by folder (in no particular order). */
   async *keys(prefix = ""): AsyncGenerator<string> {
-    const start = prefix ? this.#path(prefix) : this.root;
-    const walk = async function* (dir: string, rel: string): AsyncGenerator<string> {
-      let entries: Deno.DirEntry[];
-      try {
-        entries = await Array.fromAsync(Deno.readDir(dir));
-      } catch (e) {
-        if (e instanceof Deno.errors.NotFound) return;
-        throw e;
+    const p = prefix.replace(/\/$/, "");
+    if (p !== "") {
+      if ((await this.stat(p).catch(() => undefined)) !== undefined) yield p;
+      if (NOT_OBJECTS.has(p.split("/")[0])) return;
+    }
+    yield* this.#walk(p === "" ? this.root : this.#dirPath(p), p);
+  }
+
+  /** The folder a prefix names (a prefix of one segment is a folder, not a key). */
+  #dirPath(prefix: string): string {
+    if (!prefix.split("/").every((s) => isStoreKey(`x/${s}`))) throw new Error(`Unsafe cache prefix ${prefix}`);
+    return join(this.root, prefix);
+  }
+
+  async *#walk(dir: string, rel: string): AsyncGenerator<string> {
+    let entries: Deno.DirEntry[];
+    try {
+      entries = await Array.fromAsync(Deno.readDir(dir));
+    } catch (e) {
+      if (e instanceof Deno.errors.NotFound || e instanceof Deno.errors.NotADirectory) return;
+      throw e;
+    }
+    for (const entry of entries) {
+      const child = rel ? `${rel}/${entry.name}` : entry.name;
+      if (entry.isDirectory) {
+        if (rel !== "" || !NOT_OBJECTS.has(entry.name)) yield* this.#walk(join(dir, entry.name), child);
+      } else if (entry.isFile && rel !== "" && isStoreKey(child)) {
+        yield child;
       }
-      for (const entry of entries) {
-        const childRel = rel ? `${rel}/${entry.name}` : entry.name;
-        if (entry.isDirectory) {
-          if (childRel !== "tmp" && childRel !== "locks") yield* walk(join(dir, entry.name), childRel);
-        } else {
-          yield childRel;
-        }
-      }
-    };
-    yield* walk(start, prefix);
+    }
+  }
+
+  /** One page of the keys under `prefix`, in code-unit order (each page walks the prefix's folder). */
+  async list(prefix: string, options: { after?: string; limit?: number } = {}): Promise<ListPage> {
+    const limit = options.limit ?? 1000;
+    const after = options.after;
+    const all: string[] = [];
+    for await (const key of this.keys(prefix)) {
+      if (underPrefix(key, prefix) && (after === undefined || key > after)) all.push(key);
+    }
+    all.sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+    const keys = all.slice(0, limit);
+    return all.length > limit ? { keys, next: keys.at(-1) } : { keys };
+  }
+
+  /** Every stored file's bytes and count, metadata included (a walk of the folder). */
+  async usage(): Promise<{ bytes: number; objects: number }> {
+    let bytes = 0;
+    let objects = 0;
+    for await (const key of this.keys()) {
+      const info = await this.stat(key).catch(() => undefined);
+      if (!info) continue; // removed meanwhile
+      bytes += info.size;
+      objects++;
+    }
+    return { bytes, objects };
   }
 
   /** Records a use: moves the object to the recent end and, at most once per `touchEvery`, stamps it on disk. */
