@@ -5,7 +5,7 @@
  * @module
  */
 import { sha256Hex } from "../store/hash.ts";
-import type { Served } from "../cache/fresh_cache.ts";
+import type { Served } from "../cache/served.ts";
 import { answerFor } from "../http/errors.ts";
 import { REPO_HOST_ALTERNATIVES } from "../packages/sources/registry.ts";
 import type { RepoSpec } from "../packages/sources/source.ts";

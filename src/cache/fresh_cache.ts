@@ -11,20 +11,7 @@ import { fromUpstream, NotFound } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import { SingleFlight } from "./single_flight.ts";
 import type { ObjectStore, StoredObject } from "../store/object_store.ts";
-
-/** How a request was answered from the cache. */
-export type CacheOutcome = "hit" | "miss" | "stale";
-
-/** An object ready to serve. */
-export interface Served {
-  body: Uint8Array;
-  etag: string;
-  outcome: CacheOutcome;
-  /** The kind of object (index, manifest, file, ...), as counted in the cache metrics. */
-  kind: string;
-  /** Upstream time spent for this answer, in ms (misses only). */
-  upstreamMs?: number;
-}
+import type { Served } from "./served.ts";
 
 /**
  * How long a cached object stays fresh: `false` for good (content-addressed files, commits), `true` for `cache.ttl`,

@@ -11,7 +11,7 @@ import type { Logger } from "../log.ts";
 import type { Metrics } from "../http/metrics.ts";
 import type { RequestLog } from "../http/request_log.ts";
 import { createRecorder, type ServeHandler } from "../http/server.ts";
-import type { Shareable } from "../http/responses.ts";
+import { forEdge, type Shareable } from "../http/responses.ts";
 import { assembleEdge } from "./assemble.ts";
 import { createEdgeHandler, EDGE_WINDOW_MS, EdgeCache } from "./edge.ts";
 import { HEAD_TIMEOUT_MS, IDLE_TIMEOUT_MS, MAX_CONNECTIONS } from "./front.ts";
@@ -205,7 +205,7 @@ async function startWorkers(options: ListenOptions): Promise<Listener> {
     let shared: Shareable | undefined;
     const request = forwardedRequest(message);
     const response = await options.handler(request, { remoteAddr: { hostname: message.client } }, (s) => {
-      shared = s;
+      shared = forEdge(s);
     });
     const body = response.body === null ? null : await response.arrayBuffer();
     const reply: ToWorker = {

@@ -18,6 +18,7 @@
  */
 import type { ManifestFacts, RequestEntry } from "../http/request_log.ts";
 import type { Shareable } from "../http/responses.ts";
+import type { ManifestView } from "../cache/served.ts";
 import type { Logger } from "../log.ts";
 import { type AuditDb, type Enforced, type InstallRow, isCorruption } from "./audit_db.ts";
 import { decodeSegment, MAX_RECORDED_PATH, recordedPath } from "./paths.ts";
@@ -119,15 +120,15 @@ export function classify(route: string, path: string): Classified {
 
 const MIRROR_PATH = new RegExp(`^/(?:${REPO_HOST_ALTERNATIVES}|url)/`);
 
-/** Reads a manifest body (`hashes`, `urls`, `version`; parsed once, {@linkcode readManifest}) into what the install records need. */
-export function manifestInfo(body: Uint8Array): ManifestInfo | undefined {
-  const { doc } = readManifest(body);
+/**
+ * Reads a manifest (`hashes`, `urls`, `version`) into what the install records need: from the view its answer
+ * carried, or from its body (parsed once, {@linkcode readManifest}).
+ */
+export function manifestInfo(manifest: Uint8Array | ManifestView): ManifestInfo | undefined {
+  const { doc, hashes } = manifest instanceof Uint8Array ? readManifest(manifest) : manifest;
   if (typeof doc !== "object" || doc === null) return undefined;
-  const m = doc as { version?: unknown; hashes?: unknown; urls?: unknown };
-  const files: string[] = [];
-  for (const item of Array.isArray(m.hashes) ? m.hashes : []) {
-    if (Array.isArray(item) && typeof item[1] === "string") files.push(`file:${item[1]}`);
-  }
+  const m = doc as { version?: unknown; urls?: unknown };
+  const files = hashes.map((hash) => `file:${hash}`);
   for (const item of Array.isArray(m.urls) ? m.urls : []) {
     if (!Array.isArray(item) || typeof item[1] !== "string") continue;
     const url = item[1];
@@ -277,7 +278,8 @@ export class InstallRecorder {
   /** Rows deleted early since the last warning about it, and when that was. */
   #droppedSinceWarning = 0;
   #lastDropWarning = -Infinity;
-  #manifests = new Map<string, Uint8Array | ManifestInfo | Promise<ManifestInfo | undefined>>();
+  /** By recorded path: what its answer said (not read yet), what it lists, or the copy of a body being read. */
+  #manifests = new Map<string, Uint8Array | ManifestView | ManifestInfo | Promise<ManifestInfo | undefined>>();
   #open = new Map<string, OpenInstall[]>();
   #openCount = 0;
   #nextId: number;
@@ -414,10 +416,11 @@ export class InstallRecorder {
     if (this.#o.db === null || entry.status !== 200 || entry.method !== "GET" || !mayBeManifest(entry.route)) return;
     const key = recordedPath(entry.path);
     if (this.#classifyEntry(entry, key).kind !== "manifest") return;
-    // Kept as the bytes the route sent (read later, off the request path; the resolver has most often read them
-    // already, see readManifest), or as the promise of a copy of the body for an answer that was not a cached object.
+    // Kept as what the answer carried: the manifest as the resolver read it, else the bytes the route sent (read
+    // later, off the request path, see readManifest); or as the promise of a copy of the body for an answer that was
+    // not a cached object.
     const info = answer
-      ? answer.body
+      ? answer.manifest ?? answer.body
       : response.clone().arrayBuffer().then((b) => manifestInfo(new Uint8Array(b)), () => undefined);
     this.#manifests.delete(key);
     if (info !== undefined) this.#manifests.set(key, info);
@@ -644,7 +647,7 @@ export class InstallRecorder {
       const failed = entry.status >= 400;
       if (failed && !this.#mayFail(device, time)) return null;
       let cached = this.#manifests.get(path);
-      if (cached instanceof Uint8Array) {
+      if (cached instanceof Uint8Array || (cached !== undefined && "doc" in cached)) {
         cached = manifestInfo(cached);
         if (cached) this.#manifests.set(path, cached);
         else this.#manifests.delete(path);

@@ -4,20 +4,32 @@
  * @module
  */
 
+import type { Served } from "../cache/served.ts";
+
 const encoder = new TextEncoder();
 
-/** The reusable form of a cache-hit answer: its 200 body and headers and its 304 headers. */
-export interface Shareable {
+/**
+ * A served object as a route sent it: the answer itself (its bytes, ETag, kind and, for a manifest, what it says) with
+ * the route that gave it and its 200 and 304 headers. The install records read it; a cache hit is also what the edge
+ * repeats for a moment.
+ */
+export interface Shareable extends Served {
   /** The route pattern that gave it (the edge's repeats are recorded under it). */
   route: string;
-  /** The kind of cached object, as counted in the cache metrics. */
-  kind: string;
-  etag: string;
-  body: Uint8Array;
   /** Headers of the 200 answer, Content-Length included. */
   headers: Record<string, string>;
   /** Headers of the 304 answer to a matching If-None-Match. */
   notModified: Record<string, string>;
+}
+
+/**
+ * What of a {@linkcode Shareable} goes to an edge worker thread: all but the parsed manifest, which the edge never
+ * reads and a message between threads would copy whole.
+ */
+export function forEdge(shared: Shareable): Shareable {
+  if (shared.manifest === undefined) return shared;
+  const { manifest: _, ...rest } = shared;
+  return rest;
 }
 
 /** An error with an HTTP status; its message is sent to the client as plain text. */

@@ -12,7 +12,7 @@
  * @module
  */
 import { etagOf, sha256Hex } from "../store/hash.ts";
-import type { Served } from "../cache/fresh_cache.ts";
+import type { Served } from "../cache/served.ts";
 import { Blocked, DomainError, Failure, LockMismatch, NotAllowed, NotFound } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import { type LockedPackage, type LockFile, repoId, variantKey } from "./lock_file.ts";

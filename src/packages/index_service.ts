@@ -6,14 +6,13 @@
  * @module
  */
 import { etagOf, sha256Hex } from "../store/hash.ts";
-import type { FreshCache, Load, Served } from "../cache/fresh_cache.ts";
+import type { FreshCache, Load } from "../cache/fresh_cache.ts";
+import type { Served } from "../cache/served.ts";
 import { BadName, BadUpstream, type DomainError, fromUpstream, NotFound } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import { type Fetcher, UpstreamError } from "../upstream/fetcher.ts";
 import { checkManifest, listedHashes, readManifest, UnsafeManifestError } from "./names.ts";
 import { fileKey, indexDocKey, indexManifestKey } from "../store/keys.ts";
-
-export type { Served };
 
 /** What the index service is built from. */
 export interface IndexServiceOptions {

@@ -12,7 +12,7 @@
 import { etagOf } from "../store/hash.ts";
 import { LAYER } from "../store/keys.ts";
 import type { ObjectStore } from "../store/object_store.ts";
-import type { Served } from "../cache/fresh_cache.ts";
+import type { Served } from "../cache/served.ts";
 import { NotFound, Unavailable, UpstreamFailed, UpstreamTimedOut } from "../errors.ts";
 import { BASE_PLACEHOLDER } from "./locations.ts";
 

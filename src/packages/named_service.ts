@@ -6,7 +6,8 @@
  * @module
  */
 import { etagOf, sha256Hex } from "../store/hash.ts";
-import type { FreshCache, Load, Served } from "../cache/fresh_cache.ts";
+import type { FreshCache, Load } from "../cache/fresh_cache.ts";
+import type { Served } from "../cache/served.ts";
 import type { ObjectStore } from "../store/object_store.ts";
 import { BadUpstream, DomainError, NotFound, UpstreamFailed, UpstreamTimedOut } from "../errors.ts";
 import type { Logger } from "../log.ts";

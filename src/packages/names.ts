@@ -10,6 +10,7 @@
  * @module
  */
 import { BadName, BadUpstream } from "../errors.ts";
+import type { ManifestView } from "../cache/served.ts";
 
 /** What a route parameter must look like (the router's `ParamSpec`). */
 export interface NameRule {
@@ -49,14 +50,6 @@ export function specProblem(spec: string): string | undefined {
     return `${JSON.stringify(spec)}: after @ expected ${VERSION.expected}`;
   }
   return undefined;
-}
-
-/** A manifest's body read once: its JSON document and the file hashes its `hashes` lists. */
-export interface ManifestView {
-  /** The parsed document (undefined when the body is not JSON). Shared by every reader of these bytes: never change it. */
-  readonly doc: unknown;
-  /** The second item of each `hashes` entry that is a string (none when the body is not JSON or lists none). */
-  readonly hashes: readonly string[];
 }
 
 /**

@@ -6,7 +6,8 @@
  * should never have to reach GitHub or the internet itself).
  * @module
  */
-import type { FreshCache, Mutability, Served } from "../cache/fresh_cache.ts";
+import type { FreshCache, Mutability } from "../cache/fresh_cache.ts";
+import type { Served } from "../cache/served.ts";
 import { etagOf } from "../store/hash.ts";
 import { mirrorKey } from "../store/keys.ts";
 import { BadUpstream } from "../errors.ts";

@@ -4,7 +4,7 @@
  * @module
  */
 import { etagOf } from "../store/hash.ts";
-import type { Served } from "../cache/fresh_cache.ts";
+import type { Served } from "../cache/served.ts";
 import type { PinnedFiles } from "./pinned.ts";
 import type { ObjectStore } from "../store/object_store.ts";
 import { BadUpstream, NotAllowed } from "../errors.ts";
@@ -161,7 +161,7 @@ export class Resolver {
     await this.#checkDeps(served.body, base);
     this.#o.policy.noteManifest(name, served.body);
     if (!named && this.#o.pinned?.isPinned(name, resolved)) this.#o.pinned.note(served.body);
-    return served;
+    return { ...served, manifest: readManifest(served.body) };
   }
 
   /** `repo/{mpy}/{host}/{owner}/{repo}/{ref}/{path}`: a repository dependency built into a manifest. */
@@ -185,7 +185,7 @@ export class Resolver {
     }
     await this.#checkDeps(served.body, base);
     this.#o.policy.noteManifest(`${spec.host}:${spec.owner}/${spec.repo}`, served.body);
-    return served;
+    return { ...served, manifest: readManifest(served.body) };
   }
 
   /**
@@ -247,7 +247,9 @@ export class Resolver {
       throw new BadUpstream(`Refused manifest in urls form: it names something that is not a URL (${e.message})`);
     }
     const body = enc.encode(JSON.stringify(form));
-    return { ...served, body, etag: await etagOf(body) };
+    // New bytes: the view of the manifest they were made from does not go with them.
+    const { manifest: _, ...rest } = served;
+    return { ...rest, body, etag: await etagOf(body) };
   }
 
   /**

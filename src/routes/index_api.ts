@@ -3,10 +3,10 @@
  * `/package/{mpy}/{name}/{version}.json` and `/file/{h2}/{hash}`.
  * @module
  */
-import { HttpError, representationResponse } from "../http/responses.ts";
+import { HttpError, representationResponse, type Shareable } from "../http/responses.ts";
 import type { RouteContext, Router } from "../http/router.ts";
 import type { ManifestFacts } from "../http/request_log.ts";
-import type { Served } from "../cache/fresh_cache.ts";
+import type { Served } from "../cache/served.ts";
 import type { Resolver } from "../packages/resolver.ts";
 import type { Logger } from "../log.ts";
 import {
@@ -43,11 +43,9 @@ export function serveObject(ctx: RouteContext, served: Served, contentType: stri
   ctx.meta.cache = served.outcome;
   if (served.upstreamMs !== undefined) ctx.meta.upstream_ms = served.upstreamMs;
   const headers = { etag: served.etag, "cache-control": cacheControl };
-  const representation = {
+  const representation: Shareable = {
+    ...served,
     route: ctx.route,
-    kind: served.kind,
-    etag: served.etag,
-    body: served.body,
     headers: { ...headers, "content-type": contentType, "content-length": String(served.body.byteLength) },
     notModified: headers,
   };

@@ -5,7 +5,7 @@
  * raw file, cached.
  * @module
  */
-import type { Served } from "../cache/fresh_cache.ts";
+import type { Served } from "../cache/served.ts";
 import { jsonResponse } from "../http/responses.ts";
 import type { RouteContext, Router } from "../http/router.ts";
 import type { Logger } from "../log.ts";

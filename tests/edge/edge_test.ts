@@ -15,6 +15,7 @@ function shared(bytes: number, route = "/file/:h2/:hash"): Shareable {
   return {
     route,
     kind: "file",
+    outcome: "hit",
     etag: `"e${bytes}"`,
     body,
     headers: { etag: `"e${bytes}"`, "content-length": String(bytes) },

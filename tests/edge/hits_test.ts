@@ -9,6 +9,7 @@ function shared(bytes: number, kind = "file", route = "/file/:h2/:hash"): Sharea
   return {
     route,
     kind,
+    outcome: "hit",
     etag: `"e${bytes}"`,
     body: new Uint8Array(bytes),
     headers: { etag: `"e${bytes}"`, "content-length": String(bytes) },

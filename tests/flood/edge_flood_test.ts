@@ -15,6 +15,7 @@ function answer(bytes: number): Shareable {
   return {
     route: "/file/:h2/:hash",
     kind: "file",
+    outcome: "hit",
     etag: '"e"',
     body: new Uint8Array(bytes),
     headers: { etag: '"e"', "content-length": String(bytes) },
