@@ -15,6 +15,7 @@ import type { ObjectStore } from "./store/object_store.ts";
 import { IndexService } from "./packages/index_service.ts";
 import { NamedService, type Transform } from "./packages/named_service.ts";
 import { PinnedFiles } from "./packages/pinned.ts";
+import { ListedFiles } from "./packages/listed_files.ts";
 import { Policy } from "./packages/policy.ts";
 import { expireRef } from "./packages/refresh.ts";
 import { RepoService } from "./packages/repo_service.ts";
@@ -121,7 +122,9 @@ export async function createApp(options: AppOptions): Promise<App> {
       packages: Object.keys(lock.file.packages).length,
     });
   }
-  const pinned = new PinnedFiles(config.pins);
+  // One memory of which files manifests listed, for the pins, the policy and the guards.
+  const listed = new ListedFiles();
+  const pinned = new PinnedFiles(config.pins, listed);
   const lockProtect = lock ? lockProtects(lock.file) : undefined;
   const cacheDir = cacheDirOf(config);
   const store = storeFor(config, {
@@ -215,6 +218,7 @@ export async function createApp(options: AppOptions): Promise<App> {
     ttl: config.cache.ttl,
     now,
     logger,
+    listed,
   });
   const imported = new BundleLayer(store, now);
   await imported.load();
@@ -231,7 +235,15 @@ export async function createApp(options: AppOptions): Promise<App> {
     checkMirrorDeps: (path: string) => repos.checkMirrorDeps(path),
   };
   const resolver = lock || config.policy.block.length > 0
-    ? new GuardedResolver({ ...resolverOptions, lock, block: config.policy.block, logger, ttl: config.cache.ttl, now })
+    ? new GuardedResolver({
+      ...resolverOptions,
+      lock,
+      block: config.policy.block,
+      logger,
+      ttl: config.cache.ttl,
+      now,
+      listed,
+    })
     : new Resolver(resolverOptions);
   const publicUrl = config.server.public_url;
   // A profile is known when configured or when an imported bundle holds it.

@@ -147,6 +147,12 @@ export function manifestInfo(manifest: Uint8Array | ManifestView): ManifestInfo 
 
 interface OpenInstall {
   row: InstallRow;
+  /**
+   * What its manifest lists (file keys, {@linkcode ManifestInfo}), for this install alone: a file a device asks for is
+   * placed in that device's open install that lists it. Not the server-wide `packages/listed_files.ts` memory, which
+   * knows hashes but not devices, installs, `audit.window` or `urls`, and is filled only under the policy, the pins,
+   * the lock and the block list.
+   */
   listed: Set<string>;
   served: Set<string>;
   earlier: Set<string>;

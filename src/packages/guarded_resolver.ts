@@ -21,6 +21,7 @@ import { Resolver, type ResolverOptions } from "./resolver.ts";
 import type { RepoSpec } from "./sources/source.ts";
 import { fileKey, namedPrefix } from "../store/keys.ts";
 import { listedHashes, readManifest } from "./names.ts";
+import { ListedFiles, shortHash as short } from "./listed_files.ts";
 
 /** What the guarded resolver adds to a resolver's options. */
 export interface GuardOptions extends ResolverOptions {
@@ -32,19 +33,17 @@ export interface GuardOptions extends ResolverOptions {
   /** How long the set of blocked files is kept before it is computed again, in ms. */
   ttl: number;
   now?: () => number;
+  /**
+   * Where the files served and refused manifests list, and the lock's, are remembered (shared with the policy and the
+   * pins; default: its own).
+   */
+  listed?: ListedFiles;
 }
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();
 /** Most versions of one package read when computing the blocked files (bounds upstream reads). */
 const VERSION_LIMIT = 200;
-/**
- * Most short hashes remembered as listed by a served (unblocked) manifest, and, apart, as listed by a refused
- * (blocked) one; past it no more are noted.
- */
-export const SERVED_LIMIT = 200_000;
-
-const short = (hash: string) => hash.slice(0, 8);
 
 async function served(doc: unknown, outcome: Served["outcome"], kind: string): Promise<Served> {
   const body = enc.encode(JSON.stringify(doc));
@@ -57,33 +56,28 @@ export class GuardedResolver extends Resolver {
   #block: BlockList;
   #now: () => number;
   #blockedFiles?: { at: number; value: Promise<Map<string, string>> };
-  #servedHashes = new Set<string>();
-  /** Hashes of blocked manifests refused since the blocked set was computed, with the block entry. */
-  #refused = new Map<string, string>();
-  #lockedByShort = new Map<string, string[]>();
+  /**
+   * Which short hashes served manifests listed (a file one of them lists is never blocked), which refused (blocked)
+   * ones listed, with the block entry, and the lock's full hashes by their short form (kept for good). The oldest noted
+   * are forgotten first past the bound, and noted again when their manifest is asked for, which `mip` does before the
+   * files.
+   */
+  #listed: ListedFiles;
 
   constructor(options: GuardOptions) {
     super(options);
     this.#g = options;
     this.#block = new BlockList(options.block);
     this.#now = options.now ?? Date.now;
+    this.#listed = options.listed ?? new ListedFiles();
     for (const pkg of Object.values(options.lock?.file.packages ?? {})) {
-      for (const files of Object.values(pkg.files)) {
-        for (const hash of Object.values(files)) {
-          const list = this.#lockedByShort.get(short(hash)) ?? [];
-          if (!list.includes(hash)) list.push(hash);
-          this.#lockedByShort.set(short(hash), list);
-        }
-      }
+      for (const files of Object.values(pkg.files)) this.#listed.lock(Object.values(files));
     }
   }
 
-  /**
-   * How many short hashes are remembered as listed by served manifests and by refused (blocked) ones, each at most
-   * {@linkcode SERVED_LIMIT}.
-   */
-  get remembered(): { served: number; refused: number } {
-    return { served: this.#servedHashes.size, refused: this.#refused.size };
+  /** The memory of listed files the guards read (shared with the policy and the pins when the app made them). */
+  get listed(): ListedFiles {
+    return this.#listed;
   }
 
   /** `index.json` with only locked packages (at their locked version), and without blocked releases. */
@@ -161,7 +155,7 @@ export class GuardedResolver extends Resolver {
     let answer = await super.manifest(mpy, name, version, profile, base);
     const stated = this.#statedVersion(answer.body);
     if (this.#block.match(name, stated)) {
-      this.#noteRefused(answer.body, this.#block.match(name, stated)!);
+      this.#listed.noteRefused(listedHashes(answer.body), this.#block.match(name, stated)!);
       if (version !== "latest" || this.#g.named.has(name)) this.#refuseBlocked(name, stated);
       const fallback = newestUnblocked(await this.#indexVersions(name, mpy), (v) => !!this.#block.match(name, v));
       if (fallback === undefined) {
@@ -210,16 +204,16 @@ export class GuardedResolver extends Resolver {
   override async file(hash: string): Promise<Served> {
     if (!this.#block.empty) {
       const id = short(hash);
-      const entry = this.#servedHashes.has(id)
+      const entry = this.#listed.served(id)
         ? undefined
-        : (await this.#blockedSet()).get(id) ?? this.#refused.get(id);
+        : (await this.#blockedSet()).get(id) ?? this.#listed.refusedBy(id);
       if (entry) {
         throw new Blocked(`File ${hash} belongs only to releases blocked by policy.block (${entry})`);
       }
     }
     const lock = this.#g.lock;
     if (!lock) return await super.file(hash);
-    const full = hash.length >= 8 ? this.#lockedByShort.get(short(hash))?.find((h) => h.startsWith(hash)) : undefined;
+    const full = this.#listed.lockedFor(hash);
     if (!full) throw new NotAllowed(`File ${hash} is not allowed: the lock file ${lock.path} lists no such file`);
     const fetched = await this.#obtain(full, hash);
     // Objects under a full hash were checked against it when they were written (here, or by a named build).
@@ -248,17 +242,7 @@ export class GuardedResolver extends Resolver {
 
   #noteServed(body: Uint8Array): void {
     if (this.#block.empty) return;
-    for (const hash of listedHashes(body)) {
-      if (this.#servedHashes.size >= SERVED_LIMIT) return;
-      this.#servedHashes.add(short(hash));
-    }
-  }
-
-  #noteRefused(body: Uint8Array, entry: string): void {
-    for (const hash of listedHashes(body)) {
-      if (this.#refused.size >= SERVED_LIMIT) return;
-      this.#refused.set(short(hash), entry);
-    }
+    this.#listed.noteServed(listedHashes(body));
   }
 
   /** The versions `index.json` lists for an index package, for `mpy` (or any variant when it lists none for it). */
@@ -337,8 +321,9 @@ export class GuardedResolver extends Resolver {
         }
       }
     }
-    for (const hash of this.#servedHashes) kept.add(hash);
     for (const hash of kept) blocked.delete(hash);
+    // What a served manifest listed is not blocked (file() asks again: more are served after this is computed).
+    for (const hash of blocked.keys()) if (this.#listed.served(hash)) blocked.delete(hash);
     return blocked;
   }
 
@@ -402,7 +387,7 @@ export class GuardedResolver extends Resolver {
     }
     const out: Record<string, unknown> = { ...doc, version: entry.version, hashes };
     delete out.urls;
-    for (const [, hash] of hashes) if (this.#servedHashes.size < SERVED_LIMIT) this.#servedHashes.add(short(hash));
+    this.#listed.noteServed(hashes.map(([, hash]) => hash));
     return { ...(await served(out, outcome, "manifest")), upstreamMs };
   }
 

@@ -5,17 +5,22 @@
  * @module
  */
 import type { ObjectStore } from "../store/object_store.ts";
+import { ListedFiles } from "./listed_files.ts";
 import { listedHashes } from "./names.ts";
 import { INDEX_MANIFEST_KEY, indexManifestKey } from "../store/keys.ts";
 
 /** File hashes of pinned releases, and the store's `protect` test built on them. */
 export class PinnedFiles {
   #pins: Record<string, string>;
-  #hashes = new Set<string>();
+  #listed: ListedFiles;
 
-  /** `pins` is the config's `pins`: package name → pinned version. */
-  constructor(pins: Record<string, string>) {
+  /**
+   * `pins` is the config's `pins`: package name → pinned version. The files are remembered in `listed` (shared with
+   * the policy and the guards; default: its own), where a pinned one is never forgotten.
+   */
+  constructor(pins: Record<string, string>, listed: ListedFiles = new ListedFiles()) {
     this.#pins = pins;
+    this.#listed = listed;
   }
 
   /** Whether `version` of `name` is the pinned one (for `latest`, the caller passes the version it resolved to). */
@@ -25,7 +30,7 @@ export class PinnedFiles {
 
   /** Notes the files a manifest of a pinned release lists (a manifest that is not JSON lists none). */
   note(body: Uint8Array): void {
-    for (const hash of listedHashes(body)) this.#hashes.add(hash);
+    this.#listed.notePinned(listedHashes(body));
   }
 
   /** Reads every cached index manifest of a pinned release (`index/{id}/package/{mpy}/{name}/{version}.json`). */
@@ -46,11 +51,6 @@ export class PinnedFiles {
   /** The store's `protect` test: true for a content file (`files/{h2}/{hash}`) a pinned release lists. */
   protects(key: string): boolean {
     const m = /^files\/[0-9a-f]{2}\/([0-9a-f]{4,64})$/.exec(key);
-    return m !== null && this.#hashes.has(m[1]);
-  }
-
-  /** How many file hashes are kept. */
-  get size(): number {
-    return this.#hashes.size;
+    return m !== null && this.#listed.pinned(m[1]);
   }
 }

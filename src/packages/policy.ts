@@ -7,6 +7,7 @@
 import { NotAllowed } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import { BASE_PLACEHOLDER } from "./locations.ts";
+import { ListedFiles } from "./listed_files.ts";
 import { listedHashes } from "./names.ts";
 import { REPO_HOST_ALTERNATIVES } from "./sources/registry.ts";
 
@@ -28,6 +29,8 @@ export interface PolicyOptions {
   ttl: number;
   now?: () => number;
   logger: Logger;
+  /** Where the files allowed manifests list are remembered (shared with the pins and the guards; default: its own). */
+  listed?: ListedFiles;
 }
 
 /** What the closure allows. */
@@ -54,19 +57,17 @@ export function prefixOf(path: string): string | undefined {
   return m ? `/${m[1]}/${m[2]}/${m[3]}/` : undefined;
 }
 
-/** Most file hashes {@linkcode Policy.noteManifest} remembers. */
-export const MAX_FILE_HASHES = 200_000;
-
 /** Decides what may be served. */
 export class Policy {
   #o: PolicyOptions;
   #now: () => number;
   #allowed?: { at: number; value: Promise<Allowed> };
-  #hashes = new Map<string, string[]>();
+  #listed: ListedFiles;
 
   constructor(options: PolicyOptions) {
     this.#o = options;
     this.#now = options.now ?? Date.now;
+    this.#listed = options.listed ?? new ListedFiles();
   }
 
   /** Whether anything is refused at all. */
@@ -103,29 +104,23 @@ export class Policy {
 
   /**
    * Remembers the file hashes of a manifest of an allowed package (`name`), so their `/file/` requests are allowed:
-   * with `deny`, `/file/` serves only what an allowed manifest served since start listed. At most
-   * {@linkcode MAX_FILE_HASHES} hashes are kept (the oldest forgotten first); a forgotten one is allowed again as
-   * soon as its manifest is asked for, which `mip` always does before the files.
+   * with `deny`, `/file/` serves only what an allowed manifest served since start listed. They are kept in the
+   * {@linkcode ListedFiles} (at most `MAX_LISTED_FILES` short hashes, the oldest forgotten first); a forgotten one is
+   * allowed again as soon as its manifest is asked for, which `mip` always does before the files.
    */
   noteManifest(name: string, body: Uint8Array): void {
     if (!this.denying) return;
-    for (const hash of listedHashes(body)) {
-      const names = this.#hashes.get(hash) ?? [];
-      this.#hashes.delete(hash);
-      if (!names.includes(name)) names.unshift(name);
-      this.#hashes.set(hash, names.slice(0, 4));
-      if (this.#hashes.size > MAX_FILE_HASHES) this.#hashes.delete(this.#hashes.keys().next().value!);
-    }
+    this.#listed.noteAllowed(name, listedHashes(body));
   }
 
   /** Whether a file hash is listed by an allowed manifest seen since start (always, unless `deny`). */
   fileAllowed(hash: string): boolean {
-    return !this.denying || this.#hashes.has(hash);
+    return !this.denying || this.#listed.allows(hash);
   }
 
   /** The allowed packages whose manifests list a file hash (at most four), for messages. */
   packagesOf(hash: string): string[] {
-    return this.#hashes.get(hash) ?? [];
+    return this.#listed.packagesOf(hash);
   }
 
   async #walk(): Promise<Allowed> {
