@@ -12,6 +12,8 @@ import type { Logger } from "./log.ts";
 import { FreshCache } from "./cache/fresh_cache.ts";
 import { DiskStore } from "./store/disk/mod.ts";
 import type { ObjectStore } from "./store/object_store.ts";
+import { type Leases, soloLeases } from "./store/lease.ts";
+import type { SharedFigures } from "./store/tiered/mod.ts";
 import { IndexService } from "./packages/index_service.ts";
 import { NamedService, type Transform } from "./packages/named_service.ts";
 import { PinnedFiles } from "./packages/pinned.ts";
@@ -45,8 +47,11 @@ export interface AppOptions {
   now?: () => number;
   /** Replaces the compile step for named packages' files (default: mpy-cross as configured). */
   transform?: Transform;
-  /** Environment for finding mpy-cross on PATH (default: none, so the configured or pinned one is used). */
-  env?: { PATH?: string };
+  /**
+   * Environment: PATH for finding mpy-cross (default: none, so the configured or pinned one is used), and the
+   * S3 credentials (`AWS_ACCESS_KEY_ID`, ...) for `cache.store: s3`.
+   */
+  env?: Record<string, string | undefined>;
   /**
    * Gathers requests answered outside this handler (the listener's edge worker threads) into the request log and
    * metrics; `/_/requests` and `/metrics` wait for it, so they show every request up to that moment.
@@ -86,22 +91,75 @@ export function cacheDirOf(config: Config): string {
   return config.cache.dir ?? ".cache";
 }
 
+/** The store the cache is kept in, and how fills are shared out among the processes that use it. */
+export interface CacheStore {
+  store: ObjectStore;
+  leases: Leases;
+  /** The shared tier's figures (`cache.store: s3`), else undefined. */
+  shared?: () => SharedFigures;
+}
+
 /**
- * The object store `config` sets (`cache.dir` on disk), not yet opened: the server's, and the commands' that work on
- * the cache without a server (`import`, `purge`). Those pass `limit: false`: they leave `cache.max_size` to the
- * server, which knows what the lock and the pins protect.
+ * The object store `config` sets, not yet opened: `cache.dir` on disk, or (`cache.store: s3`) the bucket behind
+ * `cache.dir` as each replica's local tier, with leases in the bucket. The S3 modules are loaded only then. The
+ * commands that work on the cache without a server (`import`, `purge`) pass `limit: false`: they leave
+ * `cache.max_size` to the server, which knows what the lock and the pins protect.
  */
-export function storeFor(
+export async function storeFor(
   config: Config,
-  options: { now?: () => number; logger?: Logger; protect?: (key: string) => boolean; limit?: boolean } = {},
-): ObjectStore {
-  return new DiskStore(cacheDirOf(config), {
+  options: {
+    now?: () => number;
+    logger?: Logger;
+    protect?: (key: string) => boolean;
+    limit?: boolean;
+    env?: Record<string, string | undefined>;
+    /** Told of every request to the shared store (for `/metrics`). */
+    onRequest?: (method: string, status: number, seconds: number) => void;
+  } = {},
+): Promise<CacheStore> {
+  const local = new DiskStore(cacheDirOf(config), {
     now: options.now,
     memoryBytes: config.cache.memory,
     maxBytes: options.limit === false ? null : config.cache.max_size,
     logger: options.logger,
     protect: options.protect,
   });
+  if (config.cache.store !== "s3") return { store: local, leases: soloLeases };
+  const env = options.env ?? {};
+  const accessKeyId = env.AWS_ACCESS_KEY_ID;
+  const secretAccessKey = env.AWS_SECRET_ACCESS_KEY;
+  if (!accessKeyId || !secretAccessKey) {
+    throw new Error("cache.store is s3: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY in the environment");
+  }
+  const [{ S3Store }, { S3Leases }, { TieredStore }] = await Promise.all([
+    import("./store/s3/mod.ts"),
+    import("./store/s3/lease.ts"),
+    import("./store/tiered/mod.ts"),
+  ]);
+  const s3 = config.cache.s3;
+  const shared = new S3Store({
+    endpoint: s3.endpoint,
+    region: s3.region,
+    bucket: s3.bucket!,
+    prefix: s3.prefix,
+    pathStyle: s3.path_style,
+    accessKeyId,
+    secretAccessKey,
+    sessionToken: env.AWS_SESSION_TOKEN || undefined,
+    now: options.now,
+    logger: options.logger,
+    timeoutMs: config.upstreams.timeout,
+    onRequest: options.onRequest,
+  });
+  const replica = crypto.randomUUID().slice(0, 8);
+  const store = new TieredStore(local, shared, { now: options.now, logger: options.logger, replica });
+  store.protect = options.protect ?? (() => false);
+  const leases = new S3Leases(shared.client, shared.keyPrefix, {
+    now: options.now,
+    logger: options.logger,
+    owner: replica,
+  });
+  return { store, leases, shared: () => store.shared() };
 }
 
 /** Builds the router, cache, upstream client, request log and metrics for `config`, and opens the cache. */
@@ -127,9 +185,12 @@ export async function createApp(options: AppOptions): Promise<App> {
   const pinned = new PinnedFiles(config.pins, listed);
   const lockProtect = lock ? lockProtects(lock.file) : undefined;
   const cacheDir = cacheDirOf(config);
-  const store = storeFor(config, {
+  let countS3: ((method: string, status: number, seconds: number) => void) | undefined;
+  const { store, leases, shared } = await storeFor(config, {
     now,
     logger,
+    env: options.env,
+    onRequest: (method, status, seconds) => countS3?.(method, status, seconds),
     // What the lock or a pin names is never evicted by cache.max_size.
     protect: (key) => pinned.protects(key) || (lockProtect?.(key) ?? false),
   });
@@ -138,6 +199,7 @@ export async function createApp(options: AppOptions): Promise<App> {
   const leftovers = await store.open();
   if (leftovers > 0) logger.warn("Removed unfinished cache writes left by an earlier crash", { files: leftovers });
   metrics.watchCacheStore(() => store.stats());
+  if (shared) countS3 = metrics.watchSharedStore(shared, () => leases.stats());
   const hosts = allowedHosts(config);
   const breakers = new Breakers({
     failures: config.upstreams.breaker.failures,
@@ -172,6 +234,7 @@ export async function createApp(options: AppOptions): Promise<App> {
   });
   const cache = new FreshCache({
     store,
+    leases,
     logger,
     metrics,
     now,
@@ -194,6 +257,7 @@ export async function createApp(options: AppOptions): Promise<App> {
     onError: config.mpy_cross.on_error,
     targets: config.targets,
     store,
+    leases,
     logger,
     metrics,
   });
@@ -269,6 +333,10 @@ export async function createApp(options: AppOptions): Promise<App> {
     version: VERSION,
     cacheStats: () => store.stats(),
     writable: () => store.writable(),
+    storeFacts: () => ({
+      store: store.kind,
+      ...(shared ? { shared: { location: store.location, ...shared() }, leases: leases.stats() } : {}),
+    }),
     requestLog,
     metrics,
     uptime: () => now() - started,

@@ -22,6 +22,10 @@ export const ENV_READ: string[] = [
   "CONFIGURATION_DIRECTORY",
   "CACHE_DIRECTORY",
   "PATH",
+  // The S3 credentials, for cache.store: s3.
+  "AWS_ACCESS_KEY_ID",
+  "AWS_SECRET_ACCESS_KEY",
+  "AWS_SESSION_TOKEN",
 ];
 
 function readEnv(): Record<string, string | undefined> {

@@ -31,15 +31,16 @@ async function writeAtomically(path: string, text: string): Promise<void> {
 export async function runLockCommand(
   command: LockCommand,
   config: Config,
-  env: { PATH?: string } = {},
+  env: Record<string, string | undefined> = {},
 ): Promise<number> {
   const logger = createLogger({ level: config.log.level, format: config.log.format, write: (l) => console.error(l) });
   try {
     if (command.kind === "purge") {
       const { name, version } = parseSpec(command.specs[0]);
-      const store = storeFor(config, { logger, limit: false });
+      const { store } = await storeFor(config, { logger, limit: false, env });
       await store.open();
-      const report = await purge(store, name, command.specs[0].includes("@") ? version : undefined);
+      const report = await purge(store, name, command.specs[0].includes("@") ? version : undefined)
+        .finally(() => store.close());
       if (report.manifests.length === 0) {
         console.log(`Nothing cached for ${command.specs[0]}`);
         return 0;

@@ -4,6 +4,7 @@
  * @module
  */
 import { cacheDirOf, createApp, storeFor } from "../app.ts";
+import type { ObjectStore } from "../store/object_store.ts";
 import type { Config } from "../config/schema.ts";
 import { createLogger } from "../log.ts";
 import { BASE_PLACEHOLDER } from "../packages/locations.ts";
@@ -15,7 +16,7 @@ import { stderrSink } from "./progress.ts";
 import { warm } from "./warm.ts";
 
 /** Builds the app a bundle command walks through: the config's, answering with the base placeholder, offline for export. */
-export async function commandApp(config: Config, offline: boolean, env: { PATH?: string }) {
+export async function commandApp(config: Config, offline: boolean, env: Record<string, string | undefined>) {
   const logger = createLogger({
     level: config.log.level === "debug" ? "debug" : "warn",
     format: config.log.format,
@@ -38,7 +39,7 @@ const mib = (n: number) => `${(n / 1048576).toFixed(1)} MiB`;
 export async function runBundleCommand(
   command: BundleCommand,
   config: Config,
-  env: { PATH?: string } = {},
+  env: Record<string, string | undefined> = {},
 ): Promise<number> {
   try {
     return await runBundle(command, config, env);
@@ -49,14 +50,19 @@ export async function runBundleCommand(
   }
 }
 
-async function runBundle(command: BundleCommand, config: Config, env: { PATH?: string }): Promise<number> {
+async function runBundle(
+  command: BundleCommand,
+  config: Config,
+  env: Record<string, string | undefined>,
+): Promise<number> {
   const cacheDir = cacheDirOf(config);
   if (command.kind === "import") {
+    let opened: ObjectStore | undefined;
     try {
       const r = await importBundle(async () => {
-        const store = storeFor(config, { limit: false });
+        const { store } = await storeFor(config, { limit: false, env });
         await store.open();
-        return store;
+        return (opened = store);
       }, command.bundle);
       console.log(
         `Imported ${command.bundle} into ${cacheDir}: ${r.objects} objects (${r.newFiles} new files, ${r.manifests} manifests) for ${
@@ -68,6 +74,8 @@ async function runBundle(command: BundleCommand, config: Config, env: { PATH?: s
       if (!(e instanceof BundleError)) throw e;
       console.error(`mipserver: refused ${command.bundle}, nothing was changed: ${e.message}`);
       return 1;
+    } finally {
+      await opened?.close();
     }
   }
   if (command.kind === "warm" && command.from !== undefined) {

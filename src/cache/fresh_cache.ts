@@ -11,6 +11,7 @@ import { fromUpstream, NotFound } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import { SingleFlight } from "./single_flight.ts";
 import type { ObjectStore, StoredObject } from "../store/object_store.ts";
+import { type Lease, type Leases, soloLeases } from "../store/lease.ts";
 import type { Served } from "./served.ts";
 
 /**
@@ -36,6 +37,8 @@ export interface CacheCounters {
 /** What a {@linkcode FreshCache} is built from. */
 export interface FreshCacheOptions {
   store: ObjectStore;
+  /** Who fills what among the processes sharing the store (default: this one alone). */
+  leases?: Leases;
   logger: Logger;
   metrics?: CacheCounters;
   now?: () => number;
@@ -76,8 +79,11 @@ export class FreshCache {
   #negativeChars = 0;
   #background = new Set<Promise<unknown>>();
 
+  #leases: Leases;
+
   constructor(options: FreshCacheOptions) {
     this.#o = options;
+    this.#leases = options.leases ?? soloLeases;
     this.#now = options.now ?? Date.now;
   }
 
@@ -114,7 +120,7 @@ export class FreshCache {
       // A number is a ttl of its own, 0 included (always re-read); only `false` is for good.
       const ttl = mutable === true ? this.#o.ttl : mutable === false ? Infinity : mutable;
       const fresh = entry.storedAt !== 0 && this.#now() - entry.storedAt < ttl;
-      if (!fresh && !this.#o.offline) this.#refresh(kind, key, load);
+      if (!fresh && !this.#o.offline) this.#refresh(kind, key, entry.storedAt, load);
       const outcome = fresh || this.#o.offline ? "hit" : "stale";
       metrics?.cache.inc({ kind, outcome });
       metrics?.cacheBytes.inc({ from: "cache" }, entry.body.byteLength);
@@ -179,11 +185,17 @@ export class FreshCache {
    */
   async #miss(key: string, load: () => Promise<Load>): Promise<Fetched> {
     const release = this.#o.store.hold(key);
+    let lease: Lease | undefined;
     try {
       const stored = await this.#o.store.get(key);
       if (stored) return { object: stored, fromUpstream: false, ms: 0 };
       const negative = this.#negative.get(key);
       if (negative && negative.until > this.#now()) throw new NotFound(negative.message);
+      // Another process sharing the store may be filling it: wait for its object rather than fetch it again.
+      const there = () => this.#o.store.get(key, { direct: true });
+      lease = await this.#leases.acquire(key, async () => (await there()) !== undefined);
+      const filled = await there();
+      if (filled) return { object: filled, fromUpstream: false, ms: 0 };
       let loaded: Load;
       try {
         loaded = await load();
@@ -196,6 +208,7 @@ export class FreshCache {
       this.#o.metrics?.cacheBytes.inc({ from: "upstream" }, loaded.body.byteLength);
       return { object: await this.#o.store.put(key, loaded.body), fromUpstream: true, ms: loaded.ms };
     } finally {
+      await lease?.release().catch(() => {});
       release();
     }
   }
@@ -217,15 +230,27 @@ export class FreshCache {
     this.#negativeChars -= negativeCost(key, entry.message);
   }
 
-  #refresh(kind: string, key: string, load: () => Promise<Load>): void {
+  #refresh(kind: string, key: string, storedAt: number, load: () => Promise<Load>): void {
     if (this.#flights.has(key)) return;
     const task = this.#flights.run(key, async () => {
       const release = this.#o.store.hold(key);
+      let lease: Lease | undefined;
       try {
+        // Another process sharing the store may have refreshed it already, or be refreshing it now.
+        const newer = async () => {
+          const shared = await this.#o.store.get(key, { direct: true });
+          return shared !== undefined && shared.storedAt > storedAt ? shared : undefined;
+        };
+        const found = await newer();
+        if (found) return { object: found, fromUpstream: false, ms: 0 };
+        lease = await this.#leases.acquire(key, async () => (await newer()) !== undefined);
+        const after = await newer();
+        if (after) return { object: after, fromUpstream: false, ms: 0 };
         const loaded = await load();
         this.#o.metrics?.cacheBytes.inc({ from: "upstream" }, loaded.body.byteLength);
         return { object: await this.#o.store.put(key, loaded.body), fromUpstream: true, ms: loaded.ms };
       } finally {
+        await lease?.release().catch(() => {});
         release();
       }
     }).then(

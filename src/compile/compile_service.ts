@@ -10,6 +10,7 @@ import { sha256Hex } from "../store/hash.ts";
 import { compiledKey } from "../store/keys.ts";
 import { SingleFlight } from "../cache/single_flight.ts";
 import type { ObjectStore } from "../store/object_store.ts";
+import { type Leases, soloLeases } from "../store/lease.ts";
 import { Busy, CompileFailed, NotFound } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import type { Transformed } from "../packages/named_service.ts";
@@ -52,6 +53,8 @@ export interface CompileServiceOptions {
   onError: "source" | "fail";
   targets: Record<string, Profile>;
   store: ObjectStore;
+  /** Who compiles what among the processes sharing the store (default: this one alone). */
+  leases?: Leases;
   logger: Logger;
   metrics?: CompileCounters;
 }
@@ -168,7 +171,15 @@ export class CompileService {
         this.#o.metrics?.compiles.inc({ result: "cached" });
         return cached.body;
       }
+      // Compiled once among the processes sharing the store: another one's output is read, not made again.
+      const there = () => this.#o.store.get(key, { direct: true });
+      const lease = await (this.#o.leases ?? soloLeases).acquire(key, async () => (await there()) !== undefined);
       try {
+        const made = await there();
+        if (made) {
+          this.#o.metrics?.compiles.inc({ result: "cached" });
+          return made.body;
+        }
         const t0 = performance.now();
         const out = await compiler.tool.compile(file.bytes, file.dest, flags);
         this.#o.logger.debug("Compiled", {
@@ -186,6 +197,8 @@ export class CompileService {
       } catch (e) {
         if (e instanceof CompileError) return e;
         throw e;
+      } finally {
+        await lease?.release().catch(() => {});
       }
     });
     if (result instanceof CompileError) {

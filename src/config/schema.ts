@@ -246,6 +246,32 @@ export const configSchema = z.strictObject({
     prefetch: boolean().prefault(true),
     memory: size().prefault("64MiB"),
     max_size: nullable(size()).prefault(null),
+    store: oneOf(["disk", "s3"] as const).prefault("disk"),
+    s3: z.strictObject({
+      endpoint: nullable(httpUrl()).prefault(null),
+      region: field(
+        "a region such as us-east-1",
+        (v) => typeof v === "string" && /^[a-z0-9-]{1,40}$/.test(v.trim()) ? v.trim() : undefined,
+      ).prefault("us-east-1"),
+      bucket: nullable(
+        field(
+          "a bucket name (3-63 of a-z, 0-9, '.', '-')",
+          (v) => typeof v === "string" && /^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/.test(v.trim()) ? v.trim() : undefined,
+        ),
+      )
+        .prefault(null),
+      prefix: field("a key prefix of safe segments ending in '/' (e.g. site-a/), or \"\"", (v) => {
+        if (v === null || v === "") return "";
+        if (typeof v !== "string") return undefined;
+        const p = v.trim();
+        return /^([A-Za-z0-9_][A-Za-z0-9._-]{0,99}\/){1,8}$/.test(p) ? p : undefined;
+      }).prefault(""),
+      path_style: boolean().prefault(true),
+    }).prefault({}),
+  }).superRefine((cache, ctx) => {
+    if (cache.store === "s3" && cache.s3.bucket === null) {
+      ctx.addIssue({ code: "custom", path: ["s3", "bucket"], message: "cache.store is s3: name the bucket" });
+    }
   }).prefault({}),
   upstreams: z.strictObject({
     index: indexList.prefault("https://micropython.org/pi/v2"),

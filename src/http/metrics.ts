@@ -311,6 +311,90 @@ export class Metrics {
   }
 
   /**
+   * Exposes the shared store's figures (`cache.store: s3`): whether it answered, its failed and refused calls, the
+   * other replicas' events applied, and the fill leases (taken, waited, served by another replica, taken over, lost,
+   * given up). Returns what counts each request to it (method, status and duration). Call once.
+   */
+  watchSharedStore(
+    read: () => { reachable: boolean; errors: number; refused: number; eventsApplied: number },
+    leases: () => Record<"taken" | "waited" | "served" | "takenOver" | "lost" | "gaveUp", number>,
+  ): (method: string, status: number, seconds: number) => void {
+    const requests = new client.Counter({
+      name: "mipserver_store_shared_requests_total",
+      help: "Requests to the shared store (S3) by method and status (0: no answer).",
+      labelNames: ["method", "status"],
+      registers: [this.registry],
+    });
+    const duration = new client.Histogram({
+      name: "mipserver_store_shared_request_duration_seconds",
+      help: "Shared store (S3) request durations to response headers, by method.",
+      labelNames: ["method"],
+      buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+      registers: [this.registry],
+    });
+    new client.Gauge({
+      name: "mipserver_store_shared_up",
+      help: "1 when the shared store (S3) answered its last call, else 0.",
+      registers: [this.registry],
+      collect() {
+        this.set(read().reachable ? 1 : 0);
+      },
+    });
+    for (
+      const [name, help, pick] of [
+        ["mipserver_store_shared_errors_total", "Calls to the shared store that failed.", () => read().errors],
+        [
+          "mipserver_store_shared_refused_total",
+          "Calls refused at once while the shared store counted as down.",
+          () => read().refused,
+        ],
+        [
+          "mipserver_store_shared_events_total",
+          "Other replicas' removals and expiries applied to this replica's local tier.",
+          () => read().eventsApplied,
+        ],
+      ] as const
+    ) {
+      new client.Counter({
+        name,
+        help,
+        registers: [this.registry],
+        collect() {
+          this.reset();
+          this.inc(pick());
+        },
+      });
+    }
+    new client.Counter({
+      name: "mipserver_store_leases_total",
+      help: "Fill leases by outcome: taken, waited, served (another replica filled it), taken_over, lost, gave_up.",
+      labelNames: ["outcome"],
+      registers: [this.registry],
+      collect() {
+        this.reset();
+        const s = leases();
+        const rows: [string, number][] = [
+          ["taken", s.taken],
+          ["waited", s.waited],
+          ["served", s.served],
+          [
+            "taken_over",
+            s.takenOver,
+          ],
+          ["lost", s.lost],
+          ["gave_up", s.gaveUp],
+        ];
+        for (const [outcome, n] of rows) this.inc({ outcome }, n);
+      },
+    });
+    // Methods and statuses are a closed set (S3's few verbs, HTTP statuses): a bounded label set.
+    return (method, status, seconds) => {
+      requests.inc({ method, status: String(status) });
+      duration.observe({ method }, seconds);
+    };
+  }
+
+  /**
    * Exposes `mipserver_upstream_breaker_state{host}` for each of `hosts` (the configured set only, so a closed label
    * set), read at scrape time. Call once.
    */

@@ -16,6 +16,8 @@ import type { Served } from "../cache/served.ts";
 import { NotFound, Unavailable, UpstreamFailed, UpstreamTimedOut } from "../errors.ts";
 import { BASE_PLACEHOLDER } from "./locations.ts";
 
+/** Imported manifests remembered at once (the paths come from the catalog, not from clients). */
+export const TEXTS_KEPT = 4_096;
 /** How often, at most, the catalog's modification time is looked at. */
 export const RECHECK_MS = 500;
 /** After upstream was found unreachable, how long requests wait for it at most before answering 503. */
@@ -69,6 +71,8 @@ export class BundleLayer {
   #checkedAt = -Infinity;
   #mtime = -1;
   #served = new Set<string>();
+  /** Imported manifests' texts read since the catalog last changed. */
+  #texts = new Map<string, string>();
   #profiles = new Set<string>();
   #loading?: Promise<void>;
   #downAt = -Infinity;
@@ -89,6 +93,7 @@ export class BundleLayer {
     if (mtime !== this.#mtime) {
       const catalog = await readCatalog(this.#store);
       this.#served = new Set(catalog.served);
+      this.#texts.clear();
       this.#profiles = new Set(catalog.profiles);
       this.#mtime = mtime;
     }
@@ -114,11 +119,28 @@ export class BundleLayer {
   async served(path: string, base: string): Promise<Served | undefined> {
     await this.#fresh();
     if (!this.#served.has(path)) return undefined;
+    const text = await this.#text(path);
+    if (text === undefined) return undefined;
+    const body = enc.encode(text.replaceAll(`"${BASE_PLACEHOLDER}`, `"${base}`));
+    return { body, etag: await etagOf(body), outcome: "hit", kind: "bundle" };
+  }
+
+  /**
+   * An imported manifest's text, read from the store itself (an import by another process, or another replica, may
+   * have replaced it) once per catalog: remembered until the catalog changes, at most {@linkcode TEXTS_KEPT}.
+   */
+  async #text(path: string): Promise<string | undefined> {
+    const known = this.#texts.get(path);
+    if (known !== undefined) return known;
+    const version = this.#mtime;
     const object = await this.#store.get(LAYER.served(path), { direct: true });
     if (!object) return undefined;
     const text = dec.decode(object.body);
-    const body = enc.encode(text.replaceAll(`"${BASE_PLACEHOLDER}`, `"${base}`));
-    return { body, etag: await etagOf(body), outcome: "hit", kind: "bundle" };
+    if (version === this.#mtime) {
+      this.#texts.set(path, text);
+      if (this.#texts.size > TEXTS_KEPT) this.#texts.delete(this.#texts.keys().next().value!);
+    }
+    return text;
   }
 
   /**

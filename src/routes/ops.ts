@@ -15,6 +15,8 @@ export interface OpsDeps {
   cacheStats?: () => { sizeBytes: number; objects: number; evictions: number; maxBytes: number | null };
   /** Tells whether the cache can be written to, leaving nothing behind (`ObjectStore.writable`). */
   writable: () => Promise<boolean>;
+  /** Which store the cache is in and, when shared, its figures and the fill leases' (no credentials). */
+  storeFacts?: () => Record<string, unknown>;
   requestLog: RequestLog;
   metrics: Metrics;
   /** Milliseconds since the server started. */
@@ -75,6 +77,7 @@ export function addOpsRoutes(router: Router, deps: OpsDeps): void {
       cache: {
         writable: await deps.writable(),
         ...cacheFigures(deps.cacheStats?.()),
+        ...deps.storeFacts?.(),
       },
       ...deps.health?.(),
     }, { headers: { "cache-control": "no-store" } }));

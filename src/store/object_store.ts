@@ -54,6 +54,8 @@ export interface PutOptions {
    * {@linkcode HashMismatch} and nothing is stored.
    */
   sha256?: string;
+  /** The stored time to keep instead of now (a copy of an object another tier stored). */
+  storedAt?: number;
 }
 
 /** Options of {@linkcode ObjectStore.get}. */

@@ -309,7 +309,7 @@ export class DiskStore implements ObjectStore {
     if (options?.sha256 !== undefined && !digest.startsWith(options.sha256)) {
       throw new HashMismatch(key, options.sha256, digest);
     }
-    const object: StoredObject = { body, storedAt: this.#now(), etag: etagFromDigest(digest) };
+    const object: StoredObject = { body, storedAt: options?.storedAt ?? this.#now(), etag: etagFromDigest(digest) };
     const counted = isObjectKey(key);
     const release = this.hold(key);
     let reserved = 0;

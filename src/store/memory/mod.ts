@@ -111,7 +111,11 @@ export class MemoryStore implements ObjectStore {
     if (options?.sha256 !== undefined && !digest.startsWith(options.sha256)) {
       throw new HashMismatch(key, options.sha256, digest);
     }
-    const object: StoredObject = { body: body.slice(), storedAt: this.#now(), etag: `"${digest.slice(0, 32)}"` };
+    const object: StoredObject = {
+      body: body.slice(),
+      storedAt: options?.storedAt ?? this.#now(),
+      etag: `"${digest.slice(0, 32)}"`,
+    };
     const counted = isObjectKey(key);
     const release = this.hold(key);
     try {

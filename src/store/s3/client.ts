@@ -22,6 +22,8 @@ export interface S3ClientOptions extends Credentials {
   retries?: number;
   /** The fetch requests go through (default: the global one). */
   fetch?: typeof fetch;
+  /** Told of every attempt: its method, status (0: no answer) and seconds to the headers. */
+  onRequest?: (method: string, status: number, seconds: number) => void;
 }
 
 /** An answer read whole. */
@@ -83,6 +85,7 @@ export class S3Client {
   #timeoutMs: number;
   #retries: number;
   #fetch: typeof fetch;
+  #onRequest?: (method: string, status: number, seconds: number) => void;
 
   constructor(options: S3ClientOptions) {
     this.bucket = options.bucket;
@@ -98,6 +101,7 @@ export class S3Client {
     this.#timeoutMs = options.timeoutMs ?? 30_000;
     this.#retries = options.retries ?? 3;
     this.#fetch = options.fetch ?? fetch;
+    this.#onRequest = options.onRequest;
   }
 
   /** The URL of `key` in the bucket (the bucket itself when null), with `query`, encoded as it is signed. */
@@ -182,6 +186,8 @@ export class S3Client {
       let failure: S3Error;
       const idle = new IdleTimer(this.#timeoutMs);
       let keepTimer = false;
+      const started = performance.now();
+      let status = 0;
       try {
         const headers = await this.#signer.sign({ method, url, headers: options.headers, payloadHash });
         delete headers["host"];
@@ -192,6 +198,7 @@ export class S3Client {
           signal: idle.signal,
           redirect: "manual",
         });
+        status = response.status;
         if (response.ok || accept.includes(response.status)) {
           const answer = await take(response, idle);
           if ("value" in answer) {
@@ -213,6 +220,7 @@ export class S3Client {
         failure = new S3Error(`S3 store unreachable: ${why} (${method} ${this.where(key)})`, 0, "");
       } finally {
         if (!keepTimer) idle.stop();
+        this.#onRequest?.(method, status, (performance.now() - started) / 1000);
       }
       if (attempt >= this.#retries) throw failure;
       await new Promise((r) => setTimeout(r, backoff(attempt)));

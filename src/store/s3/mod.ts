@@ -54,6 +54,8 @@ export interface S3StoreOptions {
   retries?: number;
   /** The fetch requests go through (default: the global one). */
   fetch?: typeof fetch;
+  /** Told of every request attempt: its method, status (0: no answer) and seconds to the headers. */
+  onRequest?: (method: string, status: number, seconds: number) => void;
 }
 
 /** The user metadata holding an object's stored time (ms since the epoch; 0 once expired). */
@@ -89,6 +91,11 @@ export class S3Store implements ObjectStore {
   #holds = new Map<string, number>();
   /** Write failure causes already logged, with how many failures each has had since. */
   #reported = new Map<string, number>();
+
+  /** What every key of this store is put after in the bucket (`""` or a folder ending in `/`). */
+  get keyPrefix(): string {
+    return this.#prefix;
+  }
 
   constructor(options: S3StoreOptions) {
     this.client = new S3Client(options);
@@ -209,7 +216,7 @@ export class S3Store implements ObjectStore {
     if (options?.sha256 !== undefined && !digest.startsWith(options.sha256)) {
       throw new HashMismatch(key, options.sha256, digest);
     }
-    const object: StoredObject = { body, storedAt: this.#now(), etag: `"${digest.slice(0, 32)}"` };
+    const object: StoredObject = { body, storedAt: options?.storedAt ?? this.#now(), etag: `"${digest.slice(0, 32)}"` };
     const counted = isObjectKey(key);
     const release = this.hold(key);
     let reserved = 0;
