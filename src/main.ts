@@ -26,6 +26,9 @@ export const ENV_READ: string[] = [
   "AWS_ACCESS_KEY_ID",
   "AWS_SECRET_ACCESS_KEY",
   "AWS_SESSION_TOKEN",
+  // The install records' PostgreSQL password, when not in audit.database's URL.
+  "PGPASSWORD",
+  "PGPASSFILE",
 ];
 
 function readEnv(): Record<string, string | undefined> {

@@ -27,6 +27,7 @@ export const ENV_OVERRIDES: Record<string, string> = {
     REPO_HOSTS.flatMap((h) => (h.token?.env ?? []).map((name) => [name, `upstreams.${h.name}_token`])),
   ),
   MIPSERVER_ADMIN_TOKEN: "server.admin_token",
+  MIPSERVER_AUDIT_DATABASE: "audit.database",
 };
 
 /** The configuration could not be loaded; `problems` holds one readable line each. */

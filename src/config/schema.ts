@@ -311,6 +311,14 @@ export const configSchema = z.strictObject({
     allow_hosts: hostList.prefault([]),
     lock: nullable(text("a path to a lock file written by `mipserver lock`")).prefault(null),
     block: blockList.prefault([]),
+    trusted_keys: z.array(
+      field(
+        "a public key as keygen prints it: ed25519:<base64 of 32 bytes>",
+        (v) => typeof v === "string" && /^ed25519:[A-Za-z0-9+/]{43}=$/.test(v.trim()) ? v.trim() : undefined,
+      ),
+    ).prefault([]),
+    require_signed: boolean().prefault(false),
+    lock_url: nullable(httpUrl()).prefault(null),
   }).prefault({}),
   targets: z.record(
     name,
@@ -339,6 +347,22 @@ export const configSchema = z.strictObject({
     max_size: size().refine((v) => v >= 1024 * 1024, "expected at least 1MiB (the schema and one batch need room)")
       .prefault("64MiB"),
     max_devices: field("a whole number 1-10000000", intIn(1, 10_000_000)).prefault(10_000),
+    database: nullable(field("a postgres:// URL (postgres://user@host:5432/mipserver)", (v) => {
+      if (typeof v !== "string") return undefined;
+      try {
+        const u = new URL(v.trim());
+        return (u.protocol === "postgres:" || u.protocol === "postgresql:") && u.hostname !== "" ? v.trim() : undefined;
+      } catch {
+        return undefined;
+      }
+    })).prefault(null),
+    site: nullable(
+      field(
+        "a site name of letters, digits, '.', '_' or '-' (1-64)",
+        (v) => typeof v === "string" && /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/.test(v.trim()) ? v.trim() : undefined,
+      ),
+    )
+      .prefault(null),
   }).prefault({}),
   devices: z.record(
     z.string().regex(CIDR_PATTERN, "expected a device address such as 10.0.4.17"),
@@ -378,6 +402,7 @@ export const SIZE_KEYS = ["cache.memory", "cache.max_size", "upstreams.max_size"
 export const SECRET_KEYS = [
   ...REPO_HOSTS.filter((h) => h.token).map((h) => `upstreams.${h.name}_token`),
   "server.admin_token",
+  "audit.database",
 ];
 
 /** The configuration as a person writes it: units as text, secrets redacted. For `check-config`. */
