@@ -141,13 +141,10 @@ export class GuardedResolver extends Resolver {
         );
       }
       this.#refuseBlocked(name, entry.version, entry.ref);
-      return await this.#locked(
-        name,
-        entry,
-        mpy,
-        profile,
-        () => super.manifest(mpy, name, entry.kind === "index" ? entry.version : entry.ref, profile, base),
-      );
+      return await this.#locked(name, entry, mpy, profile, async () => {
+        const at = await this.#importedAt(mpy, name, entry, profile, base);
+        return await super.manifest(mpy, name, at, profile, base);
+      });
     }
     if (this.#block.empty) return await super.manifest(mpy, name, version, profile, base);
     if (this.#block.blocksAll(name)) this.#refuseBlocked(name);
@@ -222,6 +219,31 @@ export class GuardedResolver extends Resolver {
       throw new LockMismatch(`LOCK MISMATCH: the locked bytes of file ${full} are not available`);
     }
     return { body: object.body, etag: object.etag, outcome: fetched ? "miss" : "hit", kind: "file" };
+  }
+
+  /**
+   * What a locked package's manifest is read at: the index version or the named package's ref, unless only an imported
+   * bundle holds the locked release, under another name. A bundle holds a named package as `latest` (and as the
+   * versions asked for by name), while the lock reads it at its ref (`HEAD`, `main`, a tag): an imported manifest at
+   * the locked version, the ref or `latest` that states the locked version is that release (its hashes are still held
+   * to the lock's). Without one, the ref, so the usual way (upstream, or the offline answer) is taken.
+   */
+  async #importedAt(
+    mpy: string,
+    name: string,
+    entry: LockedPackage,
+    profile: string | null,
+    base: string,
+  ): Promise<string> {
+    const readAt = entry.kind === "index" ? entry.version : entry.ref;
+    const imported = this.#g.imported;
+    if (!imported || await imported.manifest(mpy, name, readAt, profile, base)) return readAt;
+    for (const version of new Set([entry.version, entry.ref, "latest"])) {
+      if (version === readAt || (version === "latest" && this.#g.pins[name] !== undefined)) continue;
+      const held = await imported.manifest(mpy, name, version, profile, base);
+      if (held && this.#statedVersion(held.body) === entry.version) return version;
+    }
+    return readAt;
   }
 
   #refuseBlocked(name: string, ...versions: (string | undefined)[]): void {
