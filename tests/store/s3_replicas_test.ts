@@ -11,6 +11,7 @@ import { standardIndex } from "../fixtures/index_fixture.ts";
 import { startSeaweed } from "../fixtures/seaweed.ts";
 import { mpyCrossPath } from "../e2e/tools.ts";
 import { tempDir, testConfig } from "../helpers.ts";
+import { cli, configFile } from "../bundle/helpers.ts";
 import { EVENT_POLL_MS } from "../../src/store/tiered/mod.ts";
 
 /** A named package from a local folder: its .py files are compiled by the replicas (once between them). */
@@ -170,6 +171,68 @@ Deno.test({
     } finally {
       await a.app.close().catch(() => {});
       await b.app.close().catch(() => {});
+      await up.stop();
+      await s3.stop();
+    }
+  },
+});
+
+Deno.test({
+  name: "warm, export, import and purge work on an S3-configured cache; a replica serves what was imported",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    const s3 = await startSeaweed();
+    const idx = await standardIndex();
+    const up = new FakeUpstream(idx.root).start();
+    const saved = ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"].map((k) => [k, Deno.env.get(k)] as const);
+    Deno.env.set("AWS_ACCESS_KEY_ID", s3.accessKey);
+    Deno.env.set("AWS_SECRET_ACCESS_KEY", s3.secretKey);
+    const shared = (prefix: string, extra: Record<string, unknown> = {}) =>
+      configFile({
+        cache: {
+          dir: tempDir("mipserver-s3-cmd-"),
+          store: "s3",
+          s3: { endpoint: s3.endpoint, bucket: s3.bucket, prefix },
+          ...extra,
+        },
+        upstreams: { index: up.url, retries: 0 },
+        mpy_cross: { path: mpyCrossPath() },
+      });
+    let site: Awaited<ReturnType<typeof replica>> | undefined;
+    try {
+      // The office warms into its bucket prefix and exports from it.
+      const office = shared("office/");
+      assert.equal(await cli("warm", "--config", office, "hello"), 0);
+      const bundle = `${tempDir("mipserver-s3-bundle-")}/hello.tar.gz`;
+      assert.equal(await cli("export", "--config", office, "--output", bundle, "hello"), 0);
+      // The site imports into its own prefix; a replica of the site (another cache.dir) serves it offline.
+      const siteConfig = shared("site/");
+      assert.equal(await cli("import", "--config", siteConfig, bundle), 0);
+      const fetchedBefore = up.counts.get("/package/6/hello/latest.json");
+      site = await replica(s3, `http://127.0.0.1:1/nothing`, "site/");
+      const res = await site.get("/package/6/hello/latest.json");
+      const manifest = await res.json();
+      assert.equal(res.status, 200, JSON.stringify(manifest));
+      const [, h] = manifest.hashes[0];
+      const file = await site.get(`/file/${h.slice(0, 2)}/${h}`);
+      assert.equal(file.status, 200);
+      assert.deepEqual(new Uint8Array(await file.arrayBuffer()), idx.files.get(h));
+      assert.equal(up.counts.get("/package/6/hello/latest.json"), fetchedBefore, "served from the bucket");
+      // Purge on the office prefix removes the office's hello objects from the bucket.
+      const office2 = await replica(s3, up.url, "office/");
+      try {
+        const helloKeys = async () =>
+          (await Array.fromAsync(office2.app.store.keys(""))).filter((k) => /hello/.test(k) || k.startsWith("files/"));
+        assert.ok((await helloKeys()).length >= 3, `before the purge: ${await helloKeys()}`);
+        assert.equal(await cli("purge", "--config", office, "hello"), 0);
+        assert.deepEqual(await helloKeys(), [], "the office's hello objects are gone from the bucket");
+      } finally {
+        await office2.app.close();
+      }
+    } finally {
+      for (const [k, v] of saved) v === undefined ? Deno.env.delete(k) : Deno.env.set(k, v);
+      await site?.app.close();
       await up.stop();
       await s3.stop();
     }
