@@ -30,13 +30,14 @@ async function replica(
   s3: { endpoint: string; bucket: string; accessKey: string; secretKey: string },
   index: string,
   prefix: string,
-): Promise<{ app: App; get: (path: string) => Promise<Response>; lines: string[] }> {
+  dir = tempDir("mipserver-replica-"),
+): Promise<{ app: App; get: (path: string) => Promise<Response>; lines: string[]; dir: string }> {
   const logger = memoryLogger("info");
   const app = await createApp({
     config: testConfig({
       server: { port: 18891, public_url: "http://gw" },
       cache: {
-        dir: tempDir("mipserver-replica-"),
+        dir,
         store: "s3",
         s3: { endpoint: s3.endpoint, bucket: s3.bucket, prefix },
       },
@@ -50,7 +51,7 @@ async function replica(
     env: { AWS_ACCESS_KEY_ID: s3.accessKey, AWS_SECRET_ACCESS_KEY: s3.secretKey },
   });
   const get = (path: string) => app.handler(new Request(`http://gw${path}`, { headers: { host: "gw" } }));
-  return { app, get, lines: logger.lines };
+  return { app, get, lines: logger.lines, dir };
 }
 
 Deno.test({
@@ -168,6 +169,16 @@ Deno.test({
       const shared = (await (await b.get("/healthz")).json()).cache.shared;
       assert.equal(shared.reachable, false);
       assert.ok(shared.refused > 0, `refused ${shared.refused}`);
+      // A replica (re)started while S3 is down starts on its local tier: hits served, misses 503, the cause logged.
+      const c = await replica(s3, up.url, "", b.dir);
+      try {
+        assert.equal((await c.get(local)).status, 200);
+        const miss = await c.get("/package/6/mathx/latest.json");
+        assert.equal(miss.status, 503, await miss.text());
+        assert.ok(c.lines.some((l) => l.includes("The shared store cannot be reached")), c.lines.join("\n"));
+      } finally {
+        await c.app.close();
+      }
     } finally {
       await a.app.close().catch(() => {});
       await b.app.close().catch(() => {});

@@ -141,15 +141,39 @@ export class TieredStore implements ObjectStore {
     };
   }
 
+  /**
+   * Opens both tiers. A shared tier that cannot be reached at all does not stop the start: the replica serves its
+   * local tier, misses answer 503, and the shared tier is opened (its checks included) once it answers. One that
+   * answers with a refusal (no bucket, bad keys, no conditional writes) does stop it.
+   */
   async open(): Promise<number> {
-    const removed = await this.#local.open() + await this.#shared.open();
+    let removed = await this.#local.open();
     // Events of the kept window apply at start: a replica that was stopped during a purge drops its copies too.
     this.#seen = eventKey(this.#now() - EVENT_KEEP_MS, "");
-    await this.poll();
+    try {
+      removed += await this.#openShared();
+    } catch (e) {
+      if (!unreachable(e)) throw e;
+      this.#logger?.error("The shared store cannot be reached; serving this replica's local tier until it can", {
+        store: this.#shared.location,
+        error: (e as Error).message,
+      });
+    }
     this.#poller = setInterval(() => {
-      this.#polling ??= this.poll().catch(() => {}).finally(() => (this.#polling = undefined));
+      this.#polling ??= (this.#sharedOpen ? this.poll() : this.#openShared().then(() => {
+        this.#logger?.info("The shared store answers again; opened", { store: this.#shared.location });
+      })).catch(() => {}).finally(() => (this.#polling = undefined));
     }, EVENT_POLL_MS);
     Deno.unrefTimer(this.#poller);
+    return removed;
+  }
+
+  #sharedOpen = false;
+
+  async #openShared(): Promise<number> {
+    const removed = await this.#breaker.call("the shared store", () => this.#shared.open());
+    this.#sharedOpen = true;
+    await this.poll();
     return removed;
   }
 
@@ -322,6 +346,11 @@ export class TieredStore implements ObjectStore {
     }
     this.#seen = after;
   }
+}
+
+/** Whether an error says the shared store could not be reached at all (no answer), rather than refused. */
+function unreachable(e: unknown): boolean {
+  return e instanceof Unavailable && (e as { status?: unknown }).status === 0;
 }
 
 /** An event's key: its time (sortable), the replica that wrote it and a random part. */
