@@ -212,7 +212,7 @@ export async function createApp(options: AppOptions): Promise<App> {
   });
   metrics.watchBreakers(breakers, hosts);
 
-  let fleetParts: ReturnType<typeof createFleet> | undefined; // made once the resolver exists; counts upstream calls
+  let fleetParts: Awaited<ReturnType<typeof createFleet>> | undefined; // made once the resolver exists; counts upstream calls
   // Metrics and the status page name an attempt by the configured host it belongs to (a closed set), not by its port.
   const hostOf = configuredHost(hosts);
   const fetcher = new Fetcher({
@@ -352,7 +352,7 @@ export async function createApp(options: AppOptions): Promise<App> {
       ...(fleetParts && config.audit.enabled ? { records: fleetParts.recorder.figures() } : {}),
     }),
   });
-  const parts = (fleetParts = createFleet({
+  const parts = (fleetParts = await createFleet({
     config,
     logger,
     now,
@@ -362,6 +362,7 @@ export async function createApp(options: AppOptions): Promise<App> {
     metrics,
     store,
     recordsPath: join(cacheDir, "audit.sqlite"),
+    env: options.env,
     index,
     resolver,
     compiler,

@@ -20,6 +20,7 @@ const LAYERS: Record<string, number> = {
   upstream: 3,
   packages: 4,
   compile: 5,
+  records: 5,
   http: 6,
   routes: 6,
   edge: 6,

@@ -3,12 +3,12 @@
  * status page show them.
  * @module
  */
-import type { AuditDb, InstallQuery, InstallRow } from "./audit_db.ts";
+import type { InstallQuery, Records, SitedInstall } from "../records/records.ts";
 import type { InstallRecorder } from "./installs.ts";
 import { isOutdated } from "./versions.ts";
 
 /** An install as answered: times in ISO 8601, the device's name. */
-export interface InstallView extends Omit<InstallRow, "started_at" | "finished_at"> {
+export interface InstallView extends Omit<SitedInstall, "started_at" | "finished_at"> {
   device_name: string | null;
   started_at: string;
   finished_at: string;
@@ -32,6 +32,8 @@ export interface DevicePackageView {
 
 /** One device in the inventory. */
 export interface DeviceView {
+  /** The site whose server saw it (`audit.site`, or that server's host name). */
+  site: string;
   device: string;
   name: string | null;
   last_seen: string;
@@ -40,7 +42,7 @@ export interface DeviceView {
 
 /** What a {@linkcode Fleet} reads. */
 export interface FleetOptions {
-  db: AuditDb | null;
+  records: Records | null;
   recorder: InstallRecorder;
   /** `devices` from the config: names by address. */
   names: Record<string, string>;
@@ -62,37 +64,65 @@ export class Fleet {
 
   /** Whether install records are kept (`audit.enabled`). */
   get enabled(): boolean {
-    return this.#o.db !== null;
+    return this.#o.records !== null;
   }
 
-  /** The name configured for `device`, if any. */
+  /** The records' engine (null without records), for tests and troubleshooting. */
+  get records(): Records | null {
+    return this.#o.records;
+  }
+
+  /** The site this server records as. */
+  get site(): string | null {
+    return this.#o.records?.site ?? null;
+  }
+
+  /** The name configured for `device` at this server's site, if any. */
   nameOf(device: string): string | null {
     return this.#o.names[device] ?? null;
   }
 
-  /** Brings the records up to this moment: the worker threads' requests, then the recorder's batch. */
+  /** A device's name: this site's `devices:` for its own, else the name its own site recorded. */
+  #name(site: string, device: string, recorded: string | null = null): string | null {
+    return (site === this.site ? this.nameOf(device) : null) ?? recorded;
+  }
+
+  /**
+   * Brings the records up to this moment: the worker threads' requests, then the recorder's batch, then (PostgreSQL)
+   * the outbox, for a few seconds at most.
+   */
   async settle(): Promise<void> {
     await this.#o.gather?.();
     await this.#o.recorder.flush();
+    await this.#o.records?.settle();
   }
 
   /** Installs matching `q`, newest first. */
   async installs(q: InstallQuery): Promise<InstallView[]> {
     await this.settle();
-    if (!this.#o.db) return [];
-    return this.#o.db.installs(q).map((row) => ({
+    if (!this.#o.records) return [];
+    const rows = await this.#o.records.installs(q);
+    // Other sites' devices are named as their own servers recorded them.
+    const names = new Map<string, string | null>();
+    if (rows.some((r) => r.site !== this.site)) {
+      for (const d of await this.#o.records.devices()) names.set(`${d.site}\n${d.device}`, d.name);
+    }
+    return rows.map((row) => ({
       ...row,
-      device_name: this.nameOf(row.device),
+      device_name: this.#name(row.site, row.device, names.get(`${row.site}\n${row.device}`)),
       started_at: iso(row.started_at)!,
       finished_at: iso(row.finished_at)!,
     }));
   }
 
-  /** The inventory: every device, its name, when it was last seen, and per package its version and flags. */
-  async devices(pkg?: string): Promise<DeviceView[]> {
+  /**
+   * The inventory: every device, its site and name, when it was last seen, and per package its version and flags
+   * (of one site's devices with `site`).
+   */
+  async devices(pkg?: string, site?: string): Promise<DeviceView[]> {
     await this.settle();
-    const db = this.#o.db;
-    if (!db) return [];
+    const records = this.#o.records;
+    if (!records) return [];
     let latest: Map<string, string>;
     try {
       latest = await this.#o.latest();
@@ -100,18 +130,27 @@ export class Fleet {
       latest = new Map();
     }
     const byDevice = new Map<string, DeviceView>();
-    for (const d of db.devices()) {
-      byDevice.set(d.device, {
+    const [devices, packages] = await Promise.all([records.devices(site), records.devicePackages(pkg, site)]);
+    for (const d of devices) {
+      byDevice.set(`${d.site}\n${d.device}`, {
+        site: d.site,
         device: d.device,
-        name: this.nameOf(d.device),
+        name: this.#name(d.site, d.device, d.name),
         last_seen: iso(d.last_seen)!,
         packages: [],
       });
     }
-    for (const row of db.devicePackages(pkg)) {
-      const view = byDevice.get(row.device) ??
-        { device: row.device, name: this.nameOf(row.device), last_seen: iso(row.last_attempt_at)!, packages: [] };
-      byDevice.set(row.device, view);
+    for (const row of packages) {
+      const key = `${row.site}\n${row.device}`;
+      const view = byDevice.get(key) ??
+        {
+          site: row.site,
+          device: row.device,
+          name: this.#name(row.site, row.device),
+          last_seen: iso(row.last_attempt_at)!,
+          packages: [],
+        };
+      byDevice.set(key, view);
       const newest = latest.get(row.package) ?? null;
       view.packages.push({
         package: row.package,

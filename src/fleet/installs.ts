@@ -3,7 +3,8 @@
  * the files it lists, from one device, each within `audit.window` of the one before, make one install.
  *
  * The request path only hands entries over ({@linkcode InstallRecorder.push}: one array push); a timer works through
- * them in batches and writes each batch to SQLite in one transaction. Manifest bodies are taken from the main
+ * them in batches and hands each batch to the records' engine (`records/`: SQLite, or PostgreSQL through a local
+ * outbox), which keeps it whole or not at all. Manifest bodies are taken from the main
  * thread's answers ({@linkcode InstallRecorder.tap}); the edge only repeats answers the main thread gave a moment
  * before, so a manifest the edge repeats has been seen here. The manifest routes name the manifest they answered
  * (`RequestEntry.manifest`); requests without it (the edge's repeats, files, mirrors) are read from their path.
@@ -20,8 +21,16 @@ import type { ManifestFacts, RequestEntry } from "../http/request_log.ts";
 import type { Shareable } from "../http/responses.ts";
 import type { ManifestView } from "../cache/served.ts";
 import type { Logger } from "../log.ts";
-import { type AuditDb, type Enforced, type InstallRow, isCorruption } from "./audit_db.ts";
-import { decodeSegment, MAX_RECORDED_PATH, recordedPath } from "./paths.ts";
+import { isCorruption } from "../records/sqlite/audit_db.ts";
+import {
+  type Batch,
+  emptyBatch,
+  type Enforced,
+  type EngineFigures,
+  type InstallRow,
+  type Records,
+} from "../records/records.ts";
+import { decodeSegment, MAX_RECORDED_PATH, recordedPath } from "../records/paths.ts";
 import { REPO_HOST_ALTERNATIVES, REPO_HOST_NAMES } from "../packages/sources/registry.ts";
 import { readManifest } from "../packages/names.ts";
 import type { Stats } from "./stats.ts";
@@ -161,12 +170,14 @@ interface OpenInstall {
   dirty: boolean;
   /** Device requests that made it. */
   requests: number;
+  /** The batch it was last put in (an install closed early is put in once, however often it is saved). */
+  saved?: Batch;
 }
 
 /** What an {@linkcode InstallRecorder} is built from. */
 export interface InstallRecorderOptions {
   /** null: nothing is written (audit.enabled false); the status page figures are still counted. */
-  db: AuditDb | null;
+  records: Records | null;
   stats: Stats;
   logger: Logger;
   /** `audit.window` in ms. */
@@ -176,17 +187,15 @@ export interface InstallRecorderOptions {
   now?: () => number;
   /** How often a batch is written (ms, default 1000). */
   batchMs?: number;
-  /** What was deleted early when the database was opened (counted in the figures since start). */
-  dropped?: Enforced;
 }
 
 /** What the records hold and what they left out, for `/healthz`, `/metrics` and the status page. */
-export interface RecordFigures {
-  /** The database file and its WAL, in bytes (0 without records). */
+export interface RecordFigures extends Partial<Pick<EngineFigures, "engine" | "max_rows" | "database">> {
+  /** The records' local file (SQLite: the records; PostgreSQL: the outbox) and its WAL, in bytes (0 without). */
   size_bytes: number;
   /** `audit.max_size` as honoured (null without records). */
   max_bytes: number | null;
-  /** Rows deleted before their retention to stay within `audit.max_size`, since start. */
+  /** Rows deleted before their retention to stay within `audit.max_size` (or the row cap), since start. */
   rows_dropped: number;
   /** Devices forgotten to stay within `audit.max_devices`, since start. */
   devices_forgotten: number;
@@ -297,19 +306,17 @@ export class InstallRecorder {
   /** Failed manifests made into installs per device in the current minute. */
   #failedInstalls = new Map<string, number>();
   #failedMinute = 0;
-  #rowsDropped = 0;
-  #devicesForgotten = 0;
   #unwritten = 0;
   #writeError: string | null = null;
-  #size = 0;
+  /** The batch being made: what it holds is what the grouping must see before it is written. */
+  #batch: Batch = emptyBatch();
+  /** Files served to devices in the batch being made (`device file`). */
+  #batchFiles = new Set<string>();
 
   constructor(options: InstallRecorderOptions) {
     this.#o = options;
     this.#now = options.now ?? Date.now;
-    this.#nextId = (options.db?.maxInstallId() ?? 0) + 1;
-    this.#size = options.db?.sizeOnDisk() ?? 0;
-    this.#rowsDropped = options.dropped?.rows ?? 0;
-    this.#devicesForgotten = options.dropped?.devices ?? 0;
+    this.#nextId = (options.records?.maxInstallId() ?? 0) + 1;
   }
 
   /** Starts the batch timer (old rows were pruned when the recorder was made; the batches prune every minute). */
@@ -390,14 +397,18 @@ export class InstallRecorder {
 
   /** What the records hold and left out (the size as of the last batch). */
   figures(): RecordFigures {
+    const engine = this.#o.records?.figures();
     return {
-      size_bytes: this.#size,
-      max_bytes: this.#o.db?.maxBytes ?? null,
-      rows_dropped: this.#rowsDropped,
-      devices_forgotten: this.#devicesForgotten,
+      ...(engine ? { engine: engine.engine } : {}),
+      size_bytes: engine?.size_bytes ?? 0,
+      max_bytes: engine?.max_bytes ?? null,
+      ...(engine?.max_rows !== undefined ? { max_rows: engine.max_rows } : {}),
+      rows_dropped: engine?.rows_dropped ?? 0,
+      devices_forgotten: engine?.devices_forgotten ?? 0,
       requests_not_kept: this.#notKept,
       requests_unwritten: this.#unwritten,
       write_error: this.#writeError,
+      ...(engine?.database ? { database: engine.database } : {}),
     };
   }
 
@@ -419,7 +430,9 @@ export class InstallRecorder {
       );
       return;
     }
-    if (this.#o.db === null || entry.status !== 200 || entry.method !== "GET" || !mayBeManifest(entry.route)) return;
+    if (this.#o.records === null || entry.status !== 200 || entry.method !== "GET" || !mayBeManifest(entry.route)) {
+      return;
+    }
     const key = recordedPath(entry.path);
     if (this.#classifyEntry(entry, key).kind !== "manifest") return;
     // Kept as what the answer carried: the manifest as the resolver read it, else the bytes the route sent (read
@@ -509,68 +522,69 @@ export class InstallRecorder {
       this.#notKeptSinceWarning = 0;
       this.#lastWarning = now;
     }
-    const db = this.#o.db;
-    if (db === null) return;
+    const records = this.#o.records;
+    if (records === null) return;
     let requests = 0;
     for (const a of alike.values()) if (isDeviceRoute(a.entry.route)) requests += a.count;
     let enforced: Enforced | undefined;
+    const out = this.#batch = emptyBatch();
+    this.#batchFiles.clear();
     try {
-      db.transaction(() => {
-        const seen = new Map<string, number>();
-        for (const a of alike.values()) {
-          const entry = a.entry;
-          if (!isDeviceRoute(entry.route)) continue;
-          const time = entry.time as number;
-          const device = entry.client;
-          if ((seen.get(device) ?? 0) < a.last) seen.set(device, a.last);
-          const installId = entry.method === "GET"
-            ? this.#group(db, entry, a.path, time, a.bytes, a.last, a.count)
-            : null;
-          // Requests of an install are in the install; failed ones outside installs are counted without their path.
-          if (installId !== null) continue;
-          if (entry.status >= 400) {
-            db.addTraffic({ time: a.minute, device, status: entry.status, count: a.count, bytes: a.bytes });
-            continue;
-          }
-          db.addRequests({
-            time: a.minute,
-            device,
-            method: entry.method,
-            path: a.path,
-            status: entry.status,
-            cache: entry.cache ?? null,
-            count: a.count,
-            bytes: a.bytes,
-          });
+      const seen = new Map<string, number>();
+      for (const a of alike.values()) {
+        const entry = a.entry;
+        if (!isDeviceRoute(entry.route)) continue;
+        const time = entry.time as number;
+        const device = entry.client;
+        if ((seen.get(device) ?? 0) < a.last) seen.set(device, a.last);
+        const installId = entry.method === "GET"
+          ? this.#group(records, entry, a.path, time, a.bytes, a.last, a.count)
+          : null;
+        // Requests of an install are in the install; failed ones outside installs are counted without their path.
+        if (installId !== null) continue;
+        if (entry.status >= 400) {
+          out.traffic.push({ time: a.minute, device, status: entry.status, count: a.count, bytes: a.bytes });
+          continue;
         }
-        for (const [device, time] of seen) db.touchDevice(device, time);
-        this.#closeExpired(now);
-        for (const list of this.#open.values()) {
-          for (const open of list) this.#save(db, open);
-        }
-      });
-      enforced = db.enforce();
+        const row = {
+          time: a.minute,
+          device,
+          method: entry.method,
+          path: a.path,
+          status: entry.status,
+          cache: entry.cache ?? null,
+          count: a.count,
+          bytes: a.bytes,
+        };
+        // A file served outside the installs open here may belong to one another replica holds.
+        const c = entry.method === "GET" ? this.#classifyEntry(entry, a.path) : undefined;
+        out.requests.push(c?.kind === "file" ? { ...row, file: c.key, at: time, last: a.last } : row);
+      }
+      for (const [device, time] of seen) out.seen.push({ device, time });
+      this.#closeExpired(now);
+      for (const list of this.#open.values()) {
+        for (const open of list) this.#save(open);
+      }
+      out.requestCount = requests;
+      enforced = records.write(out);
+      for (const list of this.#open.values()) for (const open of list) open.dirty = false;
       this.#written();
     } catch (e) {
-      this.#failed(db, e, requests);
+      this.#failed(records, e, requests);
+    } finally {
+      this.#batch = emptyBatch();
+      this.#batchFiles.clear();
     }
     if (enforced) {
-      this.#rowsDropped += enforced.rows;
-      this.#devicesForgotten += enforced.devices;
       this.#droppedSinceWarning += enforced.rows;
       if (this.#droppedSinceWarning > 0 && now - this.#lastDropWarning >= WARN_EVERY_MS) {
         this.#o.logger.warn("Install records reached audit.max_size; the oldest rows were deleted early", {
           rows: this.#droppedSinceWarning,
-          max_size: db.maxBytes,
+          max_size: records.figures().max_bytes,
         });
         this.#droppedSinceWarning = 0;
         this.#lastDropWarning = now;
       }
-    }
-    try {
-      this.#size = db.sizeOnDisk();
-    } catch {
-      // The size stays as it was last read.
     }
     if (now - this.#lastPrune >= PRUNE_EVERY_MS) this.prune();
   }
@@ -596,7 +610,7 @@ export class InstallRecorder {
    * A batch could not be written: its requests are counted as unwritten, its installs written with the next batch,
    * and the cause logged once; a corrupt file is moved aside and a new one started.
    */
-  #failed(db: AuditDb, e: unknown, requests: number): void {
+  #failed(records: Records, e: unknown, requests: number): void {
     this.#unwritten += requests;
     for (const list of this.#open.values()) for (const open of list) open.dirty = true;
     this.#filesWritten.clear();
@@ -608,9 +622,7 @@ export class InstallRecorder {
     this.#writeError = cause;
     if (cause !== "corrupt") return;
     try {
-      // The database logs where the file went (its `onReplaced`).
-      db.replaceCorrupt(message);
-      this.#writeError = null;
+      if (records.recover(e)) this.#writeError = null;
     } catch (err) {
       this.#o.logger.error("Cannot move corrupt install records aside", { error: (err as Error).message });
     }
@@ -618,12 +630,12 @@ export class InstallRecorder {
 
   /** Deletes records older than `audit.retention`. */
   prune(): void {
-    const db = this.#o.db;
-    if (db === null) return;
+    const records = this.#o.records;
+    if (records === null) return;
     const now = this.#now();
     this.#lastPrune = now;
     try {
-      const deleted = db.prune(now - this.#o.retentionMs);
+      const deleted = records.prune(now - this.#o.retentionMs);
       if (deleted > 0) this.#o.logger.info("Pruned old install records", { rows: deleted });
     } catch (e) {
       this.#o.logger.error("Cannot prune install records", { error: (e as Error).message });
@@ -639,7 +651,7 @@ export class InstallRecorder {
 
   /** Places one GET in an install; returns the install's id, or null when it belongs to none. */
   #group(
-    db: AuditDb,
+    records: Records,
     entry: RequestEntry,
     path: string,
     time: number,
@@ -684,17 +696,19 @@ export class InstallRecorder {
         requests: count,
       };
       if (open.unknown) open.row.error = "manifest body not seen: files cannot be accounted for";
-      for (const file of open.listed) if (db.hasServedFile(device, file)) open.earlier.add(file);
+      for (const file of open.listed) {
+        if (this.#batchFiles.has(`${device} ${file}`) || records.hasServedFile(device, file)) open.earlier.add(file);
+      }
       const list = this.#open.get(device) ?? [];
       list.push(open);
       this.#open.set(device, list);
-      if (++this.#openCount > MAX_OPEN) this.#closeOldest(db);
+      if (++this.#openCount > MAX_OPEN) this.#closeOldest();
       this.#status(open);
       return open.row.id;
     }
     if (c.kind !== "file") return null;
     const ok = entry.status < 400;
-    if (ok) this.#servedFile(db, device, c.key, time);
+    if (ok) this.#servedFile(device, c.key, time);
     const list = this.#open.get(device);
     if (!list) return null;
     let target: OpenInstall | undefined;
@@ -734,13 +748,14 @@ export class InstallRecorder {
   }
 
   /** Notes a served file, writing it at most once a minute per device and file (a busy device repeats files). */
-  #servedFile(db: AuditDb, device: string, key: string, time: number): void {
+  #servedFile(device: string, key: string, time: number): void {
     const id = `${device} ${key}`;
+    this.#batchFiles.add(id);
     const written = this.#filesWritten.get(id);
     if (written !== undefined && time - written < 60_000 && time >= written) return;
     if (this.#filesWritten.size >= MEMO_KEPT) this.#filesWritten.clear();
     this.#filesWritten.set(id, time);
-    db.addServedFile(device, key, time);
+    this.#batch.files.push({ device, file: key, time });
   }
 
   /**
@@ -778,17 +793,24 @@ export class InstallRecorder {
     row.status = accounted ? "complete" : "partial";
   }
 
-  #save(db: AuditDb, open: OpenInstall): void {
-    if (!open.dirty) return;
-    db.saveInstall(open.row, open.requests);
-    open.dirty = false;
+  /** Puts an install changed since the last batch in the batch being made (marked written once it is). */
+  #save(open: OpenInstall): void {
+    if (!open.dirty || open.saved === this.#batch) return;
+    open.saved = this.#batch;
+    this.#batch.installs.push({
+      row: { ...open.row },
+      requests: open.requests,
+      listed: [...open.listed],
+      served: [...open.served],
+      unknown: open.unknown,
+    });
   }
 
   #closeExpired(now: number): void {
     for (const [device, list] of this.#open) {
       const kept = list.filter((open) => {
         const expired = now - open.row.finished_at > this.#o.windowMs;
-        if (expired && open.dirty) this.#save(this.#o.db!, open);
+        if (expired && open.dirty) this.#save(open);
         return !expired;
       });
       this.#openCount -= list.length - kept.length;
@@ -797,7 +819,7 @@ export class InstallRecorder {
     }
   }
 
-  #closeOldest(db: AuditDb): void {
+  #closeOldest(): void {
     let oldest: { device: string; index: number; at: number } | undefined;
     for (const [device, list] of this.#open) {
       list.forEach((open, index) => {
@@ -806,7 +828,7 @@ export class InstallRecorder {
     }
     if (!oldest) return;
     const list = this.#open.get(oldest.device)!;
-    this.#save(db, list[oldest.index]);
+    this.#save(list[oldest.index]);
     list.splice(oldest.index, 1);
     if (list.length === 0) this.#open.delete(oldest.device);
     this.#openCount--;

@@ -10,7 +10,7 @@
  * @module
  */
 export { AdminAccess, isAdminPath } from "./access.ts";
-export { AuditDb } from "./audit_db.ts";
+export { AuditDb } from "../records/sqlite/audit_db.ts";
 export { Fleet } from "./fleet.ts";
 export { InstallRecorder } from "./installs.ts";
 export { CidrSet, clientAddress, isLoopback } from "./net.ts";

@@ -5,7 +5,7 @@
  */
 import { bytesResponse, HttpError, jsonResponse } from "../http/responses.ts";
 import type { Router } from "../http/router.ts";
-import type { InstallQuery } from "./audit_db.ts";
+import type { InstallQuery } from "../records/records.ts";
 import { toCsv } from "./csv.ts";
 import type { DeviceView, Fleet } from "./fleet.ts";
 import { renderStatusPage, type StatusFacts } from "./status_page.ts";
@@ -42,6 +42,7 @@ export function parseInstallQuery(params: URLSearchParams): InstallQuery {
   };
   q.device = text("device");
   q.package = text("package");
+  q.site = text("site");
   const status = params.get("status");
   if (status !== null) {
     if (!STATUSES.has(status)) {
@@ -77,6 +78,7 @@ function csvResponse(text: string): Response {
 
 const INSTALL_COLUMNS = [
   "id",
+  "site",
   "device",
   "device_name",
   "package",
@@ -93,6 +95,7 @@ const INSTALL_COLUMNS = [
 ];
 
 const DEVICE_COLUMNS = [
+  "site",
   "device",
   "name",
   "last_seen",
@@ -109,8 +112,8 @@ const DEVICE_COLUMNS = [
 function deviceRows(devices: DeviceView[]): Record<string, unknown>[] {
   return devices.flatMap((d) =>
     d.packages.length === 0
-      ? [{ device: d.device, name: d.name, last_seen: d.last_seen }]
-      : d.packages.map((p) => ({ device: d.device, name: d.name, last_seen: d.last_seen, ...p }))
+      ? [{ site: d.site, device: d.device, name: d.name, last_seen: d.last_seen }]
+      : d.packages.map((p) => ({ site: d.site, device: d.device, name: d.name, last_seen: d.last_seen, ...p }))
   );
 }
 
@@ -121,13 +124,41 @@ export interface FleetRouteDeps {
   facts: () => Promise<Omit<StatusFacts, "devices" | "installs">>;
 }
 
+/** The `site` filter of `/_/devices` and `/_/packages/{name}`, if given. */
+function siteOf(params: URLSearchParams): string | undefined {
+  const v = params.get("site");
+  if (v === null) return undefined;
+  if (v === "" || v.length > 300) throw new HttpError(400, "Invalid site: expected 1 to 300 characters");
+  return v;
+}
+
+/**
+ * Reads the records, or answers 503 with the reason when their database cannot be read (PostgreSQL down): devices are
+ * served all the same, and what they install waits in the local outbox.
+ */
+async function read<T>(what: () => Promise<T>): Promise<T> {
+  try {
+    return await what();
+  } catch (e) {
+    if (e instanceof HttpError) throw e;
+    throw new HttpError(
+      503,
+      `The install records cannot be read now (${
+        (e as Error)?.message ?? e
+      }); devices are served, and their records wait to be written`,
+      { "retry-after": "10" },
+    );
+  }
+}
+
 /** Adds the fleet routes and the status page. */
 export function addFleetRoutes(router: Router, deps: FleetRouteDeps): void {
   const { fleet } = deps;
 
   router.get("/_/installs", async ({ url }) => {
-    const format = formatOf(url.searchParams, ["device", "package", "status", "since", "limit"]);
-    const installs = await fleet.installs(parseInstallQuery(url.searchParams));
+    const format = formatOf(url.searchParams, ["device", "package", "status", "since", "site", "limit"]);
+    const query = parseInstallQuery(url.searchParams);
+    const installs = await read(() => fleet.installs(query));
     if (format === "csv") return csvResponse(toCsv(INSTALL_COLUMNS, installs as unknown as Record<string, unknown>[]));
     return jsonResponse({ enabled: fleet.enabled, count: installs.length, installs }, {
       pretty: true,
@@ -136,8 +167,9 @@ export function addFleetRoutes(router: Router, deps: FleetRouteDeps): void {
   });
 
   router.get("/_/devices", async ({ url }) => {
-    const format = formatOf(url.searchParams, []);
-    const devices = await fleet.devices();
+    const format = formatOf(url.searchParams, ["site"]);
+    const site = siteOf(url.searchParams);
+    const devices = await read(() => fleet.devices(undefined, site));
     if (format === "csv") return csvResponse(toCsv(DEVICE_COLUMNS, deviceRows(devices)));
     return jsonResponse({ enabled: fleet.enabled, count: devices.length, devices }, {
       pretty: true,
@@ -146,10 +178,17 @@ export function addFleetRoutes(router: Router, deps: FleetRouteDeps): void {
   });
 
   router.get("/_/packages/*name", async ({ url, params }) => {
-    const format = formatOf(url.searchParams, []);
+    const format = formatOf(url.searchParams, ["site"]);
+    const site = siteOf(url.searchParams);
     const name = params.name;
-    const devices = await fleet.devices(name);
-    const rows = devices.map((d) => ({ device: d.device, name: d.name, last_seen: d.last_seen, ...d.packages[0] }));
+    const devices = await read(() => fleet.devices(name, site));
+    const rows = devices.map((d) => ({
+      site: d.site,
+      device: d.device,
+      name: d.name,
+      last_seen: d.last_seen,
+      ...d.packages[0],
+    }));
     if (format === "csv") return csvResponse(toCsv(DEVICE_COLUMNS, rows));
     const versions: Record<string, number> = {};
     for (const r of rows) if (r.version) versions[r.version] = (versions[r.version] ?? 0) + 1;
@@ -163,12 +202,19 @@ export function addFleetRoutes(router: Router, deps: FleetRouteDeps): void {
   });
 
   router.get("/", async () => {
+    // The page is shown while the records' database cannot be read, saying so.
+    let unreadable: string | null = null;
+    const orNothing = <T>(p: Promise<T[]>) =>
+      p.catch((e) => {
+        unreadable = (e as Error)?.message ?? String(e);
+        return [] as T[];
+      });
     const [facts, devices, installs] = await Promise.all([
       deps.facts(),
-      fleet.devices(),
-      fleet.installs({ limit: 20 }),
+      orNothing(fleet.devices()),
+      orNothing(fleet.installs({ limit: 20 })),
     ]);
-    const html = renderStatusPage({ ...facts, devices, installs });
+    const html = renderStatusPage({ ...facts, devices, installs, unreadable });
     return bytesResponse(new TextEncoder().encode(html), {
       contentType: "text/html; charset=utf-8",
       headers: {

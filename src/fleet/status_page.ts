@@ -21,6 +21,8 @@ export interface StatusFacts {
   spans: Span[];
   devices: DeviceView[];
   installs: InstallView[];
+  /** Why the records' database could not be read for this page (PostgreSQL down), or null. */
+  unreadable?: string | null;
   errors: RecentError[];
   compiler: { version: string | null; mpy: string | null };
   profiles: string[];
@@ -71,6 +73,13 @@ export function recordsWarning(audit: StatusFacts["audit"]): string {
   if (r.requests_not_kept > 0) said.push(`${r.requests_not_kept} requests counted but not kept (too many at once)`);
   if (r.requests_unwritten > 0) said.push(`${r.requests_unwritten} requests not written (the database failed)`);
   if (r.write_error !== null) said.push(`writing fails now (${r.write_error})`);
+  const db = r.database;
+  if (db && db.state !== "ok") {
+    said.push(
+      `the database cannot be reached (${db.state}): ${db.waiting_batches} batches of ${db.waiting_requests} requests wait in the local outbox`,
+    );
+  }
+  if (db && db.requests_refused > 0) said.push(`${db.requests_refused} requests refused by the full outbox`);
   if (said.length === 0) return "";
   return `<p id="records-dropped" class="warn">Install records since start: ${escapeHtml(said.join("; "))}.</p>\n`;
 }
@@ -159,8 +168,11 @@ export function renderStatusPage(f: StatusFacts): string {
       `<tr data-upstream="${e(h.host)}"><td><code>${e(h.host)}</code></td><td>${healthCell(h)}</td><td>—</td></tr>`
     ),
   ];
+  // Devices of several sites (one database shared by sites) are shown with their site's name.
+  const sites = new Set(f.devices.map((d) => d.site)).size > 1;
   const deviceRows = f.devices.flatMap((d) => {
-    const name = d.name ? `${e(d.name)} <span class="mut">${e(d.device)}</span>` : e(d.device);
+    const site = sites ? ` <span class="tag site" data-site="${e(d.site)}">${e(d.site)}</span>` : "";
+    const name = (d.name ? `${e(d.name)} <span class="mut">${e(d.device)}</span>` : e(d.device)) + site;
     if (d.packages.length === 0) {
       return [
         `<tr data-device="${e(d.device)}"><td>${name}</td><td colspan="4" class="mut">no installs</td><td>${
@@ -219,6 +231,12 @@ ${chartSvg(f.spans)}
 <p class="mut">Bars: requests per 15 minutes. Line: share of cache lookups answered from the cache.</p>
 <h2>Devices</h2>
 ${
+    f.unreadable
+      ? `<p id="records-unreadable" class="warn">The install records cannot be read now: ${
+        e(f.unreadable)
+      }. Devices are served; their records wait to be written.</p>\n`
+      : ""
+  }${
     f.audit.enabled
       ? table(["device", "package", "version", "state", "profile", "last seen"], deviceRows)
       : `<p class="mut">Install records are off (audit.enabled: false).</p>`
@@ -239,8 +257,14 @@ ${table(["time", "client", "status", "request", "reason"], errorRows)}
 ${recordsWarning(f.audit)}<p class="mut">Install records: ${
     f.audit.enabled
       ? `kept ${e(formatAge(f.audit.retention_ms))}, grouped within ${e(formatAge(f.audit.window_ms))}, ${
-        e(formatBytes(f.audit.records.size_bytes))
-      } of ${e(formatBytes(f.audit.records.max_bytes ?? 0))} (audit.max_size)`
+        f.audit.records.engine === "postgres"
+          ? `in PostgreSQL (at most ${f.audit.records.max_rows ?? 0} rows), the local outbox ${
+            e(formatBytes(f.audit.records.size_bytes))
+          } of ${e(formatBytes(f.audit.records.max_bytes ?? 0))}`
+          : `${e(formatBytes(f.audit.records.size_bytes))} of ${
+            e(formatBytes(f.audit.records.max_bytes ?? 0))
+          } (audit.max_size)`
+      }`
       : "off"
   }. JSON: <code>/_/installs</code>, <code>/_/devices</code>, <code>/_/packages/NAME</code> (add <code>?format=csv</code>).</p>
 </body></html>

@@ -15,12 +15,14 @@ import type { Logger } from "../log.ts";
 import type { IndexService } from "../packages/index_service.ts";
 import type { Resolver } from "../packages/resolver.ts";
 import { AdminAccess, isAdminPath } from "./access.ts";
-import { AuditDb, type Enforced } from "./audit_db.ts";
+import type { Records } from "../records/records.ts";
+import { SqliteRecords } from "../records/sqlite/mod.ts";
 import { cachedFigures } from "./cache_figures.ts";
 import { Fleet } from "./fleet.ts";
 import { UpstreamHealth } from "./health.ts";
 import { InstallRecorder, type RecordFigures } from "./installs.ts";
 import { CidrSet, clientAddress } from "./net.ts";
+import { dirname, join } from "node:path";
 import { addFleetRoutes } from "./routes.ts";
 import { Stats } from "./stats.ts";
 
@@ -35,8 +37,10 @@ export interface FleetWiring {
   router: Router;
   metrics: Metrics;
   store: ObjectStore;
-  /** The install records' SQLite file. */
+  /** The install records' SQLite file (with `audit.database`, the outbox beside it is `records-outbox.sqlite`). */
   recordsPath: string;
+  /** The environment: `PGPASSWORD` and `PGPASSFILE` for `audit.database`. */
+  env?: Record<string, string | undefined>;
   index: IndexService;
   resolver: Resolver;
   compiler: CompileService;
@@ -57,33 +61,83 @@ export interface FleetParts {
   close(): Promise<void>;
 }
 
+/**
+ * This server's site name: `audit.site`, else the host name (with `--allow-sys=hostname`), else `/etc/hostname`, else
+ * `local`.
+ */
+export function siteName(configured: string | null): string {
+  if (configured !== null) return configured;
+  try {
+    return Deno.hostname();
+  } catch {
+    try {
+      const name = Deno.readTextFileSync("/etc/hostname").trim();
+      if (/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/.test(name)) return name;
+    } catch {
+      // Not readable here.
+    }
+  }
+  return "local";
+}
+
+/**
+ * Opens the install records: SQLite in the cache dir, or (`audit.database`) PostgreSQL through an outbox beside it,
+ * whose modules and driver are loaded only then. Null (logged) when they cannot be opened: devices are served all
+ * the same.
+ */
+async function openRecords(w: FleetWiring): Promise<Records | null> {
+  const { config, logger, now } = w;
+  const site = siteName(config.audit.site);
+  const keepDevices = Object.keys(config.devices);
+  try {
+    if (config.audit.database === null) {
+      return SqliteRecords.open({
+        path: w.recordsPath,
+        site,
+        logger,
+        maxBytes: config.audit.max_size,
+        maxDevices: config.audit.max_devices,
+        keepDevices,
+      });
+    }
+    const { PostgresRecords } = await import("../records/postgres/mod.ts");
+    return PostgresRecords.open({
+      url: config.audit.database,
+      env: w.env ?? {},
+      outboxPath: join(dirname(w.recordsPath), "records-outbox.sqlite"),
+      site,
+      logger,
+      now,
+      maxBytes: config.audit.max_size,
+      maxDevices: config.audit.max_devices,
+      keepDevices: Object.fromEntries(keepDevices.map((d) => [d, config.devices[d]])),
+      windowMs: config.audit.window,
+      timeoutMs: config.upstreams.timeout,
+    });
+  } catch (e) {
+    logger.error("Cannot open the install records; serving without them", { error: (e as Error).message });
+    return null;
+  }
+}
+
 /** Opens the install records (pruning old ones), and adds the fleet routes and the status page to `w.router`. */
-export function createFleet(w: FleetWiring): FleetParts {
+export async function createFleet(w: FleetWiring): Promise<FleetParts> {
   const { config, logger, now, store, compiler } = w;
   const stats = new Stats();
   const upstreamHealth = new UpstreamHealth();
-  let db: AuditDb | null = null;
-  let dropped: Enforced | undefined;
-  if (config.audit.enabled) {
-    try {
-      ({ db, dropped } = openRecords(w.recordsPath, config, logger));
-    } catch (e) {
-      logger.error("Cannot open the install records; serving without them", { error: (e as Error).message });
-    }
-  }
+  const records = config.audit.enabled ? await openRecords(w) : null;
   const recorder = new InstallRecorder({
-    db,
+    records,
     stats,
     logger,
     now,
     windowMs: config.audit.window,
     retentionMs: config.audit.retention,
-    dropped,
   });
   recorder.prune();
   registerRecordMetrics(w.metrics, recorder);
   const fleet = new Fleet({
-    db,
+    records,
     recorder,
     names: config.devices,
     gather: w.gather,
@@ -138,7 +192,7 @@ export function createFleet(w: FleetWiring): FleetParts {
         },
         profiles: compiler.profiles(),
         audit: {
-          enabled: db !== null,
+          enabled: records !== null,
           window_ms: config.audit.window,
           retention_ms: config.audit.retention,
           records: recorder.figures(),
@@ -162,40 +216,9 @@ export function createFleet(w: FleetWiring): FleetParts {
     },
     async close() {
       await recorder.stop();
-      db?.close();
+      await records?.close();
     },
   };
-}
-
-/**
- * Opens the install records within `audit.max_size` and `audit.max_devices`. A file far over its budget (written
- * before the bound, or after the setting was lowered) is cut to it and rewritten once, which is logged.
- */
-function openRecords(path: string, config: Config, logger: Logger): { db: AuditDb; dropped?: Enforced } {
-  const db = new AuditDb(path, {
-    maxBytes: config.audit.max_size,
-    maxDevices: config.audit.max_devices,
-    keepDevices: Object.keys(config.devices),
-    onReplaced: (movedTo, reason) =>
-      logger.warn("Install records were corrupt: moved aside, a new file started", { moved_to: movedTo, reason }),
-  });
-  const before = db.sizeOnDisk();
-  if (before <= db.maxBytes) return { db };
-  const dropped: Enforced = { rows: 0, devices: 0 };
-  // Each round deletes a share of the rows; a few rounds bring a file far over its budget within it.
-  for (let round = 0; round < 8 && db.sizeOnDisk() > db.maxBytes; round++) {
-    const enforced = db.enforce();
-    dropped.rows += enforced.rows;
-    dropped.devices += enforced.devices;
-    db.shrink();
-  }
-  logger.warn("Install records were over audit.max_size; the oldest rows were deleted and the file shrunk", {
-    before_bytes: before,
-    after_bytes: db.sizeOnDisk(),
-    rows: dropped.rows,
-    devices: dropped.devices,
-  });
-  return { db, dropped };
 }
 
 /** The records' figures in `/metrics`, read at scrape time. */
@@ -247,6 +270,64 @@ function registerRecordMetrics(metrics: Metrics, recorder: InstallRecorder): voi
       collect() {
         this.reset();
         this.inc(recorder.figures()[key] as number);
+      },
+    });
+  }
+  if (recorder.figures().engine !== "postgres") return;
+  // With audit.database: the shared database's state and the local outbox in front of it.
+  const db = () => recorder.figures().database!;
+  const gauges: [string, string, () => number][] = [
+    [
+      "mipserver_records_database_up",
+      "1 when the last batch reached the install records' PostgreSQL database, else 0.",
+      () => (db().state === "ok" ? 1 : 0),
+    ],
+    [
+      "mipserver_records_outbox_batches",
+      "Batches of install records waiting in the local outbox for the database.",
+      () => db().waiting_batches,
+    ],
+    [
+      "mipserver_records_outbox_requests",
+      "Device requests in the batches waiting in the local outbox.",
+      () => db().waiting_requests,
+    ],
+    [
+      "mipserver_records_outbox_oldest_seconds",
+      "How long the oldest batch in the local outbox has waited.",
+      () => db().oldest_waiting_ms / 1000,
+    ],
+  ];
+  for (const [name, help, value] of gauges) {
+    new prom.Gauge({
+      name,
+      help,
+      registers,
+      collect() {
+        this.set(value());
+      },
+    });
+  }
+  const totals: [string, string, () => number][] = [
+    [
+      "mipserver_records_sent_batches_total",
+      "Batches of install records sent to the database.",
+      () => db().sent_batches,
+    ],
+    [
+      "mipserver_records_outbox_refused_requests_total",
+      "Device requests in batches the full local outbox could not keep.",
+      () => db().requests_refused,
+    ],
+  ];
+  for (const [name, help, value] of totals) {
+    new prom.Counter({
+      name,
+      help,
+      registers,
+      collect() {
+        this.reset();
+        this.inc(value());
       },
     });
   }

@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { AuditDb } from "../../src/fleet/audit_db.ts";
+import { AuditDb } from "../../src/records/sqlite/audit_db.ts";
 import { FakeUpstream } from "../fixtures/fake_upstream.ts";
 import { standardIndex } from "../fixtures/index_fixture.ts";
 import { tempDir } from "../helpers.ts";

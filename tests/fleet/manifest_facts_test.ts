@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { NotFound } from "../../src/errors.ts";
 import { classify } from "../../src/fleet/installs.ts";
-import { recordedPath } from "../../src/fleet/paths.ts";
+import { recordedPath } from "../../src/records/paths.ts";
 import { Metrics } from "../../src/http/metrics.ts";
 import { type RequestEntry, RequestLog } from "../../src/http/request_log.ts";
 import { Router } from "../../src/http/router.ts";

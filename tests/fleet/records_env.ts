@@ -1,9 +1,14 @@
-/** In-process install records: an app over a fake upstream index, a controlled clock, devices by address. */
+/**
+ * In-process install records: an app over a fake upstream index, a controlled clock, devices by address. Each setup
+ * runs on one of the records' engines: SQLite in the cache dir, or PostgreSQL (a fresh database on the real server
+ * of tests/fixtures/postgres.ts), so one suite checks both.
+ */
 import assert from "node:assert/strict";
 import { createApp } from "../../src/app.ts";
 import { memoryLogger } from "../../src/log.ts";
 import { FakeUpstream } from "../fixtures/fake_upstream.ts";
 import { standardIndex } from "../fixtures/index_fixture.ts";
+import { type FreshDatabase, sharedPostgres } from "../fixtures/postgres.ts";
 import { tempDir, testConfig } from "../helpers.ts";
 
 /** The clock the records start at. */
@@ -11,17 +16,42 @@ export const T0 = Date.parse("2026-03-01T12:00:00Z");
 /** A loopback admin client. */
 export const LOCAL = { remoteAddr: { hostname: "127.0.0.1", port: 1 } };
 
+/** The records' engines every engine-neutral fleet test runs on. */
+export const ENGINES = ["sqlite", "postgres"] as const;
+export type Engine = typeof ENGINES[number];
+
+/** A fresh PostgreSQL database on the shared test server. */
+export async function freshDatabase(): Promise<FreshDatabase> {
+  return await (await sharedPostgres()).database();
+}
+
+/**
+ * `overrides` with the records on `engine`: for PostgreSQL, `audit.database` set to `db` (its password given as
+ * `PGPASSWORD`, see {@linkcode setup}).
+ */
+export function onEngine(
+  overrides: Record<string, unknown>,
+  db: FreshDatabase | undefined,
+  withPassword = false,
+): Record<string, unknown> {
+  if (!db) return overrides;
+  const audit = (overrides.audit ?? {}) as Record<string, unknown>;
+  return { ...overrides, audit: { ...audit, database: withPassword ? db.urlWithPassword : db.url } };
+}
+
 /** An app on a fake upstream index and a controlled clock, called in-process as devices at addresses would call it. */
-export async function setup(overrides: Record<string, unknown> = {}, dir = tempDir()) {
+export async function setup(overrides: Record<string, unknown> = {}, dir = tempDir(), engine: Engine = "sqlite") {
   const idx = await standardIndex();
   const up = new FakeUpstream(idx.root).start();
   let clock = T0;
   const logger = memoryLogger();
+  const db = engine === "postgres" ? await freshDatabase() : undefined;
   const make = (o: Record<string, unknown> = overrides) =>
     createApp({
-      config: testConfig({ cache: { dir }, upstreams: { index: up.url, retries: 0 }, ...o }),
+      config: testConfig(onEngine({ cache: { dir }, upstreams: { index: up.url, retries: 0 }, ...o }, db)),
       logger,
       now: () => clock,
+      env: db ? { PGPASSWORD: db.password } : {},
     });
   const app = await make();
   const env = {
@@ -31,7 +61,14 @@ export async function setup(overrides: Record<string, unknown> = {}, dir = tempD
     dir,
     logger,
     make,
+    engine,
+    /** The PostgreSQL database (undefined on SQLite). */
+    db,
     tick: (ms: number) => (clock += ms),
+    /** The records' engine of the current app. */
+    get records() {
+      return env.app.fleet.records!;
+    },
     /** A device request from `device`, body read in full (as mip does). */
     async device(device: string, path: string) {
       const res = await env.app.handler(new Request(`http://gw${path}`), { remoteAddr: { hostname: device, port: 9 } });

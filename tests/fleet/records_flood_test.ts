@@ -7,20 +7,21 @@
 import assert from "node:assert/strict";
 import { DatabaseSync } from "node:sqlite";
 import { dirname, join } from "node:path";
-import { AuditDb, type Enforced, type InstallRow } from "../../src/fleet/audit_db.ts";
+import { AuditDb, type Enforced, type InstallRow } from "../../src/records/sqlite/audit_db.ts";
+import { SqliteRecords } from "../../src/records/sqlite/mod.ts";
 import {
   FAILED_INSTALLS_PER_MINUTE,
   InstallRecorder,
   MAX_PENDING,
   MAX_PENDING_BYTES,
 } from "../../src/fleet/installs.ts";
-import { MAX_RECORDED_PATH, recordedPath } from "../../src/fleet/paths.ts";
+import { MAX_RECORDED_PATH, recordedPath } from "../../src/records/paths.ts";
 import { Stats } from "../../src/fleet/stats.ts";
 import { memoryLogger } from "../../src/log.ts";
 import { FakeUpstream } from "../fixtures/fake_upstream.ts";
 import { standardIndex } from "../fixtures/index_fixture.ts";
 import { tempDir } from "../helpers.ts";
-import { setup, T0 } from "./records_env.ts";
+import { ENGINES, freshDatabase, onEngine, setup, T0 } from "./records_env.ts";
 import { replayFromMany, serve } from "./tools.ts";
 
 const hex = (n: number) => {
@@ -90,43 +91,53 @@ Deno.test("a flood of unique query strings and unique paths keeps no row per pat
   }
 });
 
-Deno.test("rotating source addresses across 127.0.0.0/8 are bounded by audit.max_devices; named devices stay", async () => {
-  const idx = await standardIndex();
-  const up = new FakeUpstream(idx.root).start();
-  const server = await serve({
-    cache: { dir: tempDir() },
-    upstreams: { index: up.url, retries: 0 },
-    audit: { max_devices: 50 },
-    devices: { "127.9.0.1": "bench-board" },
-  }, "127.0.0.1");
-  try {
-    const head = (path: string) => `GET ${path} HTTP/1.0\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n`;
-    const jobs: [string, string][] = [["127.9.0.1", head("/package/6/hello/latest.json")]];
-    // 1,200 addresses spread over 127.10.0.0 to 127.250.255.255.
-    for (let i = 0; i < 1200; i++) {
-      jobs.push([`127.${10 + (i % 240)}.${(i * 7) % 256}.${1 + (i % 250)}`, head(`/index.json?${i}`)]);
+for (const engine of ENGINES) {
+  Deno.test(`[${engine}] rotating source addresses across 127.0.0.0/8 are bounded by audit.max_devices; named devices stay`, async () => {
+    const idx = await standardIndex();
+    const up = new FakeUpstream(idx.root).start();
+    const db = engine === "postgres" ? await freshDatabase() : undefined;
+    const server = await serve(
+      onEngine(
+        {
+          cache: { dir: tempDir() },
+          upstreams: { index: up.url, retries: 0 },
+          audit: { max_devices: 50 },
+          devices: { "127.9.0.1": "bench-board" },
+        },
+        db,
+        true,
+      ),
+      "127.0.0.1",
+    );
+    try {
+      const head = (path: string) => `GET ${path} HTTP/1.0\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n`;
+      const jobs: [string, string][] = [["127.9.0.1", head("/package/6/hello/latest.json")]];
+      // 1,200 addresses spread over 127.10.0.0 to 127.250.255.255.
+      for (let i = 0; i < 1200; i++) {
+        jobs.push([`127.${10 + (i % 240)}.${(i * 7) % 256}.${1 + (i % 250)}`, head(`/index.json?${i}`)]);
+      }
+      const statuses = await replayFromMany(server.port, jobs);
+      assert.ok(statuses.every((s) => s === 200), JSON.stringify(statuses.filter((s) => s !== 200).slice(0, 5)));
+      await server.app.fleet.settle();
+      const devices = JSON.parse(await (await fetch(`http://127.0.0.1:${server.port}/_/devices`)).text()).devices as {
+        device: string;
+        name: string | null;
+      }[];
+      assert.ok(devices.length <= 50, `${devices.length} devices remembered`);
+      assert.ok(devices.some((d) => d.device === "127.9.0.1" && d.name === "bench-board"), "the named device stays");
+      // Its install stays too, though it was seen first of all.
+      const installs = await (await fetch(`http://127.0.0.1:${server.port}/_/installs?device=127.9.0.1`)).json();
+      assert.equal(installs.count, 1);
+      const health = await (await fetch(`http://127.0.0.1:${server.port}/healthz`)).json();
+      assert.ok(health.records.devices_forgotten >= 1151, JSON.stringify(health.records));
+      const metrics = await (await fetch(`http://127.0.0.1:${server.port}/metrics`)).text();
+      assert.match(metrics, /^mipserver_records_devices_forgotten_total (\d+)$/m);
+    } finally {
+      await server.stop();
+      await up.stop();
     }
-    const statuses = await replayFromMany(server.port, jobs);
-    assert.ok(statuses.every((s) => s === 200), JSON.stringify(statuses.filter((s) => s !== 200).slice(0, 5)));
-    await server.app.fleet.settle();
-    const devices = JSON.parse(await (await fetch(`http://127.0.0.1:${server.port}/_/devices`)).text()).devices as {
-      device: string;
-      name: string | null;
-    }[];
-    assert.ok(devices.length <= 50, `${devices.length} devices remembered`);
-    assert.ok(devices.some((d) => d.device === "127.9.0.1" && d.name === "bench-board"), "the named device stays");
-    // Its install stays too, though it was seen first of all.
-    const installs = await (await fetch(`http://127.0.0.1:${server.port}/_/installs?device=127.9.0.1`)).json();
-    assert.equal(installs.count, 1);
-    const health = await (await fetch(`http://127.0.0.1:${server.port}/healthz`)).json();
-    assert.ok(health.records.devices_forgotten >= 1151, JSON.stringify(health.records));
-    const metrics = await (await fetch(`http://127.0.0.1:${server.port}/metrics`)).text();
-    assert.match(metrics, /^mipserver_records_devices_forgotten_total (\d+)$/m);
-  } finally {
-    await server.stop();
-    await up.stop();
-  }
-});
+  });
+}
 
 const entry = (
   time: number,
@@ -149,7 +160,7 @@ const entry = (
 Deno.test("what waits for a batch is bounded by count and bytes; failed requests cannot crowd out the rest", async () => {
   const logger = memoryLogger();
   const recorder = new InstallRecorder({
-    db: new AuditDb(":memory:"),
+    records: new SqliteRecords(new AuditDb(":memory:"), "test"),
     stats: new Stats(),
     logger,
     windowMs: 30_000,

@@ -11,76 +11,22 @@
  * @module
  */
 import { DatabaseSync, type StatementSync } from "node:sqlite";
-import { recordedPath } from "./paths.ts";
+import { recordedPath } from "../paths.ts";
+import {
+  type DevicePackage,
+  type Enforced,
+  type InstallQuery,
+  type InstallRow,
+  type RequestRow,
+  STATUS,
+  STATUS_CODE,
+  type TrafficRow,
+} from "../records.ts";
 
-/** One install as stored and queried. */
-export interface InstallRow {
-  id: number;
-  device: string;
-  package: string;
-  version: string | null;
-  mpy: string | null;
-  profile: string | null;
-  status: "complete" | "partial" | "failed";
-  files_listed: number;
-  files_served: number;
-  bytes: number;
-  started_at: number;
-  finished_at: number;
-  error: string | null;
-}
+export type { Enforced, InstallQuery, InstallRow, RequestRow, TrafficRow };
 
-/**
- * Successful device requests that are no part of an install (the index, a file no manifest listed): alike requests
- * (same device, method, path, status and cache outcome) within one minute and one batch are one row with their
- * `count` and summed `bytes`.
- */
-export interface RequestRow {
-  /** The minute they came in (ms since the epoch, a whole minute). */
-  time: number;
-  device: string;
-  method: string;
-  path: string;
-  status: number;
-  cache: string | null;
-  count: number;
-  bytes: number;
-}
-
-/**
- * Failed device requests that are no part of an install, counted per device, minute and status (no path: a
- * scanner's paths are not kept).
- */
-export interface TrafficRow {
-  /** The minute (ms since the epoch, a whole minute). */
-  time: number;
-  device: string;
-  status: number;
-  count: number;
-  bytes: number;
-}
-
-/** Filters for {@linkcode AuditDb.installs}. */
-export interface InstallQuery {
-  device?: string;
-  package?: string;
-  status?: string;
-  /** ms since the epoch: installs started at or after it. */
-  since?: number;
-  limit: number;
-}
-
-/** The newest complete install of a package on a device, with the status of the newest attempt. */
-export interface DevicePackage {
-  device: string;
-  package: string;
-  version: string | null;
-  mpy: string | null;
-  profile: string | null;
-  installed_at: number | null;
-  last_status: string;
-  last_attempt_at: number;
-}
+/** A device's package as one server's records know it (the site is the server's own). */
+export type LocalDevicePackage = Omit<DevicePackage, "site">;
 
 /** The bounds of an {@linkcode AuditDb}. */
 export interface AuditDbOptions {
@@ -94,21 +40,11 @@ export interface AuditDbOptions {
   onReplaced?: (movedTo: string, reason: string) => void;
 }
 
-/** What {@linkcode AuditDb.enforce} removed to stay within its bounds. */
-export interface Enforced {
-  /** Request, traffic and install rows deleted before their retention because of `maxBytes`. */
-  rows: number;
-  /** Devices forgotten because of `maxDevices`. */
-  devices: number;
-}
-
 /** The smallest `maxBytes` honoured: the schema and one batch need room. */
 export const MIN_MAX_BYTES = 1024 * 1024;
 /** The schema version this code writes (`pragma user_version`). Version 0 is the first layout, with text in rows. */
 export const SCHEMA_VERSION = 2;
 
-const STATUS = ["complete", "partial", "failed"] as const;
-const STATUS_CODE: Record<InstallRow["status"], number> = { complete: 0, partial: 1, failed: 2 };
 /** Interned texts remembered in memory (text → id); forgotten together when unused texts are deleted. */
 const INTERNED_KEPT = 4096;
 /** Old installs looked at per step while pruning by age. */
@@ -530,7 +466,7 @@ export class AuditDb {
   }
 
   /** Per device and package: the newest complete install, and the status of the newest attempt. */
-  devicePackages(pkg?: string): DevicePackage[] {
+  devicePackages(pkg?: string): LocalDevicePackage[] {
     const filter = pkg === undefined ? "" : "i.package = (select id from names where text = ?)";
     const args = pkg === undefined ? [] : [pkg];
     const complete = this.#db.prepare(
@@ -538,13 +474,13 @@ export class AuditDb {
          max(i.started_at + i.took) as installed_at
        from installs i ${INSTALL_JOINS}
        where ${filter ? `${filter} and` : ""} i.status = 0 group by i.device, i.package`,
-    ).all(...args) as unknown as DevicePackage[];
+    ).all(...args) as unknown as LocalDevicePackage[];
     const last = this.#db.prepare(
       `select d.text as device, p.text as package, i.status as status, max(i.started_at) as at
        from installs i join names d on d.id = i.device join names p on p.id = i.package
        ${filter ? `where ${filter}` : ""} group by i.device, i.package`,
     ).all(...args) as unknown as { device: string; package: string; status: number; at: number }[];
-    const out = new Map<string, DevicePackage>();
+    const out = new Map<string, LocalDevicePackage>();
     for (const row of complete) out.set(`${row.device}\n${row.package}`, row);
     for (const row of last) {
       const key = `${row.device}\n${row.package}`;
