@@ -6,6 +6,7 @@
 import { ArgError, type CommandSpec, CONFIG_FLAG, type Flag, flagHelp, HELP_FLAG, readCommandLine } from "./args.ts";
 import { specProblem } from "./packages/names.ts";
 import { BUNDLE_COMMAND_SPECS, type BundleCommand } from "./bundle/args.ts";
+import type { KeygenCommand } from "./bundle/keygen.ts";
 
 /** The flags of the server and of `check-config`, `healthcheck`, `lock` and `purge`. */
 const SERVER_FLAGS: readonly Flag[] = [
@@ -18,6 +19,15 @@ const SERVER_FLAGS: readonly Flag[] = [
 
 /** `lock --output FILE`. */
 const LOCK_OUTPUT: Flag = { names: ["--output"], value: "FILE", help: "write the lock to FILE instead of stdout" };
+/** `lock --sign KEY`. */
+const LOCK_SIGN: Flag = { names: ["--sign"], value: "KEY", help: "sign the lock with the private key in KEY" };
+
+/** The flags of `keygen`. */
+const KEYGEN_FLAGS: readonly Flag[] = [
+  HELP_FLAG,
+  { names: ["--out"], value: "FILE", help: "write a new private key to FILE (mode 0600; never over a file)" },
+  { names: ["--from"], value: "FILE", help: "print the public key of the private key in FILE instead" },
+];
 
 /** The usage text for `--help`. */
 export const USAGE = `mipserver: a caching, compiling package server for MicroPython's mip
@@ -29,14 +39,16 @@ Usage:
   mipserver warm [--config FILE] [--profile NAME]... [--mpy py|N]... [--from LOCKFILE] [PKG[@VERSION]]...
                                                        fetch packages, their dependencies and compiled files into
                                                        the cache (works while the server runs)
-  mipserver export [--config FILE] --output BUNDLE [PKG[@VERSION]]...
+  mipserver export [--config FILE] --output BUNDLE [--sign KEY] [PKG[@VERSION]]...
                                                        write what those packages need (default: everything cached)
                                                        into one .tar.gz bundle
   mipserver import [--config FILE] BUNDLE              verify a bundle, then add it to the cache (served at once,
                                                        also by a running server, whatever its upstreams)
-  mipserver lock [--config FILE] [--output FILE] PKG[@VERSION]...
+  mipserver lock [--config FILE] [--output FILE] [--sign KEY] PKG[@VERSION]...
                                                        write the exact versions and sha256 of every file of the
                                                        packages and their dependencies (stdout unless --output)
+  mipserver keygen --out FILE | --from FILE            make an Ed25519 key to sign locks and bundles with
+                                                       (--sign); print its public key for policy.trusted_keys
   mipserver purge [--config FILE] PKG[@VERSION]        remove from the cache what only that release uses
   mipserver --help | --version
 
@@ -58,7 +70,10 @@ export type Command =
     specs: string[];
     /** `--output FILE` (lock). */
     output?: string;
+    /** `--sign KEY` (lock): the private key file to sign the lock with. */
+    sign?: string;
   }
+  | KeygenCommand
   | BundleCommand
   | { kind: "error"; message: string };
 
@@ -78,7 +93,7 @@ function serverCommand(name: ServerKind): CommandSpec<Command> {
 function lockCommand(name: "lock" | "purge"): CommandSpec<Command> {
   return {
     name,
-    flags: name === "lock" ? [...SERVER_FLAGS, LOCK_OUTPUT] : SERVER_FLAGS,
+    flags: name === "lock" ? [...SERVER_FLAGS, LOCK_OUTPUT, LOCK_SIGN] : SERVER_FLAGS,
     argument: () => undefined,
     build: (read) => {
       const specs = read.args;
@@ -86,16 +101,31 @@ function lockCommand(name: "lock" | "purge"): CommandSpec<Command> {
       if (name === "purge" && specs.length > 1) throw new ArgError("purge takes one PKG[@VERSION]");
       const problem = specs.map(specProblem).find((p) => p !== undefined);
       if (problem) throw new ArgError(`Invalid package ${problem}`);
+      const sign = read.value("sign");
       return {
         kind: name,
         configPath: read.value("config"),
         overrides: read.overrides,
         specs,
         output: read.value("output"),
+        ...(sign === undefined ? {} : { sign }),
       };
     },
   };
 }
+
+/** `keygen --out FILE` or `keygen --from FILE`: needs no configuration. */
+const KEYGEN_COMMAND: CommandSpec<Command> = {
+  name: "keygen",
+  named: "first",
+  flags: KEYGEN_FLAGS,
+  build: (read) => {
+    const out = read.value("out");
+    const from = read.value("from");
+    if ((out === undefined) === (from === undefined)) throw new ArgError("keygen needs --out FILE or --from FILE");
+    return { kind: "keygen", ...(out === undefined ? {} : { out }), ...(from === undefined ? {} : { from }) };
+  },
+};
 
 /** Every command the command line may name, and the server, run when it names none. */
 export const COMMANDS: readonly CommandSpec<Command>[] = [
@@ -104,6 +134,7 @@ export const COMMANDS: readonly CommandSpec<Command>[] = [
   serverCommand("healthcheck"),
   lockCommand("lock"),
   lockCommand("purge"),
+  KEYGEN_COMMAND,
   ...BUNDLE_COMMAND_SPECS,
 ];
 

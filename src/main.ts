@@ -61,6 +61,11 @@ export async function main(args: string[]): Promise<number> {
     case "error":
       console.error(`mipserver: ${command.message}`);
       return 2;
+    case "keygen": {
+      // Needs no configuration: a key is made (or read) at the office, away from any server's config.
+      const { runKeygen } = await import("./bundle/keygen.ts");
+      return await runKeygen(command);
+    }
   }
 
   const env = readEnv();

@@ -21,7 +21,15 @@ export type BundleCommand =
     /** `--from LOCKFILE`: every locked package, its variants and profiles, on top of `packages`. */
     from?: string;
   }
-  | { kind: "export"; configPath?: string; overrides: Record<string, string>; packages: string[]; output: string }
+  | {
+    kind: "export";
+    configPath?: string;
+    overrides: Record<string, string>;
+    packages: string[];
+    output: string;
+    /** `--sign KEY`: the private key file to sign the bundle manifest with. */
+    sign?: string;
+  }
   | { kind: "import"; configPath?: string; overrides: Record<string, string>; bundle: string };
 
 const WARM_FLAGS: readonly Flag[] = [
@@ -48,6 +56,7 @@ const EXPORT_FLAGS: readonly Flag[] = [
   HELP_FLAG,
   CONFIG_FLAG,
   { names: ["--output", "-o"], value: "BUNDLE", help: "the .tar.gz bundle to write" },
+  { names: ["--sign"], value: "KEY", help: "sign the bundle (its list of objects) with the private key in KEY" },
 ];
 
 /** A `PKG[@VERSION]` argument: refused at once when the index could not name such a package. */
@@ -87,12 +96,14 @@ export const BUNDLE_COMMAND_SPECS: readonly CommandSpec<BundleCommand>[] = [
     build: (read) => {
       const output = read.value("output");
       if (!output) throw new ArgError("export needs --output BUNDLE");
+      const sign = read.value("sign");
       return {
         kind: "export",
         configPath: read.value("config"),
         overrides: read.overrides,
         packages: read.args,
         output,
+        ...(sign === undefined ? {} : { sign }),
       };
     },
   },

@@ -17,6 +17,7 @@ import type { App } from "../app.ts";
 import type { Config } from "../config/schema.ts";
 import { readCatalog } from "../packages/layer.ts";
 import type { ObjectStore } from "../store/object_store.ts";
+import { signDocument, type SigningKey } from "../packages/signing.ts";
 import { MemoryPacer } from "./memory.ts";
 import {
   BUNDLE_FORMAT,
@@ -38,6 +39,8 @@ export interface ExportResult {
   missing: Map<string, string>;
   /** Whether the bundle was written (not when a package asked for by name is missing). */
   written: boolean;
+  /** The key id it was signed with, when signed. */
+  signedBy?: string;
 }
 
 /** Where an object's bytes come from: memory (manifests, the index) or an object in the store. */
@@ -127,6 +130,7 @@ export async function exportBundle(
   config: Config,
   packages: string[],
   output: string,
+  options: { sign?: SigningKey; now?: Date } = {},
 ): Promise<ExportResult> {
   const all = packages.length === 0;
   const found = all ? await cachedSpecs(app, config) : undefined;
@@ -227,7 +231,11 @@ export async function exportBundle(
         await body.pipeTo(stream);
       }
     };
-    const manifestBytes = enc.encode(JSON.stringify(manifest, null, 1) + "\n");
+    // Signed, the manifest covers every byte the bundle can bring in: each object's sha256 is in it.
+    const manifestText = JSON.stringify(manifest, null, 1) + "\n";
+    const manifestBytes = enc.encode(
+      options.sign ? await signDocument(manifestText, options.sign, options.now) : manifestText,
+    );
     const packing = (async () => {
       await add(MANIFEST_ENTRY, manifestBytes.byteLength, manifestBytes);
       for (const object of objects) {
@@ -247,7 +255,7 @@ export async function exportBundle(
     throw e;
   }
   const bytes = (await Deno.stat(output)).size;
-  return { output, objects: objects.length, bytes, missing, written: true };
+  return { output, objects: objects.length, bytes, missing, written: true, signedBy: options.sign?.keyId };
 }
 
 /** The merged index.json limited to `names`; entries the cache has no index for are made from the manifests. */

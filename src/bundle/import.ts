@@ -22,16 +22,28 @@ import { type Catalog, readCatalog, readLayerIndex } from "../packages/layer.ts"
 import { MemoryPacer } from "./memory.ts";
 import { fileKey, LAYER, mirrorKey } from "../store/keys.ts";
 import { HashMismatch, type ObjectStore } from "../store/object_store.ts";
+import { checkSignature, type Refusal, SignatureError, type Signer, type Trust } from "../packages/signing.ts";
+
+/** Without `policy.trusted_keys`: a signature is still checked against its own key, nothing is required. */
+const NO_TRUST: Trust = { keys: [], required: false };
 
 /** A mirror path a dependency names: a code host's (`/github/...`, ...) or `/url/...`, perhaps under a profile. */
 const MIRROR_PATH = new RegExp(`^(/t/[^/]+)?/(${REPO_HOST_ALTERNATIVES}|url)/`);
 
-/** A bundle that was refused; nothing was changed. */
+/** A bundle that was refused; nothing was changed. `reason`: why its signature did not let it in, if that was why. */
 export class BundleError extends Error {
-  constructor(message: string) {
+  constructor(message: string, readonly reason?: Refusal) {
     super(message);
     this.name = "BundleError";
   }
+}
+
+/** How an import checks who made a bundle. */
+export interface ImportOptions {
+  /** `policy.trusted_keys` and `policy.require_signed` (default: none trusted, none required). */
+  trust?: Trust;
+  /** Told a warning (an unsigned bundle where keys are trusted, a signature no trusted key checked). */
+  warn?: (text: string) => void;
 }
 
 /** What an import did. */
@@ -41,6 +53,8 @@ export interface ImportResult {
   newFiles: number;
   manifests: number;
   packages: string[];
+  /** Who signed the bundle (its signature checked before anything was written); null: unsigned. */
+  signer: Signer | null;
 }
 
 const enc = new TextEncoder();
@@ -109,8 +123,12 @@ function storeKey(path: string): string {
  * Imports the bundle at `bundlePath` into the store `openStore` opens (only once the bundle is verified). Throws a
  * {@linkcode BundleError} when refused.
  */
-export async function importBundle(openStore: () => Promise<ObjectStore>, bundlePath: string): Promise<ImportResult> {
-  const { manifest, served, index } = await verify(bundlePath);
+export async function importBundle(
+  openStore: () => Promise<ObjectStore>,
+  bundlePath: string,
+  options: ImportOptions = {},
+): Promise<ImportResult> {
+  const { manifest, served, index, signer } = await verify(bundlePath, options);
   checkComplete(manifest, served);
   const store = await openStore();
   // Verified: put into place. Manifests and files first, the catalog last (that is what gets them served).
@@ -156,7 +174,7 @@ export async function importBundle(openStore: () => Promise<ObjectStore>, bundle
   };
   await store.put(LAYER.catalog, enc.encode(JSON.stringify(catalog)));
   await store.flush();
-  return { objects: manifest.objects.length, newFiles, manifests: served.size, packages: manifest.packages };
+  return { objects: manifest.objects.length, newFiles, manifests: served.size, packages: manifest.packages, signer };
 }
 
 /**
@@ -196,13 +214,26 @@ async function readEntries(
   }
 }
 
-/** Reads and verifies every entry, writing nothing; keeps the manifests and the index. */
-async function verify(bundlePath: string): Promise<{
+/**
+ * Reads and verifies every entry, writing nothing; keeps the manifests and the index. The manifest's signature is
+ * checked as soon as it is read, before any other entry: a bundle it refuses is not read further.
+ */
+async function verify(bundlePath: string, options: ImportOptions): Promise<{
   manifest: BundleManifest;
   served: Map<string, Uint8Array>;
   index?: Uint8Array;
+  signer: Signer | null;
 }> {
   let manifest: BundleManifest | undefined;
+  let signer: Signer | null = null;
+  /** An entry that does not match the list a signature covers was changed after signing. */
+  const changed = (message: string) =>
+    signer
+      ? new BundleError(
+        `The bundle is tampered (changed after it was signed by key ${signer.keyId}): ${message}`,
+        "tampered",
+      )
+      : new BundleError(message);
   let expected = new Map<string, BundleObject>();
   const seen = new Set<string>();
   const served = new Map<string, Uint8Array>();
@@ -217,8 +248,17 @@ async function verify(bundlePath: string): Promise<{
           `Not a mipserver bundle: its first entry is ${JSON.stringify(name)}, not ${MANIFEST_ENTRY}`,
         );
       }
+      const bytes = await readAll(body, MANIFEST_MAX, MANIFEST_ENTRY);
       try {
-        manifest = parseManifest(await readAll(body, MANIFEST_MAX, MANIFEST_ENTRY));
+        const checked = await checkSignature(dec.decode(bytes), options.trust ?? NO_TRUST, MANIFEST_ENTRY);
+        signer = checked.signer;
+        if (checked.warning) options.warn?.(checked.warning);
+      } catch (e) {
+        if (e instanceof SignatureError) throw new BundleError(e.message, e.reason);
+        throw e;
+      }
+      try {
+        manifest = parseManifest(bytes);
       } catch (e) {
         throw new BundleError((e as Error).message);
       }
@@ -228,13 +268,13 @@ async function verify(bundlePath: string): Promise<{
     const object = expected.get(name);
     if (!object) {
       await body.cancel();
-      throw new BundleError(
+      throw changed(
         seen.has(name) ? `Entry ${name} appears twice` : `Entry ${name} is not listed in ${MANIFEST_ENTRY}`,
       );
     }
     if ((header.type ?? "file") !== "file") throw new BundleError(`Entry ${name} is not a plain file`);
     if (header.size !== object.size) {
-      throw new BundleError(`Entry ${name} is ${header.size} bytes; ${MANIFEST_ENTRY} says ${object.size}`);
+      throw changed(`Entry ${name} is ${header.size} bytes; ${MANIFEST_ENTRY} says ${object.size}`);
     }
     const hash = createHash("sha256");
     const keep = !name.startsWith("files/") && !name.startsWith("mirror/");
@@ -242,7 +282,7 @@ async function verify(bundlePath: string): Promise<{
     let size = 0;
     for await (const chunk of body) {
       size += chunk.byteLength;
-      if (size > object.size) throw new BundleError(`Entry ${name} is longer than ${MANIFEST_ENTRY} says`);
+      if (size > object.size) throw changed(`Entry ${name} is longer than ${MANIFEST_ENTRY} says`);
       hash.update(chunk);
       pacer.add(chunk.byteLength);
       if (keep) chunks.push(chunk.slice());
@@ -250,7 +290,7 @@ async function verify(bundlePath: string): Promise<{
     const sha256 = hash.digest("hex");
     if (size !== object.size) throw new BundleError(`Entry ${name} is truncated (${size} of ${object.size} bytes)`);
     if (sha256 !== object.sha256) {
-      throw new BundleError(
+      throw changed(
         `Entry ${name} does not match its sha256: ${MANIFEST_ENTRY} says ${object.sha256}, the content is ${sha256}`,
       );
     }
@@ -278,5 +318,5 @@ async function verify(bundlePath: string): Promise<{
       throw new BundleError(`Entry index.json is not JSON: ${(e as Error).message}`);
     }
   }
-  return { manifest, served, index };
+  return { manifest, served, index, signer };
 }

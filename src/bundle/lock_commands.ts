@@ -10,10 +10,11 @@ import { createLogger } from "../log.ts";
 import { createLock } from "./lock.ts";
 import { parseSpec } from "./walk.ts";
 import { formatLock } from "../packages/lock_file.ts";
+import { readSigningKey, signDocument } from "../packages/signing.ts";
 import { purge } from "./purge.ts";
 
 /** A lock or purge command as the command line gave it. */
-export type LockCommand = { kind: "lock" | "purge"; specs: string[]; output?: string };
+export type LockCommand = { kind: "lock" | "purge"; specs: string[]; output?: string; sign?: string };
 
 /** Writes `text` to `path` atomically: a temp file beside it, then a rename. */
 async function writeAtomically(path: string, text: string): Promise<void> {
@@ -52,6 +53,8 @@ export async function runLockCommand(
       );
       return 0;
     }
+    // The key is read first: a key that cannot sign fails the command before the walk.
+    const key = command.sign === undefined ? undefined : await readSigningKey(command.sign);
     // The lock being made is not held to an earlier one; its walk is not a device install (no records).
     const shaped = { ...config, policy: { ...config.policy, lock: null }, audit: { ...config.audit, enabled: false } };
     const app = await createApp({ config: shaped, logger, env });
@@ -67,13 +70,13 @@ export async function runLockCommand(
       profiles: app.compiler.profiles(),
     });
     await app.idle();
-    const text = formatLock(lock);
+    const text = key ? await signDocument(formatLock(lock), key) : formatLock(lock);
     if (command.output) await writeAtomically(command.output, text);
     else await Deno.stdout.write(new TextEncoder().encode(text));
     console.error(
       `mipserver: locked ${Object.keys(lock.packages).length} packages for ${
         ["py", lock.mpy, ...lock.profiles.map((p) => `t/${p}`)].join(", ")
-      }${command.output ? ` into ${command.output}` : ""}`,
+      }${command.output ? ` into ${command.output}` : ""}${key ? `, signed with key ${key.keyId}` : ""}`,
     );
     return 0;
   } catch (e) {

@@ -13,6 +13,7 @@ import { exportBundle } from "./export.ts";
 import { BundleError, importBundle } from "./import.ts";
 import { lockWarmList, readLockFile } from "../packages/lock_file.ts";
 import { stderrSink } from "./progress.ts";
+import { readSigningKey } from "../packages/signing.ts";
 import { warm } from "./warm.ts";
 
 /** Builds the app a bundle command walks through: the config's, answering with the base placeholder, offline for export. */
@@ -59,15 +60,21 @@ async function runBundle(
   if (command.kind === "import") {
     let opened: ObjectStore | undefined;
     try {
-      const r = await importBundle(async () => {
-        const { store } = await storeFor(config, { limit: false, env });
-        await store.open();
-        return (opened = store);
-      }, command.bundle);
+      const trust = { keys: config.policy.trusted_keys, required: config.policy.require_signed };
+      const r = await importBundle(
+        async () => {
+          const { store } = await storeFor(config, { limit: false, env });
+          await store.open();
+          return (opened = store);
+        },
+        command.bundle,
+        { trust, warn: (text) => console.error(`mipserver: warning: ${text}`) },
+      );
+      const signed = r.signer ? `; signed by key ${r.signer.keyId} at ${r.signer.signedAt}` : "; unsigned";
       console.log(
         `Imported ${command.bundle} into ${cacheDir}: ${r.objects} objects (${r.newFiles} new files, ${r.manifests} manifests) for ${
           r.packages.join(", ")
-        }`,
+        }${signed}`,
       );
       return 0;
     } catch (e) {
@@ -95,6 +102,8 @@ async function runBundle(
       profiles: union(command.profiles, list.profiles),
     };
   }
+  // The key is read first: a key that cannot sign fails the export before the walk.
+  const key = command.kind === "export" && command.sign !== undefined ? await readSigningKey(command.sign) : undefined;
   const app = await commandApp(config, command.kind === "export", env);
   if (command.kind === "warm") {
     let result;
@@ -114,7 +123,7 @@ async function runBundle(
     }
     return 0;
   }
-  const result = await exportBundle(app, config, command.packages, command.output);
+  const result = await exportBundle(app, config, command.packages, command.output, { sign: key });
   for (const [spec, why] of result.missing) console.log(`NOT IN THE CACHE ${spec}: ${why}`);
   if (!result.written) {
     console.error(
@@ -122,6 +131,10 @@ async function runBundle(
     );
     return 1;
   }
-  console.log(`Exported ${result.objects} objects (${mib(result.bytes)}) to ${result.output}`);
+  console.log(
+    `Exported ${result.objects} objects (${mib(result.bytes)}) to ${result.output}${
+      result.signedBy ? `, signed with key ${result.signedBy}` : ""
+    }`,
+  );
   return 0;
 }

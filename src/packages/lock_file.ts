@@ -62,12 +62,14 @@ const lockSchema = z.strictObject({
   /** The packages asked for (`name` or `name@version`). */
   roots: z.array(z.string()),
   packages: z.record(z.string().min(1).max(1000), lockedPackage),
+  /** A signed lock's signature (`signing.ts`): checked on the text before it is parsed, not kept. */
+  signature: z.unknown().optional(),
 });
 
 /** One locked package (index, named or repository dependency). */
 export type LockedPackage = z.output<typeof lockedPackage>;
 /** A whole lock file. */
-export type LockFile = z.output<typeof lockSchema>;
+export type LockFile = Omit<z.output<typeof lockSchema>, "signature">;
 
 /** The variant key of a manifest request: `py`, `6`, or `t/<profile>/6` (a profile's `py` variant is plain `py`). */
 export function variantKey(mpy: string, profile: string | null): string {
@@ -92,7 +94,8 @@ function sortDeep(value: unknown): unknown {
 /** The lock as text: keys sorted at every level, lists sorted, two-space indentation, a final newline. */
 export function formatLock(lock: LockFile): string {
   const copy: LockFile = {
-    ...lock,
+    lock: lock.lock,
+    mpy: lock.mpy,
     profiles: [...lock.profiles].sort(),
     roots: [...lock.roots].sort(),
     packages: Object.fromEntries(
@@ -117,7 +120,8 @@ export function parseLock(text: string, where: string): LockFile {
     );
     throw new Error(`Cannot read the lock file ${where}: ${problems.join("; ")}`);
   }
-  return result.data;
+  const { signature: _, ...lock } = result.data;
+  return lock;
 }
 
 /** Reads and checks a lock file from disk. */
