@@ -15,9 +15,9 @@ import { dirname, join, relative, resolve, sep } from "node:path";
 import type { Logger } from "../../log.ts";
 import { FILE_KEY, isObjectKey, isStoreKey } from "../keys.ts";
 import { sha256Hex } from "../hash.ts";
+import { Holds, objectToStore } from "../common.ts";
 import {
   type GetOptions,
-  HashMismatch,
   type ListPage,
   type ObjectInfo,
   type ObjectStore,
@@ -82,7 +82,7 @@ export class DiskStore implements ObjectStore {
   #reserved = 0;
   #evictions = 0;
   #writeErrors = 0;
-  #holds = new Map<string, number>();
+  #holds = new Holds();
   /** Write failure causes already logged, with how many failures each has had since. */
   #reported = new Map<string, number>();
   #pending = new Set<Promise<unknown>>();
@@ -305,11 +305,7 @@ export class DiskStore implements ObjectStore {
    */
   async put(key: string, body: Uint8Array, options?: PutOptions): Promise<StoredObject> {
     const path = this.#path(key);
-    const digest = await sha256Hex(body);
-    if (options?.sha256 !== undefined && !digest.startsWith(options.sha256)) {
-      throw new HashMismatch(key, options.sha256, digest);
-    }
-    const object: StoredObject = { body, storedAt: options?.storedAt ?? this.#now(), etag: etagFromDigest(digest) };
+    const { object } = await objectToStore(key, body, options, this.#now);
     const counted = isObjectKey(key);
     const release = this.hold(key);
     let reserved = 0;
@@ -450,15 +446,7 @@ export class DiskStore implements ObjectStore {
    * Holds nest: the key stays protected until every hold is released.
    */
   hold(key: string): () => void {
-    this.#holds.set(key, (this.#holds.get(key) ?? 0) + 1);
-    let released = false;
-    return () => {
-      if (released) return;
-      released = true;
-      const n = this.#holds.get(key)! - 1;
-      if (n === 0) this.#holds.delete(key);
-      else this.#holds.set(key, n);
-    };
+    return this.#holds.hold(key);
   }
 
   /**

@@ -6,9 +6,9 @@
  */
 import { FILE_KEY, isObjectKey, isStoreKey } from "../keys.ts";
 import { sha256Hex } from "../hash.ts";
+import { Holds, objectToStore } from "../common.ts";
 import {
   type GetOptions,
-  HashMismatch,
   type ListPage,
   type ObjectInfo,
   type ObjectStore,
@@ -52,7 +52,7 @@ export class MemoryStore implements ObjectStore {
   #bytes = 0;
   #evictions = 0;
   #writeErrors = 0;
-  #holds = new Map<string, number>();
+  #holds = new Holds();
 
   constructor(options: MemoryStoreOptions = {}) {
     this.#now = options.now ?? Date.now;
@@ -107,15 +107,7 @@ export class MemoryStore implements ObjectStore {
 
   async put(key: string, body: Uint8Array, options?: PutOptions): Promise<StoredObject> {
     this.#check(key);
-    const digest = await sha256Hex(body);
-    if (options?.sha256 !== undefined && !digest.startsWith(options.sha256)) {
-      throw new HashMismatch(key, options.sha256, digest);
-    }
-    const object: StoredObject = {
-      body: body.slice(),
-      storedAt: options?.storedAt ?? this.#now(),
-      etag: `"${digest.slice(0, 32)}"`,
-    };
+    const { object } = await objectToStore(key, body.slice(), options, this.#now);
     const counted = isObjectKey(key);
     const release = this.hold(key);
     try {
@@ -201,15 +193,7 @@ export class MemoryStore implements ObjectStore {
   }
 
   hold(key: string): () => void {
-    this.#holds.set(key, (this.#holds.get(key) ?? 0) + 1);
-    let released = false;
-    return () => {
-      if (released) return;
-      released = true;
-      const n = this.#holds.get(key)! - 1;
-      if (n === 0) this.#holds.delete(key);
-      else this.#holds.set(key, n);
-    };
+    return this.#holds.hold(key);
   }
 
   stats(): StoreStats {

@@ -12,10 +12,10 @@ import { createHash } from "node:crypto";
 import type { Logger } from "../../log.ts";
 import { FILE_KEY, isObjectKey, isSafeKey, isStoreKey } from "../keys.ts";
 import { sha256Hex } from "../hash.ts";
+import { Holds, objectToStore } from "../common.ts";
 import {
   allKeys,
   type GetOptions,
-  HashMismatch,
   type ListPage,
   type ObjectInfo,
   type ObjectStore,
@@ -88,7 +88,7 @@ export class S3Store implements ObjectStore {
   #reserved = 0;
   #evictions = 0;
   #writeErrors = 0;
-  #holds = new Map<string, number>();
+  #holds = new Holds();
   /** Write failure causes already logged, with how many failures each has had since. */
   #reported = new Map<string, number>();
 
@@ -212,11 +212,7 @@ export class S3Store implements ObjectStore {
    */
   async put(key: string, body: Uint8Array, options?: PutOptions): Promise<StoredObject> {
     const full = this.#check(key);
-    const digest = await sha256Hex(body);
-    if (options?.sha256 !== undefined && !digest.startsWith(options.sha256)) {
-      throw new HashMismatch(key, options.sha256, digest);
-    }
-    const object: StoredObject = { body, storedAt: options?.storedAt ?? this.#now(), etag: `"${digest.slice(0, 32)}"` };
+    const { object, digest } = await objectToStore(key, body, options, this.#now);
     const counted = isObjectKey(key);
     const release = this.hold(key);
     let reserved = 0;
@@ -375,15 +371,7 @@ export class S3Store implements ObjectStore {
   }
 
   hold(key: string): () => void {
-    this.#holds.set(key, (this.#holds.get(key) ?? 0) + 1);
-    let released = false;
-    return () => {
-      if (released) return;
-      released = true;
-      const n = this.#holds.get(key)! - 1;
-      if (n === 0) this.#holds.delete(key);
-      else this.#holds.set(key, n);
-    };
+    return this.#holds.hold(key);
   }
 
   /** This process's count of the counted objects, its evictions, the limit and failed writes. */
