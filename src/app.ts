@@ -23,7 +23,7 @@ import { expireRef } from "./packages/refresh.ts";
 import { RepoService } from "./packages/repo_service.ts";
 import { dependenciesOf, Resolver } from "./packages/resolver.ts";
 import { GuardedResolver } from "./packages/guarded_resolver.ts";
-import { lockProtects, readLockFile } from "./packages/lock_file.ts";
+import { lockFileSource, LockInForce } from "./packages/lock_file.ts";
 import { REPO_HOST_NAMES, REPO_HOSTS } from "./packages/sources/registry.ts";
 import type { HostBases } from "./packages/sources/source.ts";
 import { allowedHosts, configuredHost, hostAllowlist, tokenHeaders, type TokenRule } from "./upstream/hosts.ts";
@@ -73,6 +73,8 @@ export interface App {
   compiler: CompileService;
   /** What `mipserver import` brought in. */
   imported: BundleLayer;
+  /** `policy.lock`: the lock in force, read again on SIGHUP (`main.ts`); undefined without one. */
+  lock?: LockInForce;
   /** Install records and the inventory. */
   fleet: Fleet;
   recorder: InstallRecorder;
@@ -172,18 +174,21 @@ export async function createApp(options: AppOptions): Promise<App> {
   const requestLog = new RequestLog(config.log.requests_kept);
   // policy.lock: read first, so a broken lock file stops the start before anything else (and the store can keep
   // what it needs: `lockProtects(lock.file)`).
+  // Its signature is checked against policy.trusted_keys first (`packages/signing.ts`).
   const lockPath = config.policy.lock;
-  const lock = lockPath === null ? undefined : { file: await readLockFile(lockPath), path: lockPath };
+  const trust = { keys: config.policy.trusted_keys, required: config.policy.require_signed };
+  const lock = lockPath === null ? undefined : await LockInForce.open(lockFileSource(lockPath), trust, logger, now);
   if (lock) {
     logger.info("Serving only what the lock file holds", {
       lock: lockPath,
       packages: Object.keys(lock.file.packages).length,
+      signed_by: lock.signer?.keyId ?? null,
+      signed_at: lock.signer?.signedAt ?? null,
     });
   }
   // One memory of which files manifests listed, for the pins, the policy and the guards.
   const listed = new ListedFiles();
   const pinned = new PinnedFiles(config.pins, listed);
-  const lockProtect = lock ? lockProtects(lock.file) : undefined;
   const cacheDir = cacheDirOf(config);
   let countS3: ((method: string, status: number, seconds: number) => void) | undefined;
   const { store, leases, shared } = await storeFor(config, {
@@ -192,7 +197,7 @@ export async function createApp(options: AppOptions): Promise<App> {
     env: options.env,
     onRequest: (method, status, seconds) => countS3?.(method, status, seconds),
     // What the lock or a pin names is never evicted by cache.max_size.
-    protect: (key) => pinned.protects(key) || (lockProtect?.(key) ?? false),
+    protect: (key) => pinned.protects(key) || (lock?.protects(key) ?? false),
   });
   // Read before the store opens, so a size limit applied at open already keeps the pinned releases' files.
   await pinned.load(store);
@@ -341,6 +346,7 @@ export async function createApp(options: AppOptions): Promise<App> {
     metrics,
     uptime: () => now() - started,
     gather: options.gather,
+    lock: lock && (() => lock.facts()),
     health: () => ({
       mpy_cross: compiler.version
         ? { version: compiler.version.text, mpy: `${compiler.version.major}.${compiler.version.minor}` }
@@ -381,6 +387,7 @@ export async function createApp(options: AppOptions): Promise<App> {
     resolver,
     compiler,
     imported,
+    lock,
     fleet: parts.fleet,
     recorder: parts.recorder,
     access: parts.access,

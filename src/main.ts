@@ -1,6 +1,6 @@
 /**
  * mipserver's entry point: parses the command line, loads the configuration, starts the server and shuts it
- * down gracefully on SIGTERM or SIGINT.
+ * down gracefully on SIGTERM or SIGINT; SIGHUP reads `policy.lock` again.
  * @module
  */
 import { stringify as toYaml } from "yaml";
@@ -125,7 +125,14 @@ export async function main(args: string[]): Promise<number> {
     server?.shutdown();
   };
   const signals: Deno.Signal[] = ["SIGTERM", "SIGINT"];
-  const listeners = signals.map((signal) => [signal, () => stop(signal)] as const);
+  const listeners: (readonly [Deno.Signal, () => void])[] = signals.map((signal) => [signal, () => stop(signal)]);
+  // SIGHUP reads policy.lock again: the new lock comes into force when it passes the checks it passed at start,
+  // otherwise the lock before it stays in force and the log says why.
+  const lock = app.lock;
+  listeners.push(["SIGHUP", () => {
+    if (!lock) logger.info("SIGHUP: there is no policy.lock to read again");
+    else void lock.reload();
+  }]);
   for (const [signal, listener] of listeners) Deno.addSignalListener(signal, listener);
   const unlisten = () => {
     for (const [signal, listener] of listeners) Deno.removeSignalListener(signal, listener);

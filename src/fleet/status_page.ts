@@ -7,6 +7,7 @@ import type { DeviceView, InstallView } from "./fleet.ts";
 import type { HostHealth } from "./health.ts";
 import type { RecordFigures } from "./installs.ts";
 import type { RecentError, Span } from "./stats.ts";
+import type { LockFacts } from "../packages/lock_file.ts";
 
 /** Everything the page shows. */
 export interface StatusFacts {
@@ -26,6 +27,8 @@ export interface StatusFacts {
   errors: RecentError[];
   compiler: { version: string | null; mpy: string | null };
   profiles: string[];
+  /** `policy.lock`: the lock in force, who signed it and when; absent or null without one. */
+  lock?: LockFacts | null;
   audit: {
     enabled: boolean;
     window_ms: number;
@@ -82,6 +85,22 @@ export function recordsWarning(audit: StatusFacts["audit"]): string {
   if (db && db.requests_refused > 0) said.push(`${db.requests_refused} requests refused by the full outbox`);
   if (said.length === 0) return "";
   return `<p id="records-dropped" class="warn">Install records since start: ${escapeHtml(said.join("; "))}.</p>\n`;
+}
+
+/** The lock line: how many packages `policy.lock` holds, who signed it and when; nothing without a lock. */
+export function lockLine(lock: LockFacts | null | undefined): string {
+  if (!lock) return "";
+  const e = escapeHtml;
+  const when = (iso: string) => `<time datetime="${e(iso)}">${e(iso.replace("T", " ").slice(0, 19))}</time> UTC`;
+  const signed = lock.signed
+    ? `signed by key <code>${e(lock.signed.key_id)}</code> at ${when(lock.signed.signed_at)}`
+    : `<span class="tag outdated">unsigned</span>`;
+  const refused = lock.reload?.refused
+    ? ` <span class="tag failed">the lock read again at ${when(lock.reload.at)} was refused (${
+      e(lock.reload.refused)
+    }); this one stays in force</span>`
+    : "";
+  return `<p>Lock: <span id="lock">${lock.packages} packages, ${signed}</span>${refused}</p>\n`;
 }
 
 const pct = (r: number | null) => (r === null ? "—" : `${(r * 100).toFixed(1)}%`);
@@ -254,7 +273,7 @@ ${table(["time", "client", "status", "request", "reason"], errorRows)}
 <p>Profiles: <span id="profiles">${
     f.profiles.length ? f.profiles.map((p) => `<code>${e(p)}</code>`).join(", ") : "none"
   }</span></p>
-${recordsWarning(f.audit)}<p class="mut">Install records: ${
+${lockLine(f.lock)}${recordsWarning(f.audit)}<p class="mut">Install records: ${
     f.audit.enabled
       ? `kept ${e(formatAge(f.audit.retention_ms))}, grouped within ${e(formatAge(f.audit.window_ms))}, ${
         f.audit.records.engine === "postgres"

@@ -15,7 +15,7 @@ import { etagOf, sha256Hex } from "../store/hash.ts";
 import type { Served } from "../cache/served.ts";
 import { Blocked, DomainError, Failure, LockMismatch, NotAllowed, NotFound } from "../errors.ts";
 import type { Logger } from "../log.ts";
-import { type LockedPackage, type LockFile, repoId, variantKey } from "./lock_file.ts";
+import { lockedHashes, type LockedPackage, type LockFile, repoId, variantKey } from "./lock_file.ts";
 import { BlockList, newestUnblocked } from "./block_list.ts";
 import { Resolver, type ResolverOptions } from "./resolver.ts";
 import type { RepoSpec } from "./sources/source.ts";
@@ -25,8 +25,11 @@ import { ListedFiles, shortHash as short } from "./listed_files.ts";
 
 /** What the guarded resolver adds to a resolver's options. */
 export interface GuardOptions extends ResolverOptions {
-  /** `policy.lock`: the lock and where it was read from (for messages). */
-  lock?: { file: LockFile; path: string };
+  /**
+   * `policy.lock`: the lock in force and where it was read from (for messages), read at each use; `onChange` (when
+   * given) tells when another lock came into force (`LockInForce.reload`).
+   */
+  lock?: { readonly file: LockFile; readonly path: string; onChange?(listener: () => void): void };
   /** `policy.block` entries. */
   block: string[];
   logger: Logger;
@@ -63,6 +66,11 @@ export class GuardedResolver extends Resolver {
    * files.
    */
   #listed: ListedFiles;
+  /**
+   * The full hashes of the lock in force, kept for the files it lets through (the memory of listed files also keeps
+   * those of a lock in force before it, which it never forgets).
+   */
+  #lockedNow = new Set<string>();
 
   constructor(options: GuardOptions) {
     super(options);
@@ -70,9 +78,15 @@ export class GuardedResolver extends Resolver {
     this.#block = new BlockList(options.block);
     this.#now = options.now ?? Date.now;
     this.#listed = options.listed ?? new ListedFiles();
-    for (const pkg of Object.values(options.lock?.file.packages ?? {})) {
-      for (const files of Object.values(pkg.files)) this.#listed.lock(Object.values(files));
-    }
+    this.#noteLock();
+    options.lock?.onChange?.(() => this.#noteLock());
+  }
+
+  #noteLock(): void {
+    const lock = this.#g.lock?.file;
+    if (!lock) return;
+    this.#lockedNow = lockedHashes(lock);
+    this.#listed.lock(this.#lockedNow);
   }
 
   /** The memory of listed files the guards read (shared with the policy and the pins when the app made them). */
@@ -211,7 +225,9 @@ export class GuardedResolver extends Resolver {
     const lock = this.#g.lock;
     if (!lock) return await super.file(hash);
     const full = this.#listed.lockedFor(hash);
-    if (!full) throw new NotAllowed(`File ${hash} is not allowed: the lock file ${lock.path} lists no such file`);
+    if (!full || !this.#lockedNow.has(full)) {
+      throw new NotAllowed(`File ${hash} is not allowed: the lock file ${lock.path} lists no such file`);
+    }
     const fetched = await this.#obtain(full, hash);
     // Objects under a full hash were checked against it when they were written (here, or by a named build).
     const object = await this.#g.store.get(fileKey(full));

@@ -28,6 +28,8 @@
  * @module
  */
 import { z } from "zod";
+import type { Logger } from "../log.ts";
+import { checkSignature, type Signer, type Trust } from "./signing.ts";
 
 /** The format version this code writes and reads. */
 export const LOCK_FORMAT = 1;
@@ -133,6 +135,165 @@ export async function readLockFile(path: string): Promise<LockFile> {
     throw new Error(`Cannot read the lock file ${path}: ${(e as Error).message}`);
   }
   return parseLock(text, path);
+}
+
+/** Where a lock is read from: a file (`policy.lock`), or another place that gives its text. */
+export interface LockSource {
+  /** Where, for messages: the file's path. */
+  where: string;
+  /** The lock's text; throws an Error saying why it cannot be had. */
+  read(): Promise<string>;
+}
+
+/** `policy.lock`: the lock file at `path`. */
+export function lockFileSource(path: string): LockSource {
+  return {
+    where: path,
+    async read() {
+      try {
+        return await Deno.readTextFile(path);
+      } catch (e) {
+        throw new Error(`Cannot read the lock file ${path}: ${(e as Error).message}`);
+      }
+    },
+  };
+}
+
+/** A lock read and checked: the lock, where it came from, and who signed it (null: unsigned). */
+export interface CheckedLock {
+  file: LockFile;
+  path: string;
+  signer: Signer | null;
+  /** Said once when it was read: unsigned though keys are trusted, or signed with no trusted key to check. */
+  warning?: string;
+}
+
+/**
+ * Reads a lock from `source` and checks its signature against `trust` before parsing it: throws a `SignatureError`
+ * (unsigned, untrusted, tampered) or an Error (unreadable, not a lock) with the reason.
+ */
+export async function readCheckedLock(source: LockSource, trust: Trust): Promise<CheckedLock> {
+  const text = await source.read();
+  const { signer, warning } = await checkSignature(text, trust, `The lock file ${source.where}`);
+  return { file: parseLock(text, source.where), path: source.where, signer, warning };
+}
+
+/** What /healthz and the status page show of the lock in force. */
+export interface LockFacts {
+  /** How many packages it locks. */
+  packages: number;
+  /** Its signer's key id and when it was signed; null when unsigned. */
+  signed: { key_id: string; signed_at: string } | null;
+  /** When it was read (ISO 8601). */
+  loaded_at: string;
+  /** The last re-read (SIGHUP): when, and why the lock read then was refused (null: it was taken). */
+  reload: { at: string; refused: string | null } | null;
+}
+
+/**
+ * The lock in force (`policy.lock`): read and checked at start (a lock that fails stops the start), and read again on
+ * {@linkcode reload}, which takes the new lock only when it passes the same checks; otherwise the lock before it stays
+ * in force and the reason is logged. Readers see `file` and `path` of the lock in force at each moment; those that
+ * keep something derived from it listen with {@linkcode onChange}.
+ */
+export class LockInForce {
+  #current: CheckedLock;
+  #source: LockSource;
+  #trust: Trust;
+  #logger: Logger;
+  #now: () => number;
+  #loadedAt: number;
+  #reload: LockFacts["reload"] = null;
+  #listeners: (() => void)[] = [];
+  #protects: (key: string) => boolean;
+
+  private constructor(current: CheckedLock, source: LockSource, trust: Trust, logger: Logger, now: () => number) {
+    this.#current = current;
+    this.#source = source;
+    this.#trust = trust;
+    this.#logger = logger;
+    this.#now = now;
+    this.#loadedAt = now();
+    this.#protects = lockProtects(current.file);
+  }
+
+  /** Reads and checks the lock; throws when it cannot be used (the server does not start). */
+  static async open(source: LockSource, trust: Trust, logger: Logger, now: () => number = Date.now) {
+    const checked = await readCheckedLock(source, trust);
+    if (checked.warning) logger.warn(checked.warning);
+    return new LockInForce(checked, source, trust, logger, now);
+  }
+
+  /** The lock in force. */
+  get file(): LockFile {
+    return this.#current.file;
+  }
+
+  /** Where it was read from. */
+  get path(): string {
+    return this.#current.path;
+  }
+
+  /** Who signed the lock in force (null: unsigned). */
+  get signer(): Signer | null {
+    return this.#current.signer;
+  }
+
+  /** Calls `listener` each time another lock comes into force. */
+  onChange(listener: () => void): void {
+    this.#listeners.push(listener);
+  }
+
+  /** Whether the cache key is one the lock in force needs (kept from eviction). */
+  protects(key: string): boolean {
+    return this.#protects(key);
+  }
+
+  /**
+   * Reads the lock again. Returns true when the new one is in force; false when it was refused (unreadable, not a
+   * lock, unsigned, untrusted or tampered), the lock before it staying in force, which is logged with the reason.
+   */
+  async reload(): Promise<boolean> {
+    const at = new Date(this.#now()).toISOString();
+    let next: CheckedLock;
+    try {
+      next = await readCheckedLock(this.#source, this.#trust);
+    } catch (e) {
+      const reason = (e as { reason?: string }).reason ?? "unreadable";
+      this.#reload = { at, refused: reason };
+      this.#logger.error("The lock file read again was refused; the lock before it stays in force", {
+        lock: this.#source.where,
+        refused: reason,
+        error: (e as Error).message,
+        in_force: this.#current.signer ? `signed by ${this.#current.signer.keyId}` : "unsigned",
+      });
+      return false;
+    }
+    if (next.warning) this.#logger.warn(next.warning);
+    this.#current = next;
+    this.#protects = lockProtects(next.file);
+    this.#loadedAt = this.#now();
+    this.#reload = { at, refused: null };
+    this.#logger.info("The lock file was read again; the new lock is in force", {
+      lock: next.path,
+      packages: Object.keys(next.file.packages).length,
+      signed_by: next.signer?.keyId ?? null,
+      signed_at: next.signer?.signedAt ?? null,
+    });
+    for (const listener of this.#listeners) listener();
+    return true;
+  }
+
+  /** What /healthz and the status page show: no path, no key material but the public key's id. */
+  facts(): LockFacts {
+    const signer = this.#current.signer;
+    return {
+      packages: Object.keys(this.#current.file.packages).length,
+      signed: signer ? { key_id: signer.keyId, signed_at: signer.signedAt } : null,
+      loaded_at: new Date(this.#loadedAt).toISOString(),
+      reload: this.#reload,
+    };
+  }
 }
 
 /** Every full sha256 the lock names (all packages, all variants). */

@@ -203,6 +203,8 @@ function claimsSignature(doc: unknown): boolean {
 export async function signerOf(text: string, what: string): Promise<Signer | undefined> {
   const found = signatureLine(text);
   if (!found) {
+    // Parsed only when it may claim a signature elsewhere (a bundle manifest can be tens of MB).
+    if (!text.includes('"signature"')) return undefined;
     let doc: unknown;
     try {
       doc = JSON.parse(text);

@@ -1,12 +1,14 @@
 /**
- * Operational routes: `/healthz` (open: status, version, uptime, no paths), and the admin routes `/echo`,
- * `/_/requests` and `/metrics`, which the handler lets through only with the admin key (`src/fleet/access.ts`).
+ * Operational routes: `/healthz` (open: status, version, uptime, the lock's signer and figures, no paths), and the
+ * admin routes `/echo`, `/_/requests` and `/metrics`, which the handler lets through only with the admin key
+ * (`src/fleet/access.ts`).
  * @module
  */
 import type { Metrics } from "../http/metrics.ts";
 import type { RequestLog, RequestQuery } from "../http/request_log.ts";
 import { bytesResponse, HttpError, jsonResponse } from "../http/responses.ts";
 import type { Router } from "../http/router.ts";
+import type { LockFacts } from "../packages/lock_file.ts";
 
 /** What the operational routes read. */
 export interface OpsDeps {
@@ -25,6 +27,8 @@ export interface OpsDeps {
   health?: () => Record<string, unknown>;
   /** Gathers requests answered elsewhere (edge worker threads) before /_/requests or /metrics is read. */
   gather?: () => Promise<void>;
+  /** `policy.lock`: the lock in force's figures and signer (no path), shown under `lock` in /healthz. */
+  lock?: () => LockFacts;
 }
 
 /** Headers whose values /echo never shows. */
@@ -80,6 +84,7 @@ export function addOpsRoutes(router: Router, deps: OpsDeps): void {
         ...deps.storeFacts?.(),
       },
       ...deps.health?.(),
+      ...(deps.lock ? { lock: deps.lock() } : {}),
     }, { headers: { "cache-control": "no-store" } }));
 
   router.get("/echo", ({ request, url, client }) => {

@@ -3,14 +3,18 @@
  * office, warm, lock and export; on the ship (`cache.offline: true`, upstreams that do not answer), import the bundle
  * from the USB stick and set `policy.lock` to the lock that came by e-mail. Named packages (read by the lock at a
  * branch, held by the bundle as `latest`), index packages (a dependency asked for as `latest`, and one by version) and
- * a compiled profile all install; what the lock leaves out stays refused.
+ * a compiled profile all install; what the lock leaves out stays refused. Then the same, signed: the ship trusts the
+ * office's key (and another), requires signatures, imports and serves with the signed lock, and /healthz shows who
+ * signed it.
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { startUpstreams } from "../fixtures/upstreams.ts";
 import { freePort, tempDir } from "../helpers.ts";
 import { micropythonPath, mipInstall, mpyCrossPath, runIn, runTool, serveApp } from "../e2e/tools.ts";
+import { readSigningKey } from "../../src/packages/signing.ts";
 import { cli, configFile } from "./helpers.ts";
+import { keygen, mipserver, opensslVerifies } from "./signing_helpers.ts";
 
 const PACKAGES = ["hello@1.0", "sensorkit", "fastmath"];
 
@@ -99,5 +103,72 @@ Deno.test("a lock by e-mail and a bundle by USB: an offline ship installs the lo
     } finally {
       await stop();
     }
+  }
+});
+
+Deno.test("the walkthrough signed: keygen, lock --sign and export --sign at the office; the ship checks both and installs with the real mip", async () => {
+  const up = await startUpstreams();
+  const office = tempDir("mipserver-office-");
+  const named = { sensorkit: { source: "github:acme/sensorkit" }, fastmath: { source: "github:acme/fastmath" } };
+  const officeConfig = configFile({
+    cache: { dir: office },
+    upstreams: up.upstreams,
+    packages: named,
+    targets: { x64: { march: "x64" } },
+    mpy_cross: { path: mpyCrossPath() },
+  });
+  const out = tempDir("mipserver-office-out-");
+  const bundle = join(out, "fleet.tar.gz");
+  const lock = join(out, "fleet.lock");
+  const key = await keygen();
+  const other = await keygen();
+  try {
+    assert.equal((await mipserver("warm", "--config", officeConfig, "--profile", "x64", ...PACKAGES)).code, 0);
+    const locked = await mipserver("lock", "--config", officeConfig, "--sign", key.path, "--output", lock, ...PACKAGES);
+    assert.equal(locked.code, 0, locked.stderr);
+    const exported = await mipserver(
+      "export",
+      "--config",
+      officeConfig,
+      "--sign",
+      key.path,
+      "--output",
+      bundle,
+      ...PACKAGES,
+    );
+    assert.equal(exported.code, 0, exported.stderr);
+  } finally {
+    await up.stop();
+  }
+  assert.equal(await opensslVerifies(lock, key.publicKey), true);
+
+  const ship = tempDir("mipserver-ship-");
+  const dead = `http://127.0.0.1:${freePort()}`;
+  const policy = { lock, trusted_keys: [other.publicKey, key.publicKey], require_signed: true };
+  const shipConfig = {
+    cache: { dir: ship, offline: true },
+    upstreams: { index: `${dead}/pi/v2`, github: dead, gitlab: dead, pypi: `${dead}/pypi`, pypi_files: dead },
+    mpy_cross: { path: mpyCrossPath() },
+    policy,
+  };
+  const imported = await mipserver("import", "--config", configFile(shipConfig), bundle);
+  assert.equal(imported.code, 0, imported.stderr);
+  assert.match(imported.stdout, /; signed by key [0-9a-f]{16} at /);
+  const { base, stop } = await serveApp(shipConfig, { workers: 0 });
+  try {
+    const t = tempDir("mip-target-");
+    await mipInstall(base, t, "sensorkit");
+    assert.equal(
+      await runIn(t, "import sensorkit; print(sensorkit.VERSION, sensorkit.read())"),
+      "1.1-dev (42, 'hello 1.0')",
+    );
+    const native = tempDir("mip-target-");
+    await mipInstall(`${base}/t/x64`, native, "fastmath");
+    assert.equal(await runIn(native, "import fastmath; print(fastmath.nsum(10), fastmath.vdouble(21))"), "45 42");
+    const health = await (await fetch(`${base}/healthz`)).json();
+    assert.equal(health.lock.signed.key_id, (await readSigningKey(key.path)).keyId);
+    assert.match(health.lock.signed.signed_at, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/);
+  } finally {
+    await stop();
   }
 });
