@@ -60,14 +60,15 @@ run: install ## start the server on port 18891 (ARGS="--port 9000" to pass optio
 # (reverse-proxy snippet), qemu-user with the aarch64 C libraries (the arm64 end-to-end test), and strace (it shows
 # the cache store fsyncs folders after renames, tests/cache/store_test.ts); chromium renders the status page
 # (tests/fleet/status_page_test.ts); socat connects mpremote to the MicroPython unix port through a pty, as its board
-# (tests/e2e/mpremote_test.ts), and curl runs the documented commands (tests/docs_test.ts).
+# (tests/e2e/mpremote_test.ts), and curl runs the documented commands (tests/docs_test.ts); postgresql is the install
+# records' shared database the tests start with initdb (tests/fixtures/postgres.ts; pg_ctlcluster comes with the server).
 SYSTEM_TOOLS := systemd-analyze:systemd nginx:nginx-light openssl:openssl curl:curl strace:strace chromium:chromium \
-  socat:socat \
+  socat:socat pg_ctlcluster:postgresql \
   qemu-aarch64-static:qemu-user-static /usr/aarch64-linux-gnu/lib/ld-linux-aarch64.so.1:libc6-arm64-cross \
   /usr/aarch64-linux-gnu/lib/libgcc_s.so.1:libgcc-s1-arm64-cross \
   /usr/aarch64-linux-gnu/lib/libstdc++.so.6:libstdc++6-arm64-cross
 
-system-tools: ## install the Debian packages the tests need (systemd, nginx-light, openssl, curl, qemu-user-static, chromium, ...)
+system-tools: ## install the Debian packages the tests need (systemd, nginx-light, openssl, curl, postgresql, qemu-user-static, chromium, ...)
 	@missing=""; for pair in $(SYSTEM_TOOLS); do \
 	  case $${pair%%:*} in /*) test -e $${pair%%:*} || missing="$$missing $${pair#*:}"; continue ;; esac; \
 	  command -v $${pair%%:*} >/dev/null 2>&1 || PATH="$$PATH:/usr/sbin:/sbin" command -v $${pair%%:*} >/dev/null 2>&1 || \

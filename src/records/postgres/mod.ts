@@ -382,9 +382,10 @@ export class PostgresRecords implements Records {
 
   /**
    * Keeps the tables within the row cap and `audit.max_devices`: forgets the devices seen least recently past it
-   * (never a named one), then, past the cap, deletes the oldest request rows, failed-request counts and loose requests,
-   * then failed installs, then the oldest installs, down to nine tenths of the cap; the files served older than every
-   * install go with them. The rows are counted every minute, and when this writer's own may have passed the cap.
+   * (never a named one), then, past the cap, deletes down to nine tenths of it: the oldest request rows, failed-request
+   * counts and loose requests, then failed installs, then the files served to devices without installs and those
+   * older than every install, then the oldest installs, then any files served. The rows are counted every minute, and
+   * when this writer's own may have passed the cap.
    */
   async #enforce(): Promise<void> {
     const now = Date.now();
@@ -437,26 +438,30 @@ export class PostgresRecords implements Records {
           ["failed", () =>
             tx`delete from mipserver.installs where id in
               (select id from mipserver.installs where status = 2 order by started_at, id limit ${left})`],
+          // Files served to devices that made no install (a flood's) go before any install; then those older than
+          // every install, which no install needs to be accounted for.
+          ["idle files", () =>
+            tx`delete from mipserver.device_files where (site, device, file) in
+              (select f.site, f.device, f.file from mipserver.device_files f
+               where not exists (select 1 from mipserver.installs i where i.site = f.site and i.device = f.device)
+               order by f.last_at limit ${left})`],
+          ["old files", () =>
+            tx`delete from mipserver.device_files where (site, device, file) in
+              (select site, device, file from mipserver.device_files
+               where last_at < coalesce((select min(started_at) from mipserver.installs), 0)
+               order by last_at limit ${left})`],
           ["installs", () =>
             tx`delete from mipserver.installs where id in
               (select id from mipserver.installs order by started_at, id limit ${left})`],
+          ["files", () =>
+            tx`delete from mipserver.device_files where (site, device, file) in
+              (select site, device, file from mipserver.device_files order by last_at limit ${left})`],
         ];
         for (const [, step] of steps) {
           if (left <= 0) break;
           const r = await step();
           out.rows += r.count;
           left -= r.count;
-        }
-        // The files served matter only with installs to account for: those older than every install go, then (a
-        // device fetching files without installs) the oldest.
-        const files = await tx`delete from mipserver.device_files where last_at <
-          coalesce((select min(started_at) from mipserver.installs), 0)`;
-        out.rows += files.count;
-        left -= files.count;
-        if (left > 0) {
-          const r = await tx`delete from mipserver.device_files where (site, device, file) in
-            (select site, device, file from mipserver.device_files order by last_at limit ${left})`;
-          out.rows += r.count;
         }
         total -= out.rows;
       }
