@@ -24,6 +24,11 @@ const PINNED = 1;
 /** Listed by a manifest the block guard let through (an {@linkcode Entry}'s `flags`, for any form). */
 const SERVED = 2;
 
+/** Whether a pin holds the entry: its short form or a longer form listed by a pinned release. */
+function pinnedAny(entry: Entry): boolean {
+  return (entry.flags & PINNED) !== 0 || (entry.rare?.longer.some((f) => (f.flags & PINNED) !== 0) ?? false);
+}
+
 /** A hash as manifests list it, longer than its short form (a lock's full hash): rare, kept apart. */
 interface Form {
   hash: string;
@@ -62,6 +67,8 @@ export class ListedFiles {
   #recent = new Map<string, Entry>();
   /** Entries that a pin or the lock holds: never forgotten. */
   #kept = new Map<string, Entry>();
+  /** The full hashes of the lock in force. */
+  #locked = new Set<string>();
 
   /**
    * Notes that the manifest of allowed package `name` lists `hashes` (`policy.unlisted: deny`). Each hash becomes the
@@ -120,15 +127,32 @@ export class ListedFiles {
     return this.#entry(hash)?.refused;
   }
 
-  /** Notes the lock's full hashes: kept for good. */
+  /**
+   * Notes the full hashes of the lock in force: kept for good. They replace those of the lock before it (a lock read
+   * again), whose entries go back among those that may be forgotten unless a pin holds them.
+   */
   lock(full: Iterable<string>): void {
-    for (const hash of full) {
+    const now = new Set(full);
+    for (const hash of this.#locked) {
+      if (now.has(hash)) continue;
+      const key = shortHash(hash);
+      const entry = this.#kept.get(key);
+      if (entry?.rare === undefined) continue;
+      entry.rare.locked = entry.rare.locked.filter((h) => h !== hash);
+      if (entry.rare.locked.length === 0 && !pinnedAny(entry)) {
+        this.#kept.delete(key);
+        this.#recent.set(key, entry);
+        if (this.#recent.size > MAX_LISTED_FILES) this.#recent.delete(this.#recent.keys().next().value!);
+      }
+    }
+    for (const hash of now) {
       const key = shortHash(hash);
       const entry = this.#entry(key) ?? new Entry();
       const { locked } = entry.rare ??= { locked: [], longer: [] };
       if (!locked.includes(hash)) locked.push(hash);
       this.#keep(key, entry);
     }
+    this.#locked = now;
   }
 
   /** The lock's full hash that begins with `hash` (at least {@linkcode SHORT_HASH} characters), if any. */

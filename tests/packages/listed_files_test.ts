@@ -42,3 +42,20 @@ Deno.test("the block guard asks about the short form; the lock guard finds the f
   assert.equal(listed.lockedFor("abcd1234f"), undefined);
   assert.ok(listed.served("abcd1234"), "locking keeps what the guard noted");
 });
+
+Deno.test("a lock read again replaces the one before: its hashes are no longer locked nor kept for good, pinned ones stay", () => {
+  const listed = new ListedFiles();
+  const h = (c: string) => c.repeat(64);
+  listed.notePinned([h("c")]);
+  listed.lock([h("a"), h("b"), h("c")]);
+  assert.equal(listed.kept, 3);
+  assert.equal(listed.lockedFor(h("a").slice(0, 8)), h("a"));
+  listed.lock([h("b"), h("d")]);
+  assert.equal(listed.lockedFor(h("a").slice(0, 8)), undefined, "the old lock's hash is no longer locked");
+  assert.equal(listed.lockedFor(h("d").slice(0, 8)), h("d"));
+  assert.equal(listed.kept, 3, "b and d locked, c pinned; a may be forgotten again");
+  assert.ok(listed.pinned(h("c")));
+  // Many reloads of different locks keep only the lock in force.
+  for (let i = 0; i < 1000; i++) listed.lock([i.toString(16).padStart(64, "0")]);
+  assert.equal(listed.kept, 2, "the last lock's one hash and the pinned one");
+});
