@@ -24,6 +24,7 @@ import { RepoService } from "./packages/repo_service.ts";
 import { dependenciesOf, Resolver } from "./packages/resolver.ts";
 import { GuardedResolver } from "./packages/guarded_resolver.ts";
 import { lockFileSource, LockInForce } from "./packages/lock_file.ts";
+import { followLock } from "./packages/lock_url.ts";
 import { REPO_HOST_NAMES, REPO_HOSTS } from "./packages/sources/registry.ts";
 import type { HostBases } from "./packages/sources/source.ts";
 import { allowedHosts, configuredHost, hostAllowlist, tokenHeaders, type TokenRule } from "./upstream/hosts.ts";
@@ -177,7 +178,7 @@ export async function createApp(options: AppOptions): Promise<App> {
   // Its signature is checked against policy.trusted_keys first (`packages/signing.ts`).
   const lockPath = config.policy.lock;
   const trust = { keys: config.policy.trusted_keys, required: config.policy.require_signed };
-  const lock = lockPath === null ? undefined : await LockInForce.open(lockFileSource(lockPath), trust, logger, now);
+  let lock = lockPath === null ? undefined : await LockInForce.open(lockFileSource(lockPath), trust, logger, now);
   if (lock) {
     logger.info("Serving only what the lock file holds", {
       lock: lockPath,
@@ -199,6 +200,26 @@ export async function createApp(options: AppOptions): Promise<App> {
     // What the lock or a pin names is never evicted by cache.max_size.
     protect: (key) => pinned.protects(key) || (lock?.protects(key) ?? false),
   });
+  // policy.lock_url (a site following its central server's lock): fetched, or the copy the store kept from the last
+  // fetch; read again every cache.ttl.
+  let stopFollowing = () => {};
+  if (config.policy.lock_url !== null) {
+    ({ lock, stop: stopFollowing } = await followLock(config.policy.lock_url, {
+      store,
+      trust,
+      logger,
+      now,
+      timeoutMs: config.upstreams.timeout,
+      maxBytes: config.upstreams.max_size,
+      everyMs: config.cache.ttl,
+    }));
+    logger.info("Following the lock at policy.lock_url", {
+      lock_url: config.policy.lock_url,
+      packages: Object.keys(lock.file.packages).length,
+      signed_by: lock.signer?.keyId ?? null,
+      signed_at: lock.signer?.signedAt ?? null,
+    });
+  }
   // Read before the store opens, so a size limit applied at open already keeps the pinned releases' files.
   await pinned.load(store);
   const leftovers = await store.open();
@@ -346,7 +367,8 @@ export async function createApp(options: AppOptions): Promise<App> {
     metrics,
     uptime: () => now() - started,
     gather: options.gather,
-    lock: lock && (() => lock.facts()),
+    lock: lock && (() => lock!.facts()),
+    lockText: () => lock?.text,
     health: () => ({
       mpy_cross: compiler.version
         ? { version: compiler.version.text, mpy: `${compiler.version.major}.${compiler.version.minor}` }
@@ -393,7 +415,10 @@ export async function createApp(options: AppOptions): Promise<App> {
     access: parts.access,
     idle: () => index.idle(),
     startRecording: () => parts.recorder.start(),
-    close: () => parts.close(),
+    close: () => {
+      stopFollowing();
+      return parts.close();
+    },
   };
 }
 

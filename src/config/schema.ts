@@ -369,6 +369,13 @@ export const configSchema = z.strictObject({
     text("a device name"),
   ).prefault({}),
 }).superRefine((config, ctx) => {
+  if (config.policy.lock !== null && config.policy.lock_url !== null) {
+    ctx.addIssue({
+      code: "custom",
+      path: ["policy", "lock_url"],
+      message: "policy.lock and policy.lock_url are both set: a server follows one lock, from a file or from a URL",
+    });
+  }
   for (const name of Object.keys(config.pins)) {
     const source = config.packages[name]?.source;
     if (source && !versioned(source)) {

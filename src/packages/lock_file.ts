@@ -163,6 +163,8 @@ export function lockFileSource(path: string): LockSource {
 export interface CheckedLock {
   file: LockFile;
   path: string;
+  /** The lock's text as read, signature included (what `/lock.json` passes on to sites). */
+  text: string;
   signer: Signer | null;
   /** Said once when it was read: unsigned though keys are trusted, or signed with no trusted key to check. */
   warning?: string;
@@ -175,7 +177,7 @@ export interface CheckedLock {
 export async function readCheckedLock(source: LockSource, trust: Trust): Promise<CheckedLock> {
   const text = await source.read();
   const { signer, warning } = await checkSignature(text, trust, `The lock file ${source.where}`);
-  return { file: parseLock(text, source.where), path: source.where, signer, warning };
+  return { file: parseLock(text, source.where), path: source.where, text, signer, warning };
 }
 
 /** What /healthz and the status page show of the lock in force. */
@@ -234,9 +236,19 @@ export class LockInForce {
     return this.#current.path;
   }
 
+  /** The text of the lock in force, as read (its signature included). */
+  get text(): string {
+    return this.#current.text;
+  }
+
   /** Who signed the lock in force (null: unsigned). */
   get signer(): Signer | null {
     return this.#current.signer;
+  }
+
+  /** Reads the lock from `source` from now on (a lock that started from a kept copy of a URL's). */
+  follow(source: LockSource): void {
+    this.#source = source;
   }
 
   /** Calls `listener` each time another lock comes into force. */

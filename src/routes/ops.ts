@@ -9,6 +9,7 @@ import type { RequestLog, RequestQuery } from "../http/request_log.ts";
 import { bytesResponse, HttpError, jsonResponse } from "../http/responses.ts";
 import type { Router } from "../http/router.ts";
 import type { LockFacts } from "../packages/lock_file.ts";
+import { NotFound } from "../errors.ts";
 
 /** What the operational routes read. */
 export interface OpsDeps {
@@ -29,6 +30,8 @@ export interface OpsDeps {
   gather?: () => Promise<void>;
   /** `policy.lock`: the lock in force's figures and signer (no path), shown under `lock` in /healthz. */
   lock?: () => LockFacts;
+  /** The text of the lock in force (signature included), served as `/lock.json` for sites that follow it. */
+  lockText?: () => string | undefined;
 }
 
 /** Headers whose values /echo never shows. */
@@ -86,6 +89,16 @@ export function addOpsRoutes(router: Router, deps: OpsDeps): void {
       ...deps.health?.(),
       ...(deps.lock ? { lock: deps.lock() } : {}),
     }, { headers: { "cache-control": "no-store" } }));
+
+  // The lock in force, byte for byte as read, so a site's policy.lock_url can check its signature.
+  router.get("/lock.json", () => {
+    const text = deps.lockText?.();
+    if (text === undefined) throw new NotFound("This server follows no lock (policy.lock)");
+    return bytesResponse(new TextEncoder().encode(text), {
+      contentType: "application/json",
+      headers: { "cache-control": "no-store" },
+    });
+  });
 
   router.get("/echo", ({ request, url, client }) => {
     const headers: Record<string, string> = {};

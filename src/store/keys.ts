@@ -118,6 +118,9 @@ export const LAYER = {
   served: (path: string) => `bundle/served/${path}`,
 };
 
+/** The last lock fetched from `policy.lock_url` that passed its checks (a site's copy of its central server's lock). */
+export const LOCK_COPY_KEY = "lock/url.json";
+
 /** The folders manifests are kept in, for walks over every cached manifest. */
 export const MANIFEST_FOLDERS = ["index", "named", "repo"];
 
