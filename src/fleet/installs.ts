@@ -480,15 +480,21 @@ export class InstallRecorder {
         else this.#manifests.delete(key);
       }
     }
-    // Alike requests (same minute, device, method, status, cache outcome and path) are taken together, in the order
-    // the first of them came: one grouping step and one row for all of them.
+    // Alike requests (same minute, device, method, status, cache outcome and path; for manifests and files, the same
+    // span) are taken together, in the order the first of them came: one grouping step and one row for all of them.
     const alike = new Map<string, Alike>();
     for (const pending of batch) {
       const entry = pending.entry;
       const time = entry.time as number;
       const minute = time - (time % 60_000);
-      // Most requests are keyed by device and path alone; the rest of what makes them alike is compared.
+      // Most requests are keyed by device and path alone; the rest of what makes them alike is compared. A manifest
+      // or file fetched again in another span is apart: a device installing again a moment later (or files that go
+      // to that install) is not the same install.
       let key = entry.client + " " + pending.path;
+      if (
+        entry.method === "GET" && isDeviceRoute(entry.route) &&
+        this.#classifyEntry(entry, pending.path).kind !== "other"
+      ) key += ` ${pending.span}`;
       let a = alike.get(key);
       if (
         a !== undefined &&
@@ -542,7 +548,10 @@ export class InstallRecorder {
           : null;
         // Requests of an install are in the install; failed ones outside installs are counted without their path.
         if (installId !== null) continue;
-        if (entry.status >= 400) {
+        // A file request not placed here: the engine may place it in an install another replica holds.
+        const c = entry.method === "GET" ? this.#classifyEntry(entry, a.path) : undefined;
+        const loose = c?.kind === "file" && (entry.status < 400 || !records.placesFiles);
+        if (entry.status >= 400 && !loose) {
           out.traffic.push({ time: a.minute, device, status: entry.status, count: a.count, bytes: a.bytes });
           continue;
         }
@@ -556,9 +565,7 @@ export class InstallRecorder {
           count: a.count,
           bytes: a.bytes,
         };
-        // A file served outside the installs open here may belong to one another replica holds.
-        const c = entry.method === "GET" ? this.#classifyEntry(entry, a.path) : undefined;
-        out.requests.push(c?.kind === "file" ? { ...row, file: c.key, at: time, last: a.last } : row);
+        out.requests.push(loose && c?.kind === "file" ? { ...row, file: c.key, at: time, last: a.last } : row);
       }
       for (const [device, time] of seen) out.seen.push({ device, time });
       this.#closeExpired(now);
@@ -709,6 +716,8 @@ export class InstallRecorder {
     if (c.kind !== "file") return null;
     const ok = entry.status < 400;
     if (ok) this.#servedFile(device, c.key, time);
+    // The engine places files itself (replicas share it): none is placed here.
+    if (!records.placesFiles) return null;
     const list = this.#open.get(device);
     if (!list) return null;
     let target: OpenInstall | undefined;

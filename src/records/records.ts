@@ -94,7 +94,7 @@ export interface DeviceRow {
   last_seen: number;
 }
 
-/** One install as the recorder hands it over: the row, and what the engine needs to merge halves written elsewhere. */
+/** One install as the recorder hands it over: the row, and what the engine needs to place files written elsewhere. */
 export interface InstallWrite {
   /** Its `id` is the writer's own number for it; the engine may answer it under another. */
   row: InstallRow;
@@ -109,8 +109,9 @@ export interface InstallWrite {
 }
 
 /**
- * A successful request outside any install this writer had open, with the file it served (a file or mirror path):
- * another replica may hold the install it belongs to. SQLite keeps it as a request row.
+ * A request for a file (a content file or a mirror path) the recorder did not place in an install: outside any
+ * install this writer had open (SQLite keeps it as a request row), or every file request when the engine places them
+ * itself ({@linkcode Records.placesFiles} false: replicas share the database, and the manifest may be another's).
  */
 export interface LooseRequest extends RequestRow {
   file: string;
@@ -189,6 +190,12 @@ export interface Records {
   readonly engine: "sqlite" | "postgres";
   /** The site this server records as. */
   readonly site: string;
+  /**
+   * Whether the recorder places the files a device fetches in the installs it has open (one process sees every request
+   * of an install). False: the engine places them (PostgreSQL, where a replica may have answered the manifest and
+   * others the files): the recorder hands over every file request as a {@linkcode LooseRequest}.
+   */
+  readonly placesFiles: boolean;
   /** The highest install id this writer used: the recorder numbers its installs from the next one. */
   maxInstallId(): number;
   /** Whether `device` was served `file` before, as far as this writer can tell at once (false when it cannot). */

@@ -8,7 +8,8 @@
  * the batches wait (bounded by `audit.max_size`), `/healthz` and `/metrics` say so, the log says so once per cause,
  * and the sender tries again every few seconds.
  *
- * Halves of one install written by different replicas are merged in the database ({@linkcode claim}). The tables are
+ * The files a device fetched are placed in its installs in the database ({@linkcode place}): a replica may have
+ * answered the manifest and others the files. The tables are
  * kept within a row cap (`audit.max_size` / 64: as many installs as SQLite keeps in the same budget) and
  * `audit.max_devices`, and pruned to `audit.retention`, by whichever writer gets there.
  * @module
@@ -33,7 +34,15 @@ import {
 } from "../records.ts";
 import { isCorruption } from "../sqlite/audit_db.ts";
 import { type Client, connect, type Sql } from "./connect.ts";
-import { claim, HORIZON_MS, type MergeInstall, type MergeLoose, restatus, statusName } from "./merge.ts";
+import {
+  CLOCK_SKEW_MS,
+  HORIZON_MS,
+  type MergeInstall,
+  type MergeLoose,
+  place,
+  statusName,
+  summarize,
+} from "./merge.ts";
 import { Outbox, type Outbox as OutboxType, type OutboxBatch, OutboxFull } from "./outbox.ts";
 import { migrate, NewerSchema, SCHEMA_VERSION } from "./schema.ts";
 
@@ -113,6 +122,8 @@ interface Sent {
 /** Install records in a shared PostgreSQL database, through a local outbox. */
 export class PostgresRecords implements Records {
   readonly engine = "postgres" as const;
+  /** Files are placed in the database, where every replica's requests meet. */
+  readonly placesFiles = false;
   readonly site: string;
   readonly maxRows: number;
   #o: PostgresRecordsOptions;
@@ -430,11 +441,9 @@ export class PostgresRecords implements Records {
           ["traffic", () =>
             tx`delete from mipserver.traffic where (site, time, device, status) in
               (select site, time, device, status from mipserver.traffic order by time limit ${left})`],
-          [
-            "loose",
-            () =>
-              tx`delete from mipserver.loose where id in (select id from mipserver.loose order by at, id limit ${left})`,
-          ],
+          ["loose", () =>
+            tx`delete from mipserver.loose where id in
+              (select id from mipserver.loose where install_id is null order by at, id limit ${left})`],
           ["failed", () =>
             tx`delete from mipserver.installs where id in
               (select id from mipserver.installs where status = 2 order by started_at, id limit ${left})`],
@@ -503,7 +512,8 @@ export class PostgresRecords implements Records {
       if (q.since !== undefined) where.push(`started_at >= ${arg(q.since)}`);
       const rows = await sql.unsafe(
         `select id, site, device, package, version, mpy, profile, status, files_listed, files_served,
-           own_bytes + extra_bytes as bytes, started_at, greatest(own_finished, extra_finished) as finished_at, error
+           own_bytes + extra_bytes as bytes, started_at, greatest(own_finished, extra_finished) as finished_at,
+           coalesce(error, extra_error) as error
          from mipserver.installs ${where.length ? `where ${where.join(" and ")}` : ""}
          order by started_at desc, id desc limit ${arg(q.limit)}`,
         args,
@@ -587,7 +597,7 @@ export class PostgresRecords implements Records {
         (select coalesce(sum(own_requests + extra_requests), 0) from mipserver.installs) +
         (select coalesce(sum(count), 0) from mipserver.traffic) +
         (select coalesce(sum(count), 0) from mipserver.requests) +
-        (select coalesce(sum(count), 0) from mipserver.loose) as n`;
+        (select coalesce(sum(count), 0) from mipserver.loose where install_id is null) as n`;
       return num(r.n);
     });
   }
@@ -741,16 +751,16 @@ async function applyBatch(
         own_requests = excluded.own_requests, own_finished = excluded.own_finished, error = excluded.error`;
     added += installs.length;
   }
-  await merge(tx, site, writer, batch, windowMs);
+  await merge(tx, site, batch, windowMs);
   return added;
 }
 
 /**
- * Merges the halves of installs on the devices the batch touched: loose files placed in the installs that list them,
- * and the status of those installs (and of the device's unfinished ones, whose earlier files may have just come)
- * worked out again.
+ * Places the requests of the devices the batch touched in their installs again (see `merge.ts`), from every install
+ * and loose request within {@linkcode HORIZON_MS} of the batch's earliest request, and writes what changed: the loose
+ * requests' installs, and the installs' files served, bytes, requests, newest request, error and status.
  */
-async function merge(tx: Sql, site: string, writer: string, batch: Batch, windowMs: number): Promise<void> {
+async function merge(tx: Sql, site: string, batch: Batch, windowMs: number): Promise<void> {
   const touched = new Set<string>();
   let since = Infinity;
   for (const i of batch.installs) (touched.add(i.row.device), since = Math.min(since, i.row.started_at));
@@ -758,74 +768,74 @@ async function merge(tx: Sql, site: string, writer: string, batch: Batch, window
   for (const f of batch.files) (touched.add(f.device), since = Math.min(since, f.time));
   if (touched.size === 0) return;
   const devices = [...touched];
-  const from = since - HORIZON_MS;
-  const installRows = await tx`select id, writer, local_id, device, listed, own_served, extra_served, unknown, error,
-      started_at, own_finished, extra_finished, extra_bytes, extra_requests, status, files_served
-    from mipserver.installs where site = ${site} and device = any(${devices}::text[]) and started_at >= ${
-    from - HORIZON_MS
-  }
-    order by started_at, id`;
+  const installRows = await tx`select id, device, listed, own_served, unknown, error, started_at, own_finished,
+      extra_served, extra_bytes, extra_requests, extra_finished, extra_error, status, files_served
+    from mipserver.installs
+    where site = ${site} and device = any(${devices}::text[]) and started_at >= ${since - HORIZON_MS}`;
   if (installRows.length === 0) return;
   const installs: MergeInstall[] = installRows.map((r) => ({
     id: num(r.id),
     device: String(r.device),
     listed: r.listed as string[],
     own_served: r.own_served as string[],
-    extra_served: r.extra_served as string[],
     unknown: Boolean(r.unknown),
     error: r.error as string | null,
     started_at: num(r.started_at),
     own_finished: num(r.own_finished),
-    extra_finished: num(r.extra_finished),
-    extra_bytes: num(r.extra_bytes),
-    extra_requests: num(r.extra_requests),
-    status: statusName(r.status),
-    files_served: num(r.files_served),
   }));
-  const looseRows = await tx`select id, device, file, at, last, count, bytes from mipserver.loose
-    where site = ${site} and device = any(${devices}::text[]) and at >= ${from} order by at, id`;
+  // Every request an install of these may hold came after its start (less the clock skew).
+  const from = Math.min(...installs.map((i) => i.started_at)) - CLOCK_SKEW_MS;
+  const looseRows = await tx`select id, device, file, path, status, at, last, count, bytes, install_id
+    from mipserver.loose where site = ${site} and device = any(${devices}::text[]) and at >= ${from}`;
   const loose: MergeLoose[] = looseRows.map((r) => ({
     id: num(r.id),
     device: String(r.device),
     file: String(r.file),
+    path: String(r.path),
+    status: num(r.status),
     at: num(r.at),
     last: num(r.last),
     count: num(r.count),
     bytes: num(r.bytes),
+    install: numOrNull(r.install_id),
   }));
-  const { claimed, changed } = claim(installs, loose, windowMs);
-  // Installs of this batch, those that took a loose file, and the unfinished ones of these devices.
-  const mine = new Set(batch.installs.map((i) => i.row.id));
-  const ofBatch = new Set(
-    installRows.filter((r) => r.writer === writer && mine.has(num(r.local_id))).map((r) => num(r.id)),
-  );
-  const check = installs.filter((i) => changed.has(i) || ofBatch.has(i.id) || i.status === "partial");
-  const wanted = [...new Set(check.flatMap((i) => i.listed))];
+  const placement = place(installs, loose, windowMs);
+  const moved = loose.filter((l) => placement.has(l.id) && placement.get(l.id) !== l.install)
+    .map((l) => ({ id: l.id, install: placement.get(l.id) ?? null }));
+  const inInstall = new Map<number, MergeLoose[]>();
+  for (const l of loose) {
+    const id = placement.has(l.id) ? placement.get(l.id)! : l.install;
+    if (id !== null) inInstall.set(id, [...(inInstall.get(id) ?? []), l]);
+  }
+  const wanted = [...new Set(installs.flatMap((i) => i.listed))];
   const first = new Map<string, number>();
   if (wanted.length > 0) {
     const rows = await tx`select device, file, first_at from mipserver.device_files
       where site = ${site} and device = any(${devices}::text[]) and file = any(${wanted}::text[])`;
     for (const r of rows) first.set(`${r.device} ${r.file}`, num(r.first_at));
   }
-  const updates = check.filter((i) => restatus(i, (f) => first.get(`${i.device} ${f}`)) || changed.has(i));
+  const updates = [];
+  for (const [k, i] of installs.entries()) {
+    const was = installRows[k];
+    const p = summarize(i, inInstall.get(i.id) ?? [], (f) => first.get(`${i.device} ${f}`));
+    const same = statusName(was.status) === p.status && num(was.files_served) === p.files_served &&
+      num(was.extra_bytes) === p.extra_bytes && num(was.extra_requests) === p.extra_requests &&
+      num(was.extra_finished) === p.extra_finished && (was.extra_error ?? null) === p.extra_error &&
+      JSON.stringify(was.extra_served) === JSON.stringify(p.extra_served);
+    if (!same) updates.push({ id: i.id, ...p, status: STATUS_CODE[p.status] });
+  }
+  if (moved.length > 0) {
+    await tx`update mipserver.loose l set install_id = x.install
+      from jsonb_to_recordset(${JSON.stringify(moved)}::text::jsonb) as x(id bigint, install bigint)
+      where l.id = x.id`;
+  }
   if (updates.length > 0) {
-    const rows = updates.map((i) => ({
-      id: i.id,
-      status: STATUS_CODE[i.status],
-      files_served: i.files_served,
-      extra_served: i.extra_served,
-      extra_bytes: i.extra_bytes,
-      extra_requests: i.extra_requests,
-      extra_finished: i.extra_finished,
-    }));
     await tx`update mipserver.installs i set status = x.status, files_served = x.files_served,
         extra_served = array(select jsonb_array_elements_text(x.extra_served)), extra_bytes = x.extra_bytes,
-        extra_requests = x.extra_requests, extra_finished = x.extra_finished
-      from jsonb_to_recordset(${
-      JSON.stringify(rows)
-    }::text::jsonb) as x(id bigint, status smallint, files_served integer,
-        extra_served jsonb, extra_bytes bigint, extra_requests integer, extra_finished bigint)
+        extra_requests = x.extra_requests, extra_finished = x.extra_finished, extra_error = x.extra_error
+      from jsonb_to_recordset(${JSON.stringify(updates)}::text::jsonb) as x(id bigint, status smallint,
+        files_served integer, extra_served jsonb, extra_bytes bigint, extra_requests integer, extra_finished bigint,
+        extra_error text)
       where i.id = x.id`;
   }
-  if (claimed.length > 0) await tx`delete from mipserver.loose where id = any(${claimed}::bigint[])`;
 }

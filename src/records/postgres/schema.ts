@@ -51,6 +51,7 @@ export const MIGRATIONS: Migration[] = [
         own_finished bigint not null,
         extra_finished bigint not null default 0,
         error text,
+        extra_error text,
         unique (writer, local_id)
       )`,
       "create index installs_device on mipserver.installs (site, device, started_at)",
@@ -68,9 +69,11 @@ export const MIGRATIONS: Migration[] = [
         at bigint not null,
         last bigint not null,
         count integer not null,
-        bytes bigint not null
+        bytes bigint not null,
+        install_id bigint references mipserver.installs (id) on delete cascade
       )`,
       "create index loose_device on mipserver.loose (site, device, at)",
+      "create index loose_install on mipserver.loose (install_id)",
       "create index loose_at on mipserver.loose (at)",
       `create table mipserver.requests (
         id bigserial primary key,

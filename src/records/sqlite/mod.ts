@@ -30,6 +30,7 @@ export interface SqliteRecordsOptions extends Omit<AuditDbOptions, "onReplaced">
 /** Install records in one SQLite file. */
 export class SqliteRecords implements Records {
   readonly engine = "sqlite" as const;
+  readonly placesFiles = true;
   readonly site: string;
   /** The database (tests and troubleshooting read it directly). */
   readonly db: AuditDb;
