@@ -218,3 +218,53 @@ Deno.test("the PostgreSQL modules and driver are reached from main.ts only throu
   assert.ok(reach(true).some((s) => s.endsWith("/src/records/postgres/mod.ts")), "deno compile still takes it in");
   assert.ok(reach(true).some((s) => /npm:\/?postgres@4\.2\.0/.test(s)), JSON.stringify(reach(true).filter(isPostgres)));
 });
+
+Deno.test("a user that may only read and write the tables records once the owner made the schema; a new step needs the owner", async () => {
+  const pg = await sharedPostgres();
+  const db = await pg.database();
+  // The owner starts once: the schema is made.
+  const owner = PostgresRecords.open(options(db));
+  await owner.settle();
+  await owner.close();
+  const user = `w_${crypto.randomUUID().replaceAll("-", "").slice(0, 10)}`;
+  const password = crypto.randomUUID();
+  await pg.psql(`create role ${user} login password '${password}'`);
+  await pg.psql(
+    `grant connect on database ${db.name} to ${user};
+     grant usage on schema mipserver to ${user};
+     grant select, insert, update, delete on all tables in schema mipserver to ${user};
+     grant usage on all sequences in schema mipserver to ${user};`,
+    db.name,
+  );
+  const url = db.url.replace(`${db.user}@`, `${user}@`);
+  const logger = memoryLogger();
+  const writer = PostgresRecords.open(options(db, { url, env: { PGPASSWORD: password }, logger }));
+  try {
+    const batch = emptyBatch();
+    batch.installs.push(install(1, "10.0.2.1", T0));
+    batch.seen.push({ device: "10.0.2.1", time: T0 });
+    writer.write(batch);
+    await writer.settle();
+    assert.equal(writer.figures().database!.state, "ok", logger.lines.join("\n"));
+    assert.deepEqual((await writer.installs({ limit: 5 })).map((i) => i.device), ["10.0.2.1"]);
+  } finally {
+    await writer.close();
+  }
+  // A schema one step behind: the user cannot apply the step, says so once, and keeps the records waiting.
+  await pg.psql("delete from mipserver.migrations where version = 2", db.name);
+  const behind = memoryLogger();
+  const stuck = PostgresRecords.open(
+    options(db, { url, env: { PGPASSWORD: password }, logger: behind, retryMs: [50, 100] }),
+  );
+  try {
+    const batch = emptyBatch();
+    batch.seen.push({ device: "10.0.2.2", time: T0 });
+    stuck.write(batch);
+    await new Promise((r) => setTimeout(r, 1000));
+    assert.equal(stuck.figures().database!.state, "privileges");
+    assert.equal(stuck.figures().database!.waiting_batches, 1);
+    assert.equal(behind.lines.filter((l) => l.includes("Cannot write install records")).length, 1);
+  } finally {
+    await stuck.close();
+  }
+});

@@ -155,14 +155,18 @@ export async function migrate(
 ): Promise<{ from: number; applied: Migration[] }> {
   return await sql.begin(async (tx) => {
     await tx`select pg_advisory_xact_lock(${MIGRATION_LOCK})`;
-    // Made only when missing: CREATE SCHEMA IF NOT EXISTS would ask for CREATE on the database every time.
+    // Made only when missing: CREATE ... IF NOT EXISTS asks for the right to create every time, which a user that
+    // only reads and writes the tables does not have.
     const [schema] = await tx`select 1 as x from pg_namespace where nspname = 'mipserver'`;
     if (!schema) await tx`create schema mipserver`;
-    await tx`create table if not exists mipserver.migrations (
-      version integer primary key,
-      what text not null,
-      applied_at timestamptz not null default now()
-    )`;
+    const [log] = await tx`select to_regclass('mipserver.migrations') is not null as x`;
+    if (!log.x) {
+      await tx`create table mipserver.migrations (
+        version integer primary key,
+        what text not null,
+        applied_at timestamptz not null default now()
+      )`;
+    }
     const [{ v }] = await tx`select coalesce(max(version), 0)::int as v from mipserver.migrations`;
     const from = Number(v);
     if (from > SCHEMA_VERSION) throw new NewerSchema(from);
