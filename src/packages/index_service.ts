@@ -13,6 +13,8 @@ import type { Logger } from "../log.ts";
 import { type Fetcher, UpstreamError } from "../upstream/fetcher.ts";
 import { checkManifest, listedHashes, readManifest, UnsafeManifestError } from "./names.ts";
 import { fileKey, indexDocKey, indexManifestKey } from "../store/keys.ts";
+import { BASE_PLACEHOLDER } from "./locations.ts";
+import { REPO_HOST_ALTERNATIVES } from "./sources/registry.ts";
 
 /** What the index service is built from. */
 export interface IndexServiceOptions {
@@ -39,6 +41,40 @@ function suspect(body: Uint8Array): boolean {
   return text.includes("..") || text.includes("\\") || text.includes('"/') || text.includes("//");
 }
 const HEX = /^[0-9a-f]{4,64}$/;
+
+/**
+ * The paths under which a mipserver upstream (a central server a site gateway is chained to) serves what a manifest's
+ * `deps` and `urls` may point at: its repository manifests and mirrors, with or without a profile.
+ */
+const MIRROR_PATHS = new RegExp(`^/(?:t/[^/]+/)?(?:repo|url|${REPO_HOST_ALTERNATIVES})/`);
+
+/**
+ * A manifest from the upstream index at `base`, with every URL in its `deps` and `urls` that points at that index's
+ * own repository or mirror paths (a central mipserver's `http://central/repo/6/github/...`) written on this server's
+ * base placeholder instead, so a device stays on this server; the body unchanged when there is none.
+ */
+export function onThisServer(body: Uint8Array, base: string): Uint8Array {
+  const text = new TextDecoder().decode(body);
+  if (!text.includes(base)) return body;
+  const { doc } = readManifest(body);
+  if (typeof doc !== "object" || doc === null) return body;
+  const m = doc as { deps?: unknown; urls?: unknown };
+  let changed = false;
+  const move = (url: unknown): unknown => {
+    if (typeof url !== "string" || !url.startsWith(`${base}/`)) return url;
+    const path = url.slice(base.length);
+    if (!MIRROR_PATHS.test(path)) return url;
+    changed = true;
+    return `${BASE_PLACEHOLDER}${path}`;
+  };
+  const pairs = (list: unknown, at: number) =>
+    Array.isArray(list)
+      ? list.map((item) => (Array.isArray(item) ? item.map((v, i) => (i === at ? move(v) : v)) : item))
+      : list;
+  const out = { ...m, ...(m.deps !== undefined ? { deps: pairs(m.deps, 0) } : {}) };
+  if (m.urls !== undefined) out.urls = pairs(m.urls, 1);
+  return changed ? new TextEncoder().encode(JSON.stringify(out)) : body;
+}
 
 /** Serves the index API from the cache and the upstream indexes. */
 export class IndexService {
@@ -120,30 +156,34 @@ export class IndexService {
     return { body, etag: await etagOf(body), outcome, kind: "index" };
   }
 
-  /** `package/{mpy}/{name}/{version}.json` from the first index that has it. */
-  async manifest(mpy: string, name: string, version: string): Promise<Served> {
+  /**
+   * `package/{mpy}/{name}/{version}.json` from the first index that has it. A dependency on the upstream index's own
+   * repository or mirror paths (a central mipserver's) is kept on the base placeholder and answered on `base`, this
+   * server's URL as the device sees it; without `base`, on the upstream's, as it came.
+   */
+  async manifest(mpy: string, name: string, version: string, base?: string): Promise<Served> {
     const mutable = version === "latest";
     const rel = `package/${mpy}/${name}/${version}.json`;
     let upstreamFailure: DomainError | undefined;
-    for (const [i, base] of this.#o.indexes.entries()) {
+    for (const [i, upstream] of this.#o.indexes.entries()) {
       try {
         const key = indexManifestKey(this.#ids[i], mpy, name, version);
-        const what = `package ${name} ${version} (${mpy}) from ${base}/${rel}`;
+        const what = `package ${name} ${version} (${mpy}) from ${upstream}/${rel}`;
         const served = await this.#o.cache.get("manifest", key, mutable, async () => {
-          const loaded = await this.#fetchJson(`${base}/${rel}`);
+          const loaded = await this.#fetchJson(`${upstream}/${rel}`);
           this.#checkManifest(loaded.body, what);
           if (this.#o.prefetch) this.#prefetch(loaded.body);
-          return loaded;
+          return { ...loaded, body: onThisServer(loaded.body, upstream) };
         });
         // A copy cached before this check existed is checked when it looks suspect (cheap on the hit path).
         if (served.outcome !== "miss" && suspect(served.body)) this.#checkManifest(served.body, what);
-        return served;
+        return await withBase(served, base ?? upstream);
       } catch (e) {
         if (e instanceof UnsafeManifestError) throw e;
         const err = fromUpstream(e);
         if (!(err instanceof NotFound)) {
           upstreamFailure ??= err;
-          this.#o.logger.warn("Index failed for a manifest, trying the next", { index: base, error: err.message });
+          this.#o.logger.warn("Index failed for a manifest, trying the next", { index: upstream, error: err.message });
         }
       }
     }
@@ -229,4 +269,13 @@ export class IndexService {
       this.#o.cache.track(task);
     }
   }
+}
+
+/** `served` with the base placeholder replaced by `base` (the same answer when it holds none). */
+async function withBase(served: Served, base: string): Promise<Served> {
+  const text = new TextDecoder().decode(served.body);
+  if (!text.includes(`"${BASE_PLACEHOLDER}`)) return served;
+  const body = new TextEncoder().encode(text.replaceAll(`"${BASE_PLACEHOLDER}`, `"${base}`));
+  const { manifest: _, ...rest } = served;
+  return { ...rest, body, etag: await etagOf(body) };
 }
