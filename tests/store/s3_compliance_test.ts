@@ -234,7 +234,7 @@ Deno.test("s3: a content file whose bytes do not match its name is removed when 
   }
 });
 
-Deno.test("s3: open sweeps old probes, counts the counted objects and applies a lowered limit", async () => {
+Deno.test("s3: open sweeps old probes and, with a size limit, counts the counted objects and applies a lowered one", async () => {
   const prefix = newPrefix();
   try {
     const first = new S3Store(optionsFor(prefix));
@@ -244,11 +244,12 @@ Deno.test("s3: open sweeps old probes, counts the counted objects and applies a 
     await first.put("compiled/bb/b-r", new TextEncoder().encode("b".repeat(1_000)));
     await first.put("named/x/6/_/latest.json", new TextEncoder().encode("{}"));
     await first.client.request("PUT", `${prefix}tmp/probe-left`, { body: new TextEncoder().encode("ok") });
-    assert.deepEqual(first.stats(), { sizeBytes: 2_000, objects: 2, evictions: 0, maxBytes: null, writeErrors: 0 });
+    // Without a size limit nothing is counted: no listing at open, no key per object in memory.
+    assert.deepEqual(first.stats(), { sizeBytes: 0, objects: 0, evictions: 0, maxBytes: null, writeErrors: 0 });
 
     const fresh = new S3Store(optionsFor(prefix));
     assert.equal(await fresh.open(), 0, "a recent probe may be another replica's");
-    assert.equal(fresh.stats().objects, 2);
+    assert.equal(fresh.stats().objects, 0);
     const later = new S3Store({ ...optionsFor(prefix), maxBytes: 1_500, now: () => Date.now() + 3_600_000 });
     assert.equal(await later.open(), 1, "the old probe went");
     assert.deepEqual(later.stats(), { sizeBytes: 1_000, objects: 1, evictions: 1, maxBytes: 1_500, writeErrors: 0 });

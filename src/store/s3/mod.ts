@@ -143,6 +143,9 @@ export class S3Store implements ObjectStore {
         removed++;
       }
     }
+    // Without a size limit nothing is counted (the bucket is bounded by its own rules, a replica's local tier by
+    // cache.max_size): no listing of the bucket at start, no key per object in memory.
+    if (this.#max === null) return removed;
     const found: { key: string; size: number; at: number }[] = [];
     for (const folder of COUNTED) {
       for await (const o of this.client.objects(this.#prefix + folder)) {
@@ -238,7 +241,7 @@ export class S3Store implements ObjectStore {
       } catch (e) {
         return this.#notStored(key, object, causeOf(e), e);
       }
-      if (counted) {
+      if (counted && this.#max !== null) {
         this.#bytes += body.byteLength - (this.#uses.get(key) ?? 0);
         this.#uses.delete(key);
         this.#uses.set(key, body.byteLength);
@@ -374,7 +377,10 @@ export class S3Store implements ObjectStore {
     return this.#holds.hold(key);
   }
 
-  /** This process's count of the counted objects, its evictions, the limit and failed writes. */
+  /**
+   * This process's count of the counted objects (kept only with a size limit: 0 without one), its evictions, the
+   * limit and failed writes.
+   */
   stats(): StoreStats {
     return {
       sizeBytes: this.#bytes,
