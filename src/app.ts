@@ -151,13 +151,17 @@ export async function storeFor(
     sessionToken: env.AWS_SESSION_TOKEN || undefined,
     now: options.now,
     logger: options.logger,
-    timeoutMs: config.upstreams.timeout,
+    // An S3 call waits at most 10 s for an answer (or between two pieces of a body), so a hanging store is known
+    // down within seconds; upstreams.timeout when that is shorter.
+    timeoutMs: Math.min(config.upstreams.timeout, 10_000),
+    retries: 2,
     onRequest: options.onRequest,
   });
   const replica = crypto.randomUUID().slice(0, 8);
   const store = new TieredStore(local, shared, { now: options.now, logger: options.logger, replica });
   store.protect = options.protect ?? (() => false);
   const leases = new S3Leases(shared.client, shared.keyPrefix, {
+    ttlMs: s3.lease_ttl,
     now: options.now,
     logger: options.logger,
     owner: replica,

@@ -267,6 +267,7 @@ export const configSchema = z.strictObject({
         return /^([A-Za-z0-9_][A-Za-z0-9._-]{0,99}\/){1,8}$/.test(p) ? p : undefined;
       }).prefault(""),
       path_style: boolean().prefault(true),
+      lease_ttl: duration().refine((v) => v >= 1_000, "expected at least 1s").prefault("30s"),
     }).prefault({}),
   }).superRefine((cache, ctx) => {
     if (cache.store === "s3" && cache.s3.bucket === null) {
@@ -396,6 +397,7 @@ export const DURATION_KEYS = [
   "cache.ttl",
   "cache.negative_ttl",
   "cache.tag_ttl",
+  "cache.s3.lease_ttl",
   "upstreams.connect_timeout",
   "upstreams.timeout",
   "upstreams.breaker.open_for",

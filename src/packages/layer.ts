@@ -82,10 +82,15 @@ export class BundleLayer {
     this.#now = now;
   }
 
+  /**
+   * Has the catalog looked at again when it is due. Only the first look is waited for; later ones run beside the
+   * requests, which go on with the catalog as last read, so no answer waits on the store (a shared store that hangs).
+   */
   async #fresh(): Promise<void> {
     if (this.#now() - this.#checkedAt < RECHECK_MS) return;
     this.#loading ??= this.#reload().finally(() => (this.#loading = undefined));
-    await this.#loading;
+    if (this.#mtime < 0) await this.#loading;
+    else this.#loading.catch(() => {});
   }
 
   async #reload(): Promise<void> {

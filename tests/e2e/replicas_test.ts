@@ -28,8 +28,8 @@ const DENO_FLAGS = ["--allow-net", "--allow-read", "--allow-write", "--allow-env
 const NGINX = existsSync("/usr/sbin/nginx") ? "/usr/sbin/nginx" : "nginx";
 /** The compile profile the installs go through (`/t/x64/...`): the unix port runs x64 code. */
 const PROFILE = "x64";
-/** How long a fill lease lasts unrenewed: S3Leases' default, which the configuration does not change. */
-const LEASE_TTL_MS = 30_000;
+/** How long a fill lease lasts unrenewed (cache.s3.lease_ttl, shorter than its 30 s default to keep the test short). */
+const LEASE_TTL_MS = 10_000;
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -163,7 +163,7 @@ function writeReplicaConfig(dir: string, port: number, s3: Seaweed, index: strin
     [
       `server: {host: 127.0.0.1, port: ${port}, workers: 0}`,
       `cache: {dir: ./cache, store: s3, s3: {endpoint: "${s3.endpoint}", region: ${s3.region}, bucket: ${s3.bucket},` +
-      ` prefix: "", path_style: true}}`,
+      ` prefix: "", path_style: true, lease_ttl: ${LEASE_TTL_MS / 1000}s}}`,
       `upstreams: {index: "${index}", github: "${github}", retries: 0}`,
       `packages: ${JSON.stringify(NAMED)}`,
       `targets: {${PROFILE}: {march: ${PROFILE}}}`,
@@ -238,7 +238,7 @@ ${replicas.map((p) => `    server 127.0.0.1:${p} max_fails=0;`).join("\n")}
       proxy_next_upstream error timeout http_502 http_503;
       proxy_next_upstream_tries 3;
       proxy_connect_timeout 2s;
-      # A fill waits out a dead replica's lease (30 s) before it takes it over.
+      # A fill waits out a dead replica's lease (cache.s3.lease_ttl) before it takes it over.
       proxy_read_timeout 120s;
     }
   }
