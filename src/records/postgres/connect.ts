@@ -127,7 +127,9 @@ export function connect(url: string, env: Record<string, string | undefined>, o:
     idle_timeout: 60,
     max_lifetime: 60 * 30,
     onnotice: () => {},
-    connection: { application_name: "mipserver" },
+    // Each batch's queries take lists of devices and files of very different lengths: planned for their values every
+    // time, not once for all (a generic plan reads whole tables once they grow).
+    connection: { application_name: "mipserver", plan_cache_mode: "force_custom_plan" },
   } as postgres.Options<Record<string, never>>;
   // The driver reads PG* variables for every option it was not given; under the server's narrow --allow-env that
   // throws. It is given an empty environment while it reads its options (synchronously, in this call).

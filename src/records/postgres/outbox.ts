@@ -44,9 +44,9 @@ const SCHEMA = `
 create table if not exists meta (key text primary key, value text not null);
 create table if not exists batches (
   seq integer primary key autoincrement,
-  body text not null,
   requests integer not null,
-  at integer not null
+  at integer not null,
+  body text not null
 );
 `;
 
@@ -102,13 +102,15 @@ export class Outbox {
     this.#db = db;
     const p = (sql: string) => db.prepare(sql);
     this.#s = {
-      append: p("insert into batches (body, requests, at) values (?, ?, ?) returning seq"),
+      append: p("insert into batches (requests, at, body) values (?, ?, ?) returning seq"),
       maxId: p(
         "insert into meta (key, value) values ('max_install_id', ?) on conflict (key) do update set value = excluded.value",
       ),
       oldest: p("select seq, body, requests, at from batches order by seq limit ?"),
       remove: p("delete from batches where seq = ?"),
-      counts: p("select count(*) as n, coalesce(sum(requests), 0) as r, min(at) as at from batches"),
+      // The small columns come before the body, so these read no body's overflow pages.
+      counts: p("select count(*) as n, coalesce(sum(requests), 0) as r from batches"),
+      oldestAt: p("select at from batches order by seq limit 1"),
       pages: p(
         "select (select page_count from pragma_page_count()) as pages, (select freelist_count from pragma_freelist_count()) as free, (select page_size from pragma_page_size()) as size",
       ),
@@ -158,7 +160,7 @@ export class Outbox {
     if (used + bytes > this.maxBytes) throw new OutboxFull(used, this.maxBytes);
     this.#db.exec("begin");
     try {
-      const seq = Number((this.#s.append.get(body, requests, now) as Raw).seq);
+      const seq = Number((this.#s.append.get(requests, now, body) as Raw).seq);
       if (maxInstallId > this.#maxInstallId) this.#s.maxId.run(String(maxInstallId));
       this.#db.exec("commit");
       if (maxInstallId > this.#maxInstallId) this.#maxInstallId = maxInstallId;
@@ -201,8 +203,8 @@ export class Outbox {
   /** How many batches and device requests wait, and since when. */
   figures(): OutboxFigures {
     if (this.#count === 0) return { batches: 0, requests: 0, oldest_at: null };
-    const c = this.#s.counts.get() as Raw;
-    return { batches: this.#count, requests: this.#requests, oldest_at: c.at === null ? null : Number(c.at) };
+    const at = (this.#s.oldestAt.get() as Raw | undefined)?.at;
+    return { batches: this.#count, requests: this.#requests, oldest_at: at === undefined ? null : Number(at) };
   }
 
   /** Whether no batch waits. */
