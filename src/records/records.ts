@@ -164,7 +164,10 @@ export interface DatabaseFigures {
   oldest_waiting_ms: number;
   /** Batches sent since start. */
   sent_batches: number;
-  /** Device requests in batches the outbox could not keep (full), since start. */
+  /**
+   * Device requests in batches the outbox could not keep (full), or that the database refused three times for what
+   * they hold (set aside, so they do not hold up the rest), since start.
+   */
   requests_refused: number;
   /** The schema version of the database (null until it was reached). */
   schema: number | null;

@@ -153,3 +153,35 @@ Deno.test("the default row cap is audit.max_size / 64: as many installs as SQLit
     await records.close();
   }
 });
+
+Deno.test("hostile text reaches the database (a NUL in a manifest's file name); a batch it refuses three times is set aside, not in the way", async () => {
+  const db = await (await sharedPostgres()).database();
+  const logger = memoryLogger();
+  const records = open(db, { logger, retryMs: [20, 50] });
+  try {
+    const nul = emptyBatch();
+    const i = install(1, "10.0.9.1", T0);
+    i.listed = ["file:a\u0000b"];
+    nul.installs.push(i);
+    nul.seen.push({ device: "10.0.9.1", time: T0 });
+    records.write(nul);
+    // Then a batch the database cannot take (a count past its integer column), and a good one behind it.
+    const poison = emptyBatch();
+    poison.traffic.push({ time: T0, device: "10.0.9.2", status: 404, count: 3_000_000_000, bytes: 1 });
+    poison.requestCount = 7;
+    records.write(poison);
+    const good = emptyBatch();
+    good.installs.push(install(2, "10.0.9.3", T0 + 1000));
+    records.write(good);
+    const end = Date.now() + 15_000;
+    while (records.figures().database!.waiting_batches > 0 && Date.now() < end) {
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    assert.equal(records.figures().database!.waiting_batches, 0);
+    assert.deepEqual((await records.installs({ limit: 5 })).map((r) => r.device), ["10.0.9.3", "10.0.9.1"]);
+    assert.equal(records.figures().database!.requests_refused, 7);
+    assert.equal(logger.lines.filter((l) => l.includes("set aside")).length, 1);
+  } finally {
+    await records.close();
+  }
+});

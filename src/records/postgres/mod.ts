@@ -106,8 +106,29 @@ export function causeOf(e: unknown): string {
   if (code === "42501") return "privileges";
   if (code === "QUERY_TIMEOUT" || code === "57014" || code === "QUEUE_TIMEOUT") return "timeout";
   if (code === "53100" || code === "53200") return "full";
+  if (code === "53300" || code.startsWith("08")) return "unreachable";
+  if (code.startsWith("40")) return "conflict";
   return "other";
 }
+
+/** PostgreSQL's text holds no NUL character (a manifest's JSON may): written `%00`, as a recorded path keeps it. */
+function noNul(_key: string, value: unknown): unknown {
+  return typeof value === "string" && value.includes("\0") ? value.replaceAll("\0", "%00") : value;
+}
+
+/** Causes that are the database's or the link's state, not the batch's: tried again however long it takes. */
+const TRANSIENT = new Set([
+  "unreachable",
+  "auth",
+  "timeout",
+  "no-database",
+  "privileges",
+  "full",
+  "schema",
+  "conflict",
+]);
+/** Tries of a batch the database refuses for what it holds, after which it is set aside (counted, logged). */
+const REFUSED_TRIES = 3;
 
 /** A number from a bigint column (the driver gives text). */
 const num = (v: unknown): number => Number(v ?? 0);
@@ -150,6 +171,10 @@ export class PostgresRecords implements Records {
   #devicesAdded = 0;
   #countedAt = -Infinity;
   #pumping: Promise<void> | null = null;
+  /** The batch being applied, and how often in a row the database refused it for what it holds. */
+  #applying: OutboxBatch | undefined;
+  #refusedTries = 0;
+  #setAside = 0;
   #retry: ReturnType<typeof setTimeout> | undefined;
   #retryMs: number;
   #closed = false;
@@ -212,7 +237,7 @@ export class PostgresRecords implements Records {
     let maxId = 0;
     for (const i of batch.installs) maxId = Math.max(maxId, i.row.id);
     try {
-      this.#outbox.append(JSON.stringify(body), batch.requestCount, maxId, this.#now());
+      this.#outbox.append(JSON.stringify(body, noNul), batch.requestCount, maxId, this.#now());
     } catch (e) {
       if (e instanceof OutboxFull) this.#refused += batch.requestCount;
       throw e;
@@ -291,7 +316,10 @@ export class PostgresRecords implements Records {
     while (!this.#closed) {
       const [next] = this.#outbox.oldest(1);
       if (!next) break;
+      this.#applying = next;
       await this.#apply(next);
+      this.#applying = undefined;
+      this.#refusedTries = 0;
       this.#outbox.remove(next);
       this.#sent++;
       this.#reached();
@@ -341,6 +369,21 @@ export class PostgresRecords implements Records {
   #failed(e: unknown): void {
     const cause = causeOf(e);
     const message = (e as Error)?.message ?? String(e);
+    // A batch the database refuses for what it holds (not for its own state) must not hold up those behind it.
+    const batch = this.#applying;
+    this.#applying = undefined;
+    if (batch && !TRANSIENT.has(cause) && ++this.#refusedTries >= REFUSED_TRIES) {
+      this.#refusedTries = 0;
+      this.#outbox.remove(batch);
+      this.#setAside++;
+      this.#refused += batch.requests;
+      this.#o.logger.error("The database refused a batch of install records three times; it is set aside", {
+        error: message,
+        requests: batch.requests,
+      });
+      this.#retryMs = (this.#o.retryMs ?? [500, 5000])[0];
+      return;
+    }
     if (cause !== this.#state) {
       const w = this.#outbox.figures();
       this.#o.logger.error(
