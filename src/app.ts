@@ -399,6 +399,7 @@ export async function createApp(options: AppOptions): Promise<App> {
     resolver,
     compiler,
     gather: options.gather,
+    lockFacts: lock && (() => lock!.facts()),
   }));
   requestLog.listener = parts.recorder.push;
   const handler = createHandler(router, { logger, requestLog, metrics, now, ...parts.handlerDeps });

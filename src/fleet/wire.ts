@@ -4,6 +4,7 @@
  * request handler (`access`, `clientOf`, `tap`) and the request log (`listener`).
  * @module
  */
+import type { LockFacts } from "../packages/lock_file.ts";
 import type { CompileService } from "../compile/compile_service.ts";
 import type { ObjectStore } from "../store/object_store.ts";
 import type { Config } from "../config/schema.ts";
@@ -46,6 +47,8 @@ export interface FleetWiring {
   compiler: CompileService;
   /** Gathers requests the edge worker threads answered. */
   gather?: () => Promise<void>;
+  /** The lock in force (`policy.lock` or `policy.lock_url`): its figures and signer, for the status page. */
+  lockFacts?: () => LockFacts;
 }
 
 /** The fleet room of an app. */
@@ -197,6 +200,7 @@ export async function createFleet(w: FleetWiring): Promise<FleetParts> {
           retention_ms: config.audit.retention,
           records: recorder.figures(),
         },
+        lock: w.lockFacts?.() ?? null,
       };
     },
   });

@@ -153,7 +153,7 @@ export class Resolver {
     try {
       const work = named
         ? this.#o.named.manifest(name, version, mpy, profile, base)
-        : this.#o.index.manifest(mpy, name, resolved);
+        : this.#o.index.manifest(mpy, name, resolved, base);
       served = await (this.#o.imported?.guard(work, what) ?? work);
     } catch (e) {
       throw this.#o.imported?.explain(e, what) ?? e;

@@ -86,6 +86,12 @@ Deno.test({
       s1 = await site();
       assert.equal(await version(s1), "1.0", "the site serves the central lock's release");
       assert.equal((await healthLock(s1)).packages, 1);
+      // The status page says which lock is in force and who signed it.
+      const page = await (await s1.handler(new Request("http://gw/", { headers: { host: "gw" } }))).text();
+      assert.match(
+        page,
+        new RegExp(`<span id="lock">1 packages, signed by key <code>${(await healthLock(s1)).signed.key_id}`),
+      );
       // The central server takes a lock signed by a key the site does not trust: the site keeps 1.0 and says why.
       Deno.copyFileSync(byStranger, centralLock);
       assert.equal(await central.lock!.reload(), true);

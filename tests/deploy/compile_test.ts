@@ -127,7 +127,8 @@ Deno.test("deploy/compile.sh builds the x86_64 binary (stand-in base runtime): t
       const [name, list] = flag.slice(2).split("=");
       assert.deepEqual(perms[name.replaceAll("-", "_")], list === undefined ? [] : list.split(","), `${flag} baked in`);
     }
-    for (const name of ["allow_ffi", "allow_sys"]) assert.equal(perms[name], null, `${name} is not granted`);
+    assert.equal(perms.allow_ffi, null, "allow_ffi is not granted");
+    assert.deepEqual(perms.allow_sys, ["hostname"], "allow_sys: the host name alone (the default audit.site)");
     const v8 = flags.find((f) => f.startsWith("--v8-flags="))!.slice("--v8-flags=".length).split(",");
     assert.deepEqual(v8, ["--max-semi-space-size=8", "--heap-growing-percent=25"]);
     for (const flag of v8) assert.ok(metadata.v8_flags.includes(flag), `${flag} baked in: ${metadata.v8_flags}`);

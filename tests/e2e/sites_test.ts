@@ -68,8 +68,8 @@ Deno.test({
         await mipInstall(siteA.base, viaA, pkg);
       }
       assert.deepEqual(installed(viaA), installed(direct));
-      // A named package of the central server, by name through the site (its repository dependency still comes from
-      // the central server: see below).
+      // A named package of the central server, by name through the site; its repository dependency comes from the
+      // site too (see below).
       const namedDirect = tempDir("mip-central-");
       const namedViaA = tempDir("mip-site-a-");
       await mipInstall(central.base, namedDirect, "sensorkit");
@@ -85,11 +85,12 @@ Deno.test({
       assert.deepEqual(installed(viaB), installed(direct));
       assert.equal(up.index.log.length, before, JSON.stringify(up.index.log.slice(before)));
       // A named package of the central server reaches the site through its index; its repository dependency, a URL
-      // on the central server, is kept on the site's base by the site's index service when given the base the
-      // device used (the manifest routes pass none yet: src/packages/resolver.ts must hand it over), and the site
-      // answers that dependency itself, through the central server's GitHub mirror, compiled by the site.
+      // on the central server, is put on the site's base (the base the device used), and the site answers that
+      // dependency itself, through the central server's GitHub mirror, compiled by the site.
       const dec = new TextDecoder();
       const helpers = "/repo/6/github/acme/helpers/main/package.json";
+      const routed = await (await fetch(`${siteA.base}/package/6/sensorkit/latest.json`)).json();
+      assert.deepEqual(routed.deps[1], [`${siteA.base}${helpers}`, "main"], "the device is sent to the site");
       const onSite = await siteA.app.index.manifest("6", "sensorkit", "latest", siteA.base);
       assert.deepEqual(JSON.parse(dec.decode(onSite.body)).deps, [["hello", "latest"], [
         `${siteA.base}${helpers}`,
@@ -157,6 +158,10 @@ Deno.test({
           Object.entries(installed(direct)).filter(([f]) => !f.startsWith("hello")),
         ),
       );
+      // The named package installs through the site with the central server down (its dependency is the site's).
+      const namedOffline = tempDir("mip-site-a-");
+      await mipInstall(siteA.base, namedOffline, "sensorkit");
+      assert.deepEqual(installed(namedOffline), installed(namedDirect));
       const cachedDep = await fetch(`${siteA.base}${helpers}`);
       assert.equal(cachedDep.status, 200, "the site answers the dependency it has");
       await cachedDep.body?.cancel();
