@@ -9,7 +9,8 @@
  * the database can tell a batch it already holds from a new one: each is applied once, in order.
  * @module
  */
-import { DatabaseSync, type StatementSync } from "node:sqlite";
+import { openWalFile, PAGES_SQL, sizeOnDisk, usedBytes } from "../sqlite/file.ts";
+import type { DatabaseSync, StatementSync } from "node:sqlite";
 import { isCorruption } from "../sqlite/audit_db.ts";
 
 /** One batch waiting. */
@@ -78,13 +79,8 @@ export class Outbox {
   }
 
   #open(): void {
-    const db = new DatabaseSync(this.path);
+    const db = openWalFile(this.path, 1_048_576);
     try {
-      if (Number((db.prepare("pragma page_count").get() as Raw).page_count) === 0) {
-        db.exec("pragma auto_vacuum = incremental");
-      }
-      db.exec("pragma journal_mode = wal; pragma synchronous = normal; pragma busy_timeout = 200;");
-      db.exec("pragma journal_size_limit = 1048576");
       db.exec(SCHEMA);
       const stored = (db.prepare("select value from meta where key = 'writer'").get() as Raw | undefined)?.value;
       let writer = typeof stored === "string" ? stored : "";
@@ -111,9 +107,7 @@ export class Outbox {
       // The small columns come before the body, so these read no body's overflow pages.
       counts: p("select count(*) as n, coalesce(sum(requests), 0) as r from batches"),
       oldestAt: p("select at from batches order by seq limit 1"),
-      pages: p(
-        "select (select page_count from pragma_page_count()) as pages, (select freelist_count from pragma_freelist_count()) as free, (select page_size from pragma_page_size()) as size",
-      ),
+      pages: p(PAGES_SQL),
     };
     const c = this.#s.counts.get() as Raw;
     this.#count = Number(c.n);
@@ -132,22 +126,12 @@ export class Outbox {
 
   /** Bytes the file's pages hold (free pages aside). */
   usedBytes(): number {
-    const r = this.#s.pages.get() as Raw;
-    return (Number(r.pages) - Number(r.free)) * Number(r.size);
+    return usedBytes(this.#s.pages);
   }
 
   /** The file's and its WAL's size on disk. */
   sizeOnDisk(): number {
-    if (this.path === ":memory:") return this.usedBytes();
-    let total = 0;
-    for (const suffix of ["", "-wal"]) {
-      try {
-        total += Deno.statSync(this.path + suffix).size;
-      } catch {
-        // No WAL yet.
-      }
-    }
-    return total;
+    return sizeOnDisk(this.path, () => this.usedBytes());
   }
 
   /**

@@ -10,6 +10,7 @@
  * moved aside and a new one started.
  * @module
  */
+import { openWalFile, PAGES_SQL, sizeOnDisk, usedBytes } from "./file.ts";
 import { DatabaseSync, type StatementSync } from "node:sqlite";
 import { recordedPath } from "../paths.ts";
 import {
@@ -215,28 +216,13 @@ export class AuditDb {
         "insert into devices (id, last_seen) values (?, ?) on conflict do update set last_seen = max(last_seen, excluded.last_seen)",
       ),
       maxId: p("select coalesce(max(id), 0) as id from installs"),
-      pages: p(
-        "select (select page_count from pragma_page_count()) as pages, (select freelist_count from pragma_freelist_count()) as free, (select page_size from pragma_page_size()) as size",
-      ),
+      pages: p(PAGES_SQL),
     };
   }
 
   #connect(): DatabaseSync {
-    const db = new DatabaseSync(this.path);
-    try {
-      // A new file gives its free pages back to the disk when asked (`shrink`): set before anything is written.
-      if (Number((db.prepare("pragma page_count").get() as Raw).page_count) === 0) {
-        db.exec("pragma auto_vacuum = incremental");
-      }
-      // A short wait for a lock: the recorder runs on the thread that answers devices.
-      db.exec("pragma journal_mode = wal; pragma synchronous = normal; pragma busy_timeout = 200;");
-      const pages = Math.max(16, Math.floor(this.#walLimit / 4096));
-      db.exec(`pragma journal_size_limit = ${this.#walLimit}; pragma wal_autocheckpoint = ${pages};`);
-    } catch (e) {
-      db.close();
-      throw e;
-    }
-    return db;
+    // Free pages go back to the disk when asked (`shrink`); a checkpoint every WAL's worth of pages.
+    return openWalFile(this.path, this.#walLimit, Math.max(16, Math.floor(this.#walLimit / 4096)));
   }
 
   /**
@@ -536,22 +522,12 @@ export class AuditDb {
 
   /** Bytes the database's pages hold (free pages aside): what the next rows would add to. */
   usedBytes(): number {
-    const r = this.#s.pages.get() as Raw;
-    return (Number(r.pages) - Number(r.free)) * Number(r.size);
+    return usedBytes(this.#s.pages);
   }
 
   /** The file's and its WAL's size on disk. */
   sizeOnDisk(): number {
-    if (this.path === ":memory:") return this.usedBytes();
-    let total = 0;
-    for (const suffix of ["", "-wal"]) {
-      try {
-        total += Deno.statSync(this.path + suffix).size;
-      } catch {
-        // No WAL yet.
-      }
-    }
-    return total;
+    return sizeOnDisk(this.path, () => this.usedBytes());
   }
 
   /** `audit.max_size` as honoured (at least {@linkcode MIN_MAX_BYTES}). */
