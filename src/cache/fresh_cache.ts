@@ -191,11 +191,13 @@ export class FreshCache {
       if (stored) return { object: stored, fromUpstream: false, ms: 0 };
       const negative = this.#negative.get(key);
       if (negative && negative.until > this.#now()) throw new NotFound(negative.message);
-      // Another process sharing the store may be filling it: wait for its object rather than fetch it again.
-      const there = () => this.#o.store.get(key, { direct: true });
-      lease = await this.#leases.acquire(key, async () => (await there()) !== undefined);
-      const filled = await there();
-      if (filled) return { object: filled, fromUpstream: false, ms: 0 };
+      if (this.#leases.shared) {
+        // Another process sharing the store may be filling it: wait for its object rather than fetch it again.
+        const there = () => this.#o.store.get(key, { direct: true });
+        lease = await this.#leases.acquire(key, async () => (await there()) !== undefined);
+        const filled = await there();
+        if (filled) return { object: filled, fromUpstream: false, ms: 0 };
+      }
       let loaded: Load;
       try {
         loaded = await load();
@@ -236,16 +238,18 @@ export class FreshCache {
       const release = this.#o.store.hold(key);
       let lease: Lease | undefined;
       try {
-        // Another process sharing the store may have refreshed it already, or be refreshing it now.
-        const newer = async () => {
-          const shared = await this.#o.store.get(key, { direct: true });
-          return shared !== undefined && shared.storedAt > storedAt ? shared : undefined;
-        };
-        const found = await newer();
-        if (found) return { object: found, fromUpstream: false, ms: 0 };
-        lease = await this.#leases.acquire(key, async () => (await newer()) !== undefined);
-        const after = await newer();
-        if (after) return { object: after, fromUpstream: false, ms: 0 };
+        if (this.#leases.shared) {
+          // Another process sharing the store may have refreshed it already, or be refreshing it now.
+          const newer = async () => {
+            const shared = await this.#o.store.get(key, { direct: true });
+            return shared !== undefined && shared.storedAt > storedAt ? shared : undefined;
+          };
+          const found = await newer();
+          if (found) return { object: found, fromUpstream: false, ms: 0 };
+          lease = await this.#leases.acquire(key, async () => (await newer()) !== undefined);
+          const after = await newer();
+          if (after) return { object: after, fromUpstream: false, ms: 0 };
+        }
         const loaded = await load();
         this.#o.metrics?.cacheBytes.inc({ from: "upstream" }, loaded.body.byteLength);
         return { object: await this.#o.store.put(key, loaded.body), fromUpstream: true, ms: loaded.ms };

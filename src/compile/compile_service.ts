@@ -172,10 +172,11 @@ export class CompileService {
         return cached.body;
       }
       // Compiled once among the processes sharing the store: another one's output is read, not made again.
+      const leases = this.#o.leases ?? soloLeases;
       const there = () => this.#o.store.get(key, { direct: true });
-      const lease = await (this.#o.leases ?? soloLeases).acquire(key, async () => (await there()) !== undefined);
+      const lease = leases.shared ? await leases.acquire(key, async () => (await there()) !== undefined) : undefined;
       try {
-        const made = await there();
+        const made = leases.shared ? await there() : undefined;
         if (made) {
           this.#o.metrics?.compiles.inc({ result: "cached" });
           return made.body;

@@ -31,6 +31,11 @@ export interface LeaseStats {
 /** Takes leases. */
 export interface Leases {
   /**
+   * Whether other processes share the store, so that an object may appear there while this one waits or fills: when
+   * false there is nothing to wait for or look again for, and callers skip the lease and the second look.
+   */
+  readonly shared: boolean;
+  /**
    * Takes the lease on `key`, waiting while another process holds it. Resolves with the lease, or with undefined as
    * soon as `appeared` says the object is there (the holder filled it). Throws {@linkcode Unavailable} when the wait
    * exceeds its bound or the store cannot be reached.
@@ -42,6 +47,7 @@ export interface Leases {
 
 /** Leases for a store one process has to itself: always taken at once. */
 export const soloLeases: Leases = {
+  shared: false,
   acquire: () => Promise.resolve({ release: () => Promise.resolve() }),
   stats: () => ({ taken: 0, waited: 0, served: 0, takenOver: 0, lost: 0, gaveUp: 0 }),
 };

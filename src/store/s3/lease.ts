@@ -33,6 +33,7 @@ const dec = new TextDecoder();
 
 /** Leases kept as objects in an S3 bucket. */
 export class S3Leases implements Leases {
+  readonly shared = true;
   #client: S3Client;
   #prefix: string;
   #ttl: number;
