@@ -15,7 +15,7 @@ import { dirname, join, relative, resolve, sep } from "node:path";
 import type { Logger } from "../../log.ts";
 import { FILE_KEY, isObjectKey, isStoreKey } from "../keys.ts";
 import { sha256Hex } from "../hash.ts";
-import { Holds, objectToStore } from "../common.ts";
+import { Holds, objectToStore, WriteFailures } from "../common.ts";
 import {
   type GetOptions,
   type ListPage,
@@ -81,10 +81,8 @@ export class DiskStore implements ObjectStore {
   #objects = 0;
   #reserved = 0;
   #evictions = 0;
-  #writeErrors = 0;
   #holds = new Holds();
-  /** Write failure causes already logged, with how many failures each has had since. */
-  #reported = new Map<string, number>();
+  #failures: WriteFailures;
   #pending = new Set<Promise<unknown>>();
   /** Victims picked by the eviction under way, until their files are removed. */
   #evicted = new Map<string, Use>();
@@ -97,6 +95,15 @@ export class DiskStore implements ObjectStore {
     this.#max = options.maxBytes ?? null;
     this.#touchEvery = options.touchEvery ?? 60_000;
     this.#logger = options.logger;
+    this.#failures = new WriteFailures(
+      {
+        failed: "Cannot store in the cache; serving without storing (logged once per cause)",
+        worksAgain: "Cache writes work again",
+        limit: "cache.max_size",
+      },
+      this.#logger,
+      () => this.#max,
+    );
     this.#fs = options.fs ?? denoFs;
     this.protect = options.protect ?? (() => false);
     if (this.#max !== null) this.#uses = new Map();
@@ -330,7 +337,7 @@ export class DiskStore implements ObjectStore {
         this.#uses?.delete(key);
         this.#uses?.set(key, { size: body.byteLength, stamped: object.storedAt });
       }
-      this.#writesWork();
+      this.#failures.works();
     } finally {
       this.#reserved -= reserved;
       release();
@@ -478,7 +485,7 @@ export class DiskStore implements ObjectStore {
       objects: this.#objects,
       evictions: this.#evictions,
       maxBytes: this.#max,
-      writeErrors: this.#writeErrors,
+      writeErrors: this.#failures.count,
     };
   }
 
@@ -615,34 +622,8 @@ export class DiskStore implements ObjectStore {
   }
 
   /** Counts a failed write and logs its cause the first time it is seen since writes last worked. */
-  #failed(
-    key: string,
-    error: unknown,
-    cause = causeOf(error),
-    message = "Cannot store in the cache; serving without storing (logged once per cause)",
-  ): void {
-    this.#writeErrors++;
-    const seen = this.#reported.get(cause);
-    if (seen !== undefined) {
-      this.#reported.set(cause, seen + 1);
-      return;
-    }
-    this.#reported.set(cause, 1);
-    const why = cause === "too-large"
-      ? `the object is larger than cache.max_size (${this.#max} bytes)`
-      : cause === "protected"
-      ? "cache.max_size is taken by objects that must be kept"
-      : error instanceof Error
-      ? error.message
-      : String(error);
-    this.#logger?.warn(message, { cause, why, key });
-  }
-
-  #writesWork(): void {
-    if (this.#reported.size === 0) return;
-    const failed = Object.fromEntries(this.#reported);
-    this.#reported.clear();
-    this.#logger?.info("Cache writes work again", { failed });
+  #failed(key: string, error: unknown, cause = causeOf(error), message?: string): void {
+    this.#failures.failed(key, error, cause, message);
   }
 
   #remember(key: string, object: StoredObject): void {

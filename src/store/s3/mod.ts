@@ -12,7 +12,7 @@ import { createHash } from "node:crypto";
 import type { Logger } from "../../log.ts";
 import { FILE_KEY, isObjectKey, isSafeKey, isStoreKey } from "../keys.ts";
 import { sha256Hex } from "../hash.ts";
-import { Holds, objectToStore } from "../common.ts";
+import { Holds, objectToStore, WriteFailures } from "../common.ts";
 import {
   allKeys,
   type GetOptions,
@@ -87,10 +87,8 @@ export class S3Store implements ObjectStore {
   #bytes = 0;
   #reserved = 0;
   #evictions = 0;
-  #writeErrors = 0;
   #holds = new Holds();
-  /** Write failure causes already logged, with how many failures each has had since. */
-  #reported = new Map<string, number>();
+  #failures: WriteFailures;
 
   /** What every key of this store is put after in the bucket (`""` or a folder ending in `/`). */
   get keyPrefix(): string {
@@ -108,6 +106,16 @@ export class S3Store implements ObjectStore {
     this.#now = options.now ?? Date.now;
     this.#max = options.maxBytes ?? null;
     this.#logger = options.logger;
+    this.#failures = new WriteFailures(
+      {
+        failed: "Cannot store in the S3 store; serving without storing (logged once per cause)",
+        worksAgain: "S3 store writes work again",
+        limit: "the size limit",
+        fields: { store: this.location },
+      },
+      this.#logger,
+      () => this.#max,
+    );
     this.protect = options.protect ?? (() => false);
   }
 
@@ -247,7 +255,7 @@ export class S3Store implements ObjectStore {
         this.#uses.set(key, body.byteLength);
       }
       this.#reads.delete(key);
-      this.#writesWork();
+      this.#failures.works();
       return object;
     } finally {
       this.#reserved -= reserved;
@@ -387,7 +395,7 @@ export class S3Store implements ObjectStore {
       objects: this.#uses.size,
       evictions: this.#evictions,
       maxBytes: this.#max,
-      writeErrors: this.#writeErrors,
+      writeErrors: this.#failures.count,
     };
   }
 
@@ -444,34 +452,8 @@ export class S3Store implements ObjectStore {
   }
 
   /** Counts a failed write and logs its cause the first time it is seen since writes last worked. */
-  #failed(
-    key: string,
-    error: unknown,
-    cause: string,
-    message = "Cannot store in the S3 store; serving without storing (logged once per cause)",
-  ): void {
-    this.#writeErrors++;
-    const seen = this.#reported.get(cause);
-    if (seen !== undefined) {
-      this.#reported.set(cause, seen + 1);
-      return;
-    }
-    this.#reported.set(cause, 1);
-    const why = cause === "too-large"
-      ? `the object is larger than the size limit (${this.#max} bytes)`
-      : cause === "protected"
-      ? "the size limit is taken by objects that must be kept"
-      : error instanceof Error
-      ? error.message
-      : String(error);
-    this.#logger?.warn(message, { cause, why, key, store: this.location });
-  }
-
-  #writesWork(): void {
-    if (this.#reported.size === 0) return;
-    const failed = Object.fromEntries(this.#reported);
-    this.#reported.clear();
-    this.#logger?.info("S3 store writes work again", { failed });
+  #failed(key: string, error: unknown, cause = causeOf(error), message?: string): void {
+    this.#failures.failed(key, error, cause, message);
   }
 }
 
