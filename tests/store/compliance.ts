@@ -32,6 +32,31 @@ export interface Made {
   close(): Promise<void>;
 }
 
+/**
+ * A {@linkcode Made} from `open` (which opens the store, and again for a restart, the one before closed), the switch
+ * that fails the next commit, and what removes the store's data after the last close.
+ */
+export async function reopenable(
+  open: () => Promise<ObjectStore>,
+  failNextCommit: () => void,
+  cleanup: () => Promise<void>,
+): Promise<Made> {
+  let store = await open();
+  return {
+    store,
+    async reopen() {
+      await store.close();
+      store = await open();
+      return store;
+    },
+    failNextCommit,
+    async close() {
+      await store.close();
+      await cleanup();
+    },
+  };
+}
+
 const enc = new TextEncoder();
 const dec = new TextDecoder();
 const sha = (b: Uint8Array) => createHash("sha256").update(b).digest("hex");

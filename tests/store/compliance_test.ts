@@ -6,7 +6,7 @@ import { DiskStore } from "../../src/store/disk/mod.ts";
 import { denoFs, type StoreFs } from "../../src/store/disk/fs.ts";
 import { MemoryStore } from "../../src/store/memory/mod.ts";
 import { tempDir } from "../helpers.ts";
-import { type Harness, storeCompliance } from "./compliance.ts";
+import { type Harness, reopenable, storeCompliance } from "./compliance.ts";
 
 /** A disk store in a new folder; its file system layer fails the next rename (the commit) when asked. */
 const disk: Harness = {
@@ -26,20 +26,7 @@ const disk: Harness = {
       await store.open();
       return store;
     };
-    let store = await open();
-    return {
-      store,
-      async reopen() {
-        await store.close();
-        store = await open();
-        return store;
-      },
-      failNextCommit: () => (failNext = true),
-      async close() {
-        await store.close();
-        await Deno.remove(dir, { recursive: true }).catch(() => {});
-      },
-    };
+    return reopenable(open, () => (failNext = true), () => Deno.remove(dir, { recursive: true }).catch(() => {}));
   },
 };
 

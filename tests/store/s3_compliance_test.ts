@@ -11,7 +11,7 @@ import { S3Client, S3Error } from "../../src/store/s3/client.ts";
 import { checkConditionalWrites, S3Store, type S3StoreOptions } from "../../src/store/s3/mod.ts";
 import { type Seaweed, startSeaweed } from "../fixtures/seaweed.ts";
 import { freePort } from "../helpers.ts";
-import { type Harness, storeCompliance } from "./compliance.ts";
+import { type Harness, reopenable, storeCompliance } from "./compliance.ts";
 
 let server: Seaweed | undefined;
 let startError: unknown;
@@ -100,20 +100,7 @@ const s3: Harness = {
       await store.open();
       return store;
     };
-    let store = await open();
-    return {
-      store,
-      async reopen() {
-        await store.close();
-        store = await open();
-        return store;
-      },
-      failNextCommit: failing.failNext,
-      async close() {
-        await store.close();
-        await emptyPrefix(prefix);
-      },
-    };
+    return reopenable(open, failing.failNext, () => emptyPrefix(prefix));
   },
 };
 
