@@ -10,7 +10,7 @@ import { type Harness, reopenable, storeCompliance } from "./compliance.ts";
 
 /** A disk store in a new folder; its file system layer fails the next rename (the commit) when asked. */
 const disk: Harness = {
-  async make(options) {
+  make(options) {
     const dir = tempDir("mipserver-store-");
     let failNext = false;
     const fs: StoreFs = {

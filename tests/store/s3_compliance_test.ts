@@ -92,7 +92,7 @@ function cuttingFetch(attempts: number): { fetch: typeof fetch; failNext: () => 
 }
 
 const s3: Harness = {
-  async make(options) {
+  make(options) {
     const prefix = newPrefix();
     const failing = cuttingFetch(3);
     const open = async () => {
