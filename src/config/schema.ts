@@ -357,6 +357,7 @@ export const configSchema = z.strictObject({
         return undefined;
       }
     })).prefault(null),
+    max_rows: nullable(field("a whole number 1000-1000000000", intIn(1000, 1_000_000_000))).prefault(null),
     site: nullable(
       field(
         "a site name of letters, digits, '.', '_' or '-' (1-64)",

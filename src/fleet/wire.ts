@@ -112,6 +112,7 @@ async function openRecords(w: FleetWiring): Promise<Records | null> {
       logger,
       now,
       maxBytes: config.audit.max_size,
+      maxRows: config.audit.max_rows ?? undefined,
       maxDevices: config.audit.max_devices,
       keepDevices: Object.fromEntries(keepDevices.map((d) => [d, config.devices[d]])),
       windowMs: config.audit.window,

@@ -62,13 +62,18 @@ Deno.test("defaults match the public contract", () => {
   assert.equal(c.audit.max_devices, 10_000);
 });
 
-Deno.test("audit.max_size takes a size of at least 1MiB; audit.max_devices a whole number of at least 1", () => {
+Deno.test("audit.max_size takes a size of at least 1MiB; audit.max_devices a whole number of at least 1; audit.max_rows null or at least 1000", () => {
   const audit = (a: Record<string, unknown>) => configSchema.parse({ audit: a }).audit;
   assert.equal(audit({ max_size: "2MiB" }).max_size, 2 * 1024 * 1024);
   assert.throws(() => audit({ max_size: "512KiB" }), /at least 1MiB/);
   assert.throws(() => audit({ max_size: "lots" }), /expected a size/);
   assert.equal(audit({ max_devices: 50 }).max_devices, 50);
   for (const bad of [0, -1, 1.5, "many"]) assert.throws(() => audit({ max_devices: bad }), `${bad} was taken`);
+  assert.equal(audit({}).max_rows, null);
+  assert.equal(audit({ max_rows: 250_000 }).max_rows, 250_000);
+  for (const bad of [999, -1, 1.5, "many"]) {
+    assert.throws(() => audit({ max_rows: bad }), /a whole number 1000-1000000000/, `${bad} was taken`);
+  }
 });
 
 Deno.test("config.local.yaml deep-merges over config.yaml and keeps every other key", () => {
