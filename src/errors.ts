@@ -38,18 +38,45 @@ export class CompileFailed extends DomainError {}
  */
 export abstract class Failure extends DomainError {}
 
-/** Upstream failed to give a body: an error status, a broken connection, too many redirects, a body too large. */
+/** How long a client is told to wait after a transient upstream failure when upstream named no time, in seconds. */
+export const UPSTREAM_RETRY_AFTER_SECONDS = 10;
+
+/** How an {@linkcode UpstreamFailed} came about. */
+export interface UpstreamFailedOptions {
+  /** Upstream could not be reached at all (no answer, or its circuit breaker open). */
+  unreachable?: boolean;
+  /** Asking again later may work (unreachable, timed out, or upstream answered 5xx or 429); default: `unreachable`. */
+  transient?: boolean;
+  /** When to ask again, in seconds (upstream's own `Retry-After`, else {@linkcode UPSTREAM_RETRY_AFTER_SECONDS}). */
+  retryAfterSeconds?: number;
+}
+
+/**
+ * Upstream failed to give a body: an error status, a broken connection, too many redirects, a body too large. A
+ * transient failure (upstream unreachable or failing for now) is the server being unable to answer for the moment,
+ * not a bad answer: clients get a 503 with `Retry-After`; other failures a 502.
+ */
 export class UpstreamFailed extends Failure {
-  /** True when upstream could not be reached at all (no answer, or its circuit breaker open). */
+  /** True when upstream could not be reached at all (no answer, a timeout, or its circuit breaker open). */
   readonly unreachable: boolean;
-  constructor(message: string, unreachable = false) {
+  /** True when asking again later may work. */
+  readonly transient: boolean;
+  /** When to ask again, in seconds. */
+  readonly retryAfterSeconds: number;
+  constructor(message: string, options: UpstreamFailedOptions = {}) {
     super(message);
-    this.unreachable = unreachable;
+    this.unreachable = options.unreachable ?? false;
+    this.transient = options.transient ?? this.unreachable;
+    this.retryAfterSeconds = options.retryAfterSeconds ?? UPSTREAM_RETRY_AFTER_SECONDS;
   }
 }
 
-/** Upstream did not answer in time (or its circuit breaker is open after timeouts). */
-export class UpstreamTimedOut extends Failure {}
+/** Upstream did not answer in time (or its circuit breaker is open after timeouts): unreachable, for now. */
+export class UpstreamTimedOut extends UpstreamFailed {
+  constructor(message: string, retryAfterSeconds?: number) {
+    super(message, { unreachable: true, retryAfterSeconds });
+  }
+}
 
 /**
  * Upstream sent something this server refuses to pass on: invalid JSON, bytes that do not match their hash, a
@@ -89,13 +116,23 @@ export class UpstreamError extends Error {
   readonly status?: number;
   /** True when nothing was sent because the host's circuit breaker is open. */
   readonly breaker: boolean;
-  constructor(kind: UpstreamErrorKind, url: string, message: string, status?: number, breaker = false) {
+  /** Upstream's `Retry-After` in seconds, or the seconds its circuit breaker stays open, when known. */
+  readonly retryAfter?: number;
+  constructor(
+    kind: UpstreamErrorKind,
+    url: string,
+    message: string,
+    status?: number,
+    breaker = false,
+    retryAfter?: number,
+  ) {
     super(message);
     this.name = "UpstreamError";
     this.kind = kind;
     this.url = url;
     this.status = status;
     this.breaker = breaker;
+    this.retryAfter = retryAfter;
   }
 }
 
@@ -108,8 +145,13 @@ export function fromUpstream(e: unknown): DomainError {
   if (e instanceof UpstreamError) {
     if (e.kind === "not_found") return new NotFound(e.message);
     if (e.kind === "host") return new NotAllowed(e.message);
-    if (e.kind === "timeout") return new UpstreamTimedOut(e.message);
-    return new UpstreamFailed(e.message, e.kind === "network");
+    if (e.kind === "timeout") return new UpstreamTimedOut(e.message, e.retryAfter);
+    const failing = e.kind === "status" && e.status !== undefined && (e.status >= 500 || e.status === 429);
+    return new UpstreamFailed(e.message, {
+      unreachable: e.kind === "network",
+      transient: e.kind === "network" || failing,
+      retryAfterSeconds: e.retryAfter,
+    });
   }
   throw e;
 }

@@ -15,7 +15,6 @@ import {
   NotFound,
   Unavailable,
   UpstreamFailed,
-  UpstreamTimedOut,
 } from "../errors.ts";
 import { HttpError } from "./responses.ts";
 
@@ -35,10 +34,9 @@ const STATUSES: [new (...args: never[]) => Error, number][] = [
   [Blocked, 410],
   [BadName, 400],
   [CompileFailed, 422],
-  [UpstreamFailed, 502],
+  [UpstreamFailed, 502], // a transient one (UpstreamTimedOut among them) is a 503, in answerFor
   [BadUpstream, 502],
   [LockMismatch, 502],
-  [UpstreamTimedOut, 504],
   [Unavailable, 503],
   [Busy, 503],
 ];
@@ -46,7 +44,7 @@ const STATUSES: [new (...args: never[]) => Error, number][] = [
 /** The answer to a known error (a domain error or an {@linkcode HttpError}); undefined for an unexpected one. */
 export function answerFor(e: unknown): ErrorAnswer | undefined {
   if (e instanceof HttpError) return { status: e.status, headers: e.headers, text: e.message };
-  if (e instanceof Busy) {
+  if (e instanceof Busy || (e instanceof UpstreamFailed && e.transient)) {
     return { status: 503, headers: { "retry-after": String(e.retryAfterSeconds) }, text: e.message };
   }
   for (const [type, status] of STATUSES) {

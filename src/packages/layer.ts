@@ -13,7 +13,7 @@ import { etagOf } from "../store/hash.ts";
 import { LAYER } from "../store/keys.ts";
 import type { ObjectStore } from "../store/object_store.ts";
 import type { Served } from "../cache/served.ts";
-import { NotFound, Unavailable, UpstreamFailed, UpstreamTimedOut } from "../errors.ts";
+import { NotFound, Unavailable, UpstreamFailed } from "../errors.ts";
 import { BASE_PLACEHOLDER } from "./locations.ts";
 
 /** Imported manifests remembered at once (the paths come from the catalog, not from clients). */
@@ -59,9 +59,7 @@ function offlineMiss(e: unknown): boolean {
 
 /** Whether an error means upstream could not be reached (rather than an answer from it). */
 function unreachable(e: unknown): boolean {
-  return e instanceof UpstreamTimedOut ||
-    (e instanceof UpstreamFailed &&
-      (e.unreachable || /^(Cannot reach upstream|Upstream body broke off)/.test(e.message)));
+  return e instanceof UpstreamFailed && e.unreachable;
 }
 
 /** Serves imported manifests and the imported index from the store. */
@@ -221,7 +219,7 @@ export class BundleLayer {
    * reached on a server that imported a bundle, a 503 saying the server is offline and no imported bundle holds it; anything else as it was.
    */
   explain(e: unknown, what: string): unknown {
-    // An unreachable upstream keeps its 502/504 on a server that never imported anything (it is not offline by
+    // An unreachable upstream keeps its own 503 on a server that never imported anything (it is not offline by
     // intent); once a bundle was imported, or with cache.offline, the answer says what is missing.
     if (unreachable(e)) this.#downAt = this.#now();
     if (!offlineMiss(e) && !(unreachable(e) && this.#mtime > 0)) return e;

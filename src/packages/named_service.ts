@@ -9,7 +9,7 @@ import { etagOf, sha256Hex } from "../store/hash.ts";
 import type { FreshCache, Load } from "../cache/fresh_cache.ts";
 import type { Served } from "../cache/served.ts";
 import type { ObjectStore } from "../store/object_store.ts";
-import { BadUpstream, DomainError, NotFound, UpstreamFailed, UpstreamTimedOut } from "../errors.ts";
+import { BadUpstream, DomainError, fromUpstream, NotFound, UpstreamFailed, UpstreamTimedOut } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import { UpstreamError } from "../upstream/fetcher.ts";
 import { BASE_PLACEHOLDER, parseSpec } from "./locations.ts";
@@ -214,8 +214,11 @@ export class NamedService {
         if (e instanceof DomainError && !(e instanceof NotFound)) throw e;
         const why = e instanceof Error ? e.message : String(e);
         const message = `${name}: url entry ${JSON.stringify(file.dest)} (${file.from}) failed: ${why}`;
-        throw e instanceof UpstreamError && e.kind === "timeout"
-          ? new UpstreamTimedOut(message)
+        const failed = e instanceof UpstreamError ? fromUpstream(e) : undefined;
+        throw failed instanceof UpstreamTimedOut
+          ? new UpstreamTimedOut(message, failed.retryAfterSeconds)
+          : failed instanceof UpstreamFailed
+          ? new UpstreamFailed(message, failed)
           : new UpstreamFailed(message);
       }
       let out: Transformed = { dest: file.dest, bytes };

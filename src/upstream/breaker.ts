@@ -26,7 +26,7 @@ export interface BreakerOptions {
 export interface Refusal {
   /** Until when the breaker stays open (ms, the injected clock's time), or 0 while a probe is under way. */
   until: number;
-  /** What the last failure was, so the answer can keep its status (timeouts are 504). */
+  /** Whether the last failure was a timeout, so the refusal says it as such. */
   lastTimeout: boolean;
   /** The last failure's message. */
   lastError: string;

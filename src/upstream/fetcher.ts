@@ -66,15 +66,15 @@ export class Fetcher {
       if (key !== undefined) {
         const refusal = breakers!.admit(key);
         if (refusal) {
-          const why = refusal.until > 0
-            ? `for another ${Math.max(1, Math.ceil((refusal.until - breakers!.now()) / 1000))}s`
-            : "while one probe request is under way";
+          const seconds = refusal.until > 0 ? Math.max(1, Math.ceil((refusal.until - breakers!.now()) / 1000)) : 1;
+          const why = refusal.until > 0 ? `for another ${seconds}s` : "while one probe request is under way";
           throw new UpstreamError(
             refusal.lastTimeout ? "timeout" : "network",
             url,
             `Upstream ${key} is failing; not contacted ${why} (circuit breaker open): ${url}. Last failure: ${refusal.lastError}`,
             undefined,
             true,
+            seconds,
           );
         }
       }
@@ -167,8 +167,15 @@ export class Fetcher {
         throw new UpstreamError("not_found", url.href, `Not found upstream: ${url.href}`, res.status);
       }
       if (res.status !== 200) {
-        await res.body?.cancel();
-        throw new UpstreamError("status", url.href, `Upstream answered ${res.status}: ${url.href}`, res.status);
+        const reason = await shortReason(res);
+        throw new UpstreamError(
+          "status",
+          url.href,
+          `Upstream answered ${res.status}: ${url.href}${reason ? ` (${reason})` : ""}`,
+          res.status,
+          false,
+          retryAfter(res.headers.get("retry-after")),
+        );
       }
       try {
         return { body: await this.#read(res, url.href), url: url.href };
@@ -203,4 +210,44 @@ export class Fetcher {
     }
     return joinChunks(chunks, size);
   }
+}
+
+/** The most of an upstream's plain-text error body kept in a message (a chained mipserver's reason), in characters. */
+const REASON_CHARS = 200;
+
+/**
+ * The first line of a plain-text error body (a central mipserver says why it could not answer), cut short and made
+ * printable; undefined for any other body. Never reads more than a few KiB.
+ */
+async function shortReason(res: Response): Promise<string | undefined> {
+  if (!res.body || !/^text\/plain\b/i.test(res.headers.get("content-type") ?? "")) {
+    await res.body?.cancel();
+    return undefined;
+  }
+  const reader = res.body.getReader();
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  try {
+    while (size < 4 * REASON_CHARS) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      chunks.push(value);
+      size += value.byteLength;
+    }
+  } catch {
+    return undefined;
+  } finally {
+    reader.cancel().catch(() => {});
+  }
+  const line = new TextDecoder().decode(joinChunks(chunks, size)).split("\n", 1)[0].replace(/[^\x20-\x7e]/g, "?");
+  const text = line.trim();
+  if (!text) return undefined;
+  return text.length > REASON_CHARS ? `${text.slice(0, REASON_CHARS)}...` : text;
+}
+
+/** A `Retry-After` of whole seconds (0 to a day), else undefined (a date or garbage is ignored). */
+function retryAfter(value: string | null): number | undefined {
+  if (value === null || !/^\d{1,6}$/.test(value.trim())) return undefined;
+  const n = Number(value.trim());
+  return n <= 86_400 ? n : undefined;
 }

@@ -137,7 +137,7 @@ Deno.test("the nginx snippet passes nginx -t and fronts mipserver: devices on HT
       return "000";
     };
     assert.equal(await curl(`http://127.0.0.1:${httpPort}/healthz`), "200");
-    assert.equal(await curl("--http1.0", `http://127.0.0.1:${httpPort}/index.json`), "502", "upstream down: 502");
+    assert.equal(await curl("--http1.0", `http://127.0.0.1:${httpPort}/index.json`), "503", "upstream down: 503");
     assert.equal(await curl(`http://127.0.0.1:${httpPort}/_/requests`), "403");
     assert.equal(await curl(`http://127.0.0.1:${httpPort}/metrics`), "403");
     assert.equal(await curl(`http://127.0.0.1:${httpPort}/`), "403", "the status page is not on the device port");

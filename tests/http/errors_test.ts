@@ -22,12 +22,19 @@ const TABLE: [errors.DomainError, ErrorAnswer][] = [
   [new errors.Blocked("x 1 is blocked by policy.block (x@1)"), answer(410, "x 1 is blocked by policy.block (x@1)")],
   [new errors.BadName('Invalid hash "zz"'), answer(400, 'Invalid hash "zz"')],
   [new errors.CompileFailed("mpy-cross failed on a.py"), answer(422, "mpy-cross failed on a.py")],
-  [new errors.UpstreamFailed("Upstream answered 500: u"), answer(502, "Upstream answered 500: u")],
+  [new errors.UpstreamFailed("Upstream answered 401: u"), answer(502, "Upstream answered 401: u")],
   [
-    new errors.UpstreamFailed("Cannot reach upstream u: refused", true),
-    answer(502, "Cannot reach upstream u: refused"),
+    new errors.UpstreamFailed("Upstream answered 500: u", { transient: true }),
+    answer(503, "Upstream answered 500: u", { "retry-after": String(errors.UPSTREAM_RETRY_AFTER_SECONDS) }),
   ],
-  [new errors.UpstreamTimedOut("Upstream timed out after 5ms: u"), answer(504, "Upstream timed out after 5ms: u")],
+  [
+    new errors.UpstreamFailed("Cannot reach upstream u: refused", { unreachable: true, retryAfterSeconds: 4 }),
+    answer(503, "Cannot reach upstream u: refused", { "retry-after": "4" }),
+  ],
+  [
+    new errors.UpstreamTimedOut("Upstream timed out after 5ms: u"),
+    answer(503, "Upstream timed out after 5ms: u", { "retry-after": String(errors.UPSTREAM_RETRY_AFTER_SECONDS) }),
+  ],
   [new errors.BadUpstream("Upstream sent invalid JSON at u"), answer(502, "Upstream sent invalid JSON at u")],
   [new UnsafeManifestError("Refused package p: file x"), answer(502, "Refused package p: file x")],
   [new errors.LockMismatch("LOCK MISMATCH: file f"), answer(502, "LOCK MISMATCH: file f")],
@@ -46,7 +53,7 @@ Deno.test("answerFor: every domain error class gets its status, headers and body
   }
   // The table names every concrete class src/errors.ts exports (the abstract bases aside).
   const abstract = new Set<unknown>([errors.DomainError, errors.Failure]);
-  const classes = Object.values(errors).filter((v) =>
+  const classes = (Object.values(errors) as unknown[]).filter((v): v is typeof errors.DomainError =>
     typeof v === "function" && v.prototype instanceof errors.DomainError && !abstract.has(v)
   );
   const covered = new Set(TABLE.map(([e]) => e.constructor));
@@ -54,19 +61,28 @@ Deno.test("answerFor: every domain error class gets its status, headers and body
 });
 
 Deno.test("answerFor: the upstream's failures as the domain errors the cache turns them into", () => {
-  const cases: [errors.UpstreamErrorKind, number][] = [
-    ["not_found", 404],
-    ["host", 403],
-    ["timeout", 504],
-    ["network", 502],
-    ["status", 502],
-    ["too_large", 502],
-    ["redirects", 502],
+  // Transient failures (asking again later may work) are 503 with Retry-After, upstream's own when it sent one.
+  const later = { "retry-after": String(errors.UPSTREAM_RETRY_AFTER_SECONDS) };
+  const cases: [errors.UpstreamErrorKind, number | undefined, number, Record<string, string>][] = [
+    ["not_found", 404, 404, {}],
+    ["host", undefined, 403, {}],
+    ["timeout", undefined, 503, later],
+    ["network", undefined, 503, later],
+    ["status", 500, 503, later],
+    ["status", 503, 503, later],
+    ["status", 429, 503, later],
+    ["status", 401, 502, {}],
+    ["status", 403, 502, {}],
+    ["status", 302, 502, {}],
+    ["too_large", undefined, 502, {}],
+    ["redirects", undefined, 502, {}],
   ];
-  for (const [kind, status] of cases) {
-    const e = errors.fromUpstream(new errors.UpstreamError(kind, "https://u/x", `failed: ${kind}`));
-    assert.deepEqual(answerFor(e), answer(status, `failed: ${kind}`), kind);
+  for (const [kind, upstreamStatus, status, headers] of cases) {
+    const e = errors.fromUpstream(new errors.UpstreamError(kind, "https://u/x", `failed: ${kind}`, upstreamStatus));
+    assert.deepEqual(answerFor(e), answer(status, `failed: ${kind}`, headers), `${kind} ${upstreamStatus}`);
   }
+  const told = errors.fromUpstream(new errors.UpstreamError("status", "u", "m", 503, false, 42));
+  assert.deepEqual(answerFor(told), answer(503, "m", { "retry-after": "42" }));
   assert.equal(
     (errors.fromUpstream(new errors.UpstreamError("network", "u", "m")) as errors.UpstreamFailed).unreachable,
     true,

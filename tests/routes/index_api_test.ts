@@ -291,22 +291,23 @@ Deno.test("an upstream response over upstreams.max_size is refused", async () =>
   });
 });
 
-Deno.test("a slow upstream hits the timeouts: 504 naming the upstream", async () => {
+Deno.test("a slow upstream hits the timeouts: 503 with Retry-After, naming the upstream", async () => {
   await withEnv({ upstreams: { connect_timeout: "200ms", timeout: "5s" } }, async (env) => {
     env.up.delay = 1000;
     const res = await env.get("/package/6/hello/latest.json");
-    assert.equal(res.status, 504);
+    assert.equal(res.status, 503);
+    assert.equal(res.headers.get("retry-after"), "10");
     assert.match(await text(res), new RegExp(`did not answer within 200ms: ${env.up.url.replaceAll(".", "\\.")}`));
   });
   await withEnv({ upstreams: { connect_timeout: "5s", timeout: "300ms" } }, async (env) => {
     env.up.trickle = 100;
     const res = await env.get("/package/6/hello/latest.json");
-    assert.equal(res.status, 504);
+    assert.equal(res.status, 503);
     assert.match(await text(res), /timed out after 300ms/);
   });
 });
 
-Deno.test("5xx answers are retried with backoff; a down upstream is a 502 naming it", async () => {
+Deno.test("5xx answers are retried with backoff; upstream failing or down is a 503 naming it; a refusal is a 502", async () => {
   await withEnv({ upstreams: { retries: 2 } }, async (env) => {
     const path = "/package/6/hello/latest.json";
     env.up.overrides.set(path, { failTimes: 2, status: 503 });
@@ -316,14 +317,37 @@ Deno.test("5xx answers are retried with backoff; a down upstream is a 502 naming
     assert.equal(env.up.count(path), 3);
     env.up.overrides.set("/package/6/mathx/latest.json", { failTimes: 5, status: 500 });
     const failed = await env.get("/package/6/mathx/latest.json");
-    assert.equal(failed.status, 502);
+    assert.equal(failed.status, 503);
+    assert.equal(failed.headers.get("retry-after"), "10");
     assert.match(await text(failed), /answered 500/);
     await env.up.stop();
     const down = await env.get("/package/6/bigmod/latest.json");
-    assert.equal(down.status, 502);
+    assert.equal(down.status, 503);
     assert.match(await text(down), /Cannot reach upstream http:\/\/127\.0\.0\.1:\d+\/pi\/v2\/package/);
     assert.equal(env.app.requestLog.query({ path: "bigmod" })[0].cache, "error");
     env.up.start();
+  });
+  // A fresh server (the failures above opened the breaker): one request each, no retries.
+  await withEnv({ upstreams: { retries: 0 } }, async (env) => {
+    // Upstream's own Retry-After and plain-text reason are passed on (a central mipserver's, to a site).
+    env.up.overrides.set("/package/6/hello/2.0.json", {
+      status: 503,
+      body: "Cannot reach upstream https://micropython.org/pi/v2/x: connection refused\nmore",
+      headers: { "content-type": "text/plain; charset=utf-8", "retry-after": "7" },
+    });
+    const told = await env.get("/package/6/hello/2.0.json");
+    assert.equal(told.status, 503);
+    assert.equal(told.headers.get("retry-after"), "7");
+    assert.match(
+      await text(told),
+      /answered 503: .*\(Cannot reach upstream https:\/\/micropython\.org\/pi\/v2\/x: connection refused\)/,
+    );
+    // A refusal (a token missing or wrong) will not pass by waiting: 502.
+    env.up.overrides.set("/package/6/mathx/1.0.json", { failTimes: 5, status: 403 });
+    const refused = await env.get("/package/6/mathx/1.0.json");
+    assert.equal(refused.status, 502);
+    assert.equal(refused.headers.get("retry-after"), null);
+    assert.match(await text(refused), /answered 403/);
   });
 });
 

@@ -73,7 +73,7 @@ function flakyUpstream() {
   return { state, url: `http://127.0.0.1:${server.addr.port}/pi/v2`, host: `127.0.0.1:${server.addr.port}`, server };
 }
 
-Deno.test("a dead upstream is contacted N times, then answered 502 at once until one probe after open_for; /healthz and /metrics show it", async () => {
+Deno.test("a dead upstream is contacted N times, then answered 503 at once until one probe after open_for; /healthz and /metrics show it", async () => {
   const up = flakyUpstream();
   let clock = 1_800_000_000_000;
   const logger = memoryLogger();
@@ -96,16 +96,20 @@ Deno.test("a dead upstream is contacted N times, then answered 502 at once until
     // Two requests, each two attempts (retries: 1): four failures open the breaker.
     for (let i = 0; i < 2; i++) {
       const res = await get(`/package/6/pkg${i}/latest.json`);
-      assert.equal(res.status, 502);
+      // Upstream failing (5xx) is a 503: the server cannot answer for now.
+      assert.equal(res.status, 503);
+      assert.equal(res.headers.get("retry-after"), "10");
       assert.match(await text(res), /Upstream answered 503/);
     }
     assert.equal(up.state.hits, 4);
     assert.equal(await health(), "open");
     assert.equal(await gauge(), 2);
-    // While open: 502 at once, naming the breaker, without contacting the upstream or waiting for a backoff.
+    // While open: 503 at once, naming the breaker, without contacting the upstream or waiting for a backoff; the
+    // client is told to come back when the breaker lets a probe through.
     for (let i = 0; i < 20; i++) {
       const res = await get(`/package/6/other${i}/latest.json`);
-      assert.equal(res.status, 502);
+      assert.equal(res.status, 503);
+      assert.equal(res.headers.get("retry-after"), "30");
       assert.match(
         await text(res),
         /not contacted for another 30s \(circuit breaker open\).*Last failure: .*answered 503/,
@@ -117,12 +121,12 @@ Deno.test("a dead upstream is contacted N times, then answered 502 at once until
     clock += 30_000;
     assert.equal(await health(), "half-open");
     assert.equal(await gauge(), 1);
-    assert.equal((await get("/package/6/probe1/latest.json")).status, 502);
+    assert.equal((await get("/package/6/probe1/latest.json")).status, 503);
     assert.equal(up.state.hits, 5, "one probe attempt, no retry while the breaker is open again");
     assert.equal(await health(), "open");
     // The upstream comes back; the next probe succeeds and closes the breaker.
     up.state.up = true;
-    assert.equal((await get("/package/6/hello/latest.json")).status, 502, "still open: not contacted");
+    assert.equal((await get("/package/6/hello/latest.json")).status, 503, "still open: not contacted");
     assert.equal(up.state.hits, 5);
     clock += 30_000;
     const ok = await get("/package/6/hello/latest.json");
