@@ -10,7 +10,7 @@
  * @module
  */
 import { KINDS_KEPT } from "./h1.ts";
-import type { RequestEntry } from "../http/request_log.ts";
+import { isPeer, type RequestEntry } from "../http/request_log.ts";
 import { representationResponse, type Shareable } from "../http/responses.ts";
 import type { ClientInfo, Recorder, ServeHandler } from "../http/server.ts";
 import { roundMs, splitUrl } from "../http/server.ts";
@@ -132,10 +132,18 @@ export function edgeKey(host: string | null, pathAndQuery: string): string {
 /** The request log entry of an answer the edge gave from `shared`. */
 export function hitEntry(
   shared: Shareable,
-  request: { method: string; path: string; client: string; status: number; time: number; durationMs: number },
+  request: {
+    method: string;
+    path: string;
+    client: string;
+    status: number;
+    time: number;
+    durationMs: number;
+    peer?: boolean;
+  },
 ): RequestEntry {
   const { method, status } = request;
-  return {
+  const entry: RequestEntry = {
     time: request.time,
     client: request.client,
     method,
@@ -146,6 +154,8 @@ export function hitEntry(
     duration_ms: roundMs(request.durationMs),
     cache: "hit",
   };
+  if (request.peer) entry.peer = true;
+  return entry;
 }
 
 /** What {@linkcode createEdgeHandler} needs. */
@@ -176,7 +186,8 @@ export function createEdgeHandler(handler: ServeHandler, options: EdgeOptions): 
     const response = representationResponse(request, shared);
     const client = (info as ClientInfo | undefined)?.remoteAddr.hostname ?? "unknown";
     const durationMs = performance.now() - started;
-    const entry = hitEntry(shared, { method, path, client, status: response.status, time: now(), durationMs });
+    const peer = isPeer(request.headers.get("user-agent"));
+    const entry = hitEntry(shared, { method, path, client, status: response.status, time: now(), durationMs, peer });
     record(entry, shared.kind);
     return Promise.resolve(response);
   };

@@ -36,6 +36,13 @@ export class PlainRequest {
     this.#fieldsAt = fieldsAt;
   }
 
+  /** Whether another mipserver asked (a `User-Agent` starting with `mipserver`, see `isPeer`). */
+  get peer(): boolean {
+    // Most heads do not hold the word at all: one search, and the fields are read only for those that do.
+    if (!this.#head.includes("mipserver")) return false;
+    return this.headers.some(([name, value]) => name === "user-agent" && value.startsWith("mipserver"));
+  }
+
   /** Header fields as sent, names lower-cased, in order (values without the whitespace around them). */
   get headers(): [string, string][] {
     if (this.#headers === undefined) {

@@ -28,6 +28,7 @@ export class HitBatch {
   #status = new Uint16Array(HITS_KEPT);
   #time = new Float64Array(HITS_KEPT);
   #duration = new Float64Array(HITS_KEPT);
+  #peer = new Uint8Array(HITS_KEPT);
   #count = 0;
   #draining = false;
   #timer: ReturnType<typeof setTimeout> | undefined;
@@ -41,8 +42,17 @@ export class HitBatch {
     return this.#count;
   }
 
-  /** Notes a hit answered now: it is recorded with this moment's duration. */
-  add(shared: Shareable, method: string, path: string, client: string, status: number, time: number, started: number) {
+  /** Notes a hit answered now: it is recorded with this moment's duration (`peer`: another mipserver asked). */
+  add(
+    shared: Shareable,
+    method: string,
+    path: string,
+    client: string,
+    status: number,
+    time: number,
+    started: number,
+    peer = false,
+  ) {
     const i = this.#count++;
     this.#shared[i] = shared;
     this.#method[i] = method;
@@ -51,6 +61,7 @@ export class HitBatch {
     this.#status[i] = status;
     this.#time[i] = time;
     this.#duration[i] = performance.now() - started;
+    this.#peer[i] = peer ? 1 : 0;
     if (this.#count === HITS_KEPT) this.drain();
     else this.#timer ??= setTimeout(() => this.drain(), HITS_MS);
   }
@@ -74,6 +85,7 @@ export class HitBatch {
           status: this.#status[i],
           time: this.#time[i],
           durationMs: this.#duration[i],
+          peer: this.#peer[i] === 1,
         });
         try {
           this.#record(entry, shared.kind);

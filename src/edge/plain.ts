@@ -70,7 +70,7 @@ export function plainAnswerer(cache: EdgeCache, hits: HitBatch, miss: Miss) {
     if (shared === undefined) return answerMiss(key, request, client);
     const answers = encodedOf(shared);
     const answer = etagMatches(request.ifNoneMatch, shared.etag) ? answers.notModified : answers.ok;
-    hits.add(shared, request.method, request.target, client.hostname, answer.status, Date.now(), started);
+    hits.add(shared, request.method, request.target, client.hostname, answer.status, Date.now(), started, request.peer);
     return answer;
   };
 }

@@ -31,7 +31,7 @@ import {
   type Records,
 } from "../records/records.ts";
 import { decodeSegment, MAX_RECORDED_PATH, recordedPath } from "../records/paths.ts";
-import { REPO_HOST_ALTERNATIVES, REPO_HOST_NAMES } from "../packages/sources/registry.ts";
+import { REPO_HOST_ALTERNATIVES, REPO_HOST_NAMES, REPO_HOSTS } from "../packages/sources/registry.ts";
 import { readManifest } from "../packages/names.ts";
 import type { Stats } from "./stats.ts";
 
@@ -64,8 +64,12 @@ function isRepoHost(segment: string): boolean {
   return REPO_HOST_SET.has(segment);
 }
 
+/** The routes of the code hosts' own raw layouts (`/gitlab/:owner/:repo/-/raw/*rest`): a chained server's, not a device's. */
+const RAW_LAYOUT_ROUTES = new Set(REPO_HOSTS.flatMap((h) => h.rawRoute ? [`/${h.name}${h.rawRoute}`] : []));
+
 /** Reads what a device request on `route` for `path` is: a manifest (which package), a file (its key), or other. */
 export function classify(route: string, path: string): Classified {
+  if (RAW_LAYOUT_ROUTES.has(route)) return { kind: "other" };
   const q = path.indexOf("?");
   const pathname = q < 0 ? path : path.slice(0, q);
   let segs = pathname.split("/").slice(1).map(decodeSegment);
@@ -330,6 +334,8 @@ export class InstallRecorder {
    * one's record, so a busy device holds one record per path and span, not one per request.
    */
   push = (entry: RequestEntry): void => {
+    // Another mipserver's fetch (a site gateway's) is traffic, not a device installing.
+    if (entry.peer) return this.#o.stats.add(entry);
     const time = entry.time as number;
     const span = Math.floor(time / SETTLE_MS);
     // A request alike the one before (a device retrying, a load test) is counted without making its key.
@@ -848,5 +854,5 @@ export class InstallRecorder {
 const MANIFEST_ROUTE = new RegExp(`/package/|/repo/|^/(?:${REPO_HOST_ALTERNATIVES}|url)/`);
 
 function mayBeManifest(route: string): boolean {
-  return MANIFEST_ROUTE.test(route);
+  return MANIFEST_ROUTE.test(route) && !RAW_LAYOUT_ROUTES.has(route);
 }

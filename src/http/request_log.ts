@@ -21,10 +21,23 @@ export interface RequestEntry {
   upstream_ms?: number;
   error_id?: string;
   /**
+   * Set when another mipserver asked ({@linkcode isPeer}): a site gateway's or a chained server's own fetch, not a
+   * device's. The install records leave it out of installs and devices.
+   */
+  peer?: true;
+  /**
    * Set by the manifest routes (`ctx.meta.manifest`): which manifest was asked for, as the install records name it, so
    * they need not read it back from the path. Not kept by the ring, the log line or the metrics.
    */
   manifest?: ManifestFacts;
+}
+
+/**
+ * Whether a `User-Agent` is another mipserver's (every upstream request of this server says `mipserver`): a site
+ * gateway fetching from its central server. A device could send it too; it would only hide its own installs.
+ */
+export function isPeer(userAgent: string | null | undefined): boolean {
+  return userAgent !== null && userAgent !== undefined && userAgent.startsWith("mipserver");
 }
 
 /** Which manifest a request asked for, as the install records name it. */
@@ -139,6 +152,7 @@ export class RequestLog {
         cache: undefined,
         upstream_ms: undefined,
         error_id: undefined,
+        peer: undefined,
       });
     }
   }
@@ -165,6 +179,7 @@ export class RequestLog {
     slot.cache = entry.cache;
     slot.upstream_ms = entry.upstream_ms;
     slot.error_id = entry.error_id;
+    slot.peer = entry.peer;
     this.#next = (this.#next + 1) % this.#slots.length;
     this.#size = Math.min(this.#size + 1, this.#slots.length);
   }
@@ -205,6 +220,7 @@ export class RequestLog {
     if (slot.cache !== undefined) entry.cache = slot.cache;
     if (slot.upstream_ms !== undefined) entry.upstream_ms = slot.upstream_ms;
     if (slot.error_id !== undefined) entry.error_id = slot.error_id;
+    if (slot.peer) entry.peer = true;
     return entry;
   }
 

@@ -9,7 +9,7 @@
  */
 import type { Logger } from "../log.ts";
 import type { Metrics } from "./metrics.ts";
-import type { RequestEntry, RequestLog } from "./request_log.ts";
+import { isPeer, type RequestEntry, type RequestLog } from "./request_log.ts";
 import { answerFor } from "./errors.ts";
 import { type Shareable, textResponse, withContentLength } from "./responses.ts";
 import type { RouteContext, Router } from "./router.ts";
@@ -136,6 +136,7 @@ export function createHandler(router: Router, deps: HandlerDeps): ServeHandler {
       ...meta,
     };
     if (errorId) entry.error_id = errorId;
+    if (isPeer(request.headers.get("user-agent"))) entry.peer = true;
     deps.tap?.(entry, response, answer);
     record(entry);
     return response;

@@ -2,7 +2,8 @@
  * Ad-hoc mirror routes: `/{host}/{owner}/{repo}/{ref}/{path...}` for each code host of the source registry
  * (`/github/...`, `/gitlab/...`, `/codeberg/...`) and `/url/{scheme}/{host}/{path...}`. `mip.install("http://gw:18891/github/org/repo/main")` fetches
  * `.../main/package.json`, rewritten so that every url and dependency points back here; any other path returns that
- * raw file, cached.
+ * raw file, cached. A code host whose raw layout differs (GitLab, Forgejo) is also answered in that layout, raw, for a
+ * site gateway whose `upstreams.<host>` is this server.
  * @module
  */
 import type { Served } from "../cache/served.ts";
@@ -11,10 +12,12 @@ import type { RouteContext, Router } from "../http/router.ts";
 import type { Logger } from "../log.ts";
 import type { Mutability } from "../cache/fresh_cache.ts";
 import { type HostBases, plainUrl, rawUrl, refMutability } from "../packages/locations.ts";
-import { checkPath, HOST, parseHost, PROFILE, SCHEME } from "../packages/names.ts";
+import { checkPath, HOST, OWNER, parseHost, PROFILE, REF, REPO, SCHEME } from "../packages/names.ts";
+import { BadName } from "../errors.ts";
 import type { RefSpec } from "../packages/refresh.ts";
 import type { RepoService } from "../packages/repo_service.ts";
-import { REPO_HOST_ALTERNATIVES, REPO_HOST_NAMES } from "../packages/sources/registry.ts";
+import { REPO_HOST_ALTERNATIVES, REPO_HOST_NAMES, REPO_HOSTS } from "../packages/sources/registry.ts";
+import type { RepoFile, RepoHost } from "../packages/sources/source.ts";
 import type { MirrorTarget } from "../packages/resolver.ts";
 import { lookup, PARAMS, publicBase, REPO_PARAMS, serveObject, SHORT } from "./index_api.ts";
 
@@ -88,6 +91,21 @@ export function addRepoRoutes(router: Router, service: RepoService, options: Rep
     );
     return serveObject(ctx, served, "application/json", SHORT);
   };
+  // A code host's own raw layout, where it differs from the mirror's (`/gitlab/{owner}/{repo}/-/raw/{ref}/...`,
+  // `/codeberg/api/v1/repos/...?ref=`): raw files as the host serves them, package.json too, for a site whose
+  // `upstreams.<host>` is this server's `/{host}`. Added first, so they win over the mirror routes they overlap.
+  for (const host of REPO_HOSTS) {
+    if (!host.rawRoute) continue;
+    router.get(`/${host.name}${host.rawRoute}`, async (ctx) => {
+      const at = hostLayout(host, ctx.url);
+      const mirror = `/${host.name}/${at.owner}/${at.repo}/${at.ref}/${at.path}`;
+      await options.check?.(mirror);
+      const url = rawUrl(options.bases, host.name, at.owner, at.repo, at.ref, at.path);
+      const mutable = refMutability(at.ref, options.tagTtl ?? null);
+      const served = await explained(() => lookup(ctx, () => service.raw(url, mutable)), mirror);
+      return serveObject(ctx, served, "application/octet-stream", SHORT);
+    });
+  }
   for (const prefix of ["", "/t/:profile"]) {
     for (const host of REPO_HOST_NAMES) {
       router.get(`${prefix}/${host}/:owner/:repo/:ref/*path`, (ctx) => {
@@ -126,4 +144,29 @@ export function addRepoRoutes(router: Router, service: RepoService, options: Rep
       return jsonResponse({ host, owner, repo, ref, expired });
     }, { host: { pattern: new RegExp(`^(${REPO_HOST_ALTERNATIVES})$`), expected: hostsExpected }, ...REPO_PARAMS });
   }
+}
+
+/**
+ * The repository file a request in `host`'s own raw layout names (its path decoded), checked as the mirror routes
+ * check theirs; a {@linkcode BadName} (400) saying what is wrong otherwise.
+ */
+function hostLayout(host: RepoHost, url: URL): RepoFile {
+  const base = `${url.origin}/${host.name}`;
+  const at = host.parseRaw(base, `${url.origin}${url.pathname}${url.search}`);
+  if (!at) throw new BadName(`Not a ${host.name} raw file URL: ${url.pathname}${url.search}`);
+  for (
+    const [name, value, rule] of [["owner", at.owner, OWNER], ["repo", at.repo, REPO], ["ref", at.ref, REF]] as const
+  ) {
+    if (!rule.pattern.test(value)) {
+      throw new BadName(`Invalid ${name} ${JSON.stringify(value)}: expected ${rule.expected}`);
+    }
+  }
+  let path: string;
+  try {
+    path = at.path.split("/").map(decodeURIComponent).join("/");
+  } catch {
+    throw new BadName(`Invalid path ${JSON.stringify(at.path)}: bad percent-encoding`);
+  }
+  checkPath(path);
+  return { ...at, path };
 }

@@ -1,17 +1,20 @@
 /**
- * A central server and two site gateways chained to it (`upstreams.index` the central server's URL, `upstreams.github`
- * its GitHub mirror), every one recording installs in one real PostgreSQL under its own `audit.site`, with a fixture
- * upstream behind the central server. The real mip installs index packages through each: byte-identical to the
- * central server's, the second site adds no upstream fetch; the central inventory shows every site's devices with
- * the site's name and filters by site. With the central server down, a site serves what it has, passes on the
- * central's 404s it remembered, and answers what it lacks with an error that is not a 404. With the database down, a
- * site's records wait in its outbox and reach the central inventory once it is back.
+ * A central server and two site gateways chained to it (`upstreams.index` the central server's URL, `upstreams.github`,
+ * `gitlab` and `codeberg` its mirrors), every one recording installs in one real PostgreSQL under its own
+ * `audit.site`, with fixture upstreams behind the central server. The real mip installs index packages and named
+ * packages with GitHub, GitLab and Codeberg dependencies through each: byte-identical to the central server's, the
+ * second site adds no upstream fetch; the central inventory shows every site's devices with the site's name, filters by
+ * site, and does not take a site's own fetches for a device. With the central server down, a site serves what it has,
+ * passes on the central's 404s it remembered, and answers what it lacks with a 503 naming the central server; with the
+ * central back it answers them again. With the database down, a site's records wait in its outbox and reach the central
+ * inventory once it is back.
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
+import { FakeForgejo } from "../fixtures/codeberg_fixture.ts";
 import { startPostgres } from "../fixtures/postgres.ts";
 import { startUpstreams } from "../fixtures/upstreams.ts";
-import { filesBelow, tempDir } from "../helpers.ts";
+import { filesBelow, freePort, tempDir } from "../helpers.ts";
 import { mipInstall, serveApp, type ServedApp } from "./tools.ts";
 
 async function until(what: string, check: () => boolean | Promise<boolean>, ms = 30_000): Promise<void> {
@@ -37,21 +40,49 @@ Deno.test({
   async fn() {
     const pg = await startPostgres();
     const up = await startUpstreams();
+    const forgejo = new FakeForgejo({
+      "acme/cbpkg/main/package.json": JSON.stringify({ urls: [["cbpkg.py", "cbpkg.py"]], version: "0.3" }),
+      "acme/cbpkg/main/cbpkg.py": `def where():\n    return "from codeberg"\n`,
+    }).start();
+    // A named package of the central server whose dependencies live on GitLab and Codeberg.
+    const chainkit = tempDir("mipserver-chainkit-");
+    Deno.writeTextFileSync(
+      join(chainkit, "package.json"),
+      JSON.stringify({
+        urls: [["chainkit.py", "chainkit.py"]],
+        deps: [["gitlab:grp/glpkg", "main"], ["codeberg:acme/cbpkg", "main"]],
+        version: "1.0",
+      }),
+    );
+    Deno.writeTextFileSync(
+      join(chainkit, "chainkit.py"),
+      "import glpkg, cbpkg\n\nWHERE = (glpkg.where(), cbpkg.where())\n",
+    );
     const servers: ServedApp[] = [];
     try {
       const db = await pg.database();
       const audit = (site: string) => ({ database: db.urlWithPassword, site, window: "5s" });
-      const central = await serveApp({
+      // The central server at a fixed port and cache folder, so that it can be stopped and started again below.
+      const centralConfig = {
+        server: { port: freePort() },
         cache: { dir: tempDir() },
-        upstreams: up.upstreams,
-        packages: { sensorkit: { source: "github:acme/sensorkit" } },
-        audit: audit("central"),
-      }, { record: true });
+        upstreams: { ...up.upstreams, codeberg: forgejo.url },
+        packages: { sensorkit: { source: "github:acme/sensorkit" }, chainkit: { source: `local:${chainkit}` } },
+        audit: { ...audit("central"), max_rows: 50_000 },
+      };
+      let central = await serveApp(centralConfig, { record: true });
       servers.push(central);
       const site = (name: string) =>
         serveApp({
           cache: { dir: tempDir() },
-          upstreams: { index: central.base, github: `${central.base}/github`, retries: 0 },
+          upstreams: {
+            index: central.base,
+            github: `${central.base}/github`,
+            gitlab: `${central.base}/gitlab`,
+            codeberg: `${central.base}/codeberg`,
+            retries: 0,
+            breaker: { open_for: "1s" },
+          },
           audit: audit(name),
           devices: { "127.0.0.1": `${name}-bench` },
         }, { record: true });
@@ -60,30 +91,72 @@ Deno.test({
       const siteB = await site("site-b");
       servers.push(siteB);
 
-      // The same packages through the central server and through site A: the same bytes on the device.
+      // The packages installed straight from the central server: what a device there gets.
       const direct = tempDir("mip-central-");
-      const viaA = tempDir("mip-site-a-");
-      for (const pkg of ["hello", "mathx"]) {
-        await mipInstall(central.base, direct, pkg);
-        await mipInstall(siteA.base, viaA, pkg);
-      }
-      assert.deepEqual(installed(viaA), installed(direct));
-      // A named package of the central server, by name through the site; its repository dependency comes from the
-      // site too (see below).
+      for (const pkg of ["hello", "mathx"]) await mipInstall(central.base, direct, pkg);
       const namedDirect = tempDir("mip-central-");
-      const namedViaA = tempDir("mip-site-a-");
       await mipInstall(central.base, namedDirect, "sensorkit");
-      await mipInstall(siteA.base, namedViaA, "sensorkit");
-      assert.deepEqual(installed(namedViaA), installed(namedDirect));
+      const chainDirect = tempDir("mip-central-");
+      await mipInstall(central.base, chainDirect, "chainkit");
       assert.ok(Object.keys(installed(namedDirect)).includes("helpers.mpy"));
       assert.ok(Object.keys(installed(direct)).length >= 3);
-      // A second site installing the same packages makes no request to the upstream behind the central server.
+      assert.deepEqual(Object.keys(installed(chainDirect)).sort(), ["cbpkg.mpy", "chainkit.mpy", "glpkg.mpy"]);
+      await central.app.fleet.settle();
+      const centralInstalls = async () =>
+        (await (await fetch(`${central.base}/_/installs?site=central`)).json()).count as number;
+      const installedAtCentral = await centralInstalls();
+      assert.ok(installedAtCentral >= 4, `${installedAtCentral}`);
+
+      // The same packages through site A: the same bytes on the device. The named packages' repository dependencies
+      // (GitHub, GitLab, Codeberg) come from the site too (see below).
+      const viaA = tempDir("mip-site-a-");
+      for (const pkg of ["hello", "mathx"]) await mipInstall(siteA.base, viaA, pkg);
+      assert.deepEqual(installed(viaA), installed(direct));
+      const namedViaA = tempDir("mip-site-a-");
+      await mipInstall(siteA.base, namedViaA, "sensorkit");
+      assert.deepEqual(installed(namedViaA), installed(namedDirect));
+      const chainViaA = tempDir("mip-site-a-");
+      await mipInstall(siteA.base, chainViaA, "chainkit");
+      assert.deepEqual(installed(chainViaA), installed(chainDirect));
+      // A second site installing the same packages makes no request to the upstreams behind the central server.
       await central.app.idle();
-      const before = up.index.log.length;
+      const before = [up.index, up.github, up.gitlab, forgejo].map((u) => u.log.length);
       const viaB = tempDir("mip-site-b-");
       for (const pkg of ["hello", "mathx"]) await mipInstall(siteB.base, viaB, pkg);
       assert.deepEqual(installed(viaB), installed(direct));
-      assert.equal(up.index.log.length, before, JSON.stringify(up.index.log.slice(before)));
+      const chainViaB = tempDir("mip-site-b-");
+      await mipInstall(siteB.base, chainViaB, "chainkit");
+      assert.deepEqual(installed(chainViaB), installed(chainDirect));
+      assert.deepEqual([up.index, up.github, up.gitlab, forgejo].map((u) => u.log.length), before);
+      // The central server recorded the sites' fetches as a site's, not as a device installing: its own device's
+      // installs are the ones made above, and its request log marks the sites' requests.
+      await central.app.fleet.settle();
+      assert.equal(await centralInstalls(), installedAtCentral);
+      const peers = (await (await fetch(`${central.base}/_/requests?limit=1000`)).json()).requests as { peer?: true }[];
+      assert.ok(peers.some((r) => r.peer === true), "the sites' requests are marked");
+      // The site's GitLab and Codeberg dependencies went through the central server's mirrors in the hosts' own layout.
+      const glDep = "/repo/6/gitlab/grp/glpkg/main/package.json";
+      const cbDep = "/repo/6/codeberg/acme/cbpkg/main/package.json";
+      const chained = await (await fetch(`${siteA.base}/package/6/chainkit/latest.json`)).json();
+      assert.deepEqual(chained.deps, [[`${siteA.base}${glDep}`, "main"], [`${siteA.base}${cbDep}`, "main"]]);
+      for (const dep of [glDep, cbDep]) {
+        assert.equal(
+          await (await fetch(`${siteA.base}${dep}`)).text(),
+          await (await fetch(`${central.base}${dep}`)).text(),
+          `${dep}: the same manifest, the same compiled file hashes`,
+        );
+      }
+      const raw = await fetch(`${central.base}/gitlab/grp/glpkg/-/raw/main/package.json`);
+      assert.equal(raw.status, 200);
+      assert.deepEqual(await raw.json(), { urls: [["glpkg.py", "glpkg.py"]], version: "2.0" }, "raw, as GitLab has it");
+      const rawCb = await fetch(`${central.base}/codeberg/api/v1/repos/acme/cbpkg/raw/cbpkg.py?ref=main`);
+      assert.equal(await rawCb.text(), `def where():\n    return "from codeberg"\n`);
+      const badLayout = await fetch(`${central.base}/codeberg/api/v1/repos/acme/cbpkg/raw/cbpkg.py?ref=..`);
+      assert.equal(badLayout.status, 400);
+      await badLayout.body?.cancel();
+      // The central server's row cap from audit.max_rows.
+      const health = await (await fetch(`${central.base}/healthz`)).json();
+      assert.equal(health.records.max_rows, 50_000);
       // A named package of the central server reaches the site through its index; its repository dependency, a URL
       // on the central server, is put on the site's base (the base the device used), and the site answers that
       // dependency itself, through the central server's GitHub mirror, compiled by the site.
@@ -122,11 +195,17 @@ Deno.test({
         ["site-b", "127.0.0.1", "site-b-bench"],
       ]);
       for (const d of devices) {
-        // At the central server the sites' own fetches are a device too (the gateways' address): more packages.
         const mine = d.packages.filter((p) => p.package === "hello" || p.package === "mathx");
         assert.deepEqual(mine.map((p) => [p.package, p.last_status]), [["hello", "complete"], ["mathx", "complete"]]);
-        if (d.site === "site-b") assert.equal(d.packages.length, 2, "site B installed those two only");
       }
+      const packagesOf = (site: string) => devices.find((d) => d.site === site)!.packages.map((p) => p.package).sort();
+      // The same installs at the centre as at site A (where the test also asked for a package that does not exist);
+      // the raw files fetched from the central's GitLab layout above are no install.
+      assert.deepEqual(
+        packagesOf("site-a").filter((p) => p !== "nosuchpkg"),
+        packagesOf("central"),
+        "the same installs at the centre and at site A",
+      );
       const onlyA = await (await fetch(`${central.base}/_/installs?site=site-a`)).json();
       assert.ok(onlyA.installs.length >= 2 && onlyA.installs.every((i: { site: string }) => i.site === "site-a"));
       const csv = await (await fetch(`${central.base}/_/devices?format=csv&site=site-b`)).text();
@@ -147,7 +226,7 @@ Deno.test({
       assert.equal(await helloAt(), helloBefore + 1);
 
       // The central server down: a site serves what it has, and passes on the 404 it remembered; what it lacks is
-      // an error that says the central server cannot be reached, never a 404.
+      // a 503 that says the central server cannot be reached, never a 404.
       await central.stop();
       servers.shift();
       const offline = tempDir("mip-site-a-");
@@ -162,6 +241,9 @@ Deno.test({
       const namedOffline = tempDir("mip-site-a-");
       await mipInstall(siteA.base, namedOffline, "sensorkit");
       assert.deepEqual(installed(namedOffline), installed(namedDirect));
+      const chainOffline = tempDir("mip-site-a-");
+      await mipInstall(siteA.base, chainOffline, "chainkit");
+      assert.deepEqual(installed(chainOffline), installed(chainDirect));
       const cachedDep = await fetch(`${siteA.base}${helpers}`);
       assert.equal(cachedDep.status, 200, "the site answers the dependency it has");
       await cachedDep.body?.cancel();
@@ -170,11 +252,33 @@ Deno.test({
       await remembered.body?.cancel();
       const lacking = await fetch(`${siteA.base}/package/6/bigmod/latest.json`);
       const reason = await lacking.text();
-      assert.ok(lacking.status >= 500, `${lacking.status} ${reason}`);
-      assert.match(reason, new RegExp(central.base.replace(/[.:/]/g, "\\$&")));
+      assert.equal(lacking.status, 503, reason);
+      assert.match(lacking.headers.get("retry-after") ?? "", /^\d+$/);
+      assert.match(reason, new RegExp(`^Cannot reach upstream ${central.base.replace(/[.:/]/g, "\\$&")}`));
+      const failedInstall = tempDir("mip-site-a-");
+      const refused = await mipInstall(siteA.base, failedInstall, "bigmod").then(() => "installed", (e) => String(e));
+      assert.notEqual(refused, "installed", "nothing to install from");
+
+      // The central server back at its address: the site answers what it lacked, within the breaker's open_for.
+      central = await serveApp(centralConfig, { record: true });
+      servers.unshift(central);
+      await until("the site reaches the central server again", async () => {
+        const res = await fetch(`${siteA.base}/package/6/bigmod/latest.json`);
+        await res.body?.cancel();
+        return res.status === 200;
+      });
+      const caughtUp = tempDir("mip-site-a-");
+      await mipInstall(siteA.base, caughtUp, "bigmod");
+      const bigDirect = tempDir("mip-central-");
+      await mipInstall(central.base, bigDirect, "bigmod");
+      assert.deepEqual(installed(caughtUp), installed(bigDirect));
+      const stillMissing = await fetch(`${siteA.base}/package/6/nosuchpkg/latest.json`);
+      assert.equal(stillMissing.status, 404);
+      await stillMissing.body?.cancel();
     } finally {
       for (const s of servers) await s.stop().catch(() => {});
       await up.stop();
+      await forgejo.stop();
       await pg.destroy();
     }
   },

@@ -96,11 +96,12 @@ export interface ServedApp {
 }
 
 /**
- * Builds an app from `config` (test defaults, `server.port` set) and serves it through the production listener at
- * that port, as a device would reach it.
+ * Builds an app from `config` (test defaults; `server.port` as given, else a free port) and serves it through the
+ * production listener at that port, as a device would reach it.
  */
 export async function serveApp(config: Record<string, unknown>, options: ServeOptions = {}): Promise<ServedApp> {
-  const port = freePort();
+  // A given server.port (a server restarted where its clients expect it), else a free one.
+  const port = (config.server as { port?: number } | undefined)?.port ?? freePort();
   const full = testConfig({ ...config, server: { ...(config.server as object ?? {}), port } });
   const logger = memoryLogger();
   const lines = logger.lines;

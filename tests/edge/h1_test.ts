@@ -28,6 +28,15 @@ Deno.test("readHead reads a device's HTTP/1.0 GET: method, target, Host, closes 
   assert.equal(request.ifNoneMatch, null);
 });
 
+Deno.test("PlainRequest.peer: another mipserver asked (User-Agent mipserver...), read from the head only then", () => {
+  const head = (fields: string) => plain(`GET /index.json HTTP/1.1\r\nHost: gw\r\n${fields}\r\n`);
+  assert.equal(head("User-Agent: mipserver\r\n").peer, true);
+  assert.equal(head("user-agent:  mipserver/1.4 \r\n").peer, true);
+  assert.equal(head("").peer, false);
+  assert.equal(head("User-Agent: mip\r\n").peer, false);
+  assert.equal(head("User-Agent: curl\r\nX-Note: mipserver\r\n").peer, false, "the word elsewhere is not enough");
+});
+
 Deno.test("readHead: keep-alive follows the version and the Connection header", () => {
   const cases: [string, string, boolean][] = [
     ["1.1", "", true],

@@ -51,6 +51,14 @@ Deno.test("requests are read as manifests and files of the right package", () =>
       profile: null,
     },
   );
+  // A code host's own raw layout is a chained server's route (a site's upstream), never a device's install.
+  assert.deepEqual(classify("/gitlab/:owner/:repo/-/raw/*rest", "/gitlab/grp/glpkg/-/raw/main/package.json"), {
+    kind: "other",
+  });
+  assert.deepEqual(
+    classify("/codeberg/api/v1/repos/*rest", "/codeberg/api/v1/repos/acme/kit/raw/package.json?ref=main"),
+    { kind: "other" },
+  );
   // Every code host of the sources' registry is a mirror the records know (codeberg: like github:).
   assert.deepEqual(
     classify("/codeberg/:owner/:repo/:ref/*path", "/codeberg/flock/birdkit/v0.2/package.json"),
@@ -287,6 +295,30 @@ for (const engine of ENGINES) {
     }
   });
 }
+
+Deno.test("another mipserver's fetches (a site gateway's, User-Agent mipserver) are no device and no install", async () => {
+  const env = await setup({ audit: { window: "30s" } });
+  try {
+    // A site gateway at 10.9.0.1 fetches a manifest and its files, as a device would; a device installs after it.
+    await env.install("10.9.0.1", "hello/latest", { headers: { "user-agent": "mipserver" } });
+    assert.equal(
+      (await env.device("10.9.0.1", "/package/6/nosuchpkg/latest.json", { "user-agent": "mipserver" })).status,
+      404,
+    );
+    env.tick(1000);
+    await env.install("10.0.4.17", "hello/latest", { headers: { "user-agent": "Python-urllib/3.11" } });
+    env.tick(31_000);
+    const installs = await env.installs();
+    assert.deepEqual(installs.map((i) => [i.device, i.package, i.status]), [["10.0.4.17", "hello", "complete"]]);
+    const devices = JSON.parse((await env.admin("/_/devices")).text).devices as { device: string }[];
+    assert.deepEqual(devices.map((d) => d.device), ["10.0.4.17"]);
+    // The request log still shows the site's requests, marked.
+    const requests = JSON.parse((await env.admin("/_/requests?ip=10.9.0.1")).text).requests as { peer?: true }[];
+    assert.ok(requests.length >= 3 && requests.every((r) => r.peer === true), JSON.stringify(requests));
+  } finally {
+    await env.close();
+  }
+});
 
 Deno.test("a database that cannot be opened leaves the server serving, without records, and says why", async () => {
   const dir = tempDir();

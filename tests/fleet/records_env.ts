@@ -70,22 +70,29 @@ export async function setup(overrides: Record<string, unknown> = {}, dir = tempD
       return env.app.fleet.records!;
     },
     /** A device request from `device`, body read in full (as mip does). */
-    async device(device: string, path: string) {
-      const res = await env.app.handler(new Request(`http://gw${path}`), { remoteAddr: { hostname: device, port: 9 } });
+    async device(device: string, path: string, headers: Record<string, string> = {}) {
+      const res = await env.app.handler(new Request(`http://gw${path}`, { headers }), {
+        remoteAddr: { hostname: device, port: 9 },
+      });
       const body = new Uint8Array(await res.arrayBuffer());
       return { status: res.status, body };
     },
     /** Installs `name` as mip does: the manifest, then each listed file. `skip` leaves files out. */
-    async install(device: string, name: string, opts: { skip?: (path: string) => boolean; mpy?: string } = {}) {
+    async install(
+      device: string,
+      name: string,
+      opts: { skip?: (path: string) => boolean; mpy?: string; headers?: Record<string, string> } = {},
+    ) {
       const m = await env.device(
         device,
         `/package/${opts.mpy ?? "6"}/${name}.json`.replace(/\/([^/]+)\.json$/, "/$1.json"),
+        opts.headers,
       );
       assert.equal(m.status, 200);
       const manifest = JSON.parse(new TextDecoder().decode(m.body));
       for (const [path, hash] of manifest.hashes) {
         if (opts.skip?.(path)) continue;
-        const f = await env.device(device, `/file/${hash.slice(0, 2)}/${hash}`);
+        const f = await env.device(device, `/file/${hash.slice(0, 2)}/${hash}`, opts.headers);
         assert.equal(f.status, 200);
       }
       return manifest;

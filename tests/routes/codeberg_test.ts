@@ -240,6 +240,16 @@ Deno.test("policy.unlisted deny: a named codeberg: package's dependency closure 
     await env.json("/codeberg/flock/feathers/main/package.json");
     const other = await env.get("/codeberg/flock/solo/main/solo.py");
     assert.equal(other.status, 403, await other.text());
+    // Forgejo's own layout (a site's upstreams.codeberg) is held to the same policy: the closure raw, others not.
+    const raw = await env.get("/codeberg/api/v1/repos/flock/feathers/raw/package.json?ref=main");
+    assert.equal(raw.status, 200);
+    assert.equal(
+      await raw.text(),
+      Deno.readTextFileSync(join(env.forgejo.root, "flock/feathers/main/package.json")),
+      "as the host has it, not rewritten",
+    );
+    const otherRaw = await env.get("/codeberg/api/v1/repos/flock/solo/raw/solo.py?ref=main");
+    assert.equal(otherRaw.status, 403, await otherRaw.text());
   } finally {
     await env.close();
   }

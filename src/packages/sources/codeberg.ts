@@ -20,6 +20,7 @@ export const codeberg = repoKind({
       encodeURIComponent(ref)
     }`,
   root: (base, owner, repo) => `${base}/api/v1/repos/${owner}/${repo}/raw/`,
+  rawRoute: "/api/v1/repos/*rest",
   parseRaw(base, url) {
     const prefix = `${base}/api/v1/repos/`;
     if (!url.startsWith(prefix)) return undefined;

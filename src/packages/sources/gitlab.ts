@@ -13,6 +13,7 @@ export const gitlab = repoKind({
   defaultBase: "https://gitlab.com",
   rawUrl: (base, owner, repo, ref, path) => `${base}/${owner}/${repo}/-/raw/${ref}${path ? `/${path}` : ""}`,
   root: (base, owner, repo, ref) => `${base}/${owner}/${repo}/-/raw/${ref}/`,
+  rawRoute: "/:owner/:repo/-/raw/*rest",
   parseRaw(base, url) {
     if (!url.startsWith(`${base}/`)) return undefined;
     const m = RAW.exec(url.slice(base.length + 1));

@@ -88,6 +88,12 @@ export interface RepoHost {
   root(base: string, owner: string, repo: string, ref: string): string;
   /** A raw URL under `base` split into its parts (the path as it appears in the URL), or undefined for other URLs. */
   parseRaw(base: string, url: string): RepoFile | undefined;
+  /**
+   * Where this host's own raw layout differs from the mirror's `/{owner}/{repo}/{ref}/{path}`: the route under
+   * `/{name}` (router segments, ending in `*rest`) at which a server answers raw files in that layout, read with
+   * {@linkcode RepoHost.parseRaw}, so that a site's `upstreams.<name>` can be a central server's `/{name}`.
+   */
+  readonly rawRoute?: string;
 }
 
 /** A file (or folder) in a repository at a ref. */
