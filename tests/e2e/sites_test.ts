@@ -68,6 +68,7 @@ Deno.test({
         cache: { dir: tempDir() },
         upstreams: { ...up.upstreams, codeberg: forgejo.url },
         packages: { sensorkit: { source: "github:acme/sensorkit" }, chainkit: { source: `local:${chainkit}` } },
+        pins: { hello: "1.0" }, // the central server's pins hold at its sites too
         audit: { ...audit("central"), max_rows: 50_000 },
       };
       let central = await serveApp(centralConfig, { record: true });
@@ -112,6 +113,7 @@ Deno.test({
       const viaA = tempDir("mip-site-a-");
       for (const pkg of ["hello", "mathx"]) await mipInstall(siteA.base, viaA, pkg);
       assert.deepEqual(installed(viaA), installed(direct));
+      assert.match(Deno.readTextFileSync(join(viaA, "hello.mpy")), /hello 1\.0/, "the pinned release, not the newest");
       const namedViaA = tempDir("mip-site-a-");
       await mipInstall(siteA.base, namedViaA, "sensorkit");
       assert.deepEqual(installed(namedViaA), installed(namedDirect));
