@@ -12,6 +12,7 @@ import { VERSION } from "../../src/version.ts";
 import { renderStatusPage } from "../../src/fleet/status_page.ts";
 import { replayFrom, serve } from "./tools.ts";
 import { openPage } from "./browser.ts";
+import { ENGINES, freshDatabase, onEngine } from "./records_env.ts";
 
 const OUT = new URL("../out/", import.meta.url).pathname;
 
@@ -66,78 +67,91 @@ Deno.test("the status page escapes what devices and upstreams put in it", () => 
   assert.ok(!/<script|src="http|href="http/i.test(html), "nothing is loaded from elsewhere");
 });
 
-Deno.test("Chromium with JavaScript off renders the status page with the devices, their flags and the figures", async () => {
-  const idx = await standardIndex();
-  const up = new FakeUpstream(idx.root).start();
-  const server = await serve({
-    cache: { dir: tempDir() },
-    upstreams: { index: up.url, retries: 0 },
-    devices: { "127.0.0.2": "greenhouse-3", "127.0.0.3": "pump-house" },
-  }, "127.0.0.1");
-  try {
-    const hello = idx.hashes.get("6/hello/1.1/hello.mpy")!;
-    const old = idx.hashes.get("6/hello/1.0/hello.mpy")!;
-    const ok = [200, 200];
-    assert.deepEqual(
-      await replayFrom("127.0.0.2", server.port, [
-        head("/package/6/hello/latest.json"),
-        head(`/file/${hello.slice(0, 2)}/${hello}`),
-      ]),
-      ok,
+for (const engine of ENGINES) {
+  Deno.test(`[${engine}] Chromium with JavaScript off renders the status page with the devices, their flags and the figures`, async () => {
+    const idx = await standardIndex();
+    const up = new FakeUpstream(idx.root).start();
+    const db = engine === "postgres" ? await freshDatabase() : undefined;
+    const server = await serve(
+      onEngine(
+        {
+          cache: { dir: tempDir() },
+          upstreams: { index: up.url, retries: 0 },
+          devices: { "127.0.0.2": "greenhouse-3", "127.0.0.3": "pump-house" },
+        },
+        db,
+        true,
+      ),
+      "127.0.0.1",
     );
-    assert.deepEqual(
-      await replayFrom("127.0.0.3", server.port, [
-        head("/package/6/hello/1.0.json"),
-        head(`/file/${old.slice(0, 2)}/${old}`),
-      ]),
-      ok,
-    );
-    assert.deepEqual(await replayFrom("127.0.0.4", server.port, [head("/package/6/mathx/latest.json")]), [200]);
-    assert.deepEqual(await replayFrom("127.0.0.4", server.port, [head("/package/6/nosuch/latest.json")]), [404]);
-
-    const url = `http://127.0.0.1:${server.port}/`;
-    const page = await openPage();
     try {
-      // JavaScript is really off: a script that would change the page does not run.
-      await page.load(`data:text/html,<p id="x">off</p><script>document.getElementById("x").textContent="on"</script>`);
-      assert.match(await page.html(), /<p id="x">off<\/p>/);
-      await page.load(url);
-      const dom = await page.html();
-      assert.match(dom, /<title>mipserver status<\/title>/);
-      assert.equal(textOf(dom, "version"), VERSION);
-      assert.equal(textOf(dom, "device-count"), "3");
-      assert.equal(textOf(dom, "outdated-count"), "1");
-      assert.equal(textOf(dom, "partial-count"), "1");
-      assert.match(textOf(dom, "hit-ratio") ?? "", /^\d+\.\d%$/);
-      assert.match(textOf(dom, "requests") ?? "", /^\d+$/);
-      assert.equal(textOf(dom, "requests"), "6", "the six device requests before the page");
-      assert.match(textOf(dom, "cache-objects") ?? "", /^[1-9]\d*$/);
-      assert.match(textOf(dom, "mpy-cross") ?? "", /mpy v6|\.mpy 6/);
-      assert.match(dom, /greenhouse-3/);
-      assert.match(dom, /pump-house/);
-      // pump-house runs hello 1.0 while the index has 1.1: its row is highlighted as outdated.
-      assert.match(dom, /<tr class="outdated" data-device="127\.0\.0\.3" data-package="hello">/);
-      // 127.0.0.4 stopped after mathx's manifest: highlighted as partial.
-      assert.match(dom, /<tr class="partial" data-device="127\.0\.0\.4" data-package="mathx">/);
-      assert.match(dom, /<tr class="" data-device="127\.0\.0\.2" data-package="hello">.*?up to date/);
-      // The failed install's reason is among the recent errors.
-      assert.match(dom, /nosuch/);
-      assert.match(dom, /<svg[^>]*class="chart"/);
-      assert.match(
-        dom,
-        /data-upstream="http:\/\/127\.0\.0\.1:\d+\/pi\/v2"><td>index <code>[^<]+<\/code><\/td><td><span class="ok">ok<\/span>/,
+      const hello = idx.hashes.get("6/hello/1.1/hello.mpy")!;
+      const old = idx.hashes.get("6/hello/1.0/hello.mpy")!;
+      const ok = [200, 200];
+      assert.deepEqual(
+        await replayFrom("127.0.0.2", server.port, [
+          head("/package/6/hello/latest.json"),
+          head(`/file/${hello.slice(0, 2)}/${hello}`),
+        ]),
+        ok,
       );
+      assert.deepEqual(
+        await replayFrom("127.0.0.3", server.port, [
+          head("/package/6/hello/1.0.json"),
+          head(`/file/${old.slice(0, 2)}/${old}`),
+        ]),
+        ok,
+      );
+      assert.deepEqual(await replayFrom("127.0.0.4", server.port, [head("/package/6/mathx/latest.json")]), [200]);
+      assert.deepEqual(await replayFrom("127.0.0.4", server.port, [head("/package/6/nosuch/latest.json")]), [404]);
 
-      await Deno.mkdir(OUT, { recursive: true });
-      const png = await page.screenshot();
-      await Deno.writeFile(join(OUT, "status_page.png"), png);
-      assert.deepEqual([...png.subarray(0, 4)], [0x89, 0x50, 0x4e, 0x47], "the screenshot is a PNG");
-      assert.ok(png.byteLength > 10_000, `screenshot of ${png.byteLength} bytes`);
+      const url = `http://127.0.0.1:${server.port}/`;
+      const page = await openPage();
+      try {
+        // JavaScript is really off: a script that would change the page does not run.
+        await page.load(
+          `data:text/html,<p id="x">off</p><script>document.getElementById("x").textContent="on"</script>`,
+        );
+        assert.match(await page.html(), /<p id="x">off<\/p>/);
+        await page.load(url);
+        const dom = await page.html();
+        assert.match(dom, /<title>mipserver status<\/title>/);
+        assert.equal(textOf(dom, "version"), VERSION);
+        assert.equal(textOf(dom, "device-count"), "3");
+        assert.equal(textOf(dom, "outdated-count"), "1");
+        assert.equal(textOf(dom, "partial-count"), "1");
+        assert.match(textOf(dom, "hit-ratio") ?? "", /^\d+\.\d%$/);
+        assert.match(textOf(dom, "requests") ?? "", /^\d+$/);
+        assert.equal(textOf(dom, "requests"), "6", "the six device requests before the page");
+        assert.match(textOf(dom, "cache-objects") ?? "", /^[1-9]\d*$/);
+        assert.match(textOf(dom, "mpy-cross") ?? "", /mpy v6|\.mpy 6/);
+        assert.match(dom, /greenhouse-3/);
+        assert.match(dom, /pump-house/);
+        // pump-house runs hello 1.0 while the index has 1.1: its row is highlighted as outdated.
+        assert.match(dom, /<tr class="outdated" data-device="127\.0\.0\.3" data-package="hello">/);
+        // 127.0.0.4 stopped after mathx's manifest: highlighted as partial.
+        assert.match(dom, /<tr class="partial" data-device="127\.0\.0\.4" data-package="mathx">/);
+        assert.match(dom, /<tr class="" data-device="127\.0\.0\.2" data-package="hello">.*?up to date/);
+        // The failed install's reason is among the recent errors.
+        assert.match(dom, /nosuch/);
+        assert.match(dom, /<svg[^>]*class="chart"/);
+        assert.match(
+          dom,
+          /data-upstream="http:\/\/127\.0\.0\.1:\d+\/pi\/v2"><td>index <code>[^<]+<\/code><\/td><td><span class="ok">ok<\/span>/,
+        );
+
+        if (engine === "postgres") assert.match(dom, /in PostgreSQL \(at most \d+ rows\)/);
+        await Deno.mkdir(OUT, { recursive: true });
+        const png = await page.screenshot();
+        await Deno.writeFile(join(OUT, engine === "sqlite" ? "status_page.png" : `status_page_${engine}.png`), png);
+        assert.deepEqual([...png.subarray(0, 4)], [0x89, 0x50, 0x4e, 0x47], "the screenshot is a PNG");
+        assert.ok(png.byteLength > 10_000, `screenshot of ${png.byteLength} bytes`);
+      } finally {
+        await page.close();
+      }
     } finally {
-      await page.close();
+      await server.stop();
+      await up.stop();
     }
-  } finally {
-    await server.stop();
-    await up.stop();
-  }
-});
+  });
+}
