@@ -338,7 +338,7 @@ export async function createApp(options: AppOptions): Promise<App> {
       now,
       listed,
     })
-    : new Resolver(resolverOptions);
+    : new Resolver({ ...resolverOptions, logger });
   const publicUrl = config.server.public_url;
   // A profile is known when configured or when an imported bundle holds it.
   const checkProfile = (p: string) => imported.hasProfile(p) || compiler.checkProfile(p);

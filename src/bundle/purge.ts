@@ -1,12 +1,13 @@
 /**
  * `mipserver purge PKG[@VERSION]`: removes from the cache what only that release (or, without a version, only that
  * package) uses: its manifests (index, named, every variant and profile), the files they list that no other cached
- * manifest lists, and the compiled objects made from those files. Shared objects stay. Safe while a server runs on
+ * manifest lists, and the compiled objects made from those files. Shared objects stay, and so do an imported bundle's
+ * manifests and every file they list (a device served from the bundle never meets a missing file). Safe while a server runs on
  * the same cache: every removal is of one whole file (never a partial write), manifests go first, and whatever a
  * device asks for later is fetched or built again.
  * @module
  */
-import { INDEX_MANIFEST_KEY, MANIFEST_FOLDERS, NAMED_KEY } from "../store/keys.ts";
+import { INDEX_MANIFEST_KEY, INDEX_PROFILE_KEY, LAYER, MANIFEST_FOLDERS, NAMED_KEY } from "../store/keys.ts";
 import type { ObjectStore } from "../store/object_store.ts";
 
 /** What a purge removed. */
@@ -36,15 +37,19 @@ interface CachedManifest {
 function keyInfo(key: string): { name: string; version: string } | undefined {
   const index = INDEX_MANIFEST_KEY.exec(key);
   if (index) return { name: index[3], version: index[4] };
+  const profiled = INDEX_PROFILE_KEY.exec(key);
+  if (profiled) return { name: profiled[3], version: profiled[4] };
   const named = NAMED_KEY.exec(key);
   if (named) return { name: named[1], version: named[4] };
   if (/^repo\/.+\.json$/.test(key)) return { name: "", version: "" };
+  // An imported bundle's manifest is a fixed set the operator brought in: it is never purged, and keeps its files.
+  if (key.startsWith(LAYER.served("")) && key.endsWith(".json")) return { name: "", version: "" };
   return undefined;
 }
 
 async function readManifests(store: ObjectStore): Promise<CachedManifest[]> {
   const out: CachedManifest[] = [];
-  for (const top of MANIFEST_FOLDERS) {
+  for (const top of [...MANIFEST_FOLDERS, LAYER.served("").replace(/\/$/, "")]) {
     for await (const key of store.keys(top)) {
       const info = keyInfo(key);
       if (!info) continue;

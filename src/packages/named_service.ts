@@ -18,13 +18,24 @@ import { rewriteDep } from "./repo_service.ts";
 import { readPackageAt } from "./sources/package_url.ts";
 import { parseSource } from "./sources/registry.ts";
 import type { RepoSpec, Resolved, Source, SourceContext } from "./sources/source.ts";
-import { fileKey, namedKey, repoKey, repoUrlKey } from "../store/keys.ts";
+import { fileKey, indexProfileKey, namedKey, repoKey, repoUrlKey } from "../store/keys.ts";
 
 /** A file after the per-target step (compilation); `dest` may change (`x.py` → `x.mpy`). */
 export interface Transformed {
   dest: string;
   bytes: Uint8Array;
 }
+
+/** What {@linkcode NamedService.indexManifest} reads an index package's source form from (the index service). */
+export interface IndexReader {
+  /** A manifest as the index has it, its own repository and mirror URLs on the base placeholder. */
+  manifest(mpy: string, name: string, version: string, base: string): Promise<Served>;
+  /** A file by (a prefix of) its sha256, checked. */
+  file(hash: string): Promise<Served>;
+}
+
+/** An index package the index offers no source form of (no `py` manifest, or one listing `urls`). */
+export class NoSourceForm extends Error {}
 
 /** Turns a source file into what a device asking for `mpy` with `profile` gets. */
 export type Transform = (file: Transformed, mpy: string, profile: string | null) => Promise<Transformed>;
@@ -137,6 +148,59 @@ export class NamedService {
   }
 
   /**
+   * An index package for a device with a target profile, built like a named package from the index's source form
+   * (its `py` manifest, whose `.py` files are compiled here for the profile): a site compiles its central server's
+   * packages for its own profiles. Dependencies stay as the index states them, with this server's own repository and
+   * mirror paths moved under the profile. Throws {@linkcode NoSourceForm} when the index has none to build from.
+   */
+  async indexManifest(
+    index: IndexReader,
+    name: string,
+    version: string,
+    mpy: string,
+    profile: string,
+    base: string,
+  ): Promise<Served> {
+    const source: Source = {
+      kind: "index",
+      text: `index:${name}`,
+      defaultRef: "latest",
+      mutability: (ref) => ref === "latest",
+      resolve: async (_ctx, ref) => {
+        let doc: { hashes?: unknown; urls?: unknown; deps?: unknown; version?: unknown };
+        try {
+          doc = JSON.parse(dec.decode((await index.manifest("py", name, ref, BASE_PLACEHOLDER)).body));
+        } catch (e) {
+          if (e instanceof NotFound) throw new NoSourceForm(`${name} ${ref} has no source form in the index`);
+          throw e;
+        }
+        if (Array.isArray(doc.urls) && doc.urls.length > 0) {
+          throw new NoSourceForm(`${name} ${ref}: the index's source form lists urls`);
+        }
+        const hashes = (Array.isArray(doc.hashes) ? doc.hashes : []) as [string, string][];
+        return {
+          version: typeof doc.version === "string" ? doc.version : ref,
+          files: hashes.map(([dest, hash]) => ({
+            dest: String(dest),
+            from: `the index's file ${String(hash)}`,
+            read: async () => (await index.file(String(hash))).body,
+          })),
+          deps: ((Array.isArray(doc.deps) ? doc.deps : []) as [string, string][]).map((
+            [dep, at],
+          ) => [underProfile(String(dep), profile, mpy), String(at ?? "latest")]),
+        };
+      },
+    };
+    const served = await this.#o.cache.get(
+      "manifest",
+      indexProfileKey(profile, mpy, name, version),
+      version === "latest",
+      () => this.#build(name, source, version, mpy, profile),
+    );
+    return await this.#withBase(served, base);
+  }
+
+  /**
    * The package.json at a plain URL (`/url/{scheme}/{host}/...package.json` under a profile), built into a manifest
    * for `mpy` and `profile` like a named `url:` source.
    */
@@ -233,7 +297,20 @@ export class NamedService {
     });
     const deps = resolved.deps.map((dep) => this.#dep(dep, mpy, profile));
     const manifest = { v: 1, name, version: resolved.version, hashes, deps };
-    this.#o.logger.info("Built a named package manifest", { name, ref, mpy, profile, files: hashes.length });
+    this.#o.logger.info("Built a manifest", { name, ref, mpy, profile, files: hashes.length });
     return { body: enc.encode(JSON.stringify(manifest)), ms: performance.now() - t0 };
   }
+}
+
+/**
+ * A dependency of an index package's source form, for the same package built for `profile`: this server's own
+ * repository manifests (`{base}/repo/py/...`) and mirrors (`{base}/github/...`) under `/t/{profile}` (the repository
+ * manifests for `mpy`); anything else (an index name, another server's URL) as it is.
+ */
+function underProfile(dep: string, profile: string, mpy: string): string {
+  if (!dep.startsWith(`${BASE_PLACEHOLDER}/`)) return dep;
+  const path = dep.slice(BASE_PLACEHOLDER.length).replace(/^\/t\/[^/]+\//, "/");
+  const repo = /^\/repo\/[^/]+\//.exec(path);
+  if (repo) return `${BASE_PLACEHOLDER}/t/${profile}/repo/${mpy}/${path.slice(repo[0].length)}`;
+  return `${BASE_PLACEHOLDER}/t/${profile}${path}`;
 }

@@ -7,10 +7,11 @@ import { etagOf } from "../store/hash.ts";
 import type { Served } from "../cache/served.ts";
 import type { PinnedFiles } from "./pinned.ts";
 import type { ObjectStore } from "../store/object_store.ts";
-import { BadUpstream, NotAllowed } from "../errors.ts";
+import { BadUpstream, Failure, NotAllowed } from "../errors.ts";
+import type { Logger } from "../log.ts";
 import type { IndexService } from "./index_service.ts";
 import type { HostBases } from "./locations.ts";
-import type { NamedService } from "./named_service.ts";
+import { type NamedService, NoSourceForm } from "./named_service.ts";
 import { mirrorPathOf, type Policy } from "./policy.ts";
 import type { RepoSpec } from "./sources/source.ts";
 import { toUrlsForm } from "./urls_form.ts";
@@ -36,6 +37,8 @@ export interface ResolverOptions {
    * hosts', `/url/...`) when its dependencies cycle or nest too deep.
    */
   checkMirrorDeps?: (path: string) => Promise<void>;
+  /** Where the resolver says what it served instead (an index's own files under a profile). */
+  logger?: Logger;
 }
 
 /** The imported layer as the resolver uses it. */
@@ -153,6 +156,8 @@ export class Resolver {
     try {
       const work = named
         ? this.#o.named.manifest(name, version, mpy, profile, base)
+        : profile !== null && mpy !== "py"
+        ? this.#profiled(mpy, name, resolved, profile, base)
         : this.#o.index.manifest(mpy, name, resolved, base);
       served = await (this.#o.imported?.guard(work, what) ?? work);
     } catch (e) {
@@ -162,6 +167,31 @@ export class Resolver {
     this.#o.policy.noteManifest(name, served.body);
     if (!named && this.#o.pinned?.isPinned(name, resolved)) this.#o.pinned.note(served.body);
     return { ...served, manifest: readManifest(served.body) };
+  }
+
+  /**
+   * An index package under a profile: built from the index's source form and compiled for the profile; the index's
+   * own manifest for `mpy` when there is no source form, or when it cannot be had now (the index's compiled files are
+   * portable, so a device still gets a working install, and the profile's build follows when the index answers).
+   */
+  async #profiled(mpy: string, name: string, version: string, profile: string, base: string): Promise<Served> {
+    try {
+      return await this.#o.named.indexManifest(this.#o.index, name, version, mpy, profile, base);
+    } catch (e) {
+      if (!(e instanceof NoSourceForm || e instanceof Failure)) throw e;
+      try {
+        const served = await this.#o.index.manifest(mpy, name, version, base);
+        this.#o.logger?.warn("Serving the index's own compiled files under a profile", {
+          package: name,
+          version,
+          profile,
+          reason: e.message,
+        });
+        return served;
+      } catch {
+        throw e;
+      }
+    }
   }
 
   /** `repo/{mpy}/{host}/{owner}/{repo}/{ref}/{path}`: a repository dependency built into a manifest. */

@@ -71,6 +71,17 @@ export function indexManifestKey(id: string, mpy: string, name: string, version:
 /** An index manifest's key: upstream id, mpy, package name and version. */
 export const INDEX_MANIFEST_KEY = /^index\/([^/]+)\/package\/([^/]+)\/([^/]+)\/(.+)\.json$/;
 
+/**
+ * The key of an index package built for a target profile from the index's source form:
+ * `index/_t/{profile}/{mpy}/{name}/{version}.json` (an upstream's id is hex, never `_t`).
+ */
+export function indexProfileKey(profile: string, mpy: string, name: string, version: string): string {
+  return cacheKey("index", "_t", profile, mpy, name, `${version}.json`);
+}
+
+/** An index package's manifest built for a profile: profile, mpy, package name and version. */
+export const INDEX_PROFILE_KEY = /^index\/_t\/([^/]+)\/([^/]+)\/([^/]+)\/(.+)\.json$/;
+
 /** The key of a named package's manifest: `named/{name}/{mpy}/{profile or _}/{ref}.json`. */
 export function namedKey(name: string, mpy: string, profile: string | null, ref: string): string {
   return cacheKey("named", name, mpy, profile ?? "_", `${ref}.json`);

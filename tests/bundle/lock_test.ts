@@ -278,6 +278,11 @@ Deno.test("lock mode: with upstream down, a locked index package is served from 
     const lock = await lockWith(maker.app, ["hello"]);
     const path = writeLock(lock);
     await up.index.stop();
+    // The index's manifests of hello gone from the cache too: only the lock and the cached files are left.
+    const manifests: string[] = [];
+    for await (const key of maker.app.store.keys("index")) if (key.includes("/hello/")) manifests.push(key);
+    assert.ok(manifests.length > 0);
+    await maker.app.store.remove(manifests);
     const { app, get, logger } = await makeApp(up, {
       policy: { lock: path },
       cache: { dir: maker.app.store.location },

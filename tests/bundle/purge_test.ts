@@ -133,3 +133,28 @@ Deno.test("purge removes only what one release uses while the server keeps answe
     await Promise.all([up.stop(), index.stop()]);
   }
 });
+
+Deno.test("purge keeps an imported bundle's manifests and the files they list, and removes a profile's build", async () => {
+  const store = await openDisk(tempDir());
+  const enc = new TextEncoder();
+  const put = (key: string, doc: unknown) => store.put(key, enc.encode(JSON.stringify(doc)));
+  const shared = "ab12cd34".padEnd(64, "0");
+  const own = "ef56ab78".padEnd(64, "0");
+  const built = "0123abcd".padEnd(64, "0");
+  await put("index/0123456789abcdef/package/6/hello/1.1.json", { v: 1, version: "1.1", hashes: [["a.mpy", shared]] });
+  await put("index/_t/esp32/6/hello/latest.json", { v: 1, version: "1.1", hashes: [["a.mpy", built]] });
+  await put("index/0123456789abcdef/package/py/hello/1.1.json", { v: 1, version: "1.1", hashes: [["a.py", own]] });
+  // An imported bundle serves hello 1.1 too, listing the same file as the index manifest.
+  await put("bundle/served/package/6/hello/1.1.json", { v: 1, version: "1.1", hashes: [["a.mpy", shared]] });
+  for (const h of [shared, own, built]) await store.put(`files/${h.slice(0, 2)}/${h}`, enc.encode(h));
+  const report = await purge(store, "hello", "1.1");
+  assert.deepEqual(report.manifests, [
+    "index/0123456789abcdef/package/6/hello/1.1.json",
+    "index/0123456789abcdef/package/py/hello/1.1.json",
+    "index/_t/esp32/6/hello/latest.json",
+  ]);
+  assert.deepEqual(report.objects, [`files/01/${built}`, `files/ef/${own}`]);
+  assert.ok(await store.has("bundle/served/package/6/hello/1.1.json"), "the imported manifest stays");
+  assert.ok(await store.has(`files/ab/${shared}`), "and so does the file it lists");
+  await store.close();
+});

@@ -56,7 +56,7 @@ Deno.test({
     );
     Deno.writeTextFileSync(
       join(chainkit, "chainkit.py"),
-      "import glpkg, cbpkg\n\nWHERE = (glpkg.where(), cbpkg.where())\n",
+      "import glpkg, cbpkg\n\nWHERE = (glpkg.where(), cbpkg.where())\nassert WHERE\n",
     );
     const servers: ServedApp[] = [];
     try {
@@ -85,6 +85,7 @@ Deno.test({
             breaker: { open_for: "1s" },
           },
           audit: audit(name),
+          targets: { x64: { march: "x64", opt: 3 } }, // a profile of the site's own, which the central server lacks
           devices: { "127.0.0.1": `${name}-bench` },
         }, { record: true });
       const siteA = await site("site-a");
@@ -120,6 +121,11 @@ Deno.test({
       const chainViaA = tempDir("mip-site-a-");
       await mipInstall(siteA.base, chainViaA, "chainkit");
       assert.deepEqual(installed(chainViaA), installed(chainDirect));
+      // Compiled for the site's own profile by the site: the central server has no such profile.
+      const chainX64 = tempDir("mip-site-a-");
+      await mipInstall(`${siteA.base}/t/x64`, chainX64, "chainkit");
+      assert.deepEqual(Object.keys(installed(chainX64)).sort(), Object.keys(installed(chainDirect)).sort());
+      assert.notDeepEqual(installed(chainX64), installed(chainDirect), "compiled with -O3");
       // A second site installing the same packages makes no request to the upstreams behind the central server.
       await central.app.idle();
       const before = [up.index, up.github, up.gitlab, forgejo].map((u) => u.log.length);
@@ -134,6 +140,10 @@ Deno.test({
       // installs are the ones made above, and its request log marks the sites' requests.
       await central.app.fleet.settle();
       assert.equal(await centralInstalls(), installedAtCentral);
+      // (The central server has no x64 profile: the site compiled chainkit above itself.)
+      const noProfile = await fetch(`${central.base}/t/x64/package/6/chainkit/latest.json`);
+      assert.equal(noProfile.status, 404);
+      await noProfile.body?.cancel();
       const peers = (await (await fetch(`${central.base}/_/requests?limit=1000`)).json()).requests as { peer?: true }[];
       assert.ok(peers.some((r) => r.peer === true), "the sites' requests are marked");
       // The site's GitLab and Codeberg dependencies went through the central server's mirrors in the hosts' own layout.
