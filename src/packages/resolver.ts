@@ -188,8 +188,9 @@ export class Resolver {
           reason: e.message,
         });
         return served;
-      } catch {
-        throw e;
+      } catch (fallback) {
+        // No source form and no compiled manifest either: what the index said of the latter (a 404, say).
+        throw e instanceof NoSourceForm ? fallback : e;
       }
     }
   }

@@ -81,6 +81,9 @@ Deno.test("without a source form, or with the index down, an index package under
     assert.ok(
       env.logger.lines.some((l) => /index's own compiled files under a profile.*mathx.*no source form/.test(l)),
     );
+    // Neither form: the index's 404, as without a profile.
+    const missing = await env.get("/t/small/package/6/nosuchpkg/latest.json");
+    assert.equal(missing.status, 404, await missing.text());
     // A source form that lists urls is not built here either.
     env.up.overrides.set("/package/py/bigmod/latest.json", {
       body: JSON.stringify({ v: 1, version: "1.0", hashes: [], urls: [["x.py", "http://elsewhere/x.py"]] }),
