@@ -28,7 +28,7 @@ import {
   MANIFEST_ENTRY,
 } from "./format.ts";
 import { parseSpec, type Spec, specText, type Variant, Walker, WalkError } from "./walk.ts";
-import { fileKey, INDEX_MANIFEST_KEY, NAMED_KEY } from "../store/keys.ts";
+import { fileKey, INDEX_MANIFEST_KEY, INDEX_PROFILE_KEY, NAMED_KEY } from "../store/keys.ts";
 
 /** What an export wrote. */
 export interface ExportResult {
@@ -100,6 +100,13 @@ async function cachedSpecs(
     if (m) {
       mpys.add(m[2]);
       add(m[3], m[4]);
+    }
+    // An index package built for a profile: the profile is exported too.
+    const p = INDEX_PROFILE_KEY.exec(key);
+    if (p) {
+      profiles.add(p[1]);
+      mpys.add(p[2]);
+      add(p[3], p[4]);
     }
   }
   for await (const key of app.store.keys("named")) {

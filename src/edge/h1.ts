@@ -6,6 +6,9 @@
  * @module
  */
 
+/** A `User-Agent` field that starts with `mipserver`, in a head (every field follows a CRLF). */
+const PEER_FIELD = /\r\nuser-agent:[ \t]*mipserver/i;
+
 /** A plain request: GET or HEAD, no body, HTTP/1.0 or 1.1, one Host that is a plain authority. */
 export class PlainRequest {
   /** The head as sent, up to its blank line: the header fields are read from it only when asked for. */
@@ -38,9 +41,9 @@ export class PlainRequest {
 
   /** Whether another mipserver asked (a `User-Agent` starting with `mipserver`, see `isPeer`). */
   get peer(): boolean {
-    // Most heads do not hold the word at all: one search, and the fields are read only for those that do.
-    if (!this.#head.includes("mipserver")) return false;
-    return this.headers.some(([name, value]) => name === "user-agent" && value.startsWith("mipserver"));
+    // Most heads do not hold the word at all: one search; the others are matched on the head as sent, without
+    // reading every field (a Host named mipserver is no peer).
+    return this.#head.includes("mipserver") && PEER_FIELD.test(this.#head);
   }
 
   /** Header fields as sent, names lower-cased, in order (values without the whitespace around them). */

@@ -436,9 +436,10 @@ export class InstallRecorder {
       );
       return;
     }
-    if (this.#o.records === null || entry.status !== 200 || entry.method !== "GET" || !mayBeManifest(entry.route)) {
-      return;
-    }
+    if (
+      this.#o.records === null || entry.peer || entry.status !== 200 || entry.method !== "GET" ||
+      !mayBeManifest(entry.route)
+    ) return;
     const key = recordedPath(entry.path);
     if (this.#classifyEntry(entry, key).kind !== "manifest") return;
     // Kept as what the answer carried: the manifest as the resolver read it, else the bytes the route sent (read

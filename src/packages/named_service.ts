@@ -177,7 +177,17 @@ export class NamedService {
         if (Array.isArray(doc.urls) && doc.urls.length > 0) {
           throw new NoSourceForm(`${name} ${ref}: the index's source form lists urls`);
         }
-        const hashes = (Array.isArray(doc.hashes) ? doc.hashes : []) as [string, string][];
+        const pairs = (list: unknown, what: string): [string, string][] => {
+          const entries = Array.isArray(list) ? list : [];
+          for (const e of entries) {
+            if (!Array.isArray(e) || typeof e[0] !== "string" || (e[1] !== undefined && typeof e[1] !== "string")) {
+              throw new BadUpstream(`${name} ${ref}: the index's source form has ${what} ${clip(JSON.stringify(e))}`);
+            }
+          }
+          return entries as [string, string][];
+        };
+        const hashes = pairs(doc.hashes, "a file entry that is not [path, hash]:");
+        const deps = pairs(doc.deps, "a dependency that is not [name, version]:");
         return {
           version: typeof doc.version === "string" ? doc.version : ref,
           files: hashes.map(([dest, hash]) => ({
@@ -185,9 +195,7 @@ export class NamedService {
             from: `the index's file ${String(hash)}`,
             read: async () => (await index.file(String(hash))).body,
           })),
-          deps: ((Array.isArray(doc.deps) ? doc.deps : []) as [string, string][]).map((
-            [dep, at],
-          ) => [underProfile(String(dep), profile, mpy), String(at ?? "latest")]),
+          deps: deps.map(([dep, at]) => [underProfile(dep, profile, mpy), at ?? "latest"]),
         };
       },
     };

@@ -7,7 +7,7 @@ import { etagOf } from "../store/hash.ts";
 import type { Served } from "../cache/served.ts";
 import type { PinnedFiles } from "./pinned.ts";
 import type { ObjectStore } from "../store/object_store.ts";
-import { BadUpstream, Failure, NotAllowed } from "../errors.ts";
+import { BadUpstream, Failure, NotAllowed, NotFound } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import type { IndexService } from "./index_service.ts";
 import type { HostBases } from "./locations.ts";
@@ -16,6 +16,11 @@ import { mirrorPathOf, type Policy } from "./policy.ts";
 import type { RepoSpec } from "./sources/source.ts";
 import { toUrlsForm } from "./urls_form.ts";
 import { readManifest } from "./names.ts";
+
+/** How long an index package found without a source form is served as the index compiled it without looking again. */
+const NO_SOURCE_FORM_MS = 10 * 60_000;
+/** Index packages remembered at most as having no source form. */
+const NO_SOURCE_FORM_KEPT = 4096;
 
 /** What the resolver is built from. */
 export interface ResolverOptions {
@@ -84,6 +89,8 @@ export async function dependenciesOf(
 
 /** Answers the index API. */
 export class Resolver {
+  /** Index packages (`name\nversion`) found without a source form, until when that is believed. */
+  #noSourceForm = new Map<string, number>();
   #o: ResolverOptions;
   constructor(options: ResolverOptions) {
     this.#o = options;
@@ -156,7 +163,7 @@ export class Resolver {
     try {
       const work = named
         ? this.#o.named.manifest(name, version, mpy, profile, base)
-        : profile !== null && mpy !== "py"
+        : profile !== null && mpy !== "py" && this.#o.mpyFor?.(profile) === mpy
         ? this.#profiled(mpy, name, resolved, profile, base)
         : this.#o.index.manifest(mpy, name, resolved, base);
       served = await (this.#o.imported?.guard(work, what) ?? work);
@@ -175,24 +182,40 @@ export class Resolver {
    * portable, so a device still gets a working install, and the profile's build follows when the index answers).
    */
   async #profiled(mpy: string, name: string, version: string, profile: string, base: string): Promise<Served> {
+    const id = `${name}\n${version}`;
+    const none = this.#noSourceForm.get(id);
+    if (none !== undefined && none > Date.now()) return await this.#o.index.manifest(mpy, name, version, base);
+    let why: Error;
     try {
       return await this.#o.named.indexManifest(this.#o.index, name, version, mpy, profile, base);
     } catch (e) {
-      if (!(e instanceof NoSourceForm || e instanceof Failure)) throw e;
-      try {
-        const served = await this.#o.index.manifest(mpy, name, version, base);
-        this.#o.logger?.warn("Serving the index's own compiled files under a profile", {
-          package: name,
-          version,
-          profile,
-          reason: e.message,
-        });
-        return served;
-      } catch (fallback) {
-        // No source form and no compiled manifest either: what the index said of the latter (a 404, say).
-        throw e instanceof NoSourceForm ? fallback : e;
+      // Failure: upstream down or failing, nothing built yet; NotFound: offline (`cache.offline`, an export) with
+      // nothing built under the profile.
+      if (!(e instanceof NoSourceForm || e instanceof Failure || e instanceof NotFound)) throw e;
+      why = e;
+    }
+    let served: Served;
+    try {
+      served = await this.#o.index.manifest(mpy, name, version, base);
+    } catch (fallback) {
+      // No source form and no compiled manifest either: what the index said of the latter (a 404, say).
+      throw why instanceof Failure ? why : fallback;
+    }
+    if (why instanceof NoSourceForm || why instanceof BadUpstream) {
+      // No source form, or one refused: remembered for a while (bounded), so that each request does not look again.
+      this.#noSourceForm.delete(id);
+      this.#noSourceForm.set(id, Date.now() + NO_SOURCE_FORM_MS);
+      if (this.#noSourceForm.size > NO_SOURCE_FORM_KEPT) {
+        this.#noSourceForm.delete(this.#noSourceForm.keys().next().value!);
       }
     }
+    this.#o.logger?.warn("Serving the index's own compiled files under a profile", {
+      package: name,
+      version,
+      profile,
+      reason: why.message,
+    });
+    return served;
   }
 
   /** `repo/{mpy}/{host}/{owner}/{repo}/{ref}/{path}`: a repository dependency built into a manifest. */

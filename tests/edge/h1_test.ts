@@ -35,6 +35,11 @@ Deno.test("PlainRequest.peer: another mipserver asked (User-Agent mipserver...),
   assert.equal(head("").peer, false);
   assert.equal(head("User-Agent: mip\r\n").peer, false);
   assert.equal(head("User-Agent: curl\r\nX-Note: mipserver\r\n").peer, false, "the word elsewhere is not enough");
+  assert.equal(
+    plain("GET / HTTP/1.1\r\nHost: mipserver.lan\r\nUser-Agent: mip\r\n\r\n").peer,
+    false,
+    "a host of that name is no peer",
+  );
 });
 
 Deno.test("readHead: keep-alive follows the version and the Connection header", () => {

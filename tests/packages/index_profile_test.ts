@@ -20,7 +20,7 @@ async function setup() {
     config: testConfig({
       cache: { dir: tempDir() },
       upstreams: { index: up.url, retries: 0 },
-      targets: { small: { opt: 3 } },
+      targets: { small: { opt: 3 }, plain: {} },
       mpy_cross: { path: mpyCrossPath() },
     }),
     logger,
@@ -62,9 +62,19 @@ Deno.test("an index package under a profile is compiled here from the index's so
     assert.equal(await sha256Hex(bytes), full);
     // Built from the source form: the index's own .mpy manifest was not needed.
     assert.equal(env.up.count("/package/6/hello/latest.json"), 0, env.up.log.join(", "));
-    // Without the profile, the index's own manifest as before.
-    const plain = await env.json("/package/6/hello/latest.json");
-    assert.notDeepEqual(plain.hashes, m.hashes);
+    // Compiled with the profile's flags: -O3 drops the assert that a profile without flags keeps.
+    const flagless = await env.json("/t/plain/package/6/hello/latest.json");
+    const [[, plainHash]] = flagless.hashes as [string, string][];
+    const plainBytes = new Uint8Array(
+      await (await env.get(`/file/${plainHash.slice(0, 2)}/${plainHash}`)).arrayBuffer(),
+    );
+    assert.notEqual(plainHash, full);
+    assert.ok(bytes.length < plainBytes.length, `-O3: ${bytes.length} bytes, without flags: ${plainBytes.length}`);
+    // A device asking for another .mpy version than the profile's compiler makes: the index's own, not a build.
+    const other = await env.get("/t/small/package/5/hello/latest.json");
+    await other.body?.cancel();
+    assert.equal(env.up.count("/package/5/hello/latest.json"), 1);
+    assert.ok(!env.logger.lines.some((l) => /Built a manifest.*"mpy":"5"/.test(l)));
   } finally {
     await env.app.idle();
     await env.up.stop();
@@ -81,6 +91,20 @@ Deno.test("without a source form, or with the index down, an index package under
     assert.ok(
       env.logger.lines.some((l) => /index's own compiled files under a profile.*mathx.*no source form/.test(l)),
     );
+    // Remembered: the next request does not look for the source form again.
+    const looked = env.up.count("/package/py/mathx/latest.json");
+    assert.deepEqual(await env.json("/t/small/package/6/mathx/latest.json"), plain);
+    assert.equal(env.up.count("/package/py/mathx/latest.json"), looked);
+    // A source form refused (a dependency that is not [name, version]): the index's own, the reason logged, and
+    // remembered like a missing one.
+    env.up.overrides.set("/package/py/hello/1.1.json", {
+      body: JSON.stringify({ v: 1, version: "1.1", hashes: [], deps: [null] }),
+    });
+    const own = await env.json("/package/6/hello/1.1.json");
+    assert.deepEqual(await env.json("/t/small/package/6/hello/1.1.json"), own);
+    assert.ok(env.logger.lines.some((l) => /under a profile.*dependency that is not \[name, version\]: null/.test(l)));
+    await env.json("/t/small/package/6/hello/1.1.json");
+    assert.equal(env.up.count("/package/py/hello/1.1.json"), 1);
     // Neither form: the index's 404, as without a profile.
     const missing = await env.get("/t/small/package/6/nosuchpkg/latest.json");
     assert.equal(missing.status, 404, await missing.text());
