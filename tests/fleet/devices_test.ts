@@ -4,28 +4,17 @@
  * The server runs with two edge worker threads, so repeated answers come from the edge and are recorded too.
  */
 import assert from "node:assert/strict";
-import { FakeUpstream } from "../fixtures/fake_upstream.ts";
-import { standardIndex } from "../fixtures/index_fixture.ts";
 import { tempDir } from "../helpers.ts";
 import { mipInstall } from "../e2e/tools.ts";
-import { captureProxy, lanAddress, pathOf, replayFrom, serve } from "./tools.ts";
-import { ENGINES, freshDatabase, onEngine } from "./records_env.ts";
+import { captureProxy, lanAddress, pathOf, replayFrom } from "./tools.ts";
+import { ENGINES, serveOnEngine } from "./records_env.ts";
 
 for (const engine of ENGINES) {
   Deno.test(`[${engine}] installs from a real mip and replayed devices: records, statuses, inventory, outdated flags`, async () => {
-    const idx = await standardIndex();
-    const up = new FakeUpstream(idx.root).start();
-    const db = engine === "postgres" ? await freshDatabase() : undefined;
-    const server = await serve(onEngine(
-      {
-        cache: { dir: tempDir() },
-        upstreams: { index: up.url, retries: 0 },
-        audit: { window: "2s" },
-        devices: { "127.0.0.2": "greenhouse-2", "127.0.0.3": "shed-1" },
-      },
-      db,
-      true,
-    ));
+    const { idx, up, server } = await serveOnEngine(engine, {
+      audit: { window: "2s" },
+      devices: { "127.0.0.2": "greenhouse-2", "127.0.0.3": "shed-1" },
+    });
     const proxy = captureProxy(server.port);
     try {
       const target = tempDir("mip-target-");
@@ -106,21 +95,9 @@ for (const engine of ENGINES) {
   });
 
   Deno.test(`[${engine}] behind a trusted proxy, devices are recorded by their forwarded address, repeated hits included`, async () => {
-    const idx = await standardIndex();
-    const up = new FakeUpstream(idx.root).start();
-    const db = engine === "postgres" ? await freshDatabase() : undefined;
-    const server = await serve(
-      onEngine(
-        {
-          cache: { dir: tempDir() },
-          upstreams: { index: up.url, retries: 0 },
-          server: { trusted_proxies: ["127.0.0.1"] },
-        },
-        db,
-        true,
-      ),
-      "127.0.0.1",
-    );
+    const { idx, up, server } = await serveOnEngine(engine, {
+      server: { trusted_proxies: ["127.0.0.1"] },
+    }, "127.0.0.1");
     try {
       const base = `http://127.0.0.1:${server.port}`;
       const h = idx.hashes.get("6/hello/1.1/hello.mpy")!;

@@ -10,6 +10,7 @@ import { FakeUpstream } from "../fixtures/fake_upstream.ts";
 import { standardIndex } from "../fixtures/index_fixture.ts";
 import { type FreshDatabase, sharedPostgres } from "../fixtures/postgres.ts";
 import { tempDir, testConfig } from "../helpers.ts";
+import { serve } from "./tools.ts";
 
 /** The clock the records start at. */
 export const T0 = Date.parse("2026-03-01T12:00:00Z");
@@ -112,4 +113,17 @@ export async function setup(overrides: Record<string, unknown> = {}, dir = tempD
     },
   };
   return env;
+}
+
+/**
+ * A server (the production listener, {@linkcode serve}) on the standard fixture index, with the records on `engine`
+ * (PostgreSQL: a fresh database, the password in its URL) and `extra` merged into its config.
+ */
+export async function serveOnEngine(engine: Engine, extra: Record<string, unknown> = {}, hostname?: string) {
+  const idx = await standardIndex();
+  const up = new FakeUpstream(idx.root).start();
+  const db = engine === "postgres" ? await freshDatabase() : undefined;
+  const config = { cache: { dir: tempDir() }, upstreams: { index: up.url, retries: 0 }, ...extra };
+  const server = await serve(onEngine(config, db, true), hostname);
+  return { idx, up, server };
 }

@@ -18,11 +18,9 @@ import {
 import { MAX_RECORDED_PATH, recordedPath } from "../../src/records/paths.ts";
 import { Stats } from "../../src/fleet/stats.ts";
 import { memoryLogger } from "../../src/log.ts";
-import { FakeUpstream } from "../fixtures/fake_upstream.ts";
-import { standardIndex } from "../fixtures/index_fixture.ts";
 import { tempDir } from "../helpers.ts";
-import { ENGINES, freshDatabase, onEngine, setup, T0 } from "./records_env.ts";
-import { replayFromMany, serve } from "./tools.ts";
+import { ENGINES, serveOnEngine, setup, T0 } from "./records_env.ts";
+import { replayFromMany } from "./tools.ts";
 
 const hex = (n: number) => {
   const bytes = crypto.getRandomValues(new Uint8Array(Math.ceil(n / 2)));
@@ -93,22 +91,10 @@ Deno.test("a flood of unique query strings and unique paths keeps no row per pat
 
 for (const engine of ENGINES) {
   Deno.test(`[${engine}] rotating source addresses across 127.0.0.0/8 are bounded by audit.max_devices; named devices stay`, async () => {
-    const idx = await standardIndex();
-    const up = new FakeUpstream(idx.root).start();
-    const db = engine === "postgres" ? await freshDatabase() : undefined;
-    const server = await serve(
-      onEngine(
-        {
-          cache: { dir: tempDir() },
-          upstreams: { index: up.url, retries: 0 },
-          audit: { max_devices: 50 },
-          devices: { "127.9.0.1": "bench-board" },
-        },
-        db,
-        true,
-      ),
-      "127.0.0.1",
-    );
+    const { up, server } = await serveOnEngine(engine, {
+      audit: { max_devices: 50 },
+      devices: { "127.9.0.1": "bench-board" },
+    }, "127.0.0.1");
     try {
       const head = (path: string) => `GET ${path} HTTP/1.0\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n`;
       const jobs: [string, string][] = [["127.9.0.1", head("/package/6/hello/latest.json")]];

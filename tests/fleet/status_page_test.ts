@@ -5,14 +5,11 @@
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { FakeUpstream } from "../fixtures/fake_upstream.ts";
-import { standardIndex } from "../fixtures/index_fixture.ts";
-import { tempDir } from "../helpers.ts";
 import { VERSION } from "../../src/version.ts";
 import { renderStatusPage } from "../../src/fleet/status_page.ts";
-import { replayFrom, serve } from "./tools.ts";
+import { replayFrom } from "./tools.ts";
 import { openPage } from "./browser.ts";
-import { ENGINES, freshDatabase, onEngine } from "./records_env.ts";
+import { ENGINES, serveOnEngine } from "./records_env.ts";
 
 const OUT = new URL("../out/", import.meta.url).pathname;
 
@@ -69,21 +66,9 @@ Deno.test("the status page escapes what devices and upstreams put in it", () => 
 
 for (const engine of ENGINES) {
   Deno.test(`[${engine}] Chromium with JavaScript off renders the status page with the devices, their flags and the figures`, async () => {
-    const idx = await standardIndex();
-    const up = new FakeUpstream(idx.root).start();
-    const db = engine === "postgres" ? await freshDatabase() : undefined;
-    const server = await serve(
-      onEngine(
-        {
-          cache: { dir: tempDir() },
-          upstreams: { index: up.url, retries: 0 },
-          devices: { "127.0.0.2": "greenhouse-3", "127.0.0.3": "pump-house" },
-        },
-        db,
-        true,
-      ),
-      "127.0.0.1",
-    );
+    const { idx, up, server } = await serveOnEngine(engine, {
+      devices: { "127.0.0.2": "greenhouse-3", "127.0.0.3": "pump-house" },
+    }, "127.0.0.1");
     try {
       const hello = idx.hashes.get("6/hello/1.1/hello.mpy")!;
       const old = idx.hashes.get("6/hello/1.0/hello.mpy")!;
