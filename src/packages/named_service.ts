@@ -13,7 +13,7 @@ import { BadUpstream, DomainError, fromUpstream, NotFound, UpstreamFailed, Upstr
 import type { Logger } from "../log.ts";
 import { UpstreamError } from "../upstream/fetcher.ts";
 import { BASE_PLACEHOLDER, parseSpec } from "./locations.ts";
-import { clip, destinationProblem, UnsafeManifestError } from "./names.ts";
+import { checkManifest, clip, destinationProblem, readManifest, UnsafeManifestError } from "./names.ts";
 import { rewriteDep } from "./repo_service.ts";
 import { readPackageAt } from "./sources/package_url.ts";
 import { parseSource } from "./sources/registry.ts";
@@ -167,35 +167,39 @@ export class NamedService {
       defaultRef: "latest",
       mutability: (ref) => ref === "latest",
       resolve: async (_ctx, ref) => {
-        let doc: { hashes?: unknown; urls?: unknown; deps?: unknown; version?: unknown };
+        let body: Uint8Array;
         try {
-          doc = JSON.parse(dec.decode((await index.manifest("py", name, ref, BASE_PLACEHOLDER)).body));
+          body = (await index.manifest("py", name, ref, BASE_PLACEHOLDER)).body;
         } catch (e) {
           if (e instanceof NotFound) throw new NoSourceForm(`${name} ${ref} has no source form in the index`);
           throw e;
         }
-        if (Array.isArray(doc.urls) && doc.urls.length > 0) {
+        const doc = readManifest(body).doc as { hashes?: unknown; urls?: unknown; deps?: unknown; version?: unknown };
+        if (Array.isArray(doc?.urls) && doc.urls.length > 0) {
           throw new NoSourceForm(`${name} ${ref}: the index's source form lists urls`);
         }
-        const pairs = (list: unknown, what: string): [string, string][] => {
-          const entries = Array.isArray(list) ? list : [];
-          for (const e of entries) {
-            if (!Array.isArray(e) || typeof e[0] !== "string" || (e[1] !== undefined && typeof e[1] !== "string")) {
-              throw new BadUpstream(`${name} ${ref}: the index's source form has ${what} ${clip(JSON.stringify(e))}`);
-            }
+        // The index's own check: `hashes` are pairs of a safe install path and a hash. Only `deps` is read besides.
+        checkManifest(doc, `the source form of ${name} ${ref}`);
+        const deps = Array.isArray(doc.deps) ? doc.deps : [];
+        for (const d of deps) {
+          if (!Array.isArray(d) || typeof d[0] !== "string" || (d[1] !== undefined && typeof d[1] !== "string")) {
+            throw new BadUpstream(
+              `${name} ${ref}: the index's source form has a dependency that is not [name, version]: ${
+                clip(JSON.stringify(d))
+              }`,
+            );
           }
-          return entries as [string, string][];
-        };
-        const hashes = pairs(doc.hashes, "a file entry that is not [path, hash]:");
-        const deps = pairs(doc.deps, "a dependency that is not [name, version]:");
+        }
         return {
           version: typeof doc.version === "string" ? doc.version : ref,
-          files: hashes.map(([dest, hash]) => ({
-            dest: String(dest),
-            from: `the index's file ${String(hash)}`,
-            read: async () => (await index.file(String(hash))).body,
+          files: ((doc.hashes ?? []) as [string, string][]).map(([dest, hash]) => ({
+            dest,
+            from: `the index's file ${hash}`,
+            read: async () => (await index.file(hash)).body,
           })),
-          deps: deps.map(([dep, at]) => [underProfile(dep, profile, mpy), at ?? "latest"]),
+          deps: (deps as [string, string | undefined][]).map((
+            [dep, at],
+          ) => [underProfile(dep, profile, mpy), at ?? "latest"]),
         };
       },
     };
