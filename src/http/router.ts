@@ -149,16 +149,18 @@ export class Router {
     }
     for (const [name, spec] of Object.entries(hit.route.params)) {
       const value = hit.params[name];
-      if (value !== undefined && !spec.pattern.test(value)) {
-        const shown = value.length > 80 ? `${value.slice(0, 77)}...` : value;
-        return {
-          route: hit.route.path,
-          error: new HttpError(400, `Invalid ${name} ${JSON.stringify(shown)}: expected ${spec.expected}`),
-        };
-      }
+      const why = value === undefined ? undefined : paramProblem(name, value, spec);
+      if (why) return { route: hit.route.path, error: new HttpError(400, why) };
     }
     return { route: hit.route.path, handler: hit.route.handler, params: hit.params };
   }
+}
+
+/** Why `value` is not a valid parameter `name` (the 400 answer's text), or undefined when it is. */
+export function paramProblem(name: string, value: string, spec: ParamSpec): string | undefined {
+  if (spec.pattern.test(value)) return undefined;
+  const shown = value.length > 80 ? `${value.slice(0, 77)}...` : value;
+  return `Invalid ${name} ${JSON.stringify(shown)}: expected ${spec.expected}`;
 }
 
 function matchSegments(pattern: Segment[], segments: string[]): Params | undefined {

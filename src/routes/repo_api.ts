@@ -8,11 +8,11 @@
  */
 import type { Served } from "../cache/served.ts";
 import { jsonResponse } from "../http/responses.ts";
-import type { RouteContext, Router } from "../http/router.ts";
+import { paramProblem, type RouteContext, type Router } from "../http/router.ts";
 import type { Logger } from "../log.ts";
 import type { Mutability } from "../cache/fresh_cache.ts";
 import { type HostBases, plainUrl, rawUrl, refMutability } from "../packages/locations.ts";
-import { checkPath, HOST, OWNER, parseHost, PROFILE, REF, REPO, SCHEME } from "../packages/names.ts";
+import { checkPath, HOST, parseHost, PROFILE, SCHEME } from "../packages/names.ts";
 import { BadName } from "../errors.ts";
 import type { RefSpec } from "../packages/refresh.ts";
 import type { RepoService } from "../packages/repo_service.ts";
@@ -154,12 +154,9 @@ function hostLayout(host: RepoHost, url: URL): RepoFile {
   const base = `${url.origin}/${host.name}`;
   const at = host.parseRaw(base, `${url.origin}${url.pathname}${url.search}`);
   if (!at) throw new BadName(`Not a ${host.name} raw file URL: ${url.pathname}${url.search}`);
-  for (
-    const [name, value, rule] of [["owner", at.owner, OWNER], ["repo", at.repo, REPO], ["ref", at.ref, REF]] as const
-  ) {
-    if (!rule.pattern.test(value)) {
-      throw new BadName(`Invalid ${name} ${JSON.stringify(value)}: expected ${rule.expected}`);
-    }
+  for (const [name, value] of [["owner", at.owner], ["repo", at.repo], ["ref", at.ref]] as const) {
+    const why = paramProblem(name, value, REPO_PARAMS[name]);
+    if (why) throw new BadName(why);
   }
   let path: string;
   try {
